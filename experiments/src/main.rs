@@ -1,0 +1,198 @@
+//! `qsafe`: the command-line front end of the simulator.
+//!
+//! With no arguments it runs the built-in demo and writes its results under `out/demo`.
+
+use std::fs;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use link::probe::{self, Outputs, ProbeConfig, ProbeReport};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sim_core::pcap::PcapSink;
+use sim_core::{TraceFilter, Tracer};
+
+/// The demo scenario, compiled in so that `cargo run --release` needs no files.
+const DEMO: &str = include_str!("../scenarios/demo-link.toml");
+
+#[derive(Parser)]
+#[command(
+    name = "qsafe",
+    version,
+    about = "Deterministic simulator for quantum-safe IPsec networks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Characterize a link: two hosts exchange numbered UDP probes over it and measure
+    /// loss, bursts, latency and goodput.
+    Probe(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Probe configuration (TOML); the built-in demo when omitted.
+    config: Option<PathBuf>,
+    /// Master seed: the same seed reproduces the run bit for bit.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Directory for results.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write trace.jsonl with the lines this filter selects, e.g.
+    /// `all` or `entity=link/*,kind=link.drop,from=10s,until=1m`.
+    #[arg(long)]
+    trace: Option<String>,
+    /// Write capture.pcap with every IPv4 packet put on the wire.
+    #[arg(long)]
+    pcap: bool,
+    /// No progress line on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Serialize)]
+struct Manifest<'a> {
+    qsafe_version: &'a str,
+    experiment: &'a str,
+    scenario: String,
+    scenario_sha256: String,
+    seed: u64,
+    fingerprint: String,
+    reproduce: &'a str,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Probe(args)) => probe_command(&args),
+        None => probe_command(&RunArgs {
+            config: None,
+            seed: 1,
+            out: Some(PathBuf::from("out/demo")),
+            trace: None,
+            pcap: false,
+            quiet: false,
+        }),
+    }
+}
+
+fn probe_command(args: &RunArgs) -> Result<()> {
+    let (text, scenario) = match &args.config {
+        Some(path) => (
+            fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (DEMO.to_string(), "built-in demo".to_string()),
+    };
+    let cfg = parse_probe_config(&text).with_context(|| format!("in {scenario}"))?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("out/probe"));
+    fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+
+    let tracer = match &args.trace {
+        Some(filter) => {
+            let filter: TraceFilter = filter.parse()?;
+            let file = create(&out.join("trace.jsonl"))?;
+            Tracer::with_output(filter, Box::new(BufWriter::new(file)))
+        }
+        None => Tracer::new(),
+    };
+    let mut pcap = match args.pcap {
+        true => Some(PcapSink::new(BufWriter::new(create(
+            &out.join("capture.pcap"),
+        )?))?),
+        false => None,
+    };
+    let report = probe::run(
+        &cfg,
+        args.seed,
+        Outputs {
+            tracer,
+            pcap: pcap.as_mut(),
+            progress: !args.quiet,
+        },
+    )?;
+    if let Some(p) = pcap {
+        use std::io::Write;
+        p.into_inner().flush().context("writing capture.pcap")?;
+    }
+
+    let reproduce = match &args.config {
+        Some(path) => format!("qsafe probe {} --seed {}", path.display(), args.seed),
+        None => format!("qsafe probe --seed {}", args.seed),
+    };
+    let manifest = Manifest {
+        qsafe_version: env!("CARGO_PKG_VERSION"),
+        experiment: "probe",
+        scenario,
+        scenario_sha256: hex(&Sha256::digest(text.as_bytes())),
+        seed: args.seed,
+        fingerprint: report.fingerprint.to_string(),
+        reproduce: &reproduce,
+    };
+    write_json(&out.join("manifest.json"), &manifest)?;
+    write_json(&out.join("results.json"), &report)?;
+    print_summary(&report);
+    println!("results: {}", out.display());
+    println!("fingerprint: {}", report.fingerprint);
+    println!("reproduce: {reproduce}");
+    Ok(())
+}
+
+fn parse_probe_config(text: &str) -> Result<ProbeConfig> {
+    let de = toml::Deserializer::parse(text)?;
+    let cfg: ProbeConfig = serde_path_to_error::deserialize(de)
+        .map_err(|e| anyhow::anyhow!("field `{}`: {}", e.path(), e.inner().message()))?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn print_summary(r: &ProbeReport) {
+    println!(
+        "{:<9} {:>8} {:>8} {:>7} {:>6} {:>10} {:>10} {:>12}  drops",
+        "direction", "sent", "received", "loss", "burst", "p50 ms", "p99 ms", "goodput"
+    );
+    for d in &r.directions {
+        let ms = |v: Option<u64>| v.map_or("-".into(), |v| format!("{:.3}", v as f64 / 1e6));
+        let drops: Vec<String> = link::DropReason::ALL
+            .iter()
+            .filter(|&&why| d.link.dropped(why) > 0)
+            .map(|&why| format!("{}={}", why.as_str(), d.link.dropped(why)))
+            .collect();
+        println!(
+            "{:<9} {:>8} {:>8} {:>6.2}% {:>6.2} {:>10} {:>10} {:>8.3} Mb/s  {}",
+            d.direction,
+            d.probes_sent,
+            d.probes_received,
+            100.0 * d.loss_rate,
+            d.mean_loss_burst,
+            ms(d.latency_ns.p50),
+            ms(d.latency_ns.p99),
+            d.goodput_bps / 1e6,
+            drops.join(" ")
+        );
+    }
+}
+
+fn create(path: &Path) -> Result<fs::File> {
+    fs::File::create(path).with_context(|| format!("creating {}", path.display()))
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,1 @@
+//! Result files to statistics, figures and reports (to come: reports issue).

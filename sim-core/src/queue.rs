@@ -1,0 +1,498 @@
+//! The event queue: a total order `(time, source entity, per-source sequence)` and
+//! cancellable timers.
+//!
+//! Ordering: among events at the same instant, the one whose source entity has the lower
+//! id goes first, and one source's events go in the order it scheduled them. That order
+//! follows from the model alone, never from insertion accidents or hashing.
+//!
+//! Structure: a radix heap on time (events are never scheduled before the last one taken
+//! out, which is the monotone property a radix heap needs) plus a small binary heap for
+//! the events at the current instant, ordered by (source, sequence). Each event is moved
+//! between buckets at most ~64 times and the buckets are plain vectors scanned in order,
+//! so with a million pending events it touches memory far more kindly than a binary heap
+//! of the same events (see `cargo bench -p sim-core`).
+//!
+//! Peeking, and skipping cancelled timers, can move the radix base past the time of the
+//! last event actually taken out; events scheduled in that gap (still in the future of
+//! the model) wait in a small `early` heap that always drains first.
+//!
+//! Timers: `schedule_timer` returns a [`TimerId`]; `cancel` marks its slot dead in O(1)
+//! without touching the queue. The stale entry is skipped when it surfaces, and the queue
+//! is compacted when stale entries outnumber live ones, so frequently re-armed timers
+//! (retransmission, lifetimes) cannot make it grow without bound.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use crate::entity::EntityId;
+use crate::time::SimTime;
+
+const NO_TIMER: u32 = u32::MAX;
+const BUCKETS: usize = 65;
+
+/// A handle to a pending timer; stale handles (fired or cancelled) are harmless.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimerId {
+    slot: u32,
+    generation: u32,
+}
+
+/// An event taken out of the queue.
+#[derive(Debug)]
+pub struct Scheduled<E> {
+    pub time: SimTime,
+    /// The entity that scheduled it.
+    pub source: EntityId,
+    /// Set when the event was scheduled as a timer.
+    pub timer: Option<TimerId>,
+    pub event: E,
+}
+
+struct Entry<E> {
+    time: u64,
+    seq: u64,
+    source: u32,
+    timer_slot: u32,
+    event: E,
+}
+
+/// Entries at the current instant, ordered so that `BinaryHeap` (a max-heap) yields the
+/// lowest (source, seq) first.
+struct Now<E>(Entry<E>);
+
+/// Entries before the radix base, ordered so that the lowest (time, source, seq) is
+/// yielded first.
+struct Early<E>(Entry<E>);
+
+impl<E> PartialEq for Early<E> {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl<E> Eq for Early<E> {}
+impl<E> PartialOrd for Early<E> {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl<E> Ord for Early<E> {
+    fn cmp(&self, o: &Self) -> Ordering {
+        (o.0.time, o.0.source, o.0.seq).cmp(&(self.0.time, self.0.source, self.0.seq))
+    }
+}
+
+impl<E> PartialEq for Now<E> {
+    fn eq(&self, o: &Self) -> bool {
+        (self.0.source, self.0.seq) == (o.0.source, o.0.seq)
+    }
+}
+impl<E> Eq for Now<E> {}
+impl<E> PartialOrd for Now<E> {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl<E> Ord for Now<E> {
+    fn cmp(&self, o: &Self) -> Ordering {
+        (o.0.source, o.0.seq).cmp(&(self.0.source, self.0.seq))
+    }
+}
+
+#[derive(Clone, Copy)]
+struct TimerSlot {
+    generation: u32,
+    /// (source, seq) of the queue entry that is this timer's live occurrence.
+    armed: Option<(u32, u64)>,
+}
+
+/// A monotone priority queue of events of type `E`.
+pub struct EventQueue<E> {
+    /// Time of the last event taken out; no event may be scheduled before it.
+    popped: u64,
+    /// The radix base: every entry in `current` and `buckets` is at or after it.
+    last: u64,
+    /// Entries at `last`.
+    current: BinaryHeap<Now<E>>,
+    /// Entries in `popped..last`; they all come before everything else.
+    early: BinaryHeap<Early<E>>,
+    buckets: Vec<Vec<Entry<E>>>,
+    /// Bit `i - 1` is set when bucket `i` (1..=64) is non-empty.
+    occupied: u64,
+    entries: usize,
+    stale: usize,
+    next_seq: Vec<u64>,
+    timers: Vec<TimerSlot>,
+    free_timers: Vec<u32>,
+}
+
+impl<E> Default for EventQueue<E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<E> EventQueue<E> {
+    pub fn new() -> Self {
+        EventQueue {
+            popped: 0,
+            last: 0,
+            current: BinaryHeap::new(),
+            early: BinaryHeap::new(),
+            buckets: (0..BUCKETS).map(|_| Vec::new()).collect(),
+            occupied: 0,
+            entries: 0,
+            stale: 0,
+            next_seq: Vec::new(),
+            timers: Vec::new(),
+            free_timers: Vec::new(),
+        }
+    }
+
+    /// Live events pending (cancelled timers excluded).
+    pub fn len(&self) -> usize {
+        self.entries - self.stale
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The earliest time at which an event may still be scheduled.
+    pub fn horizon(&self) -> SimTime {
+        SimTime::from_nanos(self.popped)
+    }
+
+    /// Schedules `event` at `time` on behalf of `source`.
+    ///
+    /// # Panics
+    /// If `time` is before the last event taken out: the model tried to change the past.
+    pub fn schedule(&mut self, time: SimTime, source: EntityId, event: E) {
+        self.push(time, source, NO_TIMER, event);
+    }
+
+    /// Like [`schedule`](Self::schedule), but the event can be cancelled until it fires.
+    pub fn schedule_timer(&mut self, time: SimTime, source: EntityId, event: E) -> TimerId {
+        let slot = match self.free_timers.pop() {
+            Some(slot) => slot,
+            None => {
+                self.timers.push(TimerSlot {
+                    generation: 0,
+                    armed: None,
+                });
+                (self.timers.len() - 1) as u32
+            }
+        };
+        let seq = self.push(time, source, slot, event);
+        let t = &mut self.timers[slot as usize];
+        t.armed = Some((source.0, seq));
+        TimerId {
+            slot,
+            generation: t.generation,
+        }
+    }
+
+    /// Cancels a pending timer; returns false if it already fired or was cancelled.
+    pub fn cancel(&mut self, id: TimerId) -> bool {
+        let Some(t) = self.timers.get_mut(id.slot as usize) else {
+            return false;
+        };
+        if t.generation != id.generation || t.armed.is_none() {
+            return false;
+        }
+        self.release_timer(id.slot);
+        self.stale += 1;
+        if self.stale > 4096 && self.stale * 2 > self.entries {
+            self.compact();
+        }
+        true
+    }
+
+    /// Whether `id` is still pending.
+    pub fn is_pending(&self, id: TimerId) -> bool {
+        self.timers
+            .get(id.slot as usize)
+            .is_some_and(|t| t.generation == id.generation && t.armed.is_some())
+    }
+
+    /// The time of the next live event, without taking it out.
+    pub fn peek_time(&mut self) -> Option<SimTime> {
+        loop {
+            if let Some(top) = self.early.peek() {
+                if self.is_live(&top.0) {
+                    return Some(SimTime::from_nanos(top.0.time));
+                }
+                let Early(e) = self.early.pop().expect("peeked");
+                self.drop_stale(e);
+                continue;
+            }
+            if let Some(top) = self.current.peek() {
+                if self.is_live(&top.0) {
+                    return Some(SimTime::from_nanos(top.0.time));
+                }
+                let Now(e) = self.current.pop().expect("peeked");
+                self.drop_stale(e);
+                continue;
+            }
+            if !self.refill() {
+                return None;
+            }
+        }
+    }
+
+    /// Takes out the next live event in `(time, source, sequence)` order.
+    pub fn pop(&mut self) -> Option<Scheduled<E>> {
+        loop {
+            let next = match self.early.pop() {
+                Some(Early(e)) => Some(e),
+                None => self.current.pop().map(|Now(e)| e),
+            };
+            if let Some(e) = next {
+                if !self.is_live(&e) {
+                    self.drop_stale(e);
+                    continue;
+                }
+                self.entries -= 1;
+                self.popped = e.time;
+                let timer = (e.timer_slot != NO_TIMER).then(|| {
+                    let generation = self.timers[e.timer_slot as usize].generation;
+                    self.release_timer(e.timer_slot);
+                    TimerId {
+                        slot: e.timer_slot,
+                        generation,
+                    }
+                });
+                return Some(Scheduled {
+                    time: SimTime::from_nanos(e.time),
+                    source: EntityId(e.source),
+                    timer,
+                    event: e.event,
+                });
+            }
+            if !self.refill() {
+                return None;
+            }
+        }
+    }
+
+    fn push(&mut self, time: SimTime, source: EntityId, timer_slot: u32, event: E) -> u64 {
+        let time = time.as_nanos();
+        assert!(
+            time >= self.popped,
+            "event scheduled at {time} ns, before the current time {} ns",
+            self.popped
+        );
+        let s = source.0 as usize;
+        if s >= self.next_seq.len() {
+            self.next_seq.resize(s + 1, 0);
+        }
+        let seq = self.next_seq[s];
+        self.next_seq[s] += 1;
+        self.entries += 1;
+        self.place(Entry {
+            time,
+            seq,
+            source: source.0,
+            timer_slot,
+            event,
+        });
+        seq
+    }
+
+    #[inline]
+    fn place(&mut self, e: Entry<E>) {
+        if e.time < self.last {
+            self.early.push(Early(e));
+            return;
+        }
+        let diff = e.time ^ self.last;
+        if diff == 0 {
+            self.current.push(Now(e));
+        } else {
+            let b = 64 - diff.leading_zeros() as usize;
+            self.buckets[b].push(e);
+            self.occupied |= 1 << (b - 1);
+        }
+    }
+
+    /// Moves the entries of the lowest non-empty bucket down, making its minimum time
+    /// the new `last`. Returns false when nothing is left.
+    fn refill(&mut self) -> bool {
+        if self.occupied == 0 {
+            return false;
+        }
+        let b = self.occupied.trailing_zeros() as usize + 1;
+        self.occupied &= !(1 << (b - 1));
+        let mut bucket = std::mem::take(&mut self.buckets[b]);
+        self.last = bucket
+            .iter()
+            .map(|e| e.time)
+            .min()
+            .expect("occupied bucket");
+        for e in bucket.drain(..) {
+            self.place(e);
+        }
+        // Keep the allocation for the next time this bucket fills.
+        self.buckets[b] = bucket;
+        true
+    }
+
+    fn is_live(&self, e: &Entry<E>) -> bool {
+        e.timer_slot == NO_TIMER
+            || self.timers[e.timer_slot as usize].armed == Some((e.source, e.seq))
+    }
+
+    fn drop_stale(&mut self, _e: Entry<E>) {
+        self.entries -= 1;
+        self.stale -= 1;
+    }
+
+    fn release_timer(&mut self, slot: u32) {
+        let t = &mut self.timers[slot as usize];
+        t.armed = None;
+        t.generation = t.generation.wrapping_add(1);
+        self.free_timers.push(slot);
+    }
+
+    /// Drops every cancelled entry; O(pending), amortized over the cancels that made it
+    /// necessary.
+    fn compact(&mut self) {
+        let timers = &self.timers;
+        let live = |e: &Entry<E>| {
+            e.timer_slot == NO_TIMER
+                || timers[e.timer_slot as usize].armed == Some((e.source, e.seq))
+        };
+        for bucket in &mut self.buckets {
+            bucket.retain(|e| live(e));
+        }
+        self.current.retain(|n| live(&n.0));
+        self.early.retain(|n| live(&n.0));
+        self.occupied = 0;
+        for (b, bucket) in self.buckets.iter().enumerate().skip(1) {
+            if !bucket.is_empty() {
+                self.occupied |= 1 << (b - 1);
+            }
+        }
+        self.entries -= self.stale;
+        self.stale = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn t(ns: u64) -> SimTime {
+        SimTime::from_nanos(ns)
+    }
+
+    #[test]
+    fn orders_by_time_then_source_then_sequence() {
+        let mut q = EventQueue::new();
+        q.schedule(t(10), EntityId(2), "c1");
+        q.schedule(t(10), EntityId(1), "b1");
+        q.schedule(t(5), EntityId(9), "a");
+        q.schedule(t(10), EntityId(2), "c2");
+        q.schedule(t(10), EntityId(1), "b2");
+        let got: Vec<_> = std::iter::from_fn(|| q.pop()).map(|s| s.event).collect();
+        assert_eq!(got, ["a", "b1", "b2", "c1", "c2"]);
+    }
+
+    #[test]
+    fn cancelled_timers_never_fire_and_handles_go_stale() {
+        let mut q = EventQueue::new();
+        let a = q.schedule_timer(t(5), EntityId(0), 'a');
+        let b = q.schedule_timer(t(6), EntityId(0), 'b');
+        assert!(q.cancel(a));
+        assert!(!q.cancel(a), "second cancel is a no-op");
+        assert_eq!(q.len(), 1);
+        // The freed slot is reused; the old handle must not cancel the new timer.
+        let c = q.schedule_timer(t(7), EntityId(0), 'c');
+        assert!(!q.cancel(a));
+        assert!(q.is_pending(c));
+        let first = q.pop().unwrap();
+        assert_eq!((first.event, first.timer), ('b', Some(b)));
+        assert!(!q.is_pending(b));
+        assert_eq!(q.pop().unwrap().event, 'c');
+        assert!(q.pop().is_none());
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn compaction_bounds_memory_under_constant_rearming() {
+        let mut q = EventQueue::new();
+        let mut id = q.schedule_timer(t(1_000_000), EntityId(0), 0u32);
+        for i in 1..100_000u32 {
+            q.cancel(id);
+            id = q.schedule_timer(t(1_000_000 + i as u64), EntityId(0), i);
+        }
+        assert_eq!(q.len(), 1);
+        assert!(q.entries < 10_000, "stale entries kept: {}", q.entries);
+        assert_eq!(q.pop().unwrap().event, 99_999);
+    }
+
+    #[test]
+    fn events_may_land_between_the_last_pop_and_a_peek() {
+        let mut q = EventQueue::new();
+        q.schedule(t(100), EntityId(0), "late");
+        assert_eq!(q.peek_time(), Some(t(100)));
+        // The queue has looked ahead to 100, but nothing was taken out yet.
+        q.schedule(t(50), EntityId(1), "b");
+        q.schedule(t(50), EntityId(0), "a");
+        q.schedule(t(70), EntityId(0), "c");
+        let got: Vec<_> = std::iter::from_fn(|| q.pop()).map(|s| s.event).collect();
+        assert_eq!(got, ["a", "b", "c", "late"]);
+    }
+
+    #[test]
+    #[should_panic(expected = "before the current time")]
+    fn scheduling_into_the_past_is_refused() {
+        let mut q = EventQueue::new();
+        q.schedule(t(10), EntityId(0), ());
+        q.pop();
+        q.schedule(t(9), EntityId(0), ());
+    }
+
+    proptest! {
+        /// Against a reference model (sort by key) under interleaved pushes, pops and
+        /// cancels.
+        #[test]
+        fn matches_a_sorted_reference(ops in prop::collection::vec((0u8..4, 0u64..50, 0u32..4), 1..300)) {
+            let mut q = EventQueue::new();
+            let mut reference: Vec<(u64, u32, u64, usize)> = Vec::new();
+            let mut seqs = [0u64; 4];
+            let mut timers: Vec<(TimerId, usize)> = Vec::new();
+            let mut now = 0u64;
+            for (n, (op, dt, src)) in ops.into_iter().enumerate() {
+                match op {
+                    0 | 1 => {
+                        let time = now + dt;
+                        let seq = seqs[src as usize];
+                        seqs[src as usize] += 1;
+                        if op == 0 {
+                            q.schedule(t(time), EntityId(src), n);
+                        } else {
+                            timers.push((q.schedule_timer(t(time), EntityId(src), n), n));
+                        }
+                        reference.push((time, src, seq, n));
+                    }
+                    2 => {
+                        if let Some((id, n)) = timers.pop() {
+                            let pending = reference.iter().any(|r| r.3 == n);
+                            prop_assert_eq!(q.cancel(id), pending);
+                            reference.retain(|r| r.3 != n);
+                        }
+                    }
+                    _ => {
+                        reference.sort();
+                        let expect = if reference.is_empty() { None } else { Some(reference.remove(0)) };
+                        let got = q.pop();
+                        prop_assert_eq!(got.as_ref().map(|s| s.event), expect.map(|e| e.3));
+                        if let Some(s) = got { now = s.time.as_nanos(); }
+                    }
+                }
+                prop_assert_eq!(q.len(), reference.len());
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Scenario files, topology generators and validation (to come: scenario issue).

@@ -68,8 +68,18 @@ struct Manifest<'a> {
     reproduce: &'a str,
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, outermost context first: "in FILE: line N: field `x`: ...".
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Probe(args)) => probe_command(&args),
         None => probe_command(&RunArgs {
@@ -123,7 +133,7 @@ fn probe_command(args: &RunArgs) -> Result<()> {
     )?;
     if let Some(p) = pcap {
         use std::io::Write;
-        p.into_inner().flush().context("writing capture.pcap")?;
+        p.finish()?.flush().context("writing capture.pcap")?;
     }
 
     let reproduce = match &args.config {
@@ -148,10 +158,18 @@ fn probe_command(args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// Parses and validates a probe configuration; errors name the field and, when the
+/// parser knows it, the line.
 fn parse_probe_config(text: &str) -> Result<ProbeConfig> {
     let de = toml::Deserializer::parse(text)?;
-    let cfg: ProbeConfig = serde_path_to_error::deserialize(de)
-        .map_err(|e| anyhow::anyhow!("field `{}`: {}", e.path(), e.inner().message()))?;
+    let cfg: ProbeConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let line = e
+            .inner()
+            .span()
+            .map(|span| format!("line {}: ", 1 + text[..span.start].matches('\n').count()))
+            .unwrap_or_default();
+        anyhow::anyhow!("{line}field `{}`: {}", e.path(), e.inner().message())
+    })?;
     cfg.validate()?;
     Ok(cfg)
 }

@@ -174,6 +174,17 @@ mod tests {
     }
 
     #[test]
+    fn streams_are_cryptographic_rngs_for_the_crypto_crates() {
+        // ml-kem, x25519-dalek and aes-gcm take `rand_core::CryptoRng` (0.10).
+        fn takes_crypto_rng<R: rand_core::CryptoRng>(r: &mut R) -> u64 {
+            r.next_u64()
+        }
+        let mut r = stream(1, "gw/a", "ike");
+        let first = takes_crypto_rng(&mut r);
+        assert_eq!(first, stream(1, "gw/a", "ike").next_u64());
+    }
+
+    #[test]
     fn chance_and_below_or_eq_are_bounded() {
         let mut r = stream(3, "t", "t");
         assert!(!(0..1000).any(|_| r.chance(0.0)));

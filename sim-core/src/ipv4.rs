@@ -12,7 +12,8 @@ pub const UDP_HEADER_LEN: usize = 8;
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
 /// The smallest MTU every IPv4 link must carry (RFC 791).
 pub const MIN_MTU: u32 = 68;
-const PROTO_UDP: u8 = 17;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ESP: u8 = 50;
 const DEFAULT_TTL: u8 = 64;
 const FLAG_MF: u16 = 0x2000;
 
@@ -71,7 +72,7 @@ pub fn udp_packet(src: SocketAddrV4, dst: SocketAddrV4, ident: u16, payload: &[u
     assert!(payload.len() <= MAX_UDP_PAYLOAD, "UDP payload too large");
     let udp_len = UDP_HEADER_LEN + payload.len();
     let mut p = Vec::with_capacity(IPV4_HEADER_LEN + udp_len);
-    write_ipv4_header(&mut p, *src.ip(), *dst.ip(), ident, 0, udp_len);
+    write_ipv4_header(&mut p, *src.ip(), *dst.ip(), PROTO_UDP, ident, 0, udp_len);
     p.extend_from_slice(&src.port().to_be_bytes());
     p.extend_from_slice(&dst.port().to_be_bytes());
     p.extend_from_slice(&(udp_len as u16).to_be_bytes());
@@ -92,10 +93,33 @@ pub fn udp_packet(src: SocketAddrV4, dst: SocketAddrV4, ident: u16, payload: &[u
     p
 }
 
+/// Builds an IPv4 packet carrying `payload` as IP protocol `protocol` (e.g. 50 for
+/// ESP not encapsulated in UDP).
+///
+/// # Panics
+/// If the packet would exceed 65,535 bytes.
+pub fn ip_packet(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    ident: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    assert!(
+        payload.len() <= 65_535 - IPV4_HEADER_LEN,
+        "IP payload too large"
+    );
+    let mut p = Vec::with_capacity(IPV4_HEADER_LEN + payload.len());
+    write_ipv4_header(&mut p, src, dst, protocol, ident, 0, payload.len());
+    p.extend_from_slice(payload);
+    p
+}
+
 fn write_ipv4_header(
     p: &mut Vec<u8>,
     src: Ipv4Addr,
     dst: Ipv4Addr,
+    protocol: u8,
     ident: u16,
     flags_fragment: u16,
     payload_len: usize,
@@ -107,7 +131,7 @@ fn write_ipv4_header(
     p.extend_from_slice(&ident.to_be_bytes());
     p.extend_from_slice(&flags_fragment.to_be_bytes());
     p.push(DEFAULT_TTL);
-    p.push(PROTO_UDP);
+    p.push(protocol);
     p.extend_from_slice(&[0, 0]);
     p.extend_from_slice(&src.octets());
     p.extend_from_slice(&dst.octets());
@@ -115,7 +139,7 @@ fn write_ipv4_header(
     p[start + 10..start + 12].copy_from_slice(&c.to_be_bytes());
 }
 
-/// Splits an unfragmented IPv4 `packet` (as built by [`udp_packet`]) into fragments no
+/// Splits an unfragmented IPv4 `packet` (as built by [`udp_packet`] or [`ip_packet`]) into fragments no
 /// larger than `mtu`, each with its own header and checksum. Returns the packet itself
 /// when it fits.
 pub fn fragment(packet: &[u8], mtu: u32) -> Vec<Vec<u8>> {
@@ -131,7 +155,15 @@ pub fn fragment(packet: &[u8], mtu: u32) -> Vec<Vec<u8>> {
         let more = offset + size < payload.len();
         let flags = (if more { FLAG_MF } else { 0 }) | (offset / 8) as u16;
         let mut f = Vec::with_capacity(IPV4_HEADER_LEN + size);
-        write_ipv4_header(&mut f, header.src, header.dst, header.ident, flags, size);
+        write_ipv4_header(
+            &mut f,
+            header.src,
+            header.dst,
+            header.protocol,
+            header.ident,
+            flags,
+            size,
+        );
         f.extend_from_slice(&payload[offset..offset + size]);
         out.push(f);
         offset += size;

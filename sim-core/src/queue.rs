@@ -242,9 +242,10 @@ impl<E> EventQueue<E> {
     /// Takes out the next live event in `(time, source, sequence)` order.
     pub fn pop(&mut self) -> Option<Scheduled<E>> {
         loop {
-            let next = match self.early.pop() {
-                Some(Early(e)) => Some(e),
-                None => self.current.pop().map(|Now(e)| e),
+            let next = if self.early.is_empty() {
+                self.current.pop().map(|Now(e)| e)
+            } else {
+                self.early.pop().map(|Early(e)| e)
             };
             if let Some(e) = next {
                 if !self.is_live(&e) {

@@ -236,8 +236,9 @@ pub fn run<W: Write>(
                 }
                 if let Some(sink) = pcap.as_deref_mut() {
                     for p in wire.drain(..) {
-                        sink.write(p.at, &p.bytes)?;
+                        sink.capture(p.at, p.bytes);
                     }
+                    sink.advance(now)?;
                 }
                 sim.schedule(me, cfg.interval, Event::Send { from });
             }

@@ -251,7 +251,7 @@ fn capture_reads_back_as_valid_ipv4() {
         progress: false,
     };
     let report = probe::run(&cfg, 8, outputs).unwrap();
-    let bytes = sink.into_inner();
+    let bytes = sink.finish().unwrap();
     let mut reader = PcapReader::new(&bytes[..]).unwrap();
     let (mut packets, mut whole) = (0, Vec::new());
     while let Some(p) = reader.next_packet() {

@@ -1,0 +1,165 @@
+//! The `qsafe` binary as a user runs it: reproducible results, outputs on request, and
+//! errors that say where the problem is.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+const SHORT: &str = r#"
+duration = "20s"
+interval = "5ms"
+payload_bytes = 1400
+
+[link]
+latency = "15ms"
+jitter = "1ms"
+mtu = 1280
+loss = { model = "bernoulli", probability = 0.03 }
+"#;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn qsafe(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qsafe"))
+        .args(args)
+        .output()
+        .expect("qsafe runs")
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "qsafe failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn fingerprint(out: &str) -> String {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("fingerprint: "))
+        .expect("fingerprint line");
+    let hex = line["fingerprint: ".len()..].to_string();
+    assert_eq!(hex.len(), 64);
+    hex
+}
+
+#[test]
+fn help_names_the_commands() {
+    let out = stdout(&qsafe(&["--help"]));
+    assert!(out.contains("probe"), "{out}");
+}
+
+#[test]
+fn a_seed_reproduces_a_run_byte_for_byte() {
+    let dir = scratch("reproduce");
+    let cfg = dir.join("short.toml");
+    fs::write(&cfg, SHORT).unwrap();
+    let run = |seed: &str, out: &str| {
+        let o = stdout(&qsafe(&[
+            "probe",
+            cfg.to_str().unwrap(),
+            "--seed",
+            seed,
+            "--quiet",
+            "--out",
+            dir.join(out).to_str().unwrap(),
+        ]));
+        (
+            fingerprint(&o),
+            fs::read(dir.join(out).join("results.json")).unwrap(),
+            o,
+        )
+    };
+    let (f1, r1, o1) = run("5", "a");
+    let (f2, r2, _) = run("5", "b");
+    let (f3, r3, _) = run("6", "c");
+    assert_eq!(f1, f2);
+    assert_eq!(r1, r2, "results.json differs between identical runs");
+    assert_ne!(f1, f3);
+    assert_ne!(r1, r3);
+    assert!(o1.contains(&format!(
+        "reproduce: qsafe probe {} --seed 5",
+        cfg.display()
+    )));
+    let manifest = fs::read_to_string(dir.join("a/manifest.json")).unwrap();
+    assert!(
+        manifest.contains(&f1) && manifest.contains("\"seed\": 5"),
+        "{manifest}"
+    );
+}
+
+#[test]
+fn trace_and_capture_are_written_on_request_without_changing_the_run() {
+    let dir = scratch("outputs");
+    let cfg = dir.join("short.toml");
+    fs::write(&cfg, SHORT).unwrap();
+    let plain = stdout(&qsafe(&[
+        "probe",
+        cfg.to_str().unwrap(),
+        "--quiet",
+        "--out",
+        dir.join("plain").to_str().unwrap(),
+    ]));
+    let out = dir.join("full");
+    let full = stdout(&qsafe(&[
+        "probe",
+        cfg.to_str().unwrap(),
+        "--quiet",
+        "--pcap",
+        "--trace",
+        "kind=link.drop",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert_eq!(fingerprint(&plain), fingerprint(&full));
+    let trace = fs::read_to_string(out.join("trace.jsonl")).unwrap();
+    assert!(trace.lines().count() > 50, "3% of 8,000 probes are dropped");
+    for line in trace.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["kind"], "link.drop");
+        assert_eq!(v["data"]["reason"], "fragment_lost");
+    }
+    let pcap = fs::read(out.join("capture.pcap")).unwrap();
+    // Magic number of a nanosecond-resolution pcap, little-endian.
+    assert_eq!(&pcap[..4], &[0x4d, 0x3c, 0xb2, 0xa1]);
+    assert!(pcap.len() > 8000 * 1400);
+}
+
+#[test]
+fn a_bad_file_names_the_file_and_the_field() {
+    let dir = scratch("bad");
+    for (text, needle) in [
+        ("[link]\nmtu = 0\n", "mtu"),
+        (
+            "[link]\nlatency = \"soon\"\n",
+            "line 2: field `link.latency`",
+        ),
+        (
+            "duration = \"1m\"\n[link]\nloss = { model = \"bernoulli\", probability = 1.5 }\n",
+            "link.loss.probability",
+        ),
+        ("speed = 3\n", "line 1: field `speed`"),
+    ] {
+        let cfg = dir.join("bad.toml");
+        fs::write(&cfg, text).unwrap();
+        let o = qsafe(&[
+            "probe",
+            cfg.to_str().unwrap(),
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("bad.toml") && err.contains(needle),
+            "{text:?} gave: {err}"
+        );
+    }
+}

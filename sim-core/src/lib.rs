@@ -9,6 +9,25 @@
 //! Determinism rules: one run is one thread; no wall clock (except the progress line,
 //! which only prints); no OS entropy; nothing iterates a hash map.
 
+/// Implements serde for a type through its `Display` and `FromStr` (human strings such
+/// as "250ms" or "10Mbps" in scenario files and results).
+#[macro_export]
+macro_rules! serde_via_string {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 pub mod entity;
 pub mod ipv4;
 pub mod metrics;

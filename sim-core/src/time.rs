@@ -243,23 +243,8 @@ impl FromStr for SimTime {
     }
 }
 
-macro_rules! serde_as_string {
-    ($t:ty) => {
-        impl serde::Serialize for $t {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
-            }
-        }
-        impl<'de> serde::Deserialize<'de> for $t {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                text.parse().map_err(serde::de::Error::custom)
-            }
-        }
-    };
-}
-serde_as_string!(SimDuration);
-serde_as_string!(SimTime);
+crate::serde_via_string!(SimDuration);
+crate::serde_via_string!(SimTime);
 
 #[cfg(test)]
 mod tests {

@@ -205,17 +205,7 @@ impl fmt::Display for Bandwidth {
     }
 }
 
-impl Serialize for Bandwidth {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-impl<'de> Deserialize<'de> for Bandwidth {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+sim_core::serde_via_string!(Bandwidth);
 
 /// A configuration value is unusable; `field` is its dotted path (e.g. `loss.probability`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

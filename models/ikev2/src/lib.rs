@@ -7,6 +7,8 @@
 //! RFC 7383 fragmentation and reassembly ([`protect`]).
 
 pub mod consts;
+pub mod crypto;
 pub mod message;
+pub mod proposal;
 
 pub use message::{DecodeError, DecodeErrorKind, Header, Message, Notify, Payload};

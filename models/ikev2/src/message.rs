@@ -278,23 +278,51 @@ impl Notify {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Payload {
     Sa(Vec<Proposal>),
-    Ke { method: u16, data: Vec<u8> },
+    Ke {
+        method: u16,
+        data: Vec<u8>,
+    },
     Nonce(Vec<u8>),
     Notify(Notify),
-    Delete { protocol: u8, spi_size: u8, spis: Vec<Vec<u8>> },
-    IdI { id_type: u8, data: Vec<u8> },
-    IdR { id_type: u8, data: Vec<u8> },
-    Auth { method: u8, data: Vec<u8> },
+    Delete {
+        protocol: u8,
+        spi_size: u8,
+        spis: Vec<Vec<u8>>,
+    },
+    IdI {
+        id_type: u8,
+        data: Vec<u8>,
+    },
+    IdR {
+        id_type: u8,
+        data: Vec<u8>,
+    },
+    Auth {
+        method: u8,
+        data: Vec<u8>,
+    },
     TsI(Vec<TrafficSelector>),
     TsR(Vec<TrafficSelector>),
     /// Encrypted payload: `first` is the type of the first inner payload; `body` is
     /// IV | ciphertext | ICV.
-    Sk { first: u8, body: Vec<u8> },
+    Sk {
+        first: u8,
+        body: Vec<u8>,
+    },
     /// Encrypted fragment (RFC 7383).
-    Skf { first: u8, number: u16, total: u16, body: Vec<u8> },
+    Skf {
+        first: u8,
+        number: u16,
+        total: u16,
+        body: Vec<u8>,
+    },
     VendorId(Vec<u8>),
     /// A payload we do not interpret (CERT, CP, EAP, or an unknown type with C = 0).
-    Other { kind: u8, critical: bool, body: Vec<u8> },
+    Other {
+        kind: u8,
+        critical: bool,
+        body: Vec<u8>,
+    },
 }
 
 impl Payload {
@@ -512,7 +540,12 @@ fn context_of(kind: u8) -> &'static str {
     }
 }
 
-fn decode_body(kind: u8, next: u8, critical: bool, mut r: Reader<'_>) -> Result<Payload, DecodeError> {
+fn decode_body(
+    kind: u8,
+    next: u8,
+    critical: bool,
+    mut r: Reader<'_>,
+) -> Result<Payload, DecodeError> {
     Ok(match kind {
         pt::SA => Payload::Sa(decode_proposals(&mut r)?),
         pt::KE => {
@@ -816,7 +849,11 @@ impl fmt::Display for Header {
             f,
             "{} {} MID {} SPIs {:016x}_i {:016x}_r",
             name.map_or_else(|| format!("exchange {}", self.exchange), str::to_string),
-            if self.is_response() { "response" } else { "request" },
+            if self.is_response() {
+                "response"
+            } else {
+                "request"
+            },
             self.message_id,
             self.spi_i,
             self.spi_r
@@ -832,7 +869,10 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]
@@ -846,7 +886,10 @@ mod tests {
                 Transform {
                     kind: 1,
                     id: 20,
-                    attributes: vec![Attribute::Tv { kind: 14, value: 256 }],
+                    attributes: vec![Attribute::Tv {
+                        kind: 14,
+                        value: 256,
+                    }],
                 },
                 Transform::new(2, 5),
                 Transform::new(4, 31),
@@ -857,8 +900,10 @@ mod tests {
         Payload::Sa(vec![p.clone()]).emit(0, &mut out);
         assert_eq!(
             out[4..],
-            hex("00 00 00 2C 01 01 00 04  03 00 00 0C 01 00 00 14 80 0E 01 00
-                 03 00 00 08 02 00 00 05  03 00 00 08 04 00 00 1F  00 00 00 08 06 00 00 24")[..]
+            hex(
+                "00 00 00 2C 01 01 00 04  03 00 00 0C 01 00 00 14 80 0E 01 00
+                 03 00 00 08 02 00 00 05  03 00 00 08 04 00 00 1F  00 00 00 08 06 00 00 24"
+            )[..]
         );
         let mut n = Vec::new();
         Payload::Notify(Notify::new(notify::IKEV2_FRAGMENTATION_SUPPORTED, vec![])).emit(0, &mut n);
@@ -875,10 +920,17 @@ mod tests {
                 message_id: 0,
             },
             payloads: vec![
-                Payload::Ke { method: 31, data: vec![9; 32] },
+                Payload::Ke {
+                    method: 31,
+                    data: vec![9; 32],
+                },
                 Payload::Nonce(vec![7; 32]),
                 Payload::Notify(Notify::new(notify::USE_PPK, vec![])),
-                Payload::Other { kind: 200, critical: false, body: vec![1, 2, 3] },
+                Payload::Other {
+                    kind: 200,
+                    critical: false,
+                    body: vec![1, 2, 3],
+                },
             ],
         }
     }
@@ -921,7 +973,10 @@ mod tests {
     #[test]
     fn sk_must_be_last() {
         let mut m = sample();
-        m.payloads = vec![Payload::Sk { first: pt::IDI, body: vec![0; 40] }];
+        m.payloads = vec![Payload::Sk {
+            first: pt::IDI,
+            body: vec![0; 40],
+        }];
         let mut bytes = m.encode();
         assert_eq!(Message::decode(&bytes).unwrap(), m);
         // Bytes after SK (whose Next Payload names the inner chain) are rejected.
@@ -939,7 +994,14 @@ mod tests {
     }
 
     fn selector() -> impl Strategy<Value = TrafficSelector> {
-        (any::<u8>(), any::<u16>(), any::<u16>(), any::<bool>(), any::<[u8; 16]>(), any::<[u8; 16]>())
+        (
+            any::<u8>(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<bool>(),
+            any::<[u8; 16]>(),
+            any::<[u8; 16]>(),
+        )
             .prop_map(|(proto, sp, ep, v6, a, b)| {
                 let (start, end) = if v6 {
                     (IpAddr::from(a), IpAddr::from(b))
@@ -949,7 +1011,13 @@ mod tests {
                         IpAddr::from(<[u8; 4]>::try_from(&b[..4]).unwrap()),
                     )
                 };
-                TrafficSelector { ip_protocol: proto, start_port: sp, end_port: ep, start, end }
+                TrafficSelector {
+                    ip_protocol: proto,
+                    start_port: sp,
+                    end_port: ep,
+                    start,
+                    end,
+                }
             })
     }
 
@@ -958,13 +1026,28 @@ mod tests {
             (0u16..0x8000, any::<u16>()).prop_map(|(kind, value)| Attribute::Tv { kind, value }),
             (0u16..0x8000, bytes_up_to(8)).prop_map(|(kind, value)| Attribute::Tlv { kind, value }),
         ];
-        (any::<u8>(), any::<u16>(), prop::collection::vec(attr, 0..3))
-            .prop_map(|(kind, id, attributes)| Transform { kind, id, attributes })
+        (any::<u8>(), any::<u16>(), prop::collection::vec(attr, 0..3)).prop_map(
+            |(kind, id, attributes)| Transform {
+                kind,
+                id,
+                attributes,
+            },
+        )
     }
 
     fn proposal() -> impl Strategy<Value = Proposal> {
-        (any::<u8>(), any::<u8>(), bytes_up_to(9), prop::collection::vec(transform(), 0..6))
-            .prop_map(|(number, protocol, spi, transforms)| Proposal { number, protocol, spi, transforms })
+        (
+            any::<u8>(),
+            any::<u8>(),
+            bytes_up_to(9),
+            prop::collection::vec(transform(), 0..6),
+        )
+            .prop_map(|(number, protocol, spi, transforms)| Proposal {
+                number,
+                protocol,
+                spi,
+                transforms,
+            })
     }
 
     fn payload() -> impl Strategy<Value = Payload> {
@@ -972,37 +1055,80 @@ mod tests {
             prop::collection::vec(proposal(), 1..4).prop_map(Payload::Sa),
             (any::<u16>(), bytes_up_to(64)).prop_map(|(method, data)| Payload::Ke { method, data }),
             bytes_up_to(64).prop_map(Payload::Nonce),
-            (any::<u8>(), bytes_up_to(9), any::<u16>(), bytes_up_to(32))
-                .prop_map(|(protocol, spi, kind, data)| Payload::Notify(Notify { protocol, spi, kind, data })),
+            (any::<u8>(), bytes_up_to(9), any::<u16>(), bytes_up_to(32)).prop_map(
+                |(protocol, spi, kind, data)| Payload::Notify(Notify {
+                    protocol,
+                    spi,
+                    kind,
+                    data
+                })
+            ),
             (any::<u8>(), 0u8..9, 0usize..4).prop_flat_map(|(protocol, size, n)| {
                 prop::collection::vec(prop::collection::vec(any::<u8>(), size as usize), n)
-                    .prop_map(move |spis| Payload::Delete { protocol, spi_size: size, spis })
+                    .prop_map(move |spis| Payload::Delete {
+                        protocol,
+                        spi_size: size,
+                        spis,
+                    })
             }),
-            (any::<u8>(), bytes_up_to(32)).prop_map(|(id_type, data)| Payload::IdI { id_type, data }),
-            (any::<u8>(), bytes_up_to(32)).prop_map(|(id_type, data)| Payload::IdR { id_type, data }),
-            (any::<u8>(), bytes_up_to(64)).prop_map(|(method, data)| Payload::Auth { method, data }),
+            (any::<u8>(), bytes_up_to(32))
+                .prop_map(|(id_type, data)| Payload::IdI { id_type, data }),
+            (any::<u8>(), bytes_up_to(32))
+                .prop_map(|(id_type, data)| Payload::IdR { id_type, data }),
+            (any::<u8>(), bytes_up_to(64))
+                .prop_map(|(method, data)| Payload::Auth { method, data }),
             prop::collection::vec(selector(), 0..4).prop_map(Payload::TsI),
             prop::collection::vec(selector(), 0..4).prop_map(Payload::TsR),
             bytes_up_to(32).prop_map(Payload::VendorId),
-            (prop_oneof![Just(37u8), Just(38), Just(47), Just(48), 54u8..=255], any::<bool>(), bytes_up_to(16))
-                .prop_map(|(kind, c, body)| Payload::Other { kind, critical: c && is_defined_type(kind), body }),
+            (
+                prop_oneof![Just(37u8), Just(38), Just(47), Just(48), 54u8..=255],
+                any::<bool>(),
+                bytes_up_to(16)
+            )
+                .prop_map(|(kind, c, body)| Payload::Other {
+                    kind,
+                    critical: c && is_defined_type(kind),
+                    body
+                }),
         ]
     }
 
     fn message() -> impl Strategy<Value = Message> {
         let encrypted = prop_oneof![
             Just(None),
-            (any::<u8>(), bytes_up_to(64)).prop_map(|(first, body)| Some(Payload::Sk { first, body })),
-            (any::<u8>(), 1u16..10, 0u16..10, bytes_up_to(64)).prop_map(|(first, n, extra, body)| {
-                Some(Payload::Skf { first, number: n, total: n + extra, body })
-            }),
+            (any::<u8>(), bytes_up_to(64))
+                .prop_map(|(first, body)| Some(Payload::Sk { first, body })),
+            (any::<u8>(), 1u16..10, 0u16..10, bytes_up_to(64)).prop_map(
+                |(first, n, extra, body)| {
+                    Some(Payload::Skf {
+                        first,
+                        number: n,
+                        total: n + extra,
+                        body,
+                    })
+                }
+            ),
         ];
-        (any::<(u64, u64, u8, u8, u32)>(), prop::collection::vec(payload(), 0..6), encrypted).prop_map(
-            |((spi_i, spi_r, exchange, flags, message_id), mut payloads, enc)| {
-                payloads.extend(enc);
-                Message { header: Header { spi_i, spi_r, exchange, flags, message_id }, payloads }
-            },
+        (
+            any::<(u64, u64, u8, u8, u32)>(),
+            prop::collection::vec(payload(), 0..6),
+            encrypted,
         )
+            .prop_map(
+                |((spi_i, spi_r, exchange, flags, message_id), mut payloads, enc)| {
+                    payloads.extend(enc);
+                    Message {
+                        header: Header {
+                            spi_i,
+                            spi_r,
+                            exchange,
+                            flags,
+                            message_id,
+                        },
+                        payloads,
+                    }
+                },
+            )
     }
 
     proptest! {

@@ -1,0 +1,188 @@
+//! The real provider: HMAC-SHA2, AES-GCM, X25519 and ML-KEM from the RustCrypto crates.
+
+use aes_gcm::aead::AeadInOut;
+use aes_gcm::{Aes128Gcm, Aes256Gcm};
+use hmac::{Hmac, KeyInit, Mac};
+use ml_kem::kem::{Decapsulate, Encapsulate, KeyExport};
+use rand_core::CryptoRng;
+use sha2::{Sha256, Sha384, Sha512};
+
+use super::{
+    AeadAlg, CryptoError, CryptoProvider, ICV_LEN, IV_LEN, KeMethod, KeSecret, PrfAlg, SALT_LEN,
+};
+
+/// The default provider.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RealCrypto;
+
+fn hmac<M: Mac + KeyInit>(key: &[u8], data: &[&[u8]]) -> Vec<u8> {
+    let mut m = <M as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+    for d in data {
+        m.update(d);
+    }
+    m.finalize().into_bytes().to_vec()
+}
+
+fn nonce(key: &[u8], iv: &[u8; IV_LEN]) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n[..SALT_LEN].copy_from_slice(&key[key.len() - SALT_LEN..]);
+    n[SALT_LEN..].copy_from_slice(iv);
+    n
+}
+
+/// Encapsulation against the initiator's key, per parameter set (the crate's generic
+/// parameter trait is private, hence a macro).
+macro_rules! kem_respond {
+    ($ek:ty, $peer:expr, $method:expr, $rng:expr) => {{
+        let invalid = CryptoError::InvalidKeData {
+            method: $method,
+            len: $peer.len(),
+        };
+        let key = $peer.try_into().map_err(|_| invalid.clone())?;
+        // `new` runs the FIPS 203 section 7.2 modulus check on the encapsulation key.
+        let ek = <$ek>::new(key).map_err(|_| invalid)?;
+        let (ct, ss) = ek.encapsulate_with_rng($rng);
+        Ok((ct.to_vec(), ss.to_vec()))
+    }};
+}
+
+/// Decapsulation; the section 7.3 ciphertext check is its length, and decapsulation
+/// rejects implicitly (a tampered ciphertext yields an unrelated secret).
+macro_rules! kem_complete {
+    ($dk:expr, $peer:expr, $method:expr) => {{
+        let ct = $peer.try_into().map_err(|_| CryptoError::InvalidKeData {
+            method: $method,
+            len: $peer.len(),
+        })?;
+        Ok($dk.decapsulate(ct).to_vec())
+    }};
+}
+
+fn kem_seed(rng: &mut dyn CryptoRng) -> ml_kem::Seed {
+    let mut seed = ml_kem::Seed::default();
+    rng.fill_bytes(&mut seed);
+    seed
+}
+
+impl CryptoProvider for RealCrypto {
+    fn name(&self) -> &'static str {
+        "real"
+    }
+
+    fn prf(&self, alg: PrfAlg, key: &[u8], data: &[&[u8]]) -> Vec<u8> {
+        match alg {
+            PrfAlg::HmacSha256 => hmac::<Hmac<Sha256>>(key, data),
+            PrfAlg::HmacSha384 => hmac::<Hmac<Sha384>>(key, data),
+            PrfAlg::HmacSha512 => hmac::<Hmac<Sha512>>(key, data),
+        }
+    }
+
+    fn seal(&self, alg: AeadAlg, key: &[u8], iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) {
+        assert_eq!(key.len(), alg.keymat_len(), "SK_e must be key | salt");
+        let n = nonce(key, iv);
+        let k = &key[..alg.key_len()];
+        let tag = match alg {
+            AeadAlg::AesGcm16_128 => Aes128Gcm::new_from_slice(k)
+                .expect("key length checked")
+                .encrypt_inout_detached(&n.into(), aad, buf.as_mut_slice().into()),
+            AeadAlg::AesGcm16_256 => Aes256Gcm::new_from_slice(k)
+                .expect("key length checked")
+                .encrypt_inout_detached(&n.into(), aad, buf.as_mut_slice().into()),
+        }
+        .expect("IKE messages are far below the GCM length limit");
+        buf.extend_from_slice(&tag);
+    }
+
+    fn open(
+        &self,
+        alg: AeadAlg,
+        key: &[u8],
+        iv: &[u8; IV_LEN],
+        aad: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        if key.len() != alg.keymat_len() || buf.len() < ICV_LEN {
+            return Err(CryptoError::Integrity);
+        }
+        let n = nonce(key, iv);
+        let k = &key[..alg.key_len()];
+        let split = buf.len() - ICV_LEN;
+        let tag: [u8; ICV_LEN] = buf[split..].try_into().expect("16 bytes");
+        buf.truncate(split);
+        let result = match alg {
+            AeadAlg::AesGcm16_128 => Aes128Gcm::new_from_slice(k)
+                .expect("key length checked")
+                .decrypt_inout_detached(&n.into(), aad, buf.as_mut_slice().into(), &tag.into()),
+            AeadAlg::AesGcm16_256 => Aes256Gcm::new_from_slice(k)
+                .expect("key length checked")
+                .decrypt_inout_detached(&n.into(), aad, buf.as_mut_slice().into(), &tag.into()),
+        };
+        result.map_err(|_| CryptoError::Integrity)
+    }
+
+    fn ke_initiate(&self, method: KeMethod, rng: &mut dyn CryptoRng) -> (KeSecret, Vec<u8>) {
+        match method {
+            KeMethod::X25519 => {
+                let mut bytes = [0u8; 32];
+                rng.fill_bytes(&mut bytes);
+                let secret = x25519_dalek::StaticSecret::from(bytes);
+                let public = x25519_dalek::PublicKey::from(&secret).to_bytes().to_vec();
+                (KeSecret::X25519(secret), public)
+            }
+            KeMethod::MlKem512 => {
+                let dk = ml_kem::DecapsulationKey512::from_seed(kem_seed(rng));
+                let ek = dk.encapsulation_key().to_bytes().to_vec();
+                (KeSecret::MlKem512(Box::new(dk)), ek)
+            }
+            KeMethod::MlKem768 => {
+                let dk = ml_kem::DecapsulationKey768::from_seed(kem_seed(rng));
+                let ek = dk.encapsulation_key().to_bytes().to_vec();
+                (KeSecret::MlKem768(Box::new(dk)), ek)
+            }
+            KeMethod::MlKem1024 => {
+                let dk = ml_kem::DecapsulationKey1024::from_seed(kem_seed(rng));
+                let ek = dk.encapsulation_key().to_bytes().to_vec();
+                (KeSecret::MlKem1024(Box::new(dk)), ek)
+            }
+        }
+    }
+
+    fn ke_respond(
+        &self,
+        method: KeMethod,
+        peer: &[u8],
+        rng: &mut dyn CryptoRng,
+    ) -> Result<(Vec<u8>, Vec<u8>), CryptoError> {
+        match method {
+            KeMethod::X25519 => {
+                let (secret, public) = self.ke_initiate(method, rng);
+                let shared = self.ke_complete(secret, peer)?;
+                Ok((public, shared))
+            }
+            KeMethod::MlKem512 => kem_respond!(ml_kem::EncapsulationKey512, peer, method, rng),
+            KeMethod::MlKem768 => kem_respond!(ml_kem::EncapsulationKey768, peer, method, rng),
+            KeMethod::MlKem1024 => kem_respond!(ml_kem::EncapsulationKey1024, peer, method, rng),
+        }
+    }
+
+    fn ke_complete(&self, secret: KeSecret, peer: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let method = secret.method();
+        match secret {
+            KeSecret::X25519(s) => {
+                let p: [u8; 32] = peer.try_into().map_err(|_| CryptoError::InvalidKeData {
+                    method,
+                    len: peer.len(),
+                })?;
+                let shared = s.diffie_hellman(&x25519_dalek::PublicKey::from(p));
+                if !shared.was_contributory() {
+                    return Err(CryptoError::NonContributory);
+                }
+                Ok(shared.as_bytes().to_vec())
+            }
+            KeSecret::MlKem512(dk) => kem_complete!(dk, peer, method),
+            KeSecret::MlKem768(dk) => kem_complete!(dk, peer, method),
+            KeSecret::MlKem1024(dk) => kem_complete!(dk, peer, method),
+            KeSecret::Model { .. } => Err(CryptoError::WrongState),
+        }
+    }
+}

@@ -8,7 +8,9 @@
 
 pub mod consts;
 pub mod crypto;
+pub mod keys;
 pub mod message;
 pub mod proposal;
+pub mod protect;
 
 pub use message::{DecodeError, DecodeErrorKind, Header, Message, Notify, Payload};

@@ -155,6 +155,8 @@ pub mod notify {
     pub const COOKIE: u16 = 16390;
     pub const USE_TRANSPORT_MODE: u16 = 16391;
     pub const REKEY_SA: u16 = 16393;
+    /// RFC 6023.
+    pub const CHILDLESS_IKEV2_SUPPORTED: u16 = 16418;
     pub const IKEV2_FRAGMENTATION_SUPPORTED: u16 = 16430;
     pub const USE_PPK: u16 = 16435;
     pub const PPK_IDENTITY: u16 = 16436;

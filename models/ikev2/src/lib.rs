@@ -8,6 +8,7 @@
 
 pub mod consts;
 pub mod crypto;
+pub mod endpoint;
 pub mod keys;
 pub mod message;
 pub mod proposal;

@@ -1,0 +1,236 @@
+//! What an endpoint tells its driver: datagrams to send, and events for drivers,
+//! keylogs and studies.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::crypto::AeadAlg;
+use crate::keys::IkeKeys;
+use crate::message::TrafficSelector;
+
+/// An IKE SA, named by our own SPI.
+pub type SaId = u64;
+
+/// A datagram to send (an IKE message, without the non-ESP marker).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+/// A PPK as the driver hands it over: the QKD key ID sent as PPK_ID, and the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Ppk {
+    pub id: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+impl fmt::Debug for Ppk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Ppk {{ id: {:?}, key: <{} bytes> }}",
+            String::from_utf8_lossy(&self.id),
+            self.key.len()
+        )
+    }
+}
+
+/// What became of the PPK when an IKE SA came up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PpkOutcome {
+    /// PPKs were not configured or not negotiated, and none was wanted.
+    NotUsed,
+    /// The PPK with this ID was mixed into the keys (RFC 8784).
+    Used { id: Vec<u8> },
+    /// PPK was wanted (policy optional) but the SA came up without it.
+    Downgraded { reason: DowngradeReason },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DowngradeReason {
+    /// The peer did not offer USE_PPK.
+    PeerLacksPpk,
+    /// Our driver had no key to give (e.g. an empty QKD pool).
+    NoKeyHere,
+    /// The peer had no key for the ID, or a different one.
+    PeerHadNoKey,
+}
+
+/// Why an IKE SA failed. "Peer" reasons come from the other side's notify.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailReason {
+    NoProposalChosen {
+        by_peer: bool,
+    },
+    /// The peer asked for a key exchange method we did not offer.
+    InvalidKePayload {
+        requested: u16,
+    },
+    AuthenticationFailed {
+        by_peer: bool,
+    },
+    /// No response after every retransmission.
+    RetransmitTimeout {
+        exchange: u8,
+    },
+    /// A responder SA not established within the half-open timeout.
+    HalfOpenTimeout,
+    /// PPK required but none is available here.
+    PpkUnavailable,
+    /// PPK required but the peer does not support PPKs or did not use ours.
+    PpkRejected,
+    /// The peer sent an error notify we do not handle specifically.
+    PeerError {
+        notify: u16,
+    },
+    /// The peer broke the protocol in a way that ends the SA.
+    Protocol(&'static str),
+}
+
+/// Keys of one IKE SA key set, in the form Wireshark's IKEv2 decryption table takes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeylogEntry {
+    pub spi_i: u64,
+    pub spi_r: u64,
+    pub sk_ei: Vec<u8>,
+    pub sk_er: Vec<u8>,
+    pub aead: AeadAlg,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl KeylogEntry {
+    /// One line of Wireshark's `ikev2_decryption_table` (Preferences > Protocols >
+    /// ISAKMP > IKEv2 Decryption Table): SPIs, SK_ei and SK_er with their salt, the
+    /// encryption algorithm, empty SK_ai/SK_ar, integrity NONE.
+    pub fn wireshark_line(&self) -> String {
+        let encr = match self.aead {
+            AeadAlg::AesGcm16_128 => "AES-GCM-128 with 16 octet ICV [RFC5282]",
+            AeadAlg::AesGcm16_256 => "AES-GCM-256 with 16 octet ICV [RFC5282]",
+        };
+        format!(
+            "\"{:016x}\",\"{:016x}\",\"{}\",\"{}\",\"{encr}\",\"\",\"\",\"NONE [RFC4306]\"",
+            self.spi_i,
+            self.spi_r,
+            hex(&self.sk_ei),
+            hex(&self.sk_er)
+        )
+    }
+}
+
+impl fmt::Debug for KeylogEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "KeylogEntry {{ spi_i: {:016x}, spi_r: {:016x}, .. }}",
+            self.spi_i, self.spi_r
+        )
+    }
+}
+
+/// A Child SA's data-plane keys and selectors. `encr_*` are key | 4-byte salt.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChildSa {
+    /// Our inbound SPI (the peer sends with it) and the peer's.
+    pub spi_in: u32,
+    pub spi_out: u32,
+    pub proposal: String,
+    pub aead: AeadAlg,
+    pub encr_in: Vec<u8>,
+    pub encr_out: Vec<u8>,
+    pub local_ts: Vec<TrafficSelector>,
+    pub remote_ts: Vec<TrafficSelector>,
+}
+
+impl fmt::Debug for ChildSa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ChildSa {{ spi_in: {:08x}, spi_out: {:08x}, {} }}",
+            self.spi_in, self.spi_out, self.proposal
+        )
+    }
+}
+
+/// Byte and fragment counts of one exchange we initiated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExchangeStats {
+    pub exchange: u8,
+    pub message_id: u32,
+    pub started_ns: u64,
+    pub completed_ns: u64,
+    /// One copy of the request (retransmissions are counted separately).
+    pub request_bytes: usize,
+    pub request_fragments: usize,
+    pub response_bytes: usize,
+    pub response_fragments: usize,
+    pub retransmissions: u32,
+}
+
+/// Everything an endpoint reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The driver must answer with `provide_ppk`: as initiator (`key_id: None`) with a
+    /// fresh key and its ID, as responder with the key stored under `key_id`.
+    PpkNeeded {
+        sa: SaId,
+        peer: usize,
+        key_id: Option<Vec<u8>>,
+    },
+    /// A new key set (after IKE_SA_INIT and after each RFC 9370 update), for keylogs.
+    Keys {
+        sa: SaId,
+        entry: KeylogEntry,
+    },
+    /// An exchange we initiated completed.
+    Exchange {
+        sa: SaId,
+        stats: ExchangeStats,
+    },
+    IkeSaEstablished {
+        sa: SaId,
+        peer: usize,
+        initiator: bool,
+        proposal: String,
+        ppk: PpkOutcome,
+        keys: IkeKeys,
+        keylog: KeylogEntry,
+    },
+    ChildSaReady {
+        sa: SaId,
+        child: ChildSa,
+    },
+    /// The IKE SA is up but its first Child SA was refused (notify type).
+    ChildSaFailed {
+        sa: SaId,
+        notify: u16,
+    },
+    IkeSaFailed {
+        sa: SaId,
+        peer: usize,
+        reason: FailReason,
+    },
+}
+
+/// Counters of what the endpoint received and dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    pub datagrams_received: u64,
+    /// Not an IKE message we can parse.
+    pub dropped_malformed: u64,
+    /// No SA with these SPIs.
+    pub dropped_unknown_spi: u64,
+    /// Failed the ICV (altered, or sealed with other keys).
+    pub dropped_integrity: u64,
+    /// Old or unexpected Message IDs, or messages for the wrong state.
+    pub dropped_unexpected: u64,
+    /// IKE_SA_INIT from an address with no peer configuration.
+    pub dropped_no_peer: u64,
+    pub retransmissions: u64,
+    pub responses_resent: u64,
+    pub cookies_sent: u64,
+}

@@ -1,0 +1,385 @@
+//! A sans-IO IKEv2 endpoint holding many IKE SAs, in quinn-proto's shape.
+//!
+//! Inputs: [`Endpoint::handle_datagram`], [`Endpoint::handle_timeout`] and commands
+//! ([`Endpoint::initiate`], [`Endpoint::provide_ppk`]). Outputs, drained after every
+//! input: [`Endpoint::poll_transmit`], [`Endpoint::poll_event`], and
+//! [`Endpoint::poll_timeout`] for the next instant `handle_timeout` is due. Time is
+//! integer nanoseconds from the driver; the endpoint never reads a clock, never blocks,
+//! and draws every random byte (SPIs, nonces, keys) from the stream it was given.
+//!
+//! The handshake: IKE_SA_INIT (main KE, COOKIE and INVALID_KE_PAYLOAD handling,
+//! fragmentation / IKE_INTERMEDIATE / USE_PPK notifies), one IKE_INTERMEDIATE per
+//! negotiated additional KE with key updates and IntAuth (RFC 9242, 9370), then IKE_AUTH
+//! with PSK, RFC 8784 PPKs and the first Child SA. RFC 7383 fragmentation, retransmission
+//! with strongSwan's backoff, responses replayed from cache, half-open expiry.
+
+mod config;
+mod events;
+mod sa;
+
+pub use config::{EndpointConfig, Identity, PeerConfig, PpkPolicy, Timers};
+pub use events::{
+    ChildSa, DowngradeReason, EndpointStats, Event, ExchangeStats, FailReason, KeylogEntry, Ppk,
+    PpkOutcome, SaId, Transmit,
+};
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+
+use rand_core::CryptoRng;
+
+use crate::consts::{exchange, flags, notify, payload_type as pt};
+use crate::crypto::{CryptoProvider, PrfAlg};
+use crate::message::{Header, Message, Notify, Payload};
+use sa::{Ctx, IkeSa, Phase};
+
+/// Transmits and events waiting to be polled, and counters.
+#[derive(Default)]
+pub(crate) struct Outputs {
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: EndpointStats,
+}
+
+/// Many IKE SAs behind one IKE address.
+pub struct Endpoint {
+    config: EndpointConfig,
+    peers: Vec<PeerConfig>,
+    crypto: Box<dyn CryptoProvider>,
+    rng: Box<dyn CryptoRng>,
+    /// IKE SAs by our SPI.
+    sas: BTreeMap<SaId, IkeSa>,
+    /// Responder SAs by (peer address, initiator SPI), to spot IKE_SA_INIT retransmissions.
+    by_init: BTreeMap<(SocketAddr, u64), SaId>,
+    /// (deadline, SA) for every SA with a timer; `IkeSa::indexed` mirrors its entry.
+    timers: BTreeSet<(u64, SaId)>,
+    cookie_secret: [u8; 32],
+    out: Outputs,
+}
+
+impl Endpoint {
+    /// An endpoint for `peers`, with crypto from `crypto` and every random byte from
+    /// `rng` (in the simulator, the gateway's seeded ChaCha20 stream).
+    pub fn new(
+        config: EndpointConfig,
+        peers: Vec<PeerConfig>,
+        crypto: Box<dyn CryptoProvider>,
+        mut rng: Box<dyn CryptoRng>,
+    ) -> Self {
+        let mut cookie_secret = [0u8; 32];
+        rng.fill_bytes(&mut cookie_secret);
+        Endpoint {
+            config,
+            peers,
+            crypto,
+            rng,
+            sas: BTreeMap::new(),
+            by_init: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            cookie_secret,
+            out: Outputs::default(),
+        }
+    }
+
+    pub fn peers(&self) -> &[PeerConfig] {
+        &self.peers
+    }
+
+    pub fn crypto_name(&self) -> &'static str {
+        self.crypto.name()
+    }
+
+    pub fn stats(&self) -> &EndpointStats {
+        &self.out.stats
+    }
+
+    /// IKE SAs currently held (half-open, established, or closing).
+    pub fn sa_count(&self) -> usize {
+        self.sas.len()
+    }
+
+    /// Whether `sa` is established.
+    pub fn is_established(&self, sa: SaId) -> bool {
+        self.sas
+            .get(&sa)
+            .is_some_and(|s| s.phase == Phase::Established)
+    }
+
+    /// Starts an IKE SA with peer `peer` (an index into the peer list).
+    pub fn initiate(&mut self, now: u64, peer: usize) -> SaId {
+        let mut spi = 0;
+        while spi == 0 || self.sas.contains_key(&spi) {
+            spi = self.rng.next_u64();
+        }
+        let Endpoint {
+            peers,
+            crypto,
+            rng,
+            out,
+            config,
+            sas,
+            ..
+        } = self;
+        let mut ctx = Ctx {
+            now,
+            crypto: &**crypto,
+            rng: &mut **rng,
+            peer: &peers[peer],
+            local: config.local,
+            out,
+        };
+        let sa = IkeSa::initiate(&mut ctx, peer, spi);
+        sas.insert(spi, sa);
+        self.reindex(spi);
+        spi
+    }
+
+    /// The driver's answer to [`Event::PpkNeeded`]: the PPK, or `None` when there is
+    /// none (an empty QKD pool, an unknown key ID).
+    pub fn provide_ppk(&mut self, now: u64, sa: SaId, ppk: Option<Ppk>) {
+        self.with_sa(now, sa, |s, ctx| s.on_ppk(ctx, ppk));
+    }
+
+    /// One UDP datagram from `from` carrying an IKE message (non-ESP marker removed).
+    pub fn handle_datagram(&mut self, now: u64, from: SocketAddr, bytes: &[u8]) {
+        self.out.stats.datagrams_received += 1;
+        let raw = match Header::parse(bytes) {
+            Ok(raw) if raw.length as usize == bytes.len() => raw,
+            _ => {
+                self.out.stats.dropped_malformed += 1;
+                return;
+            }
+        };
+        let h = raw.header;
+        if h.exchange == exchange::IKE_SA_INIT && !h.is_response() {
+            self.on_init_request(now, from, h, bytes);
+            return;
+        }
+        // The peer's messages carry our SPI as SPIr if they come from the original
+        // initiator, as SPIi otherwise.
+        let ours = if h.from_initiator() { h.spi_r } else { h.spi_i };
+        match self.sas.get(&ours) {
+            Some(s)
+                if s.spi_i == h.spi_i
+                    && (s.spi_r == h.spi_r || h.exchange == exchange::IKE_SA_INIT) => {}
+            _ => {
+                self.out.stats.dropped_unknown_spi += 1;
+                return;
+            }
+        }
+        self.with_sa(now, ours, |s, ctx| s.on_message(ctx, raw, bytes));
+    }
+
+    /// Runs every timer due at or before `now`.
+    pub fn handle_timeout(&mut self, now: u64) {
+        while let Some(&(deadline, spi)) = self.timers.first() {
+            if deadline > now {
+                break;
+            }
+            self.timers.remove(&(deadline, spi));
+            if let Some(s) = self.sas.get_mut(&spi) {
+                s.indexed = None;
+            }
+            self.with_sa(now, spi, |s, ctx| s.on_timeout(ctx));
+        }
+    }
+
+    /// The next instant `handle_timeout` must be called.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.timers.first().map(|&(t, _)| t)
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.out.events.pop_front()
+    }
+
+    /// Runs `f` on one SA with a context; then removes the SA if it failed or closed,
+    /// and re-indexes its timer.
+    fn with_sa(
+        &mut self,
+        now: u64,
+        spi: SaId,
+        f: impl FnOnce(&mut IkeSa, &mut Ctx<'_>) -> Result<(), FailReason>,
+    ) {
+        let Endpoint {
+            peers,
+            crypto,
+            rng,
+            out,
+            config,
+            sas,
+            ..
+        } = self;
+        let Some(s) = sas.get_mut(&spi) else { return };
+        let peer = s.peer;
+        let mut ctx = Ctx {
+            now,
+            crypto: &**crypto,
+            rng: &mut **rng,
+            peer: &peers[peer],
+            local: config.local,
+            out,
+        };
+        if let Err(reason) = f(s, &mut ctx) {
+            s.fail(&mut ctx, reason);
+        }
+        if s.phase == Phase::Gone {
+            self.remove(spi);
+        } else {
+            self.reindex(spi);
+        }
+    }
+
+    fn remove(&mut self, spi: SaId) {
+        if let Some(s) = self.sas.remove(&spi) {
+            if let Some(t) = s.indexed {
+                self.timers.remove(&(t, spi));
+            }
+            if !s.initiator {
+                self.by_init.remove(&(s.remote, s.spi_i));
+            }
+        }
+    }
+
+    fn reindex(&mut self, spi: SaId) {
+        let Some(s) = self.sas.get_mut(&spi) else {
+            return;
+        };
+        let next = s.next_deadline();
+        if next == s.indexed {
+            return;
+        }
+        if let Some(t) = s.indexed.take() {
+            self.timers.remove(&(t, spi));
+        }
+        if let Some(t) = next {
+            self.timers.insert((t, spi));
+            s.indexed = Some(t);
+        }
+    }
+
+    /// RFC 7296 section 2.6: a stateless cookie over Ni, the peer's address and SPIi.
+    fn cookie_for(&self, ni: &[u8], from: SocketAddr, spi_i: u64) -> Vec<u8> {
+        let addr = from.ip().to_string();
+        self.crypto.prf(
+            PrfAlg::HmacSha256,
+            &self.cookie_secret,
+            &[ni, addr.as_bytes(), &spi_i.to_be_bytes()],
+        )
+    }
+
+    fn half_open(&self) -> usize {
+        self.sas
+            .values()
+            .filter(|s| !s.initiator && s.phase != Phase::Established)
+            .count()
+    }
+
+    /// A stateless error (or COOKIE) reply to an IKE_SA_INIT request.
+    fn reply_notify(&mut self, to: SocketAddr, request: &Header, n: Notify) {
+        let reply = Message {
+            header: Header {
+                spi_r: 0,
+                flags: flags::RESPONSE,
+                message_id: 0,
+                ..*request
+            },
+            payloads: vec![Payload::Notify(n)],
+        };
+        self.out.transmits.push_back(Transmit {
+            src: self.config.local,
+            dst: to,
+            payload: reply.encode(),
+        });
+    }
+
+    fn on_init_request(&mut self, now: u64, from: SocketAddr, h: Header, bytes: &[u8]) {
+        if h.spi_i == 0 || h.spi_r != 0 || h.message_id != 0 {
+            self.out.stats.dropped_malformed += 1;
+            return;
+        }
+        // A retransmission of a request we answered: replay the answer.
+        if let Some(&spi) = self.by_init.get(&(from, h.spi_i)) {
+            let s = &self.sas[&spi];
+            if s.init_request == bytes {
+                let payload = s.init_response.clone();
+                self.out.stats.responses_resent += 1;
+                self.out.transmits.push_back(Transmit {
+                    src: self.config.local,
+                    dst: from,
+                    payload,
+                });
+            } else {
+                self.out.stats.dropped_unexpected += 1;
+            }
+            return;
+        }
+        let Ok(msg) = Message::decode(bytes) else {
+            self.out.stats.dropped_malformed += 1;
+            return;
+        };
+        let Some(peer) = self.peers.iter().position(|p| p.remote.ip() == from.ip()) else {
+            self.out.stats.dropped_no_peer += 1;
+            return;
+        };
+        let ni = msg.payloads.iter().find_map(|p| match p {
+            Payload::Nonce(n) => Some(n.clone()),
+            _ => None,
+        });
+        let Some(ni) = ni.filter(|n| (16..=256).contains(&n.len())) else {
+            self.out.stats.dropped_malformed += 1;
+            return;
+        };
+        if self.half_open() >= self.config.cookie_threshold {
+            let expected = self.cookie_for(&ni, from, h.spi_i);
+            let presented = matches!(msg.payloads.first(), Some(Payload::Notify(n)) if n.kind == notify::COOKIE && n.data == expected);
+            if !presented {
+                self.out.stats.cookies_sent += 1;
+                self.reply_notify(from, &h, Notify::new(notify::COOKIE, expected));
+                return;
+            }
+        }
+        let mut spi = 0;
+        while spi == 0 || self.sas.contains_key(&spi) {
+            spi = self.rng.next_u64();
+        }
+        let Endpoint {
+            peers,
+            crypto,
+            rng,
+            out,
+            config,
+            ..
+        } = self;
+        let mut ctx = Ctx {
+            now,
+            crypto: &**crypto,
+            rng: &mut **rng,
+            peer: &peers[peer],
+            local: config.local,
+            out,
+        };
+        match IkeSa::respond(&mut ctx, peer, spi, from, &msg, bytes, ni) {
+            Ok(sa) => {
+                self.by_init.insert((from, h.spi_i), spi);
+                self.sas.insert(spi, sa);
+                self.reindex(spi);
+            }
+            Err(n) => self.reply_notify(from, &h, n),
+        }
+    }
+}
+
+/// The SKF Fragment Number of a message, if it is an SKF message (read without
+/// decrypting, to recognize retransmitted requests).
+fn skf_number(first_payload: u8, bytes: &[u8]) -> Option<u16> {
+    (first_payload == pt::SKF && bytes.len() >= 34)
+        .then(|| u16::from_be_bytes([bytes[32], bytes[33]]))
+}
+
+#[cfg(test)]
+mod tests;

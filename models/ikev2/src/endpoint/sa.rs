@@ -1,0 +1,1529 @@
+//! One IKE SA's handshake state machine. The endpoint finds the SA; this file decides.
+
+use std::net::{IpAddr, SocketAddr};
+
+use rand_core::CryptoRng;
+
+use super::config::{PeerConfig, PpkPolicy};
+use super::events::{
+    ChildSa, DowngradeReason, Event, ExchangeStats, FailReason, KeylogEntry, Ppk, PpkOutcome,
+    Transmit,
+};
+use super::{Outputs, skf_number};
+use crate::consts::{
+    auth_method, exchange, flags, notify, payload_type as pt, ppk_id_type, protocol,
+    transform_type as tt,
+};
+use crate::crypto::{AeadAlg, CryptoProvider, KeMethod, KeSecret, Suite};
+use crate::keys::{IkeKeys, IntAuth, SaIdentity, SignedOctets, child_keymat, psk_auth};
+use crate::message::{
+    Header, Message, Notify, Payload, RawHeader, TrafficSelector, encode_payloads, find_notify,
+};
+use crate::proposal::{self, Preference, ProposalSpec};
+use crate::protect::{self, OpenError, Opened, Reassembler, Reassembly};
+
+/// What an SA method needs besides the SA itself.
+pub(crate) struct Ctx<'a> {
+    pub now: u64,
+    pub crypto: &'a dyn CryptoProvider,
+    pub rng: &'a mut dyn CryptoRng,
+    pub peer: &'a PeerConfig,
+    pub local: SocketAddr,
+    pub out: &'a mut Outputs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Original initiator, before IKE_AUTH completes.
+    Initiating,
+    /// Original responder, before IKE_AUTH completes.
+    Responding,
+    Established,
+    /// Failed after sending an error response: kept only to replay it.
+    Closing,
+    /// To be removed.
+    Gone,
+}
+
+enum PpkState {
+    NotWanted,
+    Requested { deadline: u64 },
+    Have(Ppk),
+    Unavailable,
+}
+
+struct Outstanding {
+    datagrams: Vec<Vec<u8>>,
+    tries: u32,
+    deadline: u64,
+    stats: ExchangeStats,
+}
+
+pub(crate) struct IkeSa {
+    pub peer: usize,
+    /// Original initiator of this IKE SA.
+    pub initiator: bool,
+    pub spi_i: u64,
+    pub spi_r: u64,
+    pub remote: SocketAddr,
+    pub phase: Phase,
+    pub indexed: Option<u64>,
+    /// The IKE_SA_INIT request and response as sent (RealMessage1/2).
+    pub init_request: Vec<u8>,
+    pub init_response: Vec<u8>,
+    closing_until: Option<u64>,
+    half_open_deadline: Option<u64>,
+    chosen: Option<ProposalSpec>,
+    suite: Option<Suite>,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    keys: Option<IkeKeys>,
+    ke: Option<KeSecret>,
+    ke_method: u16,
+    cookie: Option<Vec<u8>>,
+    init_retries: u8,
+    additional: Vec<u16>,
+    done_additional: usize,
+    int_auth: IntAuth,
+    /// `A | P` of our outstanding IKE_INTERMEDIATE request.
+    intauth_request: Vec<u8>,
+    peer_frag: bool,
+    peer_intermediate: bool,
+    peer_childless: bool,
+    use_ppk: bool,
+    ppk: PpkState,
+    ppk_outcome: PpkOutcome,
+    /// Initiator: the keys without and with the PPK, and the PPK ID, until IKE_AUTH ends.
+    auth_keys: Option<(IkeKeys, Option<(IkeKeys, Vec<u8>)>)>,
+    /// Responder: the IKE_AUTH request waiting for the driver's PPK.
+    pending_auth: Option<(Header, Vec<Payload>)>,
+    next_mid: u32,
+    expected_mid: u32,
+    outstanding: Option<Outstanding>,
+    cached: Option<(u32, Vec<Vec<u8>>)>,
+    reasm_requests: Reassembler,
+    reasm_responses: Reassembler,
+    iv: u64,
+    child_spi: u32,
+}
+
+fn random(rng: &mut dyn CryptoRng, n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    rng.fill_bytes(&mut v);
+    v
+}
+
+/// A nonzero ESP SPI outside the reserved range 1..255.
+fn random_esp_spi(rng: &mut dyn CryptoRng) -> u32 {
+    loop {
+        let spi = rng.next_u32();
+        if spi >= 256 {
+            return spi;
+        }
+    }
+}
+
+fn notify_payload(kind: u16, data: Vec<u8>) -> Payload {
+    Payload::Notify(Notify::new(kind, data))
+}
+
+fn first_error(payloads: &[Payload]) -> Option<u16> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Notify(n) if notify::is_error(n.kind) => Some(n.kind),
+        _ => None,
+    })
+}
+
+fn host_ts(a: IpAddr) -> TrafficSelector {
+    TrafficSelector {
+        ip_protocol: 0,
+        start_port: 0,
+        end_port: 65535,
+        start: a,
+        end: a,
+    }
+}
+
+/// The overlap of two selector lists (RFC 7296 section 2.9: the responder may narrow,
+/// never widen).
+pub(crate) fn narrow(
+    offered: &[TrafficSelector],
+    ours: &[TrafficSelector],
+) -> Vec<TrafficSelector> {
+    let mut out = Vec::new();
+    for o in offered {
+        for m in ours {
+            if o.start.is_ipv4() != m.start.is_ipv4() {
+                continue;
+            }
+            let proto = match (o.ip_protocol, m.ip_protocol) {
+                (0, p) | (p, 0) => p,
+                (a, b) if a == b => a,
+                _ => continue,
+            };
+            let t = TrafficSelector {
+                ip_protocol: proto,
+                start_port: o.start_port.max(m.start_port),
+                end_port: o.end_port.min(m.end_port),
+                start: o.start.max(m.start),
+                end: o.end.min(m.end),
+            };
+            if t.start <= t.end && t.start_port <= t.end_port && !out.contains(&t) {
+                out.push(t);
+            }
+        }
+    }
+    out
+}
+
+impl IkeSa {
+    fn blank(peer: usize, initiator: bool, spi_i: u64, spi_r: u64, remote: SocketAddr) -> Self {
+        IkeSa {
+            peer,
+            initiator,
+            spi_i,
+            spi_r,
+            remote,
+            phase: if initiator {
+                Phase::Initiating
+            } else {
+                Phase::Responding
+            },
+            indexed: None,
+            init_request: Vec::new(),
+            init_response: Vec::new(),
+            closing_until: None,
+            half_open_deadline: None,
+            chosen: None,
+            suite: None,
+            ni: Vec::new(),
+            nr: Vec::new(),
+            keys: None,
+            ke: None,
+            ke_method: 0,
+            cookie: None,
+            init_retries: 0,
+            additional: Vec::new(),
+            done_additional: 0,
+            int_auth: IntAuth::default(),
+            intauth_request: Vec::new(),
+            peer_frag: false,
+            peer_intermediate: false,
+            peer_childless: false,
+            use_ppk: false,
+            ppk: PpkState::NotWanted,
+            ppk_outcome: PpkOutcome::NotUsed,
+            auth_keys: None,
+            pending_auth: None,
+            next_mid: 0,
+            expected_mid: 0,
+            outstanding: None,
+            cached: None,
+            reasm_requests: Reassembler::default(),
+            reasm_responses: Reassembler::default(),
+            iv: 0,
+            child_spi: 0,
+        }
+    }
+
+    fn id(&self) -> SaIdentity<'_> {
+        SaIdentity {
+            ni: &self.ni,
+            nr: &self.nr,
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+        }
+    }
+
+    fn our_spi(&self) -> u64 {
+        if self.initiator {
+            self.spi_i
+        } else {
+            self.spi_r
+        }
+    }
+
+    fn keylog(&self) -> KeylogEntry {
+        let k = self
+            .keys
+            .as_ref()
+            .expect("keys exist once IKE_SA_INIT is done");
+        KeylogEntry {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            sk_ei: k.sk_ei.clone(),
+            sk_er: k.sk_er.clone(),
+            aead: self.suite.expect("suite negotiated").aead,
+        }
+    }
+
+    fn emit_keys(&self, ctx: &mut Ctx<'_>) {
+        ctx.out.events.push_back(Event::Keys {
+            sa: self.our_spi(),
+            entry: self.keylog(),
+        });
+    }
+
+    /// The earliest timer of this SA.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let ppk = match self.ppk {
+            PpkState::Requested { deadline } => Some(deadline),
+            _ => None,
+        };
+        let half_open = self
+            .half_open_deadline
+            .filter(|_| self.phase == Phase::Responding);
+        [
+            self.outstanding.as_ref().map(|o| o.deadline),
+            half_open,
+            ppk,
+            self.closing_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn header(&self, exchange: u8, message_id: u32, response: bool) -> Header {
+        let mut f = if self.initiator { flags::INITIATOR } else { 0 };
+        if response {
+            f |= flags::RESPONSE;
+        }
+        Header {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            exchange,
+            flags: f,
+            message_id,
+        }
+    }
+
+    fn transmit(&self, ctx: &mut Ctx<'_>, datagrams: &[Vec<u8>]) {
+        for d in datagrams {
+            ctx.out.transmits.push_back(Transmit {
+                src: ctx.local,
+                dst: self.remote,
+                payload: d.clone(),
+            });
+        }
+    }
+
+    /// Seals inner payloads under our SK_e, fragmented when negotiated and needed.
+    fn protect(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        header: &Header,
+        payloads: &[Payload],
+    ) -> (Vec<Vec<u8>>, Vec<u8>) {
+        let mut inner = Vec::new();
+        encode_payloads(payloads, &mut inner);
+        let first = payloads.first().map_or(pt::NONE, Payload::kind);
+        let keys = self
+            .keys
+            .as_ref()
+            .expect("protected exchanges follow IKE_SA_INIT");
+        let key = if self.initiator {
+            &keys.sk_ei
+        } else {
+            &keys.sk_er
+        };
+        let aead = self.suite.expect("negotiated").aead;
+        let datagrams = if self.peer_frag {
+            let max = protect::max_ike_len(
+                ctx.peer.fragment_size,
+                self.remote.is_ipv6(),
+                ctx.peer.nat_t,
+            );
+            protect::seal_fragmented(
+                ctx.crypto,
+                aead,
+                key,
+                &mut self.iv,
+                header,
+                first,
+                &inner,
+                max,
+            )
+        } else {
+            vec![protect::seal(
+                ctx.crypto,
+                aead,
+                key,
+                &mut self.iv,
+                header,
+                first,
+                &inner,
+            )]
+        };
+        (datagrams, protect::intauth_input(header, first, &inner))
+    }
+
+    fn start_request(&mut self, ctx: &mut Ctx<'_>, exchange: u8, datagrams: Vec<Vec<u8>>) {
+        self.transmit(ctx, &datagrams);
+        let stats = ExchangeStats {
+            exchange,
+            message_id: self.next_mid,
+            started_ns: ctx.now,
+            request_bytes: datagrams.iter().map(Vec::len).sum(),
+            request_fragments: datagrams.len(),
+            ..ExchangeStats::default()
+        };
+        self.outstanding = Some(Outstanding {
+            datagrams,
+            tries: 0,
+            deadline: ctx.now + ctx.peer.timers.retransmit_after(0),
+            stats,
+        });
+        self.next_mid += 1;
+    }
+
+    /// Sends a protected request; returns its `A | P` for IntAuth.
+    fn send_request(&mut self, ctx: &mut Ctx<'_>, exchange: u8, payloads: &[Payload]) -> Vec<u8> {
+        let header = self.header(exchange, self.next_mid, false);
+        let (datagrams, ap) = self.protect(ctx, &header, payloads);
+        self.start_request(ctx, exchange, datagrams);
+        ap
+    }
+
+    /// Sends (and caches) a protected response; returns its `A | P`.
+    fn send_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        request: &Header,
+        payloads: &[Payload],
+    ) -> Vec<u8> {
+        let header = self.header(request.exchange, request.message_id, true);
+        let (datagrams, ap) = self.protect(ctx, &header, payloads);
+        self.transmit(ctx, &datagrams);
+        self.cached = Some((request.message_id, datagrams));
+        self.expected_mid = request.message_id.wrapping_add(1);
+        ap
+    }
+
+    /// Ends the SA: an event, and the SA goes (or lingers to replay an error response).
+    pub fn fail(&mut self, ctx: &mut Ctx<'_>, reason: FailReason) {
+        ctx.out.events.push_back(Event::IkeSaFailed {
+            sa: self.our_spi(),
+            peer: self.peer,
+            reason,
+        });
+        self.outstanding = None;
+        self.pending_auth = None;
+        self.ppk = PpkState::NotWanted;
+        if self.cached.is_some() && !self.initiator {
+            self.phase = Phase::Closing;
+            self.closing_until = Some(ctx.now + ctx.peer.timers.half_open_timeout_ns);
+        } else {
+            self.phase = Phase::Gone;
+        }
+    }
+
+    // ----- IKE_SA_INIT -----------------------------------------------------------
+
+    /// A new initiator SA; sends IKE_SA_INIT.
+    pub fn initiate(ctx: &mut Ctx<'_>, peer: usize, spi: u64) -> IkeSa {
+        let mut sa = IkeSa::blank(peer, true, spi, 0, ctx.peer.remote);
+        sa.ni = random(ctx.rng, 32);
+        sa.ke_method = ctx
+            .peer
+            .ike
+            .first()
+            .and_then(|p| p.chosen(tt::KE))
+            .map_or(0, |a| a.id);
+        sa.send_init(ctx);
+        sa
+    }
+
+    fn send_init(&mut self, ctx: &mut Ctx<'_>) {
+        let method =
+            KeMethod::from_id(self.ke_method).expect("configured KE methods are supported");
+        let (secret, data) = ctx.crypto.ke_initiate(method, ctx.rng);
+        self.ke = Some(secret);
+        let mut payloads = Vec::new();
+        if let Some(c) = &self.cookie {
+            payloads.push(notify_payload(notify::COOKIE, c.clone()));
+        }
+        let proposals = ctx
+            .peer
+            .ike
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p.to_wire(i as u8 + 1, Vec::new()));
+        payloads.push(Payload::Sa(proposals.collect()));
+        payloads.push(Payload::Ke {
+            method: self.ke_method,
+            data,
+        });
+        payloads.push(Payload::Nonce(self.ni.clone()));
+        payloads.push(notify_payload(
+            notify::IKEV2_FRAGMENTATION_SUPPORTED,
+            vec![],
+        ));
+        payloads.push(notify_payload(
+            notify::INTERMEDIATE_EXCHANGE_SUPPORTED,
+            vec![],
+        ));
+        if ctx.peer.ppk != PpkPolicy::Disabled {
+            payloads.push(notify_payload(notify::USE_PPK, vec![]));
+        }
+        if ctx.peer.childless {
+            payloads.push(notify_payload(notify::CHILDLESS_IKEV2_SUPPORTED, vec![]));
+        }
+        self.next_mid = 0;
+        let bytes = Message {
+            header: self.header(exchange::IKE_SA_INIT, 0, false),
+            payloads,
+        }
+        .encode();
+        self.init_request = bytes.clone();
+        self.start_request(ctx, exchange::IKE_SA_INIT, vec![bytes]);
+    }
+
+    /// A responder SA from an IKE_SA_INIT request, or the notify to refuse it with.
+    pub fn respond(
+        ctx: &mut Ctx<'_>,
+        peer: usize,
+        spi: u64,
+        from: SocketAddr,
+        msg: &Message,
+        bytes: &[u8],
+        ni: Vec<u8>,
+    ) -> Result<IkeSa, Notify> {
+        let refuse = |kind, data| Notify::new(kind, data);
+        let offered = msg.payloads.iter().find_map(|p| match p {
+            Payload::Sa(props) => Some(props),
+            _ => None,
+        });
+        let Some(offered) = offered else {
+            return Err(refuse(notify::INVALID_SYNTAX, vec![]));
+        };
+        let has = |kind| msg.notify(kind).is_some();
+        let peer_intermediate = has(notify::INTERMEDIATE_EXCHANGE_SUPPORTED);
+        let selection = proposal::select(offered, &ctx.peer.ike, Preference::Initiator)
+            .filter(|s| Suite::from_proposal(&s.chosen).is_some())
+            .filter(|s| {
+                s.chosen
+                    .additional_kes()
+                    .iter()
+                    .all(|&(_, m)| KeMethod::from_id(m).is_some())
+            })
+            .filter(|s| peer_intermediate || s.chosen.additional_kes().is_empty());
+        let Some(selection) = selection else {
+            return Err(refuse(notify::NO_PROPOSAL_CHOSEN, vec![]));
+        };
+        let chosen = selection.chosen;
+        let ke_id = chosen.chosen(tt::KE).map_or(0, |a| a.id);
+        let Some(method) = KeMethod::from_id(ke_id) else {
+            return Err(refuse(notify::NO_PROPOSAL_CHOSEN, vec![]));
+        };
+        let kei = msg.payloads.iter().find_map(|p| match p {
+            Payload::Ke { method, data } => Some((*method, data)),
+            _ => None,
+        });
+        let kei = match kei {
+            Some((m, data)) if m == ke_id => data,
+            _ => {
+                return Err(refuse(
+                    notify::INVALID_KE_PAYLOAD,
+                    ke_id.to_be_bytes().to_vec(),
+                ));
+            }
+        };
+        let Ok((ker, shared)) = ctx.crypto.ke_respond(method, kei, ctx.rng) else {
+            return Err(refuse(notify::INVALID_SYNTAX, vec![]));
+        };
+        let mut sa = IkeSa::blank(peer, false, msg.header.spi_i, spi, from);
+        sa.ni = ni;
+        sa.nr = random(ctx.rng, 32);
+        sa.suite = Suite::from_proposal(&chosen);
+        sa.additional = chosen.additional_kes().iter().map(|&(_, m)| m).collect();
+        sa.peer_frag = has(notify::IKEV2_FRAGMENTATION_SUPPORTED);
+        sa.peer_intermediate = peer_intermediate;
+        sa.peer_childless = has(notify::CHILDLESS_IKEV2_SUPPORTED);
+        sa.use_ppk = has(notify::USE_PPK) && ctx.peer.ppk != PpkPolicy::Disabled;
+        let mut payloads = vec![
+            Payload::Sa(vec![chosen.to_wire(selection.number, Vec::new())]),
+            Payload::Ke {
+                method: ke_id,
+                data: ker,
+            },
+            Payload::Nonce(sa.nr.clone()),
+        ];
+        if sa.peer_frag {
+            payloads.push(notify_payload(
+                notify::IKEV2_FRAGMENTATION_SUPPORTED,
+                vec![],
+            ));
+        }
+        if peer_intermediate {
+            payloads.push(notify_payload(
+                notify::INTERMEDIATE_EXCHANGE_SUPPORTED,
+                vec![],
+            ));
+        }
+        if sa.use_ppk {
+            payloads.push(notify_payload(notify::USE_PPK, vec![]));
+        }
+        if sa.peer_childless {
+            payloads.push(notify_payload(notify::CHILDLESS_IKEV2_SUPPORTED, vec![]));
+        }
+        let response = Message {
+            header: sa.header(exchange::IKE_SA_INIT, 0, true),
+            payloads,
+        }
+        .encode();
+        sa.keys = Some(IkeKeys::initial(
+            ctx.crypto,
+            sa.suite.expect("checked"),
+            &shared,
+            sa.id(),
+        ));
+        sa.chosen = Some(chosen);
+        sa.init_request = bytes.to_vec();
+        sa.init_response = response.clone();
+        sa.expected_mid = 1;
+        sa.half_open_deadline = Some(ctx.now + ctx.peer.timers.half_open_timeout_ns);
+        sa.transmit(ctx, &[response]);
+        sa.emit_keys(ctx);
+        Ok(sa)
+    }
+
+    fn on_init_response(&mut self, ctx: &mut Ctx<'_>, bytes: &[u8]) -> Result<(), FailReason> {
+        let awaiting = self
+            .outstanding
+            .as_ref()
+            .is_some_and(|o| o.stats.exchange == exchange::IKE_SA_INIT);
+        if !self.initiator || !awaiting {
+            ctx.out.stats.dropped_unexpected += 1;
+            return Ok(());
+        }
+        let Ok(msg) = Message::decode(bytes) else {
+            ctx.out.stats.dropped_malformed += 1;
+            return Ok(());
+        };
+        if let Some(c) = msg.notify(notify::COOKIE) {
+            self.retry_init(ctx, |sa| sa.cookie = Some(c.data.clone()))?;
+            return Ok(());
+        }
+        if let Some(n) = msg.notify(notify::INVALID_KE_PAYLOAD) {
+            let requested = n
+                .data
+                .get(..2)
+                .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+            let offered = ctx
+                .peer
+                .ike
+                .iter()
+                .any(|p| p.of(tt::KE).any(|a| a.id == requested));
+            if !offered || requested == self.ke_method || KeMethod::from_id(requested).is_none() {
+                return Err(FailReason::InvalidKePayload { requested });
+            }
+            self.retry_init(ctx, |sa| sa.ke_method = requested)?;
+            return Ok(());
+        }
+        match first_error(&msg.payloads) {
+            Some(notify::NO_PROPOSAL_CHOSEN) => {
+                return Err(FailReason::NoProposalChosen { by_peer: true });
+            }
+            Some(n) => return Err(FailReason::PeerError { notify: n }),
+            None => {}
+        }
+        let mut sa_reply = None;
+        let mut ker = None;
+        let mut nr = None;
+        for p in &msg.payloads {
+            match p {
+                Payload::Sa(props) => sa_reply = Some(props),
+                Payload::Ke { method, data } => ker = Some((*method, data)),
+                Payload::Nonce(n) => nr = Some(n),
+                _ => {}
+            }
+        }
+        let (Some(sa_reply), Some((ke_id, ker)), Some(nr)) = (sa_reply, ker, nr) else {
+            return Err(FailReason::Protocol(
+                "IKE_SA_INIT response lacks SA, KE or Nonce",
+            ));
+        };
+        let chosen = proposal::verify_reply(sa_reply, &ctx.peer.ike).ok_or(
+            FailReason::Protocol("IKE_SA_INIT response chose a proposal we did not offer"),
+        )?;
+        let suite =
+            Suite::from_proposal(&chosen).ok_or(FailReason::NoProposalChosen { by_peer: false })?;
+        if chosen.chosen(tt::KE).map(|a| a.id) != Some(self.ke_method) || ke_id != self.ke_method {
+            return Err(FailReason::Protocol(
+                "responder's KE method differs from ours",
+            ));
+        }
+        if msg.header.spi_r == 0 || !(16..=256).contains(&nr.len()) {
+            return Err(FailReason::Protocol("bad responder SPI or nonce"));
+        }
+        self.peer_frag = msg.notify(notify::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
+        self.peer_intermediate = msg
+            .notify(notify::INTERMEDIATE_EXCHANGE_SUPPORTED)
+            .is_some();
+        self.peer_childless = msg.notify(notify::CHILDLESS_IKEV2_SUPPORTED).is_some();
+        self.additional = chosen.additional_kes().iter().map(|&(_, m)| m).collect();
+        if !self.additional.is_empty() && !self.peer_intermediate {
+            return Err(FailReason::Protocol(
+                "additional key exchanges without IKE_INTERMEDIATE",
+            ));
+        }
+        if self
+            .additional
+            .iter()
+            .any(|&m| KeMethod::from_id(m).is_none())
+        {
+            return Err(FailReason::NoProposalChosen { by_peer: false });
+        }
+        let secret = self.ke.take().expect("KE sent with IKE_SA_INIT");
+        let shared = ctx
+            .crypto
+            .ke_complete(secret, ker)
+            .map_err(|_| FailReason::Protocol("responder's KE data is invalid"))?;
+        self.spi_r = msg.header.spi_r;
+        self.nr = nr.clone();
+        self.suite = Some(suite);
+        self.keys = Some(IkeKeys::initial(ctx.crypto, suite, &shared, self.id()));
+        self.chosen = Some(chosen);
+        self.init_response = bytes.to_vec();
+        self.finish_exchange(ctx, bytes.len(), 1);
+        self.emit_keys(ctx);
+
+        let wanted = ctx.peer.ppk != PpkPolicy::Disabled;
+        self.use_ppk = wanted && msg.notify(notify::USE_PPK).is_some();
+        if wanted && !self.use_ppk {
+            if ctx.peer.ppk == PpkPolicy::Required {
+                return Err(FailReason::PpkRejected);
+            }
+            self.ppk_outcome = PpkOutcome::Downgraded {
+                reason: DowngradeReason::PeerLacksPpk,
+            };
+        }
+        if self.use_ppk {
+            self.ppk = PpkState::Requested {
+                deadline: ctx.now + ctx.peer.timers.ppk_timeout_ns,
+            };
+            ctx.out.events.push_back(Event::PpkNeeded {
+                sa: self.spi_i,
+                peer: self.peer,
+                key_id: None,
+            });
+        }
+        self.next_step(ctx)
+    }
+
+    /// Sends IKE_SA_INIT again after COOKIE or INVALID_KE_PAYLOAD (at most 3 times).
+    fn retry_init(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        change: impl FnOnce(&mut Self),
+    ) -> Result<(), FailReason> {
+        if self.init_retries >= 3 {
+            return Err(FailReason::Protocol("IKE_SA_INIT refused too often"));
+        }
+        self.init_retries += 1;
+        change(self);
+        self.send_init(ctx);
+        Ok(())
+    }
+
+    /// Closes the outstanding exchange with the response's size and reports it.
+    fn finish_exchange(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        response_bytes: usize,
+        response_fragments: usize,
+    ) {
+        if let Some(o) = self.outstanding.take() {
+            let mut stats = o.stats;
+            stats.completed_ns = ctx.now;
+            stats.response_bytes += response_bytes;
+            stats.response_fragments += response_fragments;
+            ctx.out.events.push_back(Event::Exchange {
+                sa: self.our_spi(),
+                stats,
+            });
+        }
+    }
+
+    /// Initiator: the next IKE_INTERMEDIATE, or IKE_AUTH once the PPK question is settled.
+    fn next_step(&mut self, ctx: &mut Ctx<'_>) -> Result<(), FailReason> {
+        if self.done_additional < self.additional.len() {
+            let method_id = self.additional[self.done_additional];
+            let method = KeMethod::from_id(method_id).expect("checked at negotiation");
+            let (secret, data) = ctx.crypto.ke_initiate(method, ctx.rng);
+            self.ke = Some(secret);
+            self.intauth_request = self.send_request(
+                ctx,
+                exchange::IKE_INTERMEDIATE,
+                &[Payload::Ke {
+                    method: method_id,
+                    data,
+                }],
+            );
+            return Ok(());
+        }
+        match self.ppk {
+            PpkState::Requested { .. } => Ok(()), // IKE_AUTH waits for provide_ppk
+            _ => self.send_auth(ctx),
+        }
+    }
+
+    // ----- protected messages ---------------------------------------------------------
+
+    pub fn on_message(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        raw: RawHeader,
+        bytes: &[u8],
+    ) -> Result<(), FailReason> {
+        let h = raw.header;
+        if h.exchange == exchange::IKE_SA_INIT {
+            return self.on_init_response(ctx, bytes);
+        }
+        if !h.is_response() {
+            // A retransmitted request: replay the cached response when its first (or
+            // only) part arrives, without decrypting (the keys may have moved on).
+            if let Some((mid, datagrams)) = &self.cached
+                && *mid == h.message_id
+            {
+                if raw.next_payload == pt::SK || skf_number(raw.next_payload, bytes) == Some(1) {
+                    ctx.out.stats.responses_resent += 1;
+                    let datagrams = datagrams.clone();
+                    self.transmit(ctx, &datagrams);
+                }
+                return Ok(());
+            }
+            if self.phase == Phase::Closing
+                || h.message_id != self.expected_mid
+                || self.pending_auth.is_some()
+            {
+                ctx.out.stats.dropped_unexpected += 1;
+                return Ok(());
+            }
+        } else if self
+            .outstanding
+            .as_ref()
+            .is_none_or(|o| o.stats.message_id != h.message_id)
+        {
+            ctx.out.stats.dropped_unexpected += 1;
+            return Ok(());
+        }
+        let Some((header, first, inner)) = self.open(ctx, bytes, h.is_response()) else {
+            return Ok(());
+        };
+        let payloads = protect::decode_inner(first, &inner)
+            .map_err(|_| FailReason::Protocol("authenticated message with undecodable payloads"))?;
+        if header.is_response() {
+            self.finish_exchange(ctx, 0, 0);
+            match header.exchange {
+                exchange::IKE_INTERMEDIATE => {
+                    self.on_intermediate_response(ctx, &header, first, &inner, &payloads)
+                }
+                exchange::IKE_AUTH => self.on_auth_response(ctx, &payloads),
+                _ => Ok(()),
+            }
+        } else {
+            match (header.exchange, self.phase) {
+                (exchange::IKE_INTERMEDIATE, Phase::Responding) => {
+                    self.on_intermediate_request(ctx, &header, first, &inner, &payloads)
+                }
+                (exchange::IKE_AUTH, Phase::Responding) => {
+                    self.on_auth_request(ctx, header, payloads)
+                }
+                (exchange::INFORMATIONAL, Phase::Established) => {
+                    self.send_response(ctx, &header, &[]);
+                    let delete_ike = payloads.iter().any(|p| {
+                        matches!(
+                            p,
+                            Payload::Delete {
+                                protocol: protocol::IKE,
+                                ..
+                            }
+                        )
+                    });
+                    if delete_ike {
+                        self.phase = Phase::Gone;
+                    }
+                    Ok(())
+                }
+                _ => {
+                    ctx.out.stats.dropped_unexpected += 1;
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Authenticates, decrypts and (for fragments) reassembles one message; counts what
+    /// it drops. Response sizes are added to the outstanding exchange's statistics.
+    fn open(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        bytes: &[u8],
+        response: bool,
+    ) -> Option<(Header, u8, Vec<u8>)> {
+        let keys = self.keys.as_ref()?;
+        let sent_by_initiator = !self.initiator;
+        let key = if sent_by_initiator {
+            &keys.sk_ei
+        } else {
+            &keys.sk_er
+        };
+        let aead = self.suite?.aead;
+        let opened = match protect::open(ctx.crypto, aead, key, bytes) {
+            Ok(o) => o,
+            Err(OpenError::Crypto(_)) => {
+                ctx.out.stats.dropped_integrity += 1;
+                return None;
+            }
+            Err(_) => {
+                ctx.out.stats.dropped_malformed += 1;
+                return None;
+            }
+        };
+        let result = match opened {
+            Opened::Whole {
+                header,
+                first,
+                inner,
+            } => Some((header, first, inner)),
+            Opened::Fragment {
+                header,
+                number,
+                total,
+                first,
+                chunk,
+            } => {
+                let reasm = if response {
+                    &mut self.reasm_responses
+                } else {
+                    &mut self.reasm_requests
+                };
+                match reasm.insert(ctx.now, header, number, total, first, chunk) {
+                    Reassembly::Incomplete => None,
+                    Reassembly::Complete {
+                        header,
+                        first,
+                        inner,
+                    } => Some((header, first, inner)),
+                    Reassembly::Duplicate | Reassembly::StaleTotal | Reassembly::OverLimit => {
+                        ctx.out.stats.dropped_unexpected += 1;
+                        return None;
+                    }
+                }
+            }
+        };
+        if response && let Some(o) = self.outstanding.as_mut() {
+            o.stats.response_bytes += bytes.len();
+            o.stats.response_fragments += 1;
+        }
+        result
+    }
+
+    // ----- IKE_INTERMEDIATE ---------------------------------------------------------
+
+    fn on_intermediate_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        header: &Header,
+        first: u8,
+        inner: &[u8],
+        payloads: &[Payload],
+    ) -> Result<(), FailReason> {
+        if let Some(n) = first_error(payloads) {
+            return Err(FailReason::PeerError { notify: n });
+        }
+        let method = self.additional[self.done_additional];
+        let ker = payloads.iter().find_map(|p| match p {
+            Payload::Ke { method: m, data } if *m == method => Some(data),
+            _ => None,
+        });
+        let ker = ker.ok_or(FailReason::Protocol(
+            "IKE_INTERMEDIATE response lacks the KE payload",
+        ))?;
+        let secret = self
+            .ke
+            .take()
+            .ok_or(FailReason::Protocol("no key exchange in progress"))?;
+        let shared = ctx
+            .crypto
+            .ke_complete(secret, ker)
+            .map_err(|_| FailReason::Protocol("responder's additional KE data is invalid"))?;
+        let response_ap = protect::intauth_input(header, first, inner);
+        self.update_keys(ctx, &self.intauth_request.clone(), &response_ap, &shared);
+        self.next_step(ctx)
+    }
+
+    fn on_intermediate_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        header: &Header,
+        first: u8,
+        inner: &[u8],
+        payloads: &[Payload],
+    ) -> Result<(), FailReason> {
+        let request_ap = protect::intauth_input(header, first, inner);
+        let Some(&method) = self.additional.get(self.done_additional) else {
+            self.send_response(
+                ctx,
+                header,
+                &[notify_payload(notify::INVALID_SYNTAX, vec![])],
+            );
+            return Err(FailReason::Protocol(
+                "IKE_INTERMEDIATE beyond the negotiated key exchanges",
+            ));
+        };
+        let kei = payloads.iter().find_map(|p| match p {
+            Payload::Ke { method: m, data } if *m == method => Some(data),
+            _ => None,
+        });
+        let responded = kei.and_then(|kei| {
+            ctx.crypto
+                .ke_respond(KeMethod::from_id(method).expect("negotiated"), kei, ctx.rng)
+                .ok()
+        });
+        let Some((ker, shared)) = responded else {
+            self.send_response(
+                ctx,
+                header,
+                &[notify_payload(notify::INVALID_SYNTAX, vec![])],
+            );
+            return Err(FailReason::Protocol(
+                "IKE_INTERMEDIATE request with a missing or invalid KE",
+            ));
+        };
+        let response_ap = self.send_response(ctx, header, &[Payload::Ke { method, data: ker }]);
+        self.update_keys(ctx, &request_ap, &response_ap, &shared);
+        Ok(())
+    }
+
+    /// Chains IntAuth with the keys in force during the exchange, then applies the
+    /// RFC 9370 update (in that order: pitfall 11).
+    fn update_keys(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        request_ap: &[u8],
+        response_ap: &[u8],
+        shared: &[u8],
+    ) {
+        let suite = self.suite.expect("negotiated");
+        let keys = self.keys.as_ref().expect("derived");
+        self.int_auth.add_exchange(
+            ctx.crypto,
+            suite.prf,
+            &keys.sk_pi,
+            &keys.sk_pr,
+            request_ap,
+            response_ap,
+        );
+        self.keys = Some(keys.after_additional_ke(ctx.crypto, suite, shared, self.id()));
+        self.done_additional += 1;
+        self.emit_keys(ctx);
+    }
+
+    // ----- IKE_AUTH -------------------------------------------------------------------
+
+    fn auth(
+        &self,
+        ctx: &Ctx<'_>,
+        sk_p: &[u8],
+        as_initiator: bool,
+        id_rest: &[u8],
+        mid: u32,
+    ) -> Vec<u8> {
+        let int_auth = self.int_auth.for_auth(mid);
+        let o = if as_initiator {
+            SignedOctets {
+                real_message: &self.init_request,
+                peer_nonce: &self.nr,
+                id_rest,
+                int_auth: &int_auth,
+            }
+        } else {
+            SignedOctets {
+                real_message: &self.init_response,
+                peer_nonce: &self.ni,
+                id_rest,
+                int_auth: &int_auth,
+            }
+        };
+        psk_auth(
+            ctx.crypto,
+            self.suite.expect("negotiated").prf,
+            &ctx.peer.psk,
+            sk_p,
+            o,
+        )
+    }
+
+    fn local_ts(&self, ctx: &Ctx<'_>) -> Vec<TrafficSelector> {
+        if ctx.peer.local_ts.is_empty() {
+            vec![host_ts(ctx.local.ip())]
+        } else {
+            ctx.peer.local_ts.clone()
+        }
+    }
+
+    fn send_auth(&mut self, ctx: &mut Ctx<'_>) -> Result<(), FailReason> {
+        let keys = self.keys.clone().expect("derived");
+        let ppk = match std::mem::replace(&mut self.ppk, PpkState::NotWanted) {
+            PpkState::Have(p) => Some(p),
+            PpkState::Unavailable => {
+                if ctx.peer.ppk == PpkPolicy::Required {
+                    return Err(FailReason::PpkUnavailable);
+                }
+                self.ppk_outcome = PpkOutcome::Downgraded {
+                    reason: DowngradeReason::NoKeyHere,
+                };
+                None
+            }
+            _ => None,
+        };
+        let mid = self.next_mid;
+        let id_rest = ctx.peer.local_id.rest_of_payload();
+        let prf = self.suite.expect("negotiated").prf;
+        let mixed = ppk.map(|p| (keys.mix_ppk_rfc8784(ctx.crypto, prf, &p.key), p.id));
+        let auth_keys = mixed.as_ref().map_or(&keys, |(k, _)| k);
+        let auth = self.auth(ctx, &auth_keys.sk_pi, true, &id_rest, mid);
+        let (id_type, id_data) = ctx.peer.local_id.to_wire();
+        let (rid_type, rid_data) = ctx.peer.remote_id.to_wire();
+        let mut payloads = vec![
+            Payload::IdI {
+                id_type,
+                data: id_data,
+            },
+            Payload::IdR {
+                id_type: rid_type,
+                data: rid_data,
+            },
+            Payload::Auth {
+                method: auth_method::SHARED_KEY_MIC,
+                data: auth,
+            },
+        ];
+        if !(ctx.peer.childless && self.peer_childless) {
+            self.child_spi = random_esp_spi(ctx.rng);
+            let spi = self.child_spi.to_be_bytes().to_vec();
+            let esp = ctx
+                .peer
+                .esp
+                .iter()
+                .enumerate()
+                .map(|(i, p)| p.to_wire(i as u8 + 1, spi.clone()));
+            payloads.push(Payload::Sa(esp.collect()));
+            payloads.push(Payload::TsI(self.local_ts(ctx)));
+            payloads.push(Payload::TsR(ctx.peer.remote_ts.clone()));
+        }
+        if let Some((_, id)) = &mixed {
+            payloads.push(notify_payload(
+                notify::PPK_IDENTITY,
+                [&[ppk_id_type::FIXED][..], id].concat(),
+            ));
+            if ctx.peer.ppk == PpkPolicy::Optional {
+                let no_ppk = self.auth(ctx, &keys.sk_pi, true, &id_rest, mid);
+                payloads.push(notify_payload(notify::NO_PPK_AUTH, no_ppk));
+            }
+        }
+        self.auth_keys = Some((keys, mixed));
+        self.send_request(ctx, exchange::IKE_AUTH, &payloads);
+        Ok(())
+    }
+
+    fn on_auth_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        header: Header,
+        payloads: Vec<Payload>,
+    ) -> Result<(), FailReason> {
+        if self.done_additional < self.additional.len() {
+            self.send_response(
+                ctx,
+                &header,
+                &[notify_payload(notify::INVALID_SYNTAX, vec![])],
+            );
+            return Err(FailReason::Protocol(
+                "IKE_AUTH before every additional key exchange",
+            ));
+        }
+        let ppk_id = find_notify(&payloads, notify::PPK_IDENTITY).map(|n| n.data.clone());
+        if self.use_ppk
+            && let Some(id) = ppk_id
+        {
+            // Only PPK_ID_FIXED is accepted (as strongSwan and libreswan do).
+            if id.first() == Some(&ppk_id_type::FIXED) && id.len() > 1 {
+                let key_id = id[1..].to_vec();
+                self.pending_auth = Some((header, payloads));
+                self.ppk = PpkState::Requested {
+                    deadline: ctx.now + ctx.peer.timers.ppk_timeout_ns,
+                };
+                ctx.out.events.push_back(Event::PpkNeeded {
+                    sa: self.spi_r,
+                    peer: self.peer,
+                    key_id: Some(key_id),
+                });
+                return Ok(());
+            }
+        }
+        self.finish_auth(ctx, header, payloads, None)
+    }
+
+    /// The driver's PPK answer.
+    pub fn on_ppk(&mut self, ctx: &mut Ctx<'_>, ppk: Option<Ppk>) -> Result<(), FailReason> {
+        if !matches!(self.ppk, PpkState::Requested { .. }) {
+            return Ok(()); // a late or unasked answer
+        }
+        if self.initiator {
+            self.ppk = match ppk {
+                Some(p) => PpkState::Have(p),
+                None if ctx.peer.ppk == PpkPolicy::Required => {
+                    return Err(FailReason::PpkUnavailable);
+                }
+                None => PpkState::Unavailable,
+            };
+            let ready = self.outstanding.is_none() && self.done_additional == self.additional.len();
+            return if ready && self.phase == Phase::Initiating {
+                self.send_auth(ctx)
+            } else {
+                Ok(())
+            };
+        }
+        self.ppk = PpkState::NotWanted;
+        match self.pending_auth.take() {
+            Some((header, payloads)) => self.finish_auth(ctx, header, payloads, ppk.map(|p| p.key)),
+            None => Ok(()),
+        }
+    }
+
+    /// Responder: verifies the initiator's AUTH (with the PPK when there is one, else
+    /// through NO_PPK_AUTH when our policy allows), answers, installs the Child SA.
+    fn finish_auth(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        header: Header,
+        payloads: Vec<Payload>,
+        ppk: Option<Vec<u8>>,
+    ) -> Result<(), FailReason> {
+        let mid = header.message_id;
+        let mut idi = None;
+        let mut auth = None;
+        let mut esp = None;
+        let mut tsi = None;
+        let mut tsr = None;
+        for p in &payloads {
+            match p {
+                Payload::IdI { id_type, data } => idi = Some((*id_type, data)),
+                Payload::Auth { data, .. } => auth = Some(data),
+                Payload::Sa(props) => esp = Some(props),
+                Payload::TsI(t) => tsi = Some(t),
+                Payload::TsR(t) => tsr = Some(t),
+                _ => {}
+            }
+        }
+        let expected_id = ctx.peer.remote_id.to_wire();
+        let fail_auth = |sa: &mut Self, ctx: &mut Ctx<'_>| {
+            sa.send_response(
+                ctx,
+                &header,
+                &[notify_payload(notify::AUTHENTICATION_FAILED, vec![])],
+            );
+            Err(FailReason::AuthenticationFailed { by_peer: false })
+        };
+        let (Some((id_type, id_data)), Some(auth)) = (idi, auth) else {
+            return fail_auth(self, ctx);
+        };
+        if (id_type, id_data) != (expected_id.0, &expected_id.1) {
+            return fail_auth(self, ctx);
+        }
+        let id_rest = ctx.peer.remote_id.rest_of_payload();
+        let keys = self.keys.clone().expect("derived");
+        let prf = self.suite.expect("negotiated").prf;
+        let ppk_sent = find_notify(&payloads, notify::PPK_IDENTITY).map(|n| n.data[1..].to_vec());
+        let no_ppk_auth = find_notify(&payloads, notify::NO_PPK_AUTH).map(|n| n.data.clone());
+        let verify = |sa: &Self, k: &IkeKeys, data: &[u8]| {
+            sa.auth(ctx, &k.sk_pi, true, &id_rest, mid) == data
+        };
+
+        let mixed = ppk.map(|key| keys.mix_ppk_rfc8784(ctx.crypto, prf, &key));
+        let final_keys = match (&mixed, self.use_ppk && ppk_sent.is_some()) {
+            (Some(m), true) if verify(self, m, auth) => {
+                self.ppk_outcome = PpkOutcome::Used {
+                    id: ppk_sent.clone().unwrap_or_default(),
+                };
+                m.clone()
+            }
+            (_, true) => {
+                // No key for the ID, or a different one: only NO_PPK_AUTH can save it.
+                let fallback = ctx.peer.ppk == PpkPolicy::Optional
+                    && no_ppk_auth.as_ref().is_some_and(|d| verify(self, &keys, d));
+                if !fallback {
+                    return fail_auth(self, ctx);
+                }
+                self.ppk_outcome = PpkOutcome::Downgraded {
+                    reason: DowngradeReason::PeerHadNoKey,
+                };
+                keys
+            }
+            (_, false) => {
+                if self.use_ppk && ctx.peer.ppk == PpkPolicy::Required {
+                    return fail_auth(self, ctx);
+                }
+                if !verify(self, &keys, auth) {
+                    return fail_auth(self, ctx);
+                }
+                if self.use_ppk || ctx.peer.ppk != PpkPolicy::Disabled {
+                    let reason = if self.use_ppk {
+                        DowngradeReason::NoKeyHere
+                    } else {
+                        DowngradeReason::PeerLacksPpk
+                    };
+                    self.ppk_outcome = PpkOutcome::Downgraded { reason };
+                }
+                keys
+            }
+        };
+        self.keys = Some(final_keys);
+
+        let our_id = ctx.peer.local_id.rest_of_payload();
+        let our_auth = self.auth(
+            ctx,
+            &self.keys.as_ref().expect("set").sk_pr,
+            false,
+            &our_id,
+            mid,
+        );
+        let (id_type, id_data) = ctx.peer.local_id.to_wire();
+        let mut response = vec![
+            Payload::IdR {
+                id_type,
+                data: id_data,
+            },
+            Payload::Auth {
+                method: auth_method::SHARED_KEY_MIC,
+                data: our_auth,
+            },
+        ];
+        let mut child = None;
+        if let Some(offered) = esp {
+            let sel = proposal::select(offered, &ctx.peer.esp, Preference::Initiator).filter(|s| {
+                s.peer_spi.len() == 4
+                    && AeadAlg::from_algorithm(&s.chosen.chosen(tt::ENCR).expect("ENCR")).is_some()
+            });
+            let ts_i = narrow(tsi.map_or(&[][..], |v| v), &ctx.peer.remote_ts);
+            let ts_r = narrow(tsr.map_or(&[][..], |v| v), &self.local_ts(ctx));
+            match sel {
+                None => response.push(notify_payload(notify::NO_PROPOSAL_CHOSEN, vec![])),
+                Some(_) if ts_i.is_empty() || ts_r.is_empty() => {
+                    response.push(notify_payload(notify::TS_UNACCEPTABLE, vec![]))
+                }
+                Some(s) => {
+                    self.child_spi = random_esp_spi(ctx.rng);
+                    let peer_spi = u32::from_be_bytes(s.peer_spi[..4].try_into().expect("4 bytes"));
+                    response.push(Payload::Sa(vec![
+                        s.chosen
+                            .to_wire(s.number, self.child_spi.to_be_bytes().to_vec()),
+                    ]));
+                    response.push(Payload::TsI(ts_i.clone()));
+                    response.push(Payload::TsR(ts_r.clone()));
+                    child = Some(self.child_sa(ctx, &s.chosen, peer_spi, ts_r, ts_i));
+                }
+            }
+        }
+        if matches!(self.ppk_outcome, PpkOutcome::Used { .. }) {
+            response.push(notify_payload(notify::PPK_IDENTITY, vec![]));
+        }
+        self.send_response(ctx, &header, &response);
+        self.established(ctx);
+        if let Some(child) = child {
+            ctx.out.events.push_back(Event::ChildSaReady {
+                sa: self.spi_r,
+                child,
+            });
+        }
+        Ok(())
+    }
+
+    fn on_auth_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        payloads: &[Payload],
+    ) -> Result<(), FailReason> {
+        match first_error(payloads) {
+            Some(notify::AUTHENTICATION_FAILED) => {
+                return Err(FailReason::AuthenticationFailed { by_peer: true });
+            }
+            Some(notify::NO_PROPOSAL_CHOSEN | notify::TS_UNACCEPTABLE) | None => {}
+            Some(n) => return Err(FailReason::PeerError { notify: n }),
+        }
+        let (plain, mixed) = self.auth_keys.take().expect("IKE_AUTH sent");
+        let ppk_confirmed = find_notify(payloads, notify::PPK_IDENTITY).is_some();
+        let keys = match mixed {
+            Some((m, id)) if ppk_confirmed => {
+                self.ppk_outcome = PpkOutcome::Used { id };
+                m
+            }
+            Some(_) => {
+                if ctx.peer.ppk == PpkPolicy::Required {
+                    return Err(FailReason::PpkRejected);
+                }
+                self.ppk_outcome = PpkOutcome::Downgraded {
+                    reason: DowngradeReason::PeerHadNoKey,
+                };
+                plain
+            }
+            None => plain,
+        };
+        let mut idr = None;
+        let mut auth = None;
+        let mut esp = None;
+        let mut tsi = None;
+        let mut tsr = None;
+        for p in payloads {
+            match p {
+                Payload::IdR { id_type, data } => idr = Some((*id_type, data)),
+                Payload::Auth { data, .. } => auth = Some(data),
+                Payload::Sa(props) => esp = Some(props),
+                Payload::TsI(t) => tsi = Some(t),
+                Payload::TsR(t) => tsr = Some(t),
+                _ => {}
+            }
+        }
+        let expected_id = ctx.peer.remote_id.to_wire();
+        let id_ok = idr.is_some_and(|(t, d)| (t, d) == (expected_id.0, &expected_id.1));
+        let id_rest = ctx.peer.remote_id.rest_of_payload();
+        let mid = self.next_mid - 1;
+        let auth_ok = auth.is_some_and(|a| *a == self.auth(ctx, &keys.sk_pr, false, &id_rest, mid));
+        if !(id_ok && auth_ok) {
+            return Err(FailReason::AuthenticationFailed { by_peer: false });
+        }
+        self.keys = Some(keys);
+        self.established(ctx);
+        if let Some(n) = [notify::NO_PROPOSAL_CHOSEN, notify::TS_UNACCEPTABLE]
+            .into_iter()
+            .find(|&k| find_notify(payloads, k).is_some())
+        {
+            ctx.out.events.push_back(Event::ChildSaFailed {
+                sa: self.spi_i,
+                notify: n,
+            });
+            return Ok(());
+        }
+        if let (Some(reply), Some(tsi), Some(tsr)) = (esp, tsi, tsr) {
+            let chosen = proposal::verify_reply(reply, &ctx.peer.esp).filter(|c| {
+                c.chosen(tt::ENCR)
+                    .and_then(|a| AeadAlg::from_algorithm(&a))
+                    .is_some()
+            });
+            let peer_spi = reply
+                .first()
+                .and_then(|p| <[u8; 4]>::try_from(&p.spi[..]).ok())
+                .map(u32::from_be_bytes);
+            match (chosen, peer_spi) {
+                (Some(c), Some(spi)) => {
+                    let child = self.child_sa(ctx, &c, spi, tsi.clone(), tsr.clone());
+                    ctx.out.events.push_back(Event::ChildSaReady {
+                        sa: self.spi_i,
+                        child,
+                    });
+                }
+                _ => ctx.out.events.push_back(Event::ChildSaFailed {
+                    sa: self.spi_i,
+                    notify: notify::NO_PROPOSAL_CHOSEN,
+                }),
+            }
+        }
+        Ok(())
+    }
+
+    /// KEYMAT = prf+(SK_d, Ni | Nr): I->R key | R->I key.
+    fn child_sa(
+        &self,
+        ctx: &Ctx<'_>,
+        chosen: &ProposalSpec,
+        peer_spi: u32,
+        local_ts: Vec<TrafficSelector>,
+        remote_ts: Vec<TrafficSelector>,
+    ) -> ChildSa {
+        let aead =
+            AeadAlg::from_algorithm(&chosen.chosen(tt::ENCR).expect("ENCR")).expect("checked");
+        let keys = self.keys.as_ref().expect("derived");
+        let n = aead.keymat_len();
+        let km = child_keymat(
+            ctx.crypto,
+            self.suite.expect("negotiated").prf,
+            &keys.sk_d,
+            None,
+            [&self.ni, &self.nr],
+            &[],
+            2 * n,
+        );
+        let (i_to_r, r_to_i) = km.split_at(n);
+        let (encr_out, encr_in) = if self.initiator {
+            (i_to_r, r_to_i)
+        } else {
+            (r_to_i, i_to_r)
+        };
+        ChildSa {
+            spi_in: self.child_spi,
+            spi_out: peer_spi,
+            proposal: chosen.to_string(),
+            aead,
+            encr_in: encr_in.to_vec(),
+            encr_out: encr_out.to_vec(),
+            local_ts,
+            remote_ts,
+        }
+    }
+
+    fn established(&mut self, ctx: &mut Ctx<'_>) {
+        self.phase = Phase::Established;
+        self.half_open_deadline = None;
+        ctx.out.events.push_back(Event::IkeSaEstablished {
+            sa: self.our_spi(),
+            peer: self.peer,
+            initiator: self.initiator,
+            proposal: self
+                .chosen
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            ppk: self.ppk_outcome.clone(),
+            keys: self.keys.clone().expect("derived"),
+            keylog: self.keylog(),
+        });
+    }
+
+    // ----- timers ---------------------------------------------------------------------
+
+    pub fn on_timeout(&mut self, ctx: &mut Ctx<'_>) -> Result<(), FailReason> {
+        let now = ctx.now;
+        if self.closing_until.is_some_and(|t| t <= now) {
+            self.phase = Phase::Gone;
+            return Ok(());
+        }
+        if let Some(o) = self.outstanding.as_mut()
+            && o.deadline <= now
+        {
+            if o.tries >= ctx.peer.timers.retransmit_tries {
+                return Err(FailReason::RetransmitTimeout {
+                    exchange: o.stats.exchange,
+                });
+            }
+            o.tries += 1;
+            o.stats.retransmissions += 1;
+            o.deadline = now + ctx.peer.timers.retransmit_after(o.tries);
+            ctx.out.stats.retransmissions += 1;
+            let datagrams = o.datagrams.clone();
+            self.transmit(ctx, &datagrams);
+        }
+        if self.phase == Phase::Responding && self.half_open_deadline.is_some_and(|t| t <= now) {
+            return Err(FailReason::HalfOpenTimeout);
+        }
+        if let PpkState::Requested { deadline } = self.ppk
+            && deadline <= now
+        {
+            return self.on_ppk(ctx, None);
+        }
+        Ok(())
+    }
+}

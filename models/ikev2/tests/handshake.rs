@@ -1,0 +1,354 @@
+//! The handshake between two endpoints over a virtual link: keys, fragmentation,
+//! loss and retransmission, PPKs, tampering, COOKIE and INVALID_KE_PAYLOAD.
+
+mod common;
+
+use common::{MS, Pair, PpkSource, SEC};
+use ikev2::consts::{exchange, notify};
+use ikev2::endpoint::{DowngradeReason, Event, FailReason, PpkOutcome, PpkPolicy};
+
+fn established_keys(p: &Pair, i: usize) -> (&ikev2::keys::IkeKeys, &PpkOutcome, &str) {
+    match p.established(i) {
+        Some(Event::IkeSaEstablished {
+            keys,
+            ppk,
+            proposal,
+            ..
+        }) => (keys, ppk, proposal),
+        _ => panic!("side {i} not established: {:?}", p.events[i]),
+    }
+}
+
+fn fail_reason(p: &Pair, i: usize) -> &FailReason {
+    match p.failed(i) {
+        Some((_, Event::IkeSaFailed { reason, .. })) => reason,
+        _ => panic!("side {i} did not fail: {:?}", p.events[i]),
+    }
+}
+
+#[test]
+fn identical_keys_for_every_combination() {
+    let mains = ["x25519", "mlkem768"];
+    let extras: [&[&str]; 4] = [
+        &[],
+        &["mlkem512"],
+        &["mlkem512", "mlkem768"],
+        &["mlkem512", "mlkem768", "mlkem1024"],
+    ];
+    let policies = [
+        PpkPolicy::Disabled,
+        PpkPolicy::Optional,
+        PpkPolicy::Required,
+    ];
+    let mut seed = 0;
+    for main in mains {
+        for extra in extras {
+            for policy in policies {
+                seed += 1;
+                let mut proposal = format!("aes256gcm16-prfsha256-{main}");
+                for (i, m) in extra.iter().enumerate() {
+                    proposal += &format!("-ke{}_{m}", i + 1);
+                }
+                let mut p = Pair::new(seed, |_, peer| {
+                    *peer = peer.clone().with_ike(&[&proposal]).unwrap();
+                    peer.ppk = policy;
+                });
+                let source = PpkSource::with("2f1c5a4e-qkd-key-0001", &[0x42; 32]);
+                p.ppk = [source.clone(), source];
+                p.handshake(10 * SEC);
+                let (ka, ppk_a, prop_a) = established_keys(&p, 0);
+                let (kb, ppk_b, prop_b) = established_keys(&p, 1);
+                assert_eq!(ka, kb, "{proposal} {policy:?}: keys differ");
+                assert_eq!((prop_a, prop_b), (proposal.as_str(), proposal.as_str()));
+                assert_eq!(ppk_a, ppk_b);
+                let expect_ppk = policy != PpkPolicy::Disabled;
+                assert_eq!(
+                    matches!(ppk_a, PpkOutcome::Used { .. }),
+                    expect_ppk,
+                    "{ppk_a:?}"
+                );
+                // One IKE_INTERMEDIATE per additional key exchange, then IKE_AUTH.
+                let kinds: Vec<u8> = p.exchanges(0).iter().map(|e| e.0).collect();
+                let mut expect = vec![exchange::IKE_SA_INIT];
+                expect.extend(extra.iter().map(|_| exchange::IKE_INTERMEDIATE));
+                expect.push(exchange::IKE_AUTH);
+                assert_eq!(kinds, expect);
+                let (ca, cb) = (p.child(0).unwrap(), p.child(1).unwrap());
+                assert_eq!(
+                    (ca.encr_out.clone(), ca.encr_in.clone()),
+                    (cb.encr_in.clone(), cb.encr_out.clone())
+                );
+                assert_eq!((ca.spi_out, ca.spi_in), (cb.spi_in, cb.spi_out));
+                assert_eq!(ca.encr_out.len(), 36);
+            }
+        }
+    }
+}
+
+#[test]
+fn fragment_counts_match_the_digest() {
+    // (IKE proposal, fragment size = MTU) -> fragments of the IKE_INTERMEDIATE request
+    // and response, as in the digest's table (IPv4, port 500).
+    for (proposal, mtu, req, resp) in [
+        ("aes256gcm16-prfsha256-x25519-ke1_mlkem768", 576, 3, 3),
+        ("aes256gcm16-prfsha256-x25519-ke1_mlkem768", 1280, 1, 1),
+        ("aes256gcm16-prfsha256-x25519-ke1_mlkem768", 1500, 1, 1),
+        ("aes256gcm16-prfsha256-x25519-ke1_mlkem1024", 576, 4, 4),
+        ("aes256gcm16-prfsha256-x25519-ke1_mlkem1024", 1280, 2, 2),
+        ("aes256gcm16-prfsha256-x25519-ke1_mlkem1024", 1500, 2, 2),
+    ] {
+        let mut p = Pair::new(3, |_, peer| {
+            *peer = peer
+                .clone()
+                .with_ike(&[proposal])
+                .unwrap()
+                .fragment_size_for_mtu(mtu);
+        });
+        p.links[0].mtu = mtu;
+        p.links[1].mtu = mtu;
+        p.handshake(10 * SEC);
+        established_keys(&p, 0);
+        let inter: Vec<_> = p
+            .exchanges(0)
+            .into_iter()
+            .filter(|e| e.0 == exchange::IKE_INTERMEDIATE)
+            .collect();
+        assert_eq!(
+            inter,
+            vec![(exchange::IKE_INTERMEDIATE, req, resp, 0)],
+            "{proposal} at MTU {mtu}"
+        );
+    }
+}
+
+#[test]
+fn ten_percent_loss_is_survived_by_retransmission() {
+    let mut retransmitted = 0;
+    for seed in 0..20 {
+        let mut p = Pair::new(100 + seed, |_, peer| {
+            *peer = peer
+                .clone()
+                .with_ike(&["aes256gcm16-prfsha256-x25519-ke1_mlkem1024"])
+                .unwrap();
+        });
+        p.links[0].loss_ppm = 100_000;
+        p.links[1].loss_ppm = 100_000;
+        p.handshake(200 * SEC);
+        let (ka, ..) = established_keys(&p, 0);
+        assert_eq!(ka, established_keys(&p, 1).0, "seed {seed}");
+        retransmitted += p.exchanges(0).iter().map(|e| e.3).sum::<u32>();
+    }
+    assert!(
+        retransmitted > 0,
+        "20 handshakes at 10 % loss without one retransmission"
+    );
+}
+
+#[test]
+fn total_loss_fails_when_the_backoff_says() {
+    let mut p = Pair::new(5, |_, _| {});
+    p.links[0].loss_ppm = 1_000_000;
+    p.handshake(1000 * SEC);
+    assert_eq!(
+        fail_reason(&p, 0),
+        &FailReason::RetransmitTimeout {
+            exchange: exchange::IKE_SA_INIT
+        }
+    );
+    // Sends at 0, 4, 11.2, 24.16, 47.488, 89.4784 s; gives up 75.58272 s later.
+    assert_eq!(p.failed(0).unwrap().0, 165_061_120_000);
+    assert_eq!(p.links[0].offered, 6);
+    assert!(p.events[1].is_empty());
+}
+
+#[test]
+fn ppk_mismatch_fails_both_sides_and_installs_nothing() {
+    let mut p = Pair::new(6, |_, peer| peer.ppk = PpkPolicy::Required);
+    p.ppk = [
+        PpkSource::with("key-1", &[1; 32]),
+        PpkSource::with("key-1", &[2; 32]),
+    ];
+    p.handshake(60 * SEC);
+    assert_eq!(
+        fail_reason(&p, 0),
+        &FailReason::AuthenticationFailed { by_peer: true }
+    );
+    assert_eq!(
+        fail_reason(&p, 1),
+        &FailReason::AuthenticationFailed { by_peer: false }
+    );
+    assert!(p.child(0).is_none() && p.child(1).is_none());
+    assert!(p.established(0).is_none() && p.established(1).is_none());
+}
+
+#[test]
+fn missing_ppk_fails_when_required_and_downgrades_when_optional() {
+    // The responder has no key under the ID the initiator sends.
+    let mut p = Pair::new(7, |_, peer| peer.ppk = PpkPolicy::Required);
+    p.ppk = [PpkSource::with("key-9", &[1; 32]), PpkSource::default()];
+    p.handshake(60 * SEC);
+    assert!(p.failed(0).is_some() && p.failed(1).is_some());
+    assert!(p.child(1).is_none());
+
+    let mut p = Pair::new(8, |_, peer| peer.ppk = PpkPolicy::Optional);
+    p.ppk = [PpkSource::with("key-9", &[1; 32]), PpkSource::default()];
+    p.handshake(60 * SEC);
+    let (ka, ppk_a, _) = established_keys(&p, 0);
+    let (kb, ppk_b, _) = established_keys(&p, 1);
+    assert_eq!(ka, kb);
+    assert_eq!(
+        ppk_a,
+        &PpkOutcome::Downgraded {
+            reason: DowngradeReason::PeerHadNoKey
+        }
+    );
+    assert_eq!(
+        ppk_b,
+        &PpkOutcome::Downgraded {
+            reason: DowngradeReason::PeerHadNoKey
+        }
+    );
+
+    // The initiator's own KME has nothing: optional goes on without, required stops.
+    let mut p = Pair::new(9, |_, peer| peer.ppk = PpkPolicy::Optional);
+    p.handshake(60 * SEC);
+    assert_eq!(
+        established_keys(&p, 0).1,
+        &PpkOutcome::Downgraded {
+            reason: DowngradeReason::NoKeyHere
+        }
+    );
+    let mut p = Pair::new(10, |_, peer| peer.ppk = PpkPolicy::Required);
+    p.handshake(60 * SEC);
+    assert_eq!(fail_reason(&p, 0), &FailReason::PpkUnavailable);
+}
+
+#[test]
+fn a_tampered_fragment_is_dropped_and_the_retransmission_completes() {
+    let mut p = Pair::new(11, |_, peer| {
+        *peer = peer
+            .clone()
+            .with_ike(&["aes256gcm16-prfsha256-x25519-ke1_mlkem1024"])
+            .unwrap();
+    });
+    // Datagram 0 is IKE_SA_INIT; 1 and 2 are the two IKE_INTERMEDIATE fragments.
+    p.links[0].tamper = Some(Box::new(|n, d| {
+        if n == 2 {
+            let at = d.len() - 20;
+            d[at] ^= 0x01;
+        }
+    }));
+    p.handshake(60 * SEC);
+    established_keys(&p, 1);
+    assert_eq!(p.eps[1].stats().dropped_integrity, 1);
+    let inter = p
+        .exchanges(0)
+        .into_iter()
+        .find(|e| e.0 == exchange::IKE_INTERMEDIATE)
+        .unwrap();
+    assert_eq!((inter.1, inter.3), (2, 1), "two fragments, resent once");
+
+    // A tampered response: the initiator drops it, retransmits, and the responder
+    // replays its cached response.
+    let mut p = Pair::new(12, |_, _| {});
+    p.links[1].tamper = Some(Box::new(|n, d| {
+        if n == 1 {
+            d[40] ^= 0x80;
+        }
+    }));
+    p.handshake(60 * SEC);
+    established_keys(&p, 0);
+    assert_eq!(p.eps[0].stats().dropped_integrity, 1);
+    assert_eq!(p.eps[1].stats().responses_resent, 1);
+}
+
+#[test]
+fn a_busy_responder_demands_a_cookie_and_gets_it() {
+    let mut p = Pair::new(13, |_, _| {});
+    // Rebuild the responder with a zero threshold: every IKE_SA_INIT needs a cookie.
+    let peer = p.eps[1].peers()[0].clone();
+    let mut config = ikev2::endpoint::EndpointConfig::new(p.addrs[1]);
+    config.cookie_threshold = 0;
+    p.eps[1] = ikev2::endpoint::Endpoint::new(
+        config,
+        vec![peer],
+        Box::new(ikev2::crypto::RealCrypto),
+        Box::new(<rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(99)),
+    );
+    p.handshake(10 * SEC);
+    assert_eq!(established_keys(&p, 0).0, established_keys(&p, 1).0);
+    assert_eq!(p.eps[1].stats().cookies_sent, 1);
+    // The first IKE_SA_INIT was answered with the COOKIE; the exchange was restarted.
+    assert_eq!(p.exchanges(0)[0].0, exchange::IKE_SA_INIT);
+}
+
+#[test]
+fn invalid_ke_payload_makes_the_initiator_retry_with_the_requested_method() {
+    let mut p = Pair::new(14, |i, peer| {
+        let proposal = if i == 0 {
+            "aes256gcm16-prfsha256-x25519-mlkem768"
+        } else {
+            "aes256gcm16-prfsha256-mlkem768"
+        };
+        *peer = peer.clone().with_ike(&[proposal]).unwrap();
+    });
+    p.handshake(10 * SEC);
+    let (_, _, proposal) = established_keys(&p, 0);
+    assert_eq!(proposal, "aes256gcm16-prfsha256-mlkem768");
+    // Two IKE_SA_INIT requests went out: X25519 first, then ML-KEM-768.
+    assert_eq!(p.links[0].offered, 3);
+}
+
+#[test]
+fn childless_and_no_proposal() {
+    let mut p = Pair::new(15, |_, peer| peer.childless = true);
+    p.handshake(10 * SEC);
+    established_keys(&p, 0);
+    assert!(p.child(0).is_none() && p.child(1).is_none());
+
+    // No common IKE proposal: NO_PROPOSAL_CHOSEN, and the initiator gives up at once.
+    let mut p = Pair::new(16, |i, peer| {
+        let proposal = if i == 0 {
+            "aes256gcm16-prfsha512-x25519"
+        } else {
+            "aes256gcm16-prfsha256-x25519"
+        };
+        *peer = peer.clone().with_ike(&[proposal]).unwrap();
+    });
+    p.handshake(10 * SEC);
+    assert_eq!(
+        fail_reason(&p, 0),
+        &FailReason::NoProposalChosen { by_peer: true }
+    );
+    assert!(p.failed(0).unwrap().0 < 100 * MS);
+
+    // No common ESP proposal: the IKE SA comes up, the Child SA does not.
+    let mut p = Pair::new(17, |i, peer| {
+        let esp = if i == 0 { "aes128gcm16" } else { "aes256gcm16" };
+        *peer = peer.clone().with_esp(&[esp]).unwrap();
+    });
+    p.handshake(10 * SEC);
+    established_keys(&p, 0);
+    assert!(p.events[0].iter().any(|e| matches!(
+        e.1,
+        Event::ChildSaFailed {
+            notify: notify::NO_PROPOSAL_CHOSEN,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn half_open_responder_sas_expire() {
+    let mut p = Pair::new(18, |_, _| {});
+    // Everything after the first IKE_SA_INIT from the initiator is lost.
+    p.links[0].tamper = Some(Box::new(|n, d| {
+        if n > 0 {
+            d.truncate(3);
+        }
+    }));
+    p.handshake(200 * SEC);
+    assert_eq!(fail_reason(&p, 1), &FailReason::HalfOpenTimeout);
+    assert_eq!(p.failed(1).unwrap().0, 30 * SEC + 10 * MS);
+    assert_eq!(p.eps[1].sa_count(), 0);
+}

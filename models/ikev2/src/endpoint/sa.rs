@@ -52,6 +52,9 @@ enum PpkState {
     Unavailable,
 }
 
+/// The initiator's IKE_AUTH candidates: the keys without a PPK, and with it (plus its ID).
+type AuthKeys = (IkeKeys, Option<(IkeKeys, Vec<u8>)>);
+
 struct Outstanding {
     datagrams: Vec<Vec<u8>>,
     tries: u32,
@@ -94,7 +97,7 @@ pub(crate) struct IkeSa {
     ppk: PpkState,
     ppk_outcome: PpkOutcome,
     /// Initiator: the keys without and with the PPK, and the PPK ID, until IKE_AUTH ends.
-    auth_keys: Option<(IkeKeys, Option<(IkeKeys, Vec<u8>)>)>,
+    auth_keys: Option<AuthKeys>,
     /// Responder: the IKE_AUTH request waiting for the driver's PPK.
     pending_auth: Option<(Header, Vec<Payload>)>,
     next_mid: u32,
@@ -360,6 +363,11 @@ impl IkeSa {
 
     fn start_request(&mut self, ctx: &mut Ctx<'_>, exchange: u8, datagrams: Vec<Vec<u8>>) {
         self.transmit(ctx, &datagrams);
+        ctx.out.events.push_back(Event::ExchangeStarted {
+            sa: self.our_spi(),
+            exchange,
+            message_id: self.next_mid,
+        });
         let stats = ExchangeStats {
             exchange,
             message_id: self.next_mid,

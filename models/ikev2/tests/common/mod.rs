@@ -17,6 +17,9 @@ pub fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
+/// Alters the nth datagram offered to a link.
+pub type Tamper = Box<dyn FnMut(usize, &mut Vec<u8>)>;
+
 /// One direction of the virtual link.
 pub struct Link {
     pub latency: u64,
@@ -28,7 +31,7 @@ pub struct Link {
     rng: ChaCha20Rng,
     in_flight: Vec<(u64, Vec<u8>)>,
     /// Called on every datagram sent; may alter it.
-    pub tamper: Option<Box<dyn FnMut(usize, &mut Vec<u8>)>>,
+    pub tamper: Option<Tamper>,
     /// Datagrams offered to the link so far.
     pub offered: usize,
     pub dropped: usize,

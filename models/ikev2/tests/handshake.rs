@@ -352,3 +352,25 @@ fn half_open_responder_sas_expire() {
     assert_eq!(p.failed(1).unwrap().0, 30 * SEC + 10 * MS);
     assert_eq!(p.eps[1].sa_count(), 0);
 }
+
+#[test]
+fn forced_encapsulation_moves_ike_to_port_4500() {
+    for forcing in [0, 1] {
+        let mut p = Pair::new(19, |i, peer| peer.nat_t = i == forcing);
+        p.handshake(10 * SEC);
+        assert_eq!(established_keys(&p, 0).0, established_keys(&p, 1).0);
+        // IKE_SA_INIT from port 500; everything after it from 4500, both ways.
+        assert_eq!(p.links[0].ports[0], 500);
+        assert!(
+            p.links[0].ports[1..].iter().all(|&port| port == 4500),
+            "{:?}",
+            p.links[0].ports
+        );
+        assert_eq!(p.links[1].ports[0], 500);
+        assert!(
+            p.links[1].ports[1..].iter().all(|&port| port == 4500),
+            "{:?}",
+            p.links[1].ports
+        );
+    }
+}

@@ -154,7 +154,8 @@ pub struct PeerConfig {
     pub childless: bool,
     /// Largest IP datagram for a fragment (RFC 7383; strongSwan's default 1280).
     pub fragment_size: usize,
-    /// IKE on port 4500 with the non-ESP marker (4 more bytes per message).
+    /// Force UDP encapsulation: NAT detection reports a NAT, so IKE moves to port 4500
+    /// with the non-ESP marker after IKE_SA_INIT (strongSwan's `encap = yes`).
     pub nat_t: bool,
     pub ppk: PpkPolicy,
     pub timers: Timers,

@@ -167,7 +167,7 @@ impl Endpoint {
                 return;
             }
         }
-        self.with_sa(now, ours, |s, ctx| s.on_message(ctx, raw, bytes));
+        self.with_sa(now, ours, |s, ctx| s.on_message(ctx, raw, bytes, from));
     }
 
     /// Runs every timer due at or before `now`.

@@ -22,6 +22,9 @@ use crate::message::{
 use crate::proposal::{self, Preference, ProposalSpec};
 use crate::protect::{self, OpenError, Opened, Reassembler, Reassembly};
 
+/// The NAT traversal port (RFC 3948).
+pub(crate) const NATT_PORT: u16 = 4500;
+
 /// What an SA method needs besides the SA itself.
 pub(crate) struct Ctx<'a> {
     pub now: u64,
@@ -108,6 +111,10 @@ pub(crate) struct IkeSa {
     reasm_responses: Reassembler,
     iv: u64,
     child_spi: u32,
+    /// A NAT was detected in IKE_SA_INIT.
+    nat: bool,
+    /// IKE has moved to port 4500 (RFC 3948 port floating).
+    floated: bool,
 }
 
 fn random(rng: &mut dyn CryptoRng, n: usize) -> Vec<u8> {
@@ -124,6 +131,61 @@ fn random_esp_spi(rng: &mut dyn CryptoRng) -> u32 {
             return spi;
         }
     }
+}
+
+/// RFC 7296 section 2.23: `SHA-1(SPIi | SPIr | IP | port)`.
+fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> Vec<u8> {
+    use sha1::{Digest, Sha1};
+    let mut h = Sha1::new();
+    h.update(spi_i.to_be_bytes());
+    h.update(spi_r.to_be_bytes());
+    match addr.ip() {
+        IpAddr::V4(a) => h.update(a.octets()),
+        IpAddr::V6(a) => h.update(a.octets()),
+    }
+    h.update(addr.port().to_be_bytes());
+    h.finalize().to_vec()
+}
+
+/// Whether the NAT_DETECTION notifies of `msg` show a NAT: ours (the destination hash
+/// does not match our address) or the peer's (no source hash matches the address it
+/// came from). `None` when the peer sent no NAT detection at all.
+fn nat_detected(msg: &Message, spi_r: u64, local: SocketAddr, remote: SocketAddr) -> Option<bool> {
+    let spi_i = msg.header.spi_i;
+    let dst = msg.notify(notify::NAT_DETECTION_DESTINATION_IP)?;
+    let here = dst.data != nat_hash(spi_i, spi_r, local);
+    let there = !msg.payloads.iter().any(|p| {
+        matches!(p, Payload::Notify(n) if n.kind == notify::NAT_DETECTION_SOURCE_IP
+            && n.data == nat_hash(spi_i, spi_r, remote))
+    });
+    Some(here || there)
+}
+
+/// The NAT_DETECTION notifies for a message from `local` to `remote`. With `force`,
+/// the source hash is deliberately wrong so that the peer sees a NAT and both sides
+/// move to UDP encapsulation on port 4500 (what strongSwan's `encap = yes` does).
+fn nat_notifies(
+    spi_i: u64,
+    spi_r: u64,
+    local: SocketAddr,
+    remote: SocketAddr,
+    force: bool,
+) -> [Payload; 2] {
+    let source = if force {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        local
+    };
+    [
+        notify_payload(
+            notify::NAT_DETECTION_SOURCE_IP,
+            nat_hash(spi_i, spi_r, source),
+        ),
+        notify_payload(
+            notify::NAT_DETECTION_DESTINATION_IP,
+            nat_hash(spi_i, spi_r, remote),
+        ),
+    ]
 }
 
 fn notify_payload(kind: u16, data: Vec<u8>) -> Payload {
@@ -226,6 +288,8 @@ impl IkeSa {
             reasm_responses: Reassembler::default(),
             iv: 0,
             child_spi: 0,
+            nat: false,
+            floated: false,
         }
     }
 
@@ -302,13 +366,23 @@ impl IkeSa {
     }
 
     fn transmit(&self, ctx: &mut Ctx<'_>, datagrams: &[Vec<u8>]) {
+        let mut src = ctx.local;
+        if self.floated {
+            src.set_port(NATT_PORT);
+        }
         for d in datagrams {
             ctx.out.transmits.push_back(Transmit {
-                src: ctx.local,
+                src,
                 dst: self.remote,
                 payload: d.clone(),
             });
         }
+    }
+
+    /// Moves IKE to port 4500: from now on the driver adds the non-ESP marker.
+    fn float(&mut self) {
+        self.floated = true;
+        self.remote.set_port(NATT_PORT);
     }
 
     /// Seals inner payloads under our SK_e, fragmented when negotiated and needed.
@@ -332,11 +406,8 @@ impl IkeSa {
         };
         let aead = self.suite.expect("negotiated").aead;
         let datagrams = if self.peer_frag {
-            let max = protect::max_ike_len(
-                ctx.peer.fragment_size,
-                self.remote.is_ipv6(),
-                ctx.peer.nat_t,
-            );
+            let natt = ctx.peer.nat_t || self.floated;
+            let max = protect::max_ike_len(ctx.peer.fragment_size, self.remote.is_ipv6(), natt);
             protect::seal_fragmented(
                 ctx.crypto,
                 aead,
@@ -463,6 +534,13 @@ impl IkeSa {
             data,
         });
         payloads.push(Payload::Nonce(self.ni.clone()));
+        payloads.extend(nat_notifies(
+            self.spi_i,
+            0,
+            ctx.local,
+            self.remote,
+            ctx.peer.nat_t,
+        ));
         payloads.push(notify_payload(
             notify::IKEV2_FRAGMENTATION_SUPPORTED,
             vec![],
@@ -557,6 +635,16 @@ impl IkeSa {
             },
             Payload::Nonce(sa.nr.clone()),
         ];
+        if let Some(nat) = nat_detected(msg, 0, ctx.local, from) {
+            sa.nat = nat || ctx.peer.nat_t;
+            payloads.extend(nat_notifies(
+                sa.spi_i,
+                sa.spi_r,
+                ctx.local,
+                from,
+                ctx.peer.nat_t,
+            ));
+        }
         if sa.peer_frag {
             payloads.push(notify_payload(
                 notify::IKEV2_FRAGMENTATION_SUPPORTED,
@@ -666,6 +754,10 @@ impl IkeSa {
             return Err(FailReason::Protocol("bad responder SPI or nonce"));
         }
         self.peer_frag = msg.notify(notify::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
+        self.nat = nat_detected(&msg, msg.header.spi_r, ctx.local, self.remote).unwrap_or(false);
+        if self.nat || ctx.peer.nat_t {
+            self.float();
+        }
         self.peer_intermediate = msg
             .notify(notify::INTERMEDIATE_EXCHANGE_SUPPORTED)
             .is_some();
@@ -784,6 +876,7 @@ impl IkeSa {
         ctx: &mut Ctx<'_>,
         raw: RawHeader,
         bytes: &[u8],
+        from: SocketAddr,
     ) -> Result<(), FailReason> {
         let h = raw.header;
         if h.exchange == exchange::IKE_SA_INIT {
@@ -820,6 +913,12 @@ impl IkeSa {
         let Some((header, first, inner)) = self.open(ctx, bytes, h.is_response()) else {
             return Ok(());
         };
+        // Behind a NAT, follow the peer to the address its authenticated messages come
+        // from (RFC 7296 section 2.23).
+        if self.nat && from != self.remote {
+            self.remote = from;
+            self.floated = from.port() == NATT_PORT;
+        }
         let payloads = protect::decode_inner(first, &inner)
             .map_err(|_| FailReason::Protocol("authenticated message with undecodable payloads"))?;
         if header.is_response() {

@@ -29,7 +29,9 @@ pub struct Link {
     /// Loss probability in millionths.
     pub loss_ppm: u32,
     rng: ChaCha20Rng,
-    in_flight: Vec<(u64, Vec<u8>)>,
+    in_flight: Vec<(u64, SocketAddr, Vec<u8>)>,
+    /// Source port of every datagram offered.
+    pub ports: Vec<u16>,
     /// Called on every datagram sent; may alter it.
     pub tamper: Option<Tamper>,
     /// Datagrams offered to the link so far.
@@ -45,13 +47,14 @@ impl Link {
             loss_ppm: 0,
             rng: ChaCha20Rng::seed_from_u64(seed),
             in_flight: Vec::new(),
+            ports: Vec::new(),
             tamper: None,
             offered: 0,
             dropped: 0,
         }
     }
 
-    fn send(&mut self, now: u64, mut payload: Vec<u8>) {
+    fn send(&mut self, now: u64, src: SocketAddr, mut payload: Vec<u8>) {
         let n = self.offered;
         self.offered += 1;
         if let Some(t) = self.tamper.as_mut() {
@@ -62,7 +65,8 @@ impl Link {
             self.dropped += 1;
             return;
         }
-        self.in_flight.push((now + self.latency, payload));
+        self.ports.push(src.port());
+        self.in_flight.push((now + self.latency, src, payload));
     }
 }
 
@@ -154,8 +158,9 @@ impl Pair {
             let mut busy = false;
             for i in 0..2 {
                 while let Some(t) = self.eps[i].poll_transmit() {
-                    assert_eq!(t.dst, self.addrs[1 - i]);
-                    self.links[i].send(self.now, t.payload);
+                    assert_eq!(t.dst.ip(), self.addrs[1 - i].ip());
+                    assert_eq!(t.src.ip(), self.addrs[i].ip());
+                    self.links[i].send(self.now, t.src, t.payload);
                 }
                 while let Some(ev) = self.eps[i].poll_event() {
                     if let Event::PpkNeeded { sa, key_id, .. } = &ev {
@@ -189,15 +194,14 @@ impl Pair {
         };
         self.now = self.now.max(next);
         for i in 0..2 {
-            let due: Vec<Vec<u8>> = {
+            let due: Vec<(u64, SocketAddr, Vec<u8>)> = {
                 let l = &mut self.links[i];
                 let (due, later): (Vec<_>, Vec<_>) =
                     l.in_flight.drain(..).partition(|p| p.0 <= self.now);
                 l.in_flight = later;
-                due.into_iter().map(|p| p.1).collect()
+                due
             };
-            for d in due {
-                let from = self.addrs[i];
+            for (_, from, d) in due {
                 self.eps[1 - i].handle_datagram(self.now, from, &d);
             }
         }

@@ -2,6 +2,8 @@
 //!
 //! With no arguments it runs the built-in demo and writes its results under `out/demo`.
 
+mod live;
+
 use std::fs;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -33,6 +35,21 @@ enum Command {
     /// Characterize a link: two hosts exchange numbered UDP probes over it and measure
     /// loss, bursts, latency and goodput.
     Probe(RunArgs),
+    /// Run gateways over real UDP sockets (ports 500 and 4500) with the simulator's IKEv2
+    /// code, e.g. against strongSwan. Exits non-zero if an IKE SA fails.
+    Live(LiveArgs),
+}
+
+#[derive(clap::Args)]
+struct LiveArgs {
+    /// Live configuration (TOML): local address and peers.
+    config: PathBuf,
+    /// Seed of the random stream (SPIs, nonces, keys): live mode is a test tool.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the IKE keys in Wireshark's IKEv2 decryption table format.
+    #[arg(long)]
+    keylog: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -82,6 +99,14 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Probe(args)) => probe_command(&args),
+        Some(Command::Live(args)) => {
+            let cfg = live::load(&args.config)?;
+            let failures = live::run(&cfg, args.seed, args.keylog.as_deref())?;
+            if failures > 0 {
+                anyhow::bail!("{failures} IKE SA(s) failed or timed out");
+            }
+            Ok(())
+        }
         None => probe_command(&RunArgs {
             config: None,
             seed: 1,

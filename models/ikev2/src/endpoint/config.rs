@@ -230,6 +230,8 @@ impl PeerConfig {
 pub struct EndpointConfig {
     /// Our IKE address (source of what we send).
     pub local: SocketAddr,
+    /// The UDP encapsulation port, ours and the peers' (RFC 3948: 4500).
+    pub natt_port: u16,
     /// Half-open responder SAs beyond which IKE_SA_INIT requests must carry a COOKIE
     /// (strongSwan's `cookie_threshold`, 30).
     pub cookie_threshold: usize,
@@ -239,6 +241,7 @@ impl EndpointConfig {
     pub fn new(local: SocketAddr) -> Self {
         EndpointConfig {
             local,
+            natt_port: 4500,
             cookie_threshold: 30,
         }
     }

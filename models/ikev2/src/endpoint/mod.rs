@@ -120,14 +120,7 @@ impl Endpoint {
             sas,
             ..
         } = self;
-        let mut ctx = Ctx {
-            now,
-            crypto: &**crypto,
-            rng: &mut **rng,
-            peer: &peers[peer],
-            local: config.local,
-            out,
-        };
+        let mut ctx = Ctx::new(now, &**crypto, &mut **rng, &peers[peer], config, out);
         let sa = IkeSa::initiate(&mut ctx, peer, spi);
         sas.insert(spi, sa);
         self.reindex(spi);
@@ -216,14 +209,7 @@ impl Endpoint {
         } = self;
         let Some(s) = sas.get_mut(&spi) else { return };
         let peer = s.peer;
-        let mut ctx = Ctx {
-            now,
-            crypto: &**crypto,
-            rng: &mut **rng,
-            peer: &peers[peer],
-            local: config.local,
-            out,
-        };
+        let mut ctx = Ctx::new(now, &**crypto, &mut **rng, &peers[peer], config, out);
         if let Err(reason) = f(s, &mut ctx) {
             s.fail(&mut ctx, reason);
         }
@@ -355,14 +341,7 @@ impl Endpoint {
             config,
             ..
         } = self;
-        let mut ctx = Ctx {
-            now,
-            crypto: &**crypto,
-            rng: &mut **rng,
-            peer: &peers[peer],
-            local: config.local,
-            out,
-        };
+        let mut ctx = Ctx::new(now, &**crypto, &mut **rng, &peers[peer], config, out);
         match IkeSa::respond(&mut ctx, peer, spi, from, &msg, bytes, ni) {
             Ok(sa) => {
                 self.by_init.insert((from, h.spi_i), spi);

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use rand_core::CryptoRng;
 
-use super::config::{PeerConfig, PpkPolicy};
+use super::config::{EndpointConfig, PeerConfig, PpkPolicy};
 use super::events::{
     ChildSa, DowngradeReason, Event, ExchangeStats, FailReason, KeylogEntry, Ppk, PpkOutcome,
     Transmit,
@@ -22,9 +22,6 @@ use crate::message::{
 use crate::proposal::{self, Preference, ProposalSpec};
 use crate::protect::{self, OpenError, Opened, Reassembler, Reassembly};
 
-/// The NAT traversal port (RFC 3948).
-pub(crate) const NATT_PORT: u16 = 4500;
-
 /// What an SA method needs besides the SA itself.
 pub(crate) struct Ctx<'a> {
     pub now: u64,
@@ -32,6 +29,8 @@ pub(crate) struct Ctx<'a> {
     pub rng: &'a mut dyn CryptoRng,
     pub peer: &'a PeerConfig,
     pub local: SocketAddr,
+    /// Our port for UDP encapsulation, and the peer's (4500 unless configured).
+    pub natt_port: u16,
     pub out: &'a mut Outputs,
 }
 
@@ -241,6 +240,27 @@ pub(crate) fn narrow(
     out
 }
 
+impl<'a> Ctx<'a> {
+    pub fn new(
+        now: u64,
+        crypto: &'a dyn CryptoProvider,
+        rng: &'a mut dyn CryptoRng,
+        peer: &'a PeerConfig,
+        config: &EndpointConfig,
+        out: &'a mut Outputs,
+    ) -> Self {
+        Ctx {
+            now,
+            crypto,
+            rng,
+            peer,
+            local: config.local,
+            natt_port: config.natt_port,
+            out,
+        }
+    }
+}
+
 impl IkeSa {
     fn blank(peer: usize, initiator: bool, spi_i: u64, spi_r: u64, remote: SocketAddr) -> Self {
         IkeSa {
@@ -368,7 +388,7 @@ impl IkeSa {
     fn transmit(&self, ctx: &mut Ctx<'_>, datagrams: &[Vec<u8>]) {
         let mut src = ctx.local;
         if self.floated {
-            src.set_port(NATT_PORT);
+            src.set_port(ctx.natt_port);
         }
         for d in datagrams {
             ctx.out.transmits.push_back(Transmit {
@@ -380,9 +400,9 @@ impl IkeSa {
     }
 
     /// Moves IKE to port 4500: from now on the driver adds the non-ESP marker.
-    fn float(&mut self) {
+    fn float(&mut self, natt_port: u16) {
         self.floated = true;
-        self.remote.set_port(NATT_PORT);
+        self.remote.set_port(natt_port);
     }
 
     /// Seals inner payloads under our SK_e, fragmented when negotiated and needed.
@@ -756,7 +776,7 @@ impl IkeSa {
         self.peer_frag = msg.notify(notify::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         self.nat = nat_detected(&msg, msg.header.spi_r, ctx.local, self.remote).unwrap_or(false);
         if self.nat || ctx.peer.nat_t {
-            self.float();
+            self.float(ctx.natt_port);
         }
         self.peer_intermediate = msg
             .notify(notify::INTERMEDIATE_EXCHANGE_SUPPORTED)
@@ -917,7 +937,7 @@ impl IkeSa {
         // from (RFC 7296 section 2.23).
         if self.nat && from != self.remote {
             self.remote = from;
-            self.floated = from.port() == NATT_PORT;
+            self.floated = from.port() == ctx.natt_port;
         }
         let payloads = protect::decode_inner(first, &inner)
             .map_err(|_| FailReason::Protocol("authenticated message with undecodable payloads"))?;

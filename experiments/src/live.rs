@@ -1,0 +1,393 @@
+//! `qsafe live`: the same `ikev2` endpoint the simulator runs, driven by tokio over real
+//! UDP sockets, for interoperability with real IKEv2 implementations.
+//!
+//! IKE uses port 500, and port 4500 with the 4-byte non-ESP marker once NAT detection
+//! (or forced encapsulation) moves it there. Time comes from the wall clock, which is
+//! fine here: live mode is glue, not simulation. Randomness still comes from a seeded
+//! ChaCha20 stream (`--seed`), so live runs are reproducible too; that makes live mode
+//! a test tool, not a VPN.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use ikev2::consts::exchange;
+use ikev2::crypto::{CryptoProvider, ModelCrypto, RealCrypto};
+use ikev2::endpoint::{Endpoint, EndpointConfig, Event, PeerConfig, Ppk, PpkOutcome, PpkPolicy};
+use ikev2::message::TrafficSelector;
+use rand_core::SeedableRng;
+use serde::Deserialize;
+use tokio::net::UdpSocket;
+
+/// The live configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveConfig {
+    /// Our IKE address; ports 500 and 4500 are bound on it.
+    pub local: IpAddr,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default = "default_natt_port")]
+    pub natt_port: u16,
+    /// `real` (default) or `model`.
+    #[serde(default)]
+    pub crypto: Option<String>,
+    /// Give up after this long.
+    #[serde(default = "default_timeout")]
+    pub timeout: sim_core::SimDuration,
+    #[serde(rename = "peer")]
+    pub peers: Vec<LivePeer>,
+}
+
+fn default_port() -> u16 {
+    500
+}
+fn default_natt_port() -> u16 {
+    4500
+}
+fn default_timeout() -> sim_core::SimDuration {
+    sim_core::SimDuration::from_secs(30)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LivePeer {
+    pub name: String,
+    pub remote: IpAddr,
+    #[serde(default = "default_port")]
+    pub remote_port: u16,
+    pub local_id: String,
+    pub remote_id: String,
+    pub psk: String,
+    pub ike: Vec<String>,
+    #[serde(default = "default_esp")]
+    pub esp: Vec<String>,
+    #[serde(default)]
+    pub local_ts: Vec<String>,
+    #[serde(default)]
+    pub remote_ts: Vec<String>,
+    #[serde(default = "default_fragment_size")]
+    pub fragment_size: usize,
+    /// Force UDP encapsulation on port 4500.
+    #[serde(default)]
+    pub encap: bool,
+    #[serde(default)]
+    pub childless: bool,
+    /// `disabled`, `optional` or `required`.
+    #[serde(default)]
+    pub ppk: Option<String>,
+    /// The PPK ID this side offers as initiator.
+    #[serde(default)]
+    pub ppk_id: Option<String>,
+    /// Static PPKs by ID, as hex (a stand-in for a QKD key manager).
+    #[serde(default)]
+    pub ppks: BTreeMap<String, String>,
+    /// Start the IKE SA (otherwise wait for the peer).
+    #[serde(default)]
+    pub initiate: bool,
+}
+
+fn default_esp() -> Vec<String> {
+    vec!["aes256gcm16".into()]
+}
+fn default_fragment_size() -> usize {
+    1280
+}
+
+/// Parses `10.1.0.0/24`, `10.1.0.1` or `10.1.0.1-10.1.0.9` into a selector (any port,
+/// any protocol).
+pub fn parse_ts(s: &str) -> Result<TrafficSelector> {
+    let (start, end): (IpAddr, IpAddr) = if let Some((a, b)) = s.split_once('-') {
+        (a.trim().parse()?, b.trim().parse()?)
+    } else if let Some((a, len)) = s.split_once('/') {
+        let a: std::net::Ipv4Addr = a
+            .parse()
+            .with_context(|| format!("`{s}`: IPv4 prefixes only"))?;
+        let len: u32 = len.parse()?;
+        if len > 32 {
+            bail!("`{s}`: prefix length over 32");
+        }
+        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+        let base = u32::from(a) & mask;
+        (
+            IpAddr::from(std::net::Ipv4Addr::from(base)),
+            IpAddr::from(std::net::Ipv4Addr::from(base | !mask)),
+        )
+    } else {
+        let a: IpAddr = s.parse()?;
+        (a, a)
+    };
+    Ok(TrafficSelector {
+        ip_protocol: 0,
+        start_port: 0,
+        end_port: 65535,
+        start,
+        end,
+    })
+}
+
+fn hex(s: &str) -> Result<Vec<u8>> {
+    let s = s.trim_start_matches("0x");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            Ok(u8::from_str_radix(
+                s.get(i..i + 2).context("odd hex length")?,
+                16,
+            )?)
+        })
+        .collect()
+}
+
+impl LivePeer {
+    fn to_peer(&self) -> Result<PeerConfig> {
+        let remote = SocketAddr::new(self.remote, self.remote_port);
+        let id = |s: &str| s.parse().map_err(|e: String| anyhow::anyhow!(e));
+        let mut p = PeerConfig::new(
+            &self.name,
+            remote,
+            id(&self.local_id)?,
+            id(&self.remote_id)?,
+            self.psk.as_bytes(),
+        );
+        let ike: Vec<&str> = self.ike.iter().map(String::as_str).collect();
+        let esp: Vec<&str> = self.esp.iter().map(String::as_str).collect();
+        p = p.with_ike(&ike)?.with_esp(&esp)?;
+        if !self.local_ts.is_empty() {
+            p.local_ts = self
+                .local_ts
+                .iter()
+                .map(|t| parse_ts(t))
+                .collect::<Result<_>>()?;
+        }
+        if !self.remote_ts.is_empty() {
+            p.remote_ts = self
+                .remote_ts
+                .iter()
+                .map(|t| parse_ts(t))
+                .collect::<Result<_>>()?;
+        }
+        p.fragment_size = self.fragment_size;
+        p.nat_t = self.encap;
+        p.childless = self.childless;
+        p.ppk = match self.ppk.as_deref() {
+            None | Some("disabled") => PpkPolicy::Disabled,
+            Some("optional") => PpkPolicy::Optional,
+            Some("required") => PpkPolicy::Required,
+            Some(other) => bail!(
+                "peer {}: ppk must be disabled, optional or required, not `{other}`",
+                self.name
+            ),
+        };
+        Ok(p)
+    }
+}
+
+/// Reads and checks a live configuration, naming the file and the field on error.
+pub fn load(path: &Path) -> Result<LiveConfig> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let de = toml::Deserializer::parse(&text).with_context(|| format!("in {}", path.display()))?;
+    let cfg: LiveConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let line = e
+            .inner()
+            .span()
+            .map(|s| 1 + text[..s.start].matches('\n').count());
+        anyhow::anyhow!(
+            "in {}: {}field `{}`: {}",
+            path.display(),
+            line.map(|l| format!("line {l}: ")).unwrap_or_default(),
+            e.path(),
+            e.inner().message()
+        )
+    })?;
+    Ok(cfg)
+}
+
+/// Runs the gateways of `cfg` until every SA it initiates (or, with no initiator,
+/// one SA a peer initiates) is established or failed, or the timeout passes. Returns
+/// the number of failures.
+pub fn run(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result<usize> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(cfg, seed, keylog))
+}
+
+async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result<usize> {
+    let peers: Vec<PeerConfig> = cfg
+        .peers
+        .iter()
+        .map(LivePeer::to_peer)
+        .collect::<Result<_>>()?;
+    let crypto: Box<dyn CryptoProvider> = match cfg.crypto.as_deref() {
+        None | Some("real") => Box::new(RealCrypto),
+        Some("model") => Box::new(ModelCrypto),
+        Some(other) => bail!("crypto must be `real` or `model`, not `{other}`"),
+    };
+    let local = SocketAddr::new(cfg.local, cfg.port);
+    let natt_local = SocketAddr::new(cfg.local, cfg.natt_port);
+    let sock = UdpSocket::bind(local)
+        .await
+        .with_context(|| format!("binding {local}"))?;
+    let natt = UdpSocket::bind(natt_local)
+        .await
+        .with_context(|| format!("binding {natt_local}"))?;
+    let rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+    println!(
+        "qsafe live: IKE on {local} and {natt_local}, crypto {}",
+        crypto.name()
+    );
+    let mut config = EndpointConfig::new(local);
+    config.natt_port = cfg.natt_port;
+    let mut ep = Endpoint::new(config, peers, crypto, Box::new(rng));
+    let mut keylog = match keylog {
+        Some(p) => Some(fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
+        None => None,
+    };
+
+    let start = Instant::now();
+    let now = || start.elapsed().as_nanos() as u64;
+    let initiators: Vec<usize> = (0..cfg.peers.len())
+        .filter(|&i| cfg.peers[i].initiate)
+        .collect();
+    for &i in &initiators {
+        let sa = ep.initiate(now(), i);
+        println!(
+            "[{:>8.3}s] {}: initiating IKE SA {sa:016x}",
+            now() as f64 / 1e9,
+            cfg.peers[i].name
+        );
+    }
+    let wanted = initiators.len().max(1);
+    let (mut done, mut failures) = (0usize, 0usize);
+    let deadline = start + Duration::from_nanos(cfg.timeout.as_nanos());
+    let mut buf = vec![0u8; 65_536];
+    let mut buf4500 = vec![0u8; 65_536];
+    loop {
+        // Outputs: datagrams, then events (answering one may queue more datagrams).
+        loop {
+            while let Some(t) = ep.poll_transmit() {
+                if t.src.port() == cfg.natt_port || t.dst.port() == cfg.natt_port {
+                    let mut d = vec![0u8; 4];
+                    d.extend_from_slice(&t.payload);
+                    natt.send_to(&d, t.dst).await?;
+                } else {
+                    sock.send_to(&t.payload, t.dst).await?;
+                }
+            }
+            let Some(ev) = ep.poll_event() else { break };
+            {
+                let at = now() as f64 / 1e9;
+                match &ev {
+                    Event::PpkNeeded { sa, peer, key_id } => {
+                        let p = &cfg.peers[*peer];
+                        let id = key_id
+                            .clone()
+                            .or_else(|| p.ppk_id.as_ref().map(|s| s.as_bytes().to_vec()));
+                        let key = id
+                            .as_ref()
+                            .and_then(|id| p.ppks.get(&String::from_utf8_lossy(id).to_string()));
+                        let ppk = match (id, key) {
+                            (Some(id), Some(k)) => Some(Ppk { id, key: hex(k)? }),
+                            _ => None,
+                        };
+                        println!(
+                            "[{at:>8.3}s] {}: PPK needed, {}",
+                            p.name,
+                            if ppk.is_some() {
+                                "provided"
+                            } else {
+                                "none available"
+                            }
+                        );
+                        ep.provide_ppk(now(), *sa, ppk);
+                    }
+                    Event::Keys { entry, .. } => {
+                        if let Some(f) = keylog.as_mut() {
+                            writeln!(f, "{}", entry.wireshark_line())?;
+                        }
+                    }
+                    Event::ExchangeStarted { .. } => {}
+                    Event::Exchange { stats, .. } => println!(
+                        "[{at:>8.3}s] {} done: {} B in {} fragment(s) out, {} B in {} in, {} retransmission(s)",
+                        exchange::name(stats.exchange).unwrap_or("exchange"),
+                        stats.request_bytes,
+                        stats.request_fragments,
+                        stats.response_bytes,
+                        stats.response_fragments,
+                        stats.retransmissions
+                    ),
+                    Event::IkeSaEstablished {
+                        sa,
+                        peer,
+                        proposal,
+                        ppk,
+                        initiator,
+                        ..
+                    } => {
+                        let ppk = match ppk {
+                            PpkOutcome::Used { id } => {
+                                format!("used {}", String::from_utf8_lossy(id))
+                            }
+                            PpkOutcome::NotUsed => "not used".into(),
+                            PpkOutcome::Downgraded { reason } => format!("DOWNGRADED ({reason:?})"),
+                        };
+                        println!(
+                            "[{at:>8.3}s] {}: IKE SA {sa:016x} established as {}, {proposal}, PPK {ppk}",
+                            cfg.peers[*peer].name,
+                            if *initiator { "initiator" } else { "responder" }
+                        );
+                        done += 1;
+                    }
+                    Event::ChildSaReady { child, .. } => {
+                        println!("[{at:>8.3}s] Child SA ready: {child:?}")
+                    }
+                    Event::ChildSaFailed { notify, .. } => {
+                        println!("[{at:>8.3}s] Child SA refused: notify {notify}")
+                    }
+                    Event::IkeSaFailed { sa, peer, reason } => {
+                        println!(
+                            "[{at:>8.3}s] {}: IKE SA {sa:016x} failed: {reason:?}",
+                            cfg.peers[*peer].name
+                        );
+                        done += 1;
+                        failures += 1;
+                    }
+                }
+            }
+        }
+        if done >= wanted {
+            break;
+        }
+        let wake = ep
+            .poll_timeout()
+            .map(|t| start + Duration::from_nanos(t))
+            .unwrap_or(deadline)
+            .min(deadline);
+        if Instant::now() >= deadline {
+            println!("qsafe live: timeout after {}", cfg.timeout);
+            return Ok(failures + wanted - done);
+        }
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => {
+                let (n, from) = r?;
+                ep.handle_datagram(now(), from, &buf[..n]);
+            }
+            r = natt.recv_from(&mut buf4500) => {
+                let (n, from) = r?;
+                // IKE behind the non-ESP marker; anything else on 4500 is ESP.
+                if n >= 4 && buf4500[..4] == [0, 0, 0, 0] {
+                    ep.handle_datagram(now(), from, &buf4500[4..n]);
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {
+                ep.handle_timeout(now());
+            }
+        }
+    }
+    Ok(failures)
+}

@@ -1,0 +1,351 @@
+//! Key pools: secret key produced at a rate into a finite store, one pool per QKD link.
+//!
+//! Both ends of a link hold the same key material. To guarantee that simultaneous draws
+//! at the two ends never hand out the same key, each link's key stream is split in two
+//! halves with separate owners (split ownership): end 0 delivers new keys only from its
+//! half, end 1 only from the other, and each half fills at its share of the link rate.
+//! The alternative, master/slave roles, needs the slave to ask the master for every
+//! key (a KME-to-KME round trip inside the IKE exchange) and serialises both ends on one
+//! store; split ownership needs no coordination, at the cost of stranding key in one
+//! half when demand is one-sided (the `share` setting moves the split).
+//!
+//! Levels are integer bits; production is integer arithmetic over nanoseconds with the
+//! remainder carried, so a pool's level is exact and identical on every platform.
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::Rng;
+use serde::{Deserialize, Serialize};
+
+/// How fast a link produces secret key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum KeyRate {
+    /// A measured secret key rate.
+    Fixed { rate_bps: u64 },
+    /// Derived from fiber length: the secret key rate of decoy-state BB84 far below its
+    /// distance cutoff is proportional to the channel transmittance
+    /// `eta = 10^(-alpha * L / 10)`, so
+    /// `rate(L) = reference_bps * 10^(-alpha * (L - reference_km) / 10)`.
+    /// With `alpha = 0.2 dB/km` the rate halves every 15 km. The model ignores the
+    /// detector-noise cutoff, so it overstates rates near the maximum distance.
+    Fiber {
+        length_km: f64,
+        reference_bps: u64,
+        reference_km: f64,
+        #[serde(default = "default_loss")]
+        loss_db_per_km: f64,
+    },
+}
+
+fn default_loss() -> f64 {
+    0.2
+}
+
+impl KeyRate {
+    pub fn bits_per_second(&self) -> u64 {
+        match *self {
+            KeyRate::Fixed { rate_bps } => rate_bps,
+            KeyRate::Fiber {
+                length_km,
+                reference_bps,
+                reference_km,
+                loss_db_per_km,
+            } => {
+                let db = loss_db_per_km * (length_km - reference_km);
+                (reference_bps as f64 * 10f64.powf(-db / 10.0))
+                    .round()
+                    .max(0.0) as u64
+            }
+        }
+    }
+}
+
+/// A pool's configuration (one QKD link).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    #[serde(flatten)]
+    pub rate: KeyRate,
+    /// Total capacity of the link's store, in bits (split between the halves).
+    pub capacity_bits: u64,
+    /// Bits in the store at time zero.
+    #[serde(default)]
+    pub initial_bits: u64,
+    /// Default key size (ETSI `key_size`), in bits.
+    #[serde(default = "default_key_size")]
+    pub key_size_bits: u32,
+    /// Below this many keys (of `key_size_bits`) a half reports Warning.
+    #[serde(default)]
+    pub warning_below_keys: u64,
+    /// After running empty, a half refuses requests (Charging) until it holds this many
+    /// keys again; 1 means no hysteresis.
+    #[serde(default = "one")]
+    pub resume_at_keys: u64,
+    /// Keys delivered at one end but not fetched at the other within this time are
+    /// discarded (and counted as wasted). `None` keeps them forever.
+    #[serde(default)]
+    pub max_key_age_ns: Option<u64>,
+    /// Share of the rate and capacity owned by end 0, in thousandths (default 500).
+    #[serde(default = "half")]
+    pub share_permille: u32,
+}
+
+fn default_key_size() -> u32 {
+    256
+}
+fn one() -> u64 {
+    1
+}
+fn half() -> u32 {
+    500
+}
+
+impl PoolConfig {
+    /// A pool of `rate_bps` and `capacity_bits`, starting empty, 256-bit keys.
+    pub fn fixed(rate_bps: u64, capacity_bits: u64) -> Self {
+        PoolConfig {
+            rate: KeyRate::Fixed { rate_bps },
+            capacity_bits,
+            initial_bits: 0,
+            key_size_bits: 256,
+            warning_below_keys: 0,
+            resume_at_keys: 1,
+            max_key_age_ns: None,
+            share_permille: 500,
+        }
+    }
+}
+
+/// A pool half's state, as key managers report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolState {
+    Ready,
+    /// Fewer keys than the warning threshold.
+    Warning,
+    /// Ran empty and refuses requests until the resume threshold is reached.
+    Charging,
+    /// Not one key of the default size.
+    Empty,
+}
+
+/// Counters of one half.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PoolStats {
+    pub generated_bits: u64,
+    /// Produced while the half was full, and lost.
+    pub overflow_bits: u64,
+    pub delivered_keys: u64,
+    pub delivered_bits: u64,
+    pub refused_requests: u64,
+}
+
+/// One owner's half of a link's store.
+pub struct PoolHalf {
+    rate_bps: u64,
+    capacity_bits: u64,
+    level_bits: u64,
+    /// Production not yet whole bits, in bit-nanoseconds per second (< 1e9).
+    carry: u64,
+    updated_ns: u64,
+    charging: bool,
+    key_size: u32,
+    warning_below: u64,
+    resume_at: u64,
+    /// Key bytes and key IDs of this half: the link's shared stream for this owner.
+    stream: ChaCha20Rng,
+    pub stats: PoolStats,
+}
+
+const NS: u128 = 1_000_000_000;
+
+impl PoolHalf {
+    pub(crate) fn new(cfg: &PoolConfig, share_permille: u32, stream: ChaCha20Rng) -> Self {
+        let share = |x: u64| (x as u128 * share_permille as u128 / 1000) as u64;
+        PoolHalf {
+            rate_bps: share(cfg.rate.bits_per_second()),
+            capacity_bits: share(cfg.capacity_bits),
+            level_bits: share(cfg.initial_bits).min(share(cfg.capacity_bits)),
+            carry: 0,
+            updated_ns: 0,
+            charging: false,
+            key_size: cfg.key_size_bits,
+            warning_below: cfg.warning_below_keys,
+            resume_at: cfg.resume_at_keys.max(1),
+            stream,
+            stats: PoolStats::default(),
+        }
+    }
+
+    /// Brings the level up to `now`.
+    pub fn advance(&mut self, now_ns: u64) {
+        if now_ns <= self.updated_ns {
+            return;
+        }
+        let units = self.rate_bps as u128 * (now_ns - self.updated_ns) as u128 + self.carry as u128;
+        self.updated_ns = now_ns;
+        self.carry = (units % NS) as u64;
+        let produced = (units / NS).min(u64::MAX as u128) as u64;
+        self.stats.generated_bits += produced;
+        let room = self.capacity_bits - self.level_bits;
+        self.stats.overflow_bits += produced.saturating_sub(room);
+        self.level_bits += produced.min(room);
+        if self.charging && self.level_bits / self.key_size as u64 >= self.resume_at {
+            self.charging = false;
+        }
+    }
+
+    pub fn level_bits(&self) -> u64 {
+        self.level_bits
+    }
+
+    pub fn rate_bps(&self) -> u64 {
+        self.rate_bps
+    }
+
+    pub fn capacity_bits(&self) -> u64 {
+        self.capacity_bits
+    }
+
+    /// Keys of the default size available now (what ETSI's `stored_key_count` reports).
+    pub fn stored_keys(&self) -> u64 {
+        if self.charging {
+            0
+        } else {
+            self.level_bits / self.key_size as u64
+        }
+    }
+
+    pub fn state(&self) -> PoolState {
+        let keys = self.level_bits / self.key_size as u64;
+        if self.charging {
+            PoolState::Charging
+        } else if keys == 0 {
+            PoolState::Empty
+        } else if keys < self.warning_below {
+            PoolState::Warning
+        } else {
+            PoolState::Ready
+        }
+    }
+
+    /// Whether `bits` can be taken now (after `advance`).
+    pub fn can_take(&self, bits: u64) -> bool {
+        !self.charging && self.level_bits >= bits
+    }
+
+    /// Takes `bits` and returns that much key material with a fresh key ID (16 bytes,
+    /// turned into a UUID or hex ID by the API). Call `can_take` first.
+    pub(crate) fn take(&mut self, bits: u64) -> ([u8; 16], Vec<u8>) {
+        debug_assert!(self.can_take(bits));
+        self.level_bits -= bits;
+        if self.level_bits / (self.key_size as u64) == 0 && self.resume_at > 1 {
+            self.charging = true;
+        }
+        self.stats.delivered_keys += 1;
+        self.stats.delivered_bits += bits;
+        let mut id = [0u8; 16];
+        self.stream.fill_bytes(&mut id);
+        // Version 4, variant 1: the bytes print as an RFC 4122 UUID and parse back.
+        id[6] = (id[6] & 0x0f) | 0x40;
+        id[8] = (id[8] & 0x3f) | 0x80;
+        let mut key = vec![0u8; (bits / 8) as usize];
+        self.stream.fill_bytes(&mut key);
+        (id, key)
+    }
+
+    /// A refused request, counted.
+    pub(crate) fn refuse(&mut self) {
+        self.stats.refused_requests += 1;
+    }
+}
+
+/// RFC 4122 text form of a key ID (whose version and variant bits are already set).
+pub fn uuid_text(b: [u8; 16]) -> String {
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::SeedableRng;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn half(cfg: &PoolConfig) -> PoolHalf {
+        PoolHalf::new(cfg, 1000, ChaCha20Rng::seed_from_u64(1))
+    }
+
+    #[test]
+    fn level_is_rate_times_time_up_to_capacity() {
+        let mut p = half(&PoolConfig::fixed(1000, 50_000));
+        p.advance(SEC / 3);
+        assert_eq!(p.level_bits(), 333);
+        p.advance(SEC);
+        assert_eq!(p.level_bits(), 1000, "no bit lost to rounding");
+        p.advance(40 * SEC);
+        assert_eq!(p.level_bits(), 40_000);
+        p.advance(100 * SEC);
+        assert_eq!(p.level_bits(), 50_000);
+        assert_eq!(p.stats.generated_bits, 100_000);
+        assert_eq!(p.stats.overflow_bits, 50_000);
+    }
+
+    #[test]
+    fn thresholds_change_state_where_configured() {
+        let mut cfg = PoolConfig::fixed(256, 1 << 20);
+        cfg.warning_below_keys = 3;
+        cfg.resume_at_keys = 2;
+        let mut p = half(&cfg);
+        assert_eq!(p.state(), PoolState::Empty);
+        p.advance(SEC);
+        assert_eq!((p.stored_keys(), p.state()), (1, PoolState::Warning));
+        p.advance(3 * SEC);
+        assert_eq!(p.state(), PoolState::Ready);
+        for _ in 0..3 {
+            assert!(p.can_take(256));
+            p.take(256);
+        }
+        // Empty now, and charging: refuses until 2 keys are back.
+        assert_eq!(p.state(), PoolState::Charging);
+        p.advance(4 * SEC);
+        assert!(!p.can_take(256));
+        p.advance(5 * SEC);
+        assert_eq!(p.state(), PoolState::Warning);
+        assert!(p.can_take(256));
+    }
+
+    #[test]
+    fn fiber_rate_follows_transmittance() {
+        let rate = |km| {
+            KeyRate::Fiber {
+                length_km: km,
+                reference_bps: 10_000,
+                reference_km: 10.0,
+                loss_db_per_km: 0.2,
+            }
+            .bits_per_second()
+        };
+        assert_eq!(rate(10.0), 10_000);
+        assert_eq!(rate(25.0), 5012); // 3 dB more loss: about half
+        assert_eq!(rate(60.0), 1000); // 10 dB: a tenth
+    }
+
+    #[test]
+    fn key_ids_are_version_4_uuids() {
+        let mut p = half(&PoolConfig::fixed(1000, 50_000));
+        p.advance(SEC);
+        let u = uuid_text(p.take(256).0);
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"));
+    }
+}

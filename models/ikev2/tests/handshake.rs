@@ -374,3 +374,25 @@ fn forced_encapsulation_moves_ike_to_port_4500() {
         );
     }
 }
+
+#[test]
+fn an_established_sa_is_deleted_on_both_sides() {
+    let mut p = Pair::new(20, |_, _| {});
+    p.handshake(10 * SEC);
+    let Some(Event::IkeSaEstablished { sa, .. }) = p.established(0).cloned() else {
+        panic!()
+    };
+    p.eps[0].delete(p.now, sa);
+    while p.step() {}
+    assert!(
+        p.events[0]
+            .iter()
+            .any(|e| matches!(e.1, Event::IkeSaDeleted { by_peer: false, .. }))
+    );
+    assert!(
+        p.events[1]
+            .iter()
+            .any(|e| matches!(e.1, Event::IkeSaDeleted { by_peer: true, .. }))
+    );
+    assert_eq!((p.eps[0].sa_count(), p.eps[1].sa_count()), (0, 0));
+}

@@ -184,7 +184,16 @@ fn etsi014_errors_get_their_codes_and_change_nothing() {
     let dec = |id: &str| format!(r#"{{"key_IDs":[{{"key_ID":"{id}"}}]}}"#);
     let twice = format!("key_ID={id}&key_ID={id}");
     // (KME, caller, method, path, query, body, status, message)
-    type Case<'a> = (usize, &'a str, &'a str, &'a str, &'a str, String, u16, Option<&'a str>);
+    type Case<'a> = (
+        usize,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        String,
+        u16,
+        Option<&'a str>,
+    );
     let cases: Vec<Case> = vec![
         (
             0,

@@ -222,6 +222,12 @@ pub enum Event {
         peer: usize,
         reason: FailReason,
     },
+    /// The IKE SA was deleted (by us, or by the peer's Delete).
+    IkeSaDeleted {
+        sa: SaId,
+        peer: usize,
+        by_peer: bool,
+    },
 }
 
 /// Counters of what the endpoint received and dropped.

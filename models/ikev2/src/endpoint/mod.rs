@@ -127,6 +127,12 @@ impl Endpoint {
         spi
     }
 
+    /// Deletes an IKE SA: an INFORMATIONAL Delete if it is established, else at once.
+    /// [`Event::IkeSaDeleted`] follows.
+    pub fn delete(&mut self, now: u64, sa: SaId) {
+        self.with_sa(now, sa, |s, ctx| s.delete(ctx));
+    }
+
     /// The driver's answer to [`Event::PpkNeeded`]: the PPK, or `None` when there is
     /// none (an empty QKD pool, an unknown key ID).
     pub fn provide_ppk(&mut self, now: u64, sa: SaId, ppk: Option<Ppk>) {

@@ -112,6 +112,8 @@ pub(crate) struct IkeSa {
     child_spi: u32,
     /// A NAT was detected in IKE_SA_INIT.
     nat: bool,
+    /// We sent a Delete for this IKE SA.
+    deleting: bool,
     /// IKE has moved to port 4500 (RFC 3948 port floating).
     floated: bool,
 }
@@ -309,6 +311,7 @@ impl IkeSa {
             iv: 0,
             child_spi: 0,
             nat: false,
+            deleting: false,
             floated: false,
         }
     }
@@ -948,6 +951,15 @@ impl IkeSa {
                     self.on_intermediate_response(ctx, &header, first, &inner, &payloads)
                 }
                 exchange::IKE_AUTH => self.on_auth_response(ctx, &payloads),
+                exchange::INFORMATIONAL if self.deleting => {
+                    self.phase = Phase::Gone;
+                    ctx.out.events.push_back(Event::IkeSaDeleted {
+                        sa: self.our_spi(),
+                        peer: self.peer,
+                        by_peer: false,
+                    });
+                    Ok(())
+                }
                 _ => Ok(()),
             }
         } else {
@@ -971,6 +983,11 @@ impl IkeSa {
                     });
                     if delete_ike {
                         self.phase = Phase::Gone;
+                        ctx.out.events.push_back(Event::IkeSaDeleted {
+                            sa: self.our_spi(),
+                            peer: self.peer,
+                            by_peer: true,
+                        });
                     }
                     Ok(())
                 }
@@ -1618,6 +1635,28 @@ impl IkeSa {
             keys: self.keys.clone().expect("derived"),
             keylog: self.keylog(),
         });
+    }
+
+    /// Deletes an established IKE SA (and its Child SAs) with an INFORMATIONAL Delete;
+    /// anything else is dropped at once.
+    pub fn delete(&mut self, ctx: &mut Ctx<'_>) -> Result<(), FailReason> {
+        if self.phase != Phase::Established || self.outstanding.is_some() {
+            self.phase = Phase::Gone;
+            ctx.out.events.push_back(Event::IkeSaDeleted {
+                sa: self.our_spi(),
+                peer: self.peer,
+                by_peer: false,
+            });
+            return Ok(());
+        }
+        self.deleting = true;
+        let delete = Payload::Delete {
+            protocol: protocol::IKE,
+            spi_size: 0,
+            spis: Vec::new(),
+        };
+        self.send_request(ctx, exchange::INFORMATIONAL, &[delete]);
+        Ok(())
     }
 
     // ----- timers ---------------------------------------------------------------------

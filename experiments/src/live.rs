@@ -346,7 +346,9 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
                     Event::ChildSaReady { child, .. } => {
                         println!("[{at:>8.3}s] Child SA ready: {child:?}")
                     }
-                    Event::IkeSaDeleted { sa, .. } => println!("[{at:>8.3}s] IKE SA {sa:016x} deleted"),
+                    Event::IkeSaDeleted { sa, .. } => {
+                        println!("[{at:>8.3}s] IKE SA {sa:016x} deleted")
+                    }
                     Event::ChildSaFailed { notify, .. } => {
                         println!("[{at:>8.3}s] Child SA refused: notify {notify}")
                     }

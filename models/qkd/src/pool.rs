@@ -16,47 +16,33 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::Rng;
 use serde::{Deserialize, Serialize};
 
-/// How fast a link produces secret key.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum KeyRate {
-    /// A measured secret key rate.
-    Fixed { rate_bps: u64 },
-    /// Derived from fiber length: the secret key rate of decoy-state BB84 far below its
-    /// distance cutoff is proportional to the channel transmittance
-    /// `eta = 10^(-alpha * L / 10)`, so
-    /// `rate(L) = reference_bps * 10^(-alpha * (L - reference_km) / 10)`.
-    /// With `alpha = 0.2 dB/km` the rate halves every 15 km. The model ignores the
-    /// detector-noise cutoff, so it overstates rates near the maximum distance.
-    Fiber {
-        length_km: f64,
-        reference_bps: u64,
-        reference_km: f64,
-        #[serde(default = "default_loss")]
-        loss_db_per_km: f64,
-    },
+/// A secret key rate derived from fiber length: the secret key rate of decoy-state BB84
+/// far below its distance cutoff is proportional to the channel transmittance
+/// `eta = 10^(-alpha * L / 10)`, so
+/// `rate(L) = reference_bps * 10^(-alpha * (L - reference_km) / 10)`.
+/// With `alpha = 0.2 dB/km` the rate halves every 15 km. The model ignores the
+/// detector-noise cutoff, so it overstates rates near the maximum distance.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiberRate {
+    pub length_km: f64,
+    /// The measured rate at `reference_km`.
+    pub reference_bps: u64,
+    pub reference_km: f64,
+    #[serde(default = "default_loss")]
+    pub loss_db_per_km: f64,
 }
 
 fn default_loss() -> f64 {
     0.2
 }
 
-impl KeyRate {
+impl FiberRate {
     pub fn bits_per_second(&self) -> u64 {
-        match *self {
-            KeyRate::Fixed { rate_bps } => rate_bps,
-            KeyRate::Fiber {
-                length_km,
-                reference_bps,
-                reference_km,
-                loss_db_per_km,
-            } => {
-                let db = loss_db_per_km * (length_km - reference_km);
-                (reference_bps as f64 * 10f64.powf(-db / 10.0))
-                    .round()
-                    .max(0.0) as u64
-            }
-        }
+        let db = self.loss_db_per_km * (self.length_km - self.reference_km);
+        (self.reference_bps as f64 * 10f64.powf(-db / 10.0))
+            .round()
+            .max(0.0) as u64
     }
 }
 
@@ -64,8 +50,12 @@ impl KeyRate {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
-    #[serde(flatten)]
-    pub rate: KeyRate,
+    /// Secret key rate in bit/s (when `fiber` is not given).
+    #[serde(default)]
+    pub rate_bps: u64,
+    /// Derive the rate from fiber length instead.
+    #[serde(default)]
+    pub fiber: Option<FiberRate>,
     /// Total capacity of the link's store, in bits (split between the halves).
     pub capacity_bits: u64,
     /// Bits in the store at time zero.
@@ -101,10 +91,17 @@ fn half() -> u32 {
 }
 
 impl PoolConfig {
+    /// The link's secret key rate in bit/s.
+    pub fn rate(&self) -> u64 {
+        self.fiber
+            .as_ref()
+            .map_or(self.rate_bps, FiberRate::bits_per_second)
+    }
     /// A pool of `rate_bps` and `capacity_bits`, starting empty, 256-bit keys.
     pub fn fixed(rate_bps: u64, capacity_bits: u64) -> Self {
         PoolConfig {
-            rate: KeyRate::Fixed { rate_bps },
+            rate_bps,
+            fiber: None,
             capacity_bits,
             initial_bits: 0,
             key_size_bits: 256,
@@ -163,7 +160,7 @@ impl PoolHalf {
     pub(crate) fn new(cfg: &PoolConfig, share_permille: u32, stream: ChaCha20Rng) -> Self {
         let share = |x: u64| (x as u128 * share_permille as u128 / 1000) as u64;
         PoolHalf {
-            rate_bps: share(cfg.rate.bits_per_second()),
+            rate_bps: share(cfg.rate()),
             capacity_bits: share(cfg.capacity_bits),
             level_bits: share(cfg.initial_bits).min(share(cfg.capacity_bits)),
             carry: 0,
@@ -326,7 +323,7 @@ mod tests {
     #[test]
     fn fiber_rate_follows_transmittance() {
         let rate = |km| {
-            KeyRate::Fiber {
+            FiberRate {
                 length_km: km,
                 reference_bps: 10_000,
                 reference_km: 10.0,

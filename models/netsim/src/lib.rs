@@ -1,0 +1,11 @@
+//! `netsim`: the simulated IPsec network. Gateways run the `ikev2` endpoint over
+//! `link` channels; key managers from the `qkd` crate serve PPKs through ETSI 014 or
+//! SKIP; `sim-core` drives it all deterministically from one seed.
+
+pub mod config;
+pub mod results;
+pub mod world;
+
+pub use config::WorldConfig;
+pub use results::Results;
+pub use world::{BuildError, Outputs, World};

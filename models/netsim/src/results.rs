@@ -1,0 +1,144 @@
+//! What a run produces: rows per handshake attempt, per exchange and per key request,
+//! pool levels over time, and totals. Rows, not only totals: studies query them.
+
+use serde::Serialize;
+
+/// One attempt to bring a tunnel's IKE SA up (first setup, retry or reauthentication).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HandshakeRow {
+    pub tunnel: String,
+    pub attempt: u32,
+    /// When the tunnel wanted an IKE SA.
+    pub requested_ns: u64,
+    /// Time spent waiting for a QKD key before IKE_SA_INIT.
+    pub key_wait_ns: u64,
+    pub ike_started_ns: u64,
+    pub ended_ns: u64,
+    /// `established`, or `failed: <reason>`.
+    pub outcome: String,
+    /// IKE_SA_INIT sent to IKE SA established (or failed), at the initiator.
+    pub duration_ns: u64,
+    pub proposal: String,
+    /// `none`, `used`, or `downgraded (<reason>)`.
+    pub ppk: String,
+    pub ppk_id: String,
+    pub retransmissions: u32,
+    /// Bytes the initiator sent and received in the handshake's exchanges.
+    pub bytes_sent: usize,
+    pub bytes_received: usize,
+    pub fragments_sent: usize,
+    pub fragments_received: usize,
+}
+
+/// One exchange an endpoint initiated.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ExchangeRow {
+    pub tunnel: String,
+    pub gateway: String,
+    pub exchange: String,
+    pub started_ns: u64,
+    pub completed_ns: u64,
+    pub request_bytes: usize,
+    pub request_fragments: usize,
+    pub response_bytes: usize,
+    pub response_fragments: usize,
+    pub retransmissions: u32,
+}
+
+/// One call to a key manager.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KeyRequestRow {
+    pub time_ns: u64,
+    pub gateway: String,
+    pub tunnel: String,
+    pub kme: String,
+    /// `etsi014` or `skip`.
+    pub api: String,
+    /// `enc_keys` / `dec_keys` (ETSI), `key` / `key_by_id` (SKIP).
+    pub op: String,
+    pub status: u16,
+    pub latency_ns: u64,
+}
+
+/// One half of a QKD link's pool, sampled.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PoolSeries {
+    pub link: String,
+    /// The KME that owns (draws from) this half.
+    pub owner: String,
+    pub capacity_bits: u64,
+    pub samples: Vec<(u64, u64)>,
+    pub generated_bits: u64,
+    pub delivered_keys: u64,
+    pub refused_requests: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TunnelSummary {
+    pub tunnel: String,
+    pub attempts: u32,
+    pub established: u32,
+    pub failed: u32,
+    pub downgrades: u32,
+    pub keys_drawn: u32,
+    pub keys_wasted: u32,
+    /// Total time spent waiting for QKD keys.
+    pub key_wait_ns: u64,
+    /// Total time with an established IKE SA.
+    pub up_ns: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LinkSummary {
+    pub link: String,
+    pub direction: String,
+    pub stats: link::ChannelStats,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Results {
+    pub seed: u64,
+    pub crypto: String,
+    pub duration_ns: u64,
+    pub events: u64,
+    pub fingerprint: String,
+    pub tunnels: Vec<TunnelSummary>,
+    pub handshakes: Vec<HandshakeRow>,
+    pub exchanges: Vec<ExchangeRow>,
+    pub key_requests: Vec<KeyRequestRow>,
+    pub pools: Vec<PoolSeries>,
+    pub links: Vec<LinkSummary>,
+    pub qkd: qkd::network::NetworkStats,
+    pub endpoints: Vec<(String, ikev2::endpoint::EndpointStats)>,
+}
+
+impl Results {
+    /// The handshake rows as CSV (header line first).
+    pub fn handshakes_csv(&self) -> String {
+        let mut out = String::from(
+            "tunnel,attempt,requested_ns,key_wait_ns,ike_started_ns,ended_ns,outcome,duration_ns,proposal,ppk,ppk_id,retransmissions,bytes_sent,bytes_received,fragments_sent,fragments_received\n",
+        );
+        for h in &self.handshakes {
+            out += &format!(
+                "{},{},{},{},{},{},\"{}\",{},{},\"{}\",{},{},{},{},{},{}\n",
+                h.tunnel,
+                h.attempt,
+                h.requested_ns,
+                h.key_wait_ns,
+                h.ike_started_ns,
+                h.ended_ns,
+                h.outcome,
+                h.duration_ns,
+                h.proposal,
+                h.ppk,
+                h.ppk_id,
+                h.retransmissions,
+                h.bytes_sent,
+                h.bytes_received,
+                h.fragments_sent,
+                h.fragments_received
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,1199 @@
+//! The simulation itself: gateways running the `ikev2` endpoint exchange real IKE
+//! datagrams over link-model channels; key managers serve QKD keys through ETSI 014 or
+//! SKIP (real JSON requests and responses, each with its latency); everything is driven
+//! by one `sim_core::Simulation` event loop.
+//!
+//! A tunnel with a PPK first draws a QKD key at the initiator's KME (waiting, with
+//! backoff, while the pool is empty if the PPK is required; going on without one if it
+//! is optional), then starts IKE_SA_INIT and hands the key over when the endpoint asks.
+//! The responder fetches the key by the received ID from its own KME. A key drawn for
+//! an attempt that then fails, or that the SA came up without, is counted as wasted.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+
+use ikev2::consts::exchange;
+use ikev2::crypto::{CryptoProvider, ModelCrypto, RealCrypto};
+use ikev2::endpoint::{
+    Endpoint, EndpointConfig, Event, FailReason, Identity, PeerConfig, Ppk, PpkOutcome, PpkPolicy,
+    SaId,
+};
+use link::{Channel, Datagram, Delivery, LinkState, WirePacket};
+use qkd::network::StreamFactory;
+use qkd::{QkdNetwork, etsi014, skip};
+use serde::Serialize;
+use sim_core::pcap::PcapSink;
+use sim_core::progress::Progress;
+use sim_core::{EntityId, SimDuration, SimTime, Simulation, TimerId, TraceEvent, Tracer, entity};
+
+use crate::config::{CryptoMode, KeyApi, PpkMode, WorldConfig};
+use crate::results::*;
+
+const IKE_PORT: u16 = 500;
+
+/// The simulator's events.
+enum Ev {
+    Deliver {
+        link: usize,
+        dir: usize,
+        datagram: Datagram,
+    },
+    GatewayTimer {
+        gw: usize,
+    },
+    TunnelStart {
+        tunnel: usize,
+    },
+    /// The initiator's key request (`enc_keys` or `/key`) reaches its KME.
+    KeyDraw {
+        tunnel: usize,
+        asked: SimTime,
+        attempt: u32,
+    },
+    /// The responder's fetch by key ID reaches its KME.
+    KeyFetch {
+        gw: usize,
+        sa: SaId,
+        tunnel: usize,
+        key_id: Vec<u8>,
+        asked: SimTime,
+        attempt: u32,
+    },
+    KmeSwitch {
+        kme: usize,
+        up: bool,
+    },
+    Sample,
+}
+
+/// A configuration error: which field, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}`: {problem}")]
+pub struct BuildError {
+    pub field: String,
+    pub problem: String,
+}
+
+fn err(field: impl Into<String>, problem: impl Into<String>) -> BuildError {
+    BuildError {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+struct Gateway {
+    name: String,
+    entity: EntityId,
+    addr: SocketAddrV4,
+    ep: Endpoint,
+    kme: Option<usize>,
+    timer: Option<TimerId>,
+    /// Peer index in the endpoint -> tunnel.
+    peer_tunnel: Vec<usize>,
+}
+
+struct SimLink {
+    name: String,
+    ends: [usize; 2],
+    entities: [EntityId; 2],
+    channels: [Channel; 2],
+}
+
+#[derive(Default)]
+struct Attempt {
+    requested: SimTime,
+    key_wait: SimDuration,
+    ike_started: SimTime,
+    key_drawn: bool,
+    ppk_id: String,
+    retransmissions: u32,
+    bytes_sent: usize,
+    bytes_received: usize,
+    fragments_sent: usize,
+    fragments_received: usize,
+}
+
+struct Tunnel {
+    name: String,
+    initiator: usize,
+    responder: usize,
+    /// Peer index at the initiator's endpoint.
+    peer: usize,
+    ppk: PpkMode,
+    reauth_every: Option<SimDuration>,
+    retry_after: SimDuration,
+    /// The IKE SA that is up, and since when.
+    current: Option<(SaId, SimTime)>,
+    /// The attempt in progress and its SA (once started).
+    attempt: Option<(Attempt, Option<SaId>)>,
+    pending_ppk: Option<Ppk>,
+    consecutive_failures: u32,
+    summary: TunnelSummary,
+}
+
+struct Kme {
+    entity: EntityId,
+    api: KeyApi,
+    latency: SimDuration,
+}
+
+/// Typed trace lines of the network.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum NetTrace<'a> {
+    Established {
+        tunnel: &'a str,
+        spis: String,
+        proposal: &'a str,
+        ppk: &'a str,
+        ppk_id: &'a str,
+    },
+    Failed {
+        tunnel: &'a str,
+        reason: String,
+    },
+    Exchange {
+        tunnel: &'a str,
+        exchange: &'a str,
+        bytes: usize,
+        fragments: usize,
+        retransmissions: u32,
+    },
+    KeyRequest {
+        tunnel: &'a str,
+        op: &'a str,
+        status: u16,
+    },
+    Kme {
+        up: bool,
+    },
+}
+
+impl TraceEvent for NetTrace<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            NetTrace::Established { .. } => "ike.established",
+            NetTrace::Failed { .. } => "ike.failed",
+            NetTrace::Exchange { .. } => "ike.exchange",
+            NetTrace::KeyRequest { .. } => "qkd.request",
+            NetTrace::Kme { .. } => "qkd.device",
+        }
+    }
+}
+
+/// Optional outputs of a run.
+pub struct Outputs<'a> {
+    pub tracer: Tracer,
+    pub pcap: Option<&'a mut PcapSink<Box<dyn Write>>>,
+    pub progress: bool,
+}
+
+impl Outputs<'_> {
+    pub fn none() -> Self {
+        Outputs {
+            tracer: Tracer::new(),
+            pcap: None,
+            progress: false,
+        }
+    }
+}
+
+pub struct World {
+    sim: Simulation<Ev>,
+    cfg: WorldConfig,
+    gateways: Vec<Gateway>,
+    links: Vec<SimLink>,
+    /// (gateway, destination address) -> (link, direction).
+    routes: BTreeMap<(usize, IpAddr), (usize, usize)>,
+    tunnels: Vec<Tunnel>,
+    /// (gateway, SA) -> tunnel.
+    sa_tunnel: BTreeMap<(usize, SaId), usize>,
+    kmes: Vec<Kme>,
+    qkd: QkdNetwork,
+    handshakes: Vec<HandshakeRow>,
+    exchanges: Vec<ExchangeRow>,
+    key_requests: Vec<KeyRequestRow>,
+    deliveries: Vec<Delivery>,
+    wire: Vec<WirePacket>,
+}
+
+fn find(names: &[String], name: &str, field: String) -> Result<usize, BuildError> {
+    names
+        .iter()
+        .position(|n| n == name)
+        .ok_or_else(|| err(field, format!("no such name `{name}`")))
+}
+
+impl World {
+    /// Builds the network of `cfg`, every stream derived from `seed`.
+    pub fn new(cfg: WorldConfig, seed: u64, tracer: Tracer) -> Result<World, BuildError> {
+        let mut sim = Simulation::with_tracer(seed, tracer);
+        let gw_names: Vec<String> = cfg.gateways.iter().map(|g| g.name.clone()).collect();
+        let kme_names: Vec<String> = cfg.kmes.iter().map(|k| k.name.clone()).collect();
+        let streams = |e: &str, p: &str| entity::stream(seed, e, p);
+        let factory: StreamFactory<'_> = &streams;
+
+        // Key managers and QKD links.
+        let mut qkd = QkdNetwork::new();
+        qkd.relay_latency_ns = cfg.relay_latency.as_nanos();
+        let mut kmes = Vec::new();
+        for (i, k) in cfg.kmes.iter().enumerate() {
+            let saes: Vec<&str> = cfg
+                .gateways
+                .iter()
+                .filter(|g| g.kme.as_deref() == Some(&k.name))
+                .map(|g| g.name.as_str())
+                .collect();
+            qkd.add_kme(&k.name, &saes, factory);
+            let entity = sim
+                .register(&format!("kme/{}", k.name))
+                .map_err(|e| err(format!("kme[{i}].name"), e.to_string()))?;
+            if k.schedule.windows(2).any(|w| w[0].at > w[1].at) {
+                return Err(err(
+                    format!("kme[{i}].schedule"),
+                    "transitions must be in time order",
+                ));
+            }
+            kmes.push(Kme {
+                entity,
+                api: k.api,
+                latency: k.request_latency,
+            });
+        }
+        for (i, l) in cfg.qkd_links.iter().enumerate() {
+            let a = find(&kme_names, &l.a, format!("qkd_link[{i}].a"))?;
+            let b = find(&kme_names, &l.b, format!("qkd_link[{i}].b"))?;
+            if l.pool.share_permille > 1000
+                || l.pool.key_size_bits == 0
+                || l.pool.key_size_bits % 8 != 0
+            {
+                return Err(err(
+                    format!("qkd_link[{i}].pool"),
+                    "share_permille must be <= 1000 and key_size_bits a positive multiple of 8",
+                ));
+            }
+            qkd.add_link(&format!("{}-{}", l.a, l.b), a, b, l.pool.clone(), factory);
+        }
+
+        // Gateways, each with one peer configuration per tunnel it takes part in.
+        let mut peers: Vec<Vec<(usize, PeerConfig)>> = vec![Vec::new(); cfg.gateways.len()];
+        let mut tunnels = Vec::new();
+        for (i, t) in cfg.tunnels.iter().enumerate() {
+            let ini = find(&gw_names, &t.initiator, format!("tunnel[{i}].initiator"))?;
+            let res = find(&gw_names, &t.responder, format!("tunnel[{i}].responder"))?;
+            if ini == res {
+                return Err(err(
+                    format!("tunnel[{i}].responder"),
+                    "a tunnel needs two different gateways",
+                ));
+            }
+            if cfg.tunnels[..i].iter().any(|o| {
+                (o.initiator == t.initiator && o.responder == t.responder)
+                    || (o.initiator == t.responder && o.responder == t.initiator)
+            }) {
+                return Err(err(
+                    format!("tunnel[{i}]"),
+                    "at most one tunnel per pair of gateways",
+                ));
+            }
+            if t.ppk != PpkMode::Disabled {
+                for (who, g) in [("initiator", ini), ("responder", res)] {
+                    if cfg.gateways[g].kme.is_none() {
+                        return Err(err(
+                            format!("tunnel[{i}].ppk"),
+                            format!("the {who} `{}` has no kme", gw_names[g]),
+                        ));
+                    }
+                }
+            }
+            let psk = format!("psk:{}", t.name);
+            for (me, other) in [(ini, res), (res, ini)] {
+                let remote =
+                    SocketAddr::from(SocketAddrV4::new(cfg.gateways[other].address, IKE_PORT));
+                let id = |g: usize| Identity::Fqdn(gw_names[g].clone());
+                let mut p = PeerConfig::new(&t.name, remote, id(me), id(other), psk.as_bytes());
+                let ike: Vec<&str> = t.ike.iter().map(String::as_str).collect();
+                let esp: Vec<&str> = t.esp.iter().map(String::as_str).collect();
+                p = p
+                    .with_ike(&ike)
+                    .map_err(|e| err(format!("tunnel[{i}].ike"), e.to_string()))?;
+                p = p
+                    .with_esp(&esp)
+                    .map_err(|e| err(format!("tunnel[{i}].esp"), e.to_string()))?;
+                p.fragment_size = t.fragment_size;
+                p.ppk = match t.ppk {
+                    PpkMode::Disabled => PpkPolicy::Disabled,
+                    PpkMode::Optional => PpkPolicy::Optional,
+                    PpkMode::Required => PpkPolicy::Required,
+                };
+                // The driver answers PPK requests itself; waiting for keys happens before
+                // IKE_SA_INIT, so the endpoint never has to wait long.
+                p.timers.ppk_timeout_ns = 60_000_000_000;
+                peers[me].push((i, p));
+            }
+            tunnels.push(Tunnel {
+                name: t.name.clone(),
+                initiator: ini,
+                responder: res,
+                peer: peers[ini].len() - 1,
+                ppk: t.ppk,
+                reauth_every: t.reauth_every,
+                retry_after: t.retry_after,
+                current: None,
+                attempt: None,
+                pending_ppk: None,
+                consecutive_failures: 0,
+                summary: TunnelSummary {
+                    tunnel: t.name.clone(),
+                    ..Default::default()
+                },
+            });
+        }
+        let mut gateways = Vec::new();
+        for (i, g) in cfg.gateways.iter().enumerate() {
+            let entity = sim
+                .register(&format!("gw/{}", g.name))
+                .map_err(|e| err(format!("gateway[{i}].name"), e.to_string()))?;
+            let kme = match &g.kme {
+                Some(k) => Some(find(&kme_names, k, format!("gateway[{i}].kme"))?),
+                None => None,
+            };
+            let addr = SocketAddrV4::new(g.address, IKE_PORT);
+            let crypto: Box<dyn CryptoProvider> = match cfg.crypto {
+                CryptoMode::Real => Box::new(RealCrypto),
+                CryptoMode::Model => Box::new(ModelCrypto),
+            };
+            let (tunnel_ids, peer_cfgs): (Vec<usize>, Vec<PeerConfig>) =
+                std::mem::take(&mut peers[i]).into_iter().unzip();
+            let rng = Box::new(sim.rng(entity, "ike"));
+            let ep = Endpoint::new(EndpointConfig::new(addr.into()), peer_cfgs, crypto, rng);
+            gateways.push(Gateway {
+                name: g.name.clone(),
+                entity,
+                addr,
+                ep,
+                kme,
+                timer: None,
+                peer_tunnel: tunnel_ids,
+            });
+        }
+
+        // Links, and direct routes over them.
+        let mut links = Vec::new();
+        let mut routes = BTreeMap::new();
+        for (i, l) in cfg.links.iter().enumerate() {
+            let a = find(&gw_names, &l.a, format!("link[{i}].a"))?;
+            let b = find(&gw_names, &l.b, format!("link[{i}].b"))?;
+            l.params
+                .validate()
+                .map_err(|e| err(format!("link[{i}].params.{}", e.field), e.problem))?;
+            let name = format!("link/{}-{}", l.a, l.b);
+            let mut entities = [EntityId(0); 2];
+            let channels =
+                [(a, b), (b, a)].map(|(x, y)| format!("{name}/{}>{}", gw_names[x], gw_names[y]));
+            for d in 0..2 {
+                entities[d] = sim
+                    .register(&channels[d])
+                    .map_err(|e| err(format!("link[{i}]"), e.to_string()))?;
+            }
+            let channels = [0, 1].map(|d| Channel::new(l.params.clone(), seed, &channels[d]));
+            routes.insert((a, IpAddr::V4(cfg.gateways[b].address)), (links.len(), 0));
+            routes.insert((b, IpAddr::V4(cfg.gateways[a].address)), (links.len(), 1));
+            links.push(SimLink {
+                name,
+                ends: [a, b],
+                entities,
+                channels,
+            });
+        }
+        for (i, t) in tunnels.iter().enumerate() {
+            if !routes.contains_key(&(t.initiator, IpAddr::V4(cfg.gateways[t.responder].address))) {
+                return Err(err(format!("tunnel[{i}]"), "no link joins its gateways"));
+            }
+        }
+
+        let world_entity = sim.register("world").expect("fresh name");
+        for (i, t) in cfg.tunnels.iter().enumerate() {
+            sim.schedule_at(
+                gateways[tunnels[i].initiator].entity,
+                t.start,
+                Ev::TunnelStart { tunnel: i },
+            );
+        }
+        for (k, kc) in cfg.kmes.iter().enumerate() {
+            for tr in &kc.schedule {
+                sim.schedule_at(
+                    kmes[k].entity,
+                    tr.at,
+                    Ev::KmeSwitch {
+                        kme: k,
+                        up: tr.state == LinkState::Up,
+                    },
+                );
+            }
+        }
+        if !cfg.qkd_links.is_empty() {
+            sim.schedule(world_entity, SimDuration::ZERO, Ev::Sample);
+        }
+        for l in qkd.links.iter() {
+            let g = |end: usize| format!("qkd/{}/{}/level_bits", l.name, qkd.kmes[l.ends[end]].id);
+            sim.metrics.gauge(&g(0));
+            sim.metrics.gauge(&g(1));
+        }
+        Ok(World {
+            sim,
+            cfg,
+            gateways,
+            links,
+            routes,
+            tunnels,
+            sa_tunnel: BTreeMap::new(),
+            kmes,
+            qkd,
+            handshakes: Vec::new(),
+            exchanges: Vec::new(),
+            key_requests: Vec::new(),
+            deliveries: Vec::new(),
+            wire: Vec::new(),
+        })
+    }
+
+    /// Runs to the configured duration and returns the results.
+    pub fn run(mut self, outputs: Outputs<'_>) -> Results {
+        let Outputs {
+            tracer,
+            mut pcap,
+            progress,
+        } = outputs;
+        self.sim.trace = tracer;
+        let capture = pcap.is_some();
+        for l in &mut self.links {
+            for c in &mut l.channels {
+                c.set_capture(capture);
+            }
+        }
+        let end = SimTime::ZERO + self.cfg.duration;
+        let mut progress =
+            progress.then(|| Progress::new(end, std::time::Duration::from_millis(500)));
+        while let Some(ev) = self.sim.next_event_until(end) {
+            self.handle(ev.event);
+            if let Some(sink) = pcap.as_deref_mut() {
+                for p in self.wire.drain(..) {
+                    sink.capture(p.at, p.bytes);
+                }
+                // Capture errors surface when the sink is finished.
+                let _ = sink.advance(self.sim.now());
+            }
+            if let Some(p) = progress.as_mut() {
+                p.tick(self.sim.now(), self.sim.events_processed());
+            }
+        }
+        if let Some(p) = progress.as_mut() {
+            p.finish(self.sim.now(), self.sim.events_processed());
+        }
+        self.results()
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.sim.now().as_nanos()
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Deliver {
+                link,
+                dir,
+                datagram,
+            } => {
+                let gw = self.links[link].ends[1 - dir];
+                let from = SocketAddr::V4(datagram.src);
+                let now = self.now_ns();
+                self.gateways[gw]
+                    .ep
+                    .handle_datagram(now, from, &datagram.payload);
+                self.drain(gw);
+            }
+            Ev::GatewayTimer { gw } => {
+                self.gateways[gw].timer = None;
+                let now = self.now_ns();
+                self.gateways[gw].ep.handle_timeout(now);
+                self.drain(gw);
+            }
+            Ev::TunnelStart { tunnel } => self.start_attempt(tunnel),
+            Ev::KeyDraw {
+                tunnel,
+                asked,
+                attempt,
+            } => self.key_draw(tunnel, asked, attempt),
+            Ev::KeyFetch {
+                gw,
+                sa,
+                tunnel,
+                key_id,
+                asked,
+                attempt,
+            } => self.key_fetch(gw, sa, tunnel, key_id, asked, attempt),
+            Ev::KmeSwitch { kme, up } => {
+                self.qkd.kmes[kme].up = up;
+                let entity = self.kmes[kme].entity;
+                self.sim.trace(entity, &NetTrace::Kme { up });
+            }
+            Ev::Sample => {
+                let now = self.now_ns();
+                self.qkd.advance(now);
+                for l in &self.qkd.links {
+                    for end in 0..2 {
+                        let g = self.sim.metrics.gauge(&format!(
+                            "qkd/{}/{}/level_bits",
+                            l.name, self.qkd.kmes[l.ends[end]].id
+                        ));
+                        self.sim
+                            .metrics
+                            .set(g, self.sim.now(), l.halves[end].level_bits() as f64);
+                    }
+                }
+                let world = self.sim.entities().lookup("world").expect("registered");
+                self.sim.schedule(world, self.cfg.sample_every, Ev::Sample);
+            }
+        }
+    }
+
+    // ----- tunnels and keys -------------------------------------------------------------
+
+    fn start_attempt(&mut self, t: usize) {
+        let tun = &mut self.tunnels[t];
+        if tun.attempt.is_some() {
+            return; // one attempt at a time
+        }
+        tun.summary.attempts += 1;
+        tun.attempt = Some((
+            Attempt {
+                requested: self.sim.now(),
+                ..Default::default()
+            },
+            None,
+        ));
+        if tun.ppk == PpkMode::Disabled {
+            self.initiate(t);
+        } else {
+            self.ask_kme_draw(t, self.sim.now(), 0);
+        }
+    }
+
+    fn ask_kme_draw(&mut self, t: usize, asked: SimTime, attempt: u32) {
+        let gw = self.tunnels[t].initiator;
+        let kme = self.gateways[gw].kme.expect("checked at build");
+        let entity = self.gateways[gw].entity;
+        self.sim.schedule(
+            entity,
+            self.kmes[kme].latency,
+            Ev::KeyDraw {
+                tunnel: t,
+                asked,
+                attempt,
+            },
+        );
+    }
+
+    fn key_draw(&mut self, t: usize, asked: SimTime, attempt: u32) {
+        let (ini, res) = (self.tunnels[t].initiator, self.tunnels[t].responder);
+        let kme = self.gateways[ini].kme.expect("checked");
+        let now = self.now_ns();
+        let (me, peer) = (
+            self.gateways[ini].name.clone(),
+            self.gateways[res].name.clone(),
+        );
+        let (op, response, decoded) = match self.kmes[kme].api {
+            KeyApi::Etsi014 => {
+                let path = format!("/api/v1/keys/{peer}/enc_keys");
+                let r = etsi014::handle(
+                    &mut self.qkd,
+                    now,
+                    kme,
+                    etsi014::Limits::default(),
+                    &me,
+                    "POST",
+                    &path,
+                    "",
+                    br#"{"number":1,"size":256}"#,
+                );
+                let key = r
+                    .body
+                    .as_deref()
+                    .filter(|_| r.is_ok())
+                    .and_then(etsi014::KeyContainer::decode)
+                    .and_then(|mut v| v.pop());
+                ("enc_keys", r, key)
+            }
+            KeyApi::Skip => {
+                let remote = self.gateways[res]
+                    .kme
+                    .map(|k| self.qkd.kmes[k].id.clone())
+                    .unwrap_or_default();
+                let r = skip::handle(
+                    &mut self.qkd,
+                    now,
+                    kme,
+                    &me,
+                    "GET",
+                    "/key",
+                    &format!("remoteSystemID={remote}"),
+                );
+                let key = r
+                    .body
+                    .as_deref()
+                    .filter(|_| r.is_ok())
+                    .and_then(skip::SkipKey::decode);
+                ("key", r, key)
+            }
+        };
+        self.record_key_request(ini, t, kme, op, response.status, asked);
+        let Some((id, key)) = decoded else {
+            // No key now. Required: wait and ask again (1 s doubling, at most 32 s).
+            if self.tunnels[t].ppk == PpkMode::Required {
+                let entity = self.gateways[ini].entity;
+                let backoff = SimDuration::from_secs(1u64 << attempt.min(5));
+                self.sim.schedule(
+                    entity,
+                    backoff,
+                    Ev::KeyDraw {
+                        tunnel: t,
+                        asked: self.sim.now() + backoff,
+                        attempt: attempt + 1,
+                    },
+                );
+                // The request itself happens after the KME latency again.
+                return;
+            }
+            self.initiate(t); // optional: go on without a key (a downgrade)
+            return;
+        };
+        let tun = &mut self.tunnels[t];
+        tun.summary.keys_drawn += 1;
+        if let Some((a, _)) = tun.attempt.as_mut() {
+            a.key_drawn = true;
+            a.ppk_id = id.clone();
+        }
+        tun.pending_ppk = Some(Ppk {
+            id: id.into_bytes(),
+            key,
+        });
+        self.initiate(t);
+    }
+
+    fn record_key_request(
+        &mut self,
+        gw: usize,
+        t: usize,
+        kme: usize,
+        op: &str,
+        status: u16,
+        asked: SimTime,
+    ) {
+        let api = match self.kmes[kme].api {
+            KeyApi::Etsi014 => "etsi014",
+            KeyApi::Skip => "skip",
+        };
+        let latency = self.sim.now().saturating_since(asked) + self.kmes[kme].latency;
+        self.key_requests.push(KeyRequestRow {
+            time_ns: self.now_ns(),
+            gateway: self.gateways[gw].name.clone(),
+            tunnel: self.tunnels[t].name.clone(),
+            kme: self.qkd.kmes[kme].id.clone(),
+            api: api.into(),
+            op: op.into(),
+            status,
+            latency_ns: latency.as_nanos(),
+        });
+        let entity = self.gateways[gw].entity;
+        let name = self.tunnels[t].name.clone();
+        self.sim.trace(
+            entity,
+            &NetTrace::KeyRequest {
+                tunnel: &name,
+                op,
+                status,
+            },
+        );
+    }
+
+    fn initiate(&mut self, t: usize) {
+        let (gw, peer) = (self.tunnels[t].initiator, self.tunnels[t].peer);
+        let now = self.sim.now();
+        if let Some((a, _)) = self.tunnels[t].attempt.as_mut() {
+            a.key_wait = now.saturating_since(a.requested);
+            a.ike_started = now;
+        }
+        let sa = self.gateways[gw].ep.initiate(now.as_nanos(), peer);
+        self.sa_tunnel.insert((gw, sa), t);
+        if let Some((_, s)) = self.tunnels[t].attempt.as_mut() {
+            *s = Some(sa);
+        }
+        self.drain(gw);
+    }
+
+    fn key_fetch(
+        &mut self,
+        gw: usize,
+        sa: SaId,
+        t: usize,
+        key_id: Vec<u8>,
+        asked: SimTime,
+        attempt: u32,
+    ) {
+        let kme = self.gateways[gw].kme.expect("checked");
+        let now = self.now_ns();
+        let ini = self.tunnels[t].initiator;
+        let me = self.gateways[gw].name.clone();
+        let id = String::from_utf8_lossy(&key_id).to_string();
+        let (op, response, key) = match self.kmes[kme].api {
+            KeyApi::Etsi014 => {
+                let path = format!("/api/v1/keys/{}/dec_keys", self.gateways[ini].name);
+                let body = format!(r#"{{"key_IDs":[{{"key_ID":"{id}"}}]}}"#);
+                let r = etsi014::handle(
+                    &mut self.qkd,
+                    now,
+                    kme,
+                    etsi014::Limits::default(),
+                    &me,
+                    "POST",
+                    &path,
+                    "",
+                    body.as_bytes(),
+                );
+                let key = r
+                    .body
+                    .as_deref()
+                    .filter(|_| r.is_ok())
+                    .and_then(etsi014::KeyContainer::decode)
+                    .and_then(|mut v| v.pop());
+                ("dec_keys", r, key.map(|k| k.1))
+            }
+            KeyApi::Skip => {
+                let origin = self.gateways[ini]
+                    .kme
+                    .map(|k| self.qkd.kmes[k].id.clone())
+                    .unwrap_or_default();
+                let r = skip::handle(
+                    &mut self.qkd,
+                    now,
+                    kme,
+                    &me,
+                    "GET",
+                    &format!("/key/{id}"),
+                    &format!("remoteSystemID={origin}"),
+                );
+                let key = r
+                    .body
+                    .as_deref()
+                    .filter(|_| r.is_ok())
+                    .and_then(skip::SkipKey::decode);
+                ("key_by_id", r, key.map(|k| k.1))
+            }
+        };
+        self.record_key_request(gw, t, kme, op, response.status, asked);
+        if key.is_none() && response.status == 400 && attempt < 4 {
+            // Perhaps not relayed here yet: ask again shortly.
+            let entity = self.gateways[gw].entity;
+            let wait = SimDuration::from_millis(50 << attempt);
+            self.sim.schedule(
+                entity,
+                wait,
+                Ev::KeyFetch {
+                    gw,
+                    sa,
+                    tunnel: t,
+                    key_id,
+                    asked: self.sim.now() + wait,
+                    attempt: attempt + 1,
+                },
+            );
+            return;
+        }
+        let ppk = key.map(|key| Ppk { id: key_id, key });
+        self.gateways[gw].ep.provide_ppk(now, sa, ppk);
+        self.drain(gw);
+    }
+
+    // ----- gateway outputs ----------------------------------------------------------
+
+    /// Sends what a gateway's endpoint queued, handles its events, re-arms its timer.
+    fn drain(&mut self, gw: usize) {
+        loop {
+            while let Some(t) = self.gateways[gw].ep.poll_transmit() {
+                self.send(gw, t.dst, t.payload);
+            }
+            let Some(ev) = self.gateways[gw].ep.poll_event() else {
+                break;
+            };
+            self.on_endpoint_event(gw, ev);
+        }
+        let entity = self.gateways[gw].entity;
+        let old = self.gateways[gw].timer.take();
+        self.gateways[gw].timer = match self.gateways[gw].ep.poll_timeout() {
+            Some(t) => Some(self.sim.reset_timer(
+                old,
+                entity,
+                SimTime::from_nanos(t),
+                Ev::GatewayTimer { gw },
+            )),
+            None => {
+                if let Some(old) = old {
+                    self.sim.cancel_timer(old);
+                }
+                None
+            }
+        };
+    }
+
+    fn send(&mut self, gw: usize, dst: SocketAddr, payload: Vec<u8>) {
+        let Some(&(link, dir)) = self.routes.get(&(gw, dst.ip())) else {
+            return; // no route: the datagram is lost at the sender
+        };
+        let SocketAddr::V4(dst) = dst else { return };
+        let src = SocketAddrV4::new(*self.gateways[gw].addr.ip(), IKE_PORT);
+        let now = self.sim.now();
+        let l = &mut self.links[link];
+        let traced = l.channels[dir].send(
+            now,
+            Datagram { src, dst, payload },
+            &mut self.deliveries,
+            &mut self.wire,
+        );
+        let entity = l.entities[dir];
+        self.sim.trace(entity, &traced);
+        for d in std::mem::take(&mut self.deliveries) {
+            self.sim.schedule_at(
+                entity,
+                d.at,
+                Ev::Deliver {
+                    link,
+                    dir,
+                    datagram: d.datagram,
+                },
+            );
+        }
+    }
+
+    fn on_endpoint_event(&mut self, gw: usize, ev: Event) {
+        let now = self.sim.now();
+        match ev {
+            Event::PpkNeeded { sa, peer, key_id } => {
+                let t = self.gateways[gw].peer_tunnel[peer];
+                match key_id {
+                    None => {
+                        let ppk = self.tunnels[t].pending_ppk.take();
+                        self.gateways[gw].ep.provide_ppk(now.as_nanos(), sa, ppk);
+                    }
+                    Some(key_id) => {
+                        let kme = self.gateways[gw].kme.expect("checked");
+                        let entity = self.gateways[gw].entity;
+                        self.sim.schedule(
+                            entity,
+                            self.kmes[kme].latency,
+                            Ev::KeyFetch {
+                                gw,
+                                sa,
+                                tunnel: t,
+                                key_id,
+                                asked: now,
+                                attempt: 0,
+                            },
+                        );
+                    }
+                }
+            }
+            Event::Exchange { sa, stats } => {
+                let t = self.sa_tunnel.get(&(gw, sa)).copied();
+                let name = t.map(|t| self.tunnels[t].name.clone()).unwrap_or_default();
+                let kind = exchange::name(stats.exchange).unwrap_or("?").to_string();
+                if let Some(t) = t
+                    && let Some((a, Some(s))) = self.tunnels[t].attempt.as_mut()
+                    && *s == sa
+                {
+                    a.retransmissions += stats.retransmissions;
+                    a.bytes_sent += stats.request_bytes;
+                    a.bytes_received += stats.response_bytes;
+                    a.fragments_sent += stats.request_fragments;
+                    a.fragments_received += stats.response_fragments;
+                }
+                let entity = self.gateways[gw].entity;
+                let trace = NetTrace::Exchange {
+                    tunnel: &name,
+                    exchange: &kind,
+                    bytes: stats.request_bytes + stats.response_bytes,
+                    fragments: stats.request_fragments + stats.response_fragments,
+                    retransmissions: stats.retransmissions,
+                };
+                self.sim.trace(entity, &trace);
+                self.exchanges.push(ExchangeRow {
+                    tunnel: name,
+                    gateway: self.gateways[gw].name.clone(),
+                    exchange: kind,
+                    started_ns: stats.started_ns,
+                    completed_ns: stats.completed_ns,
+                    request_bytes: stats.request_bytes,
+                    request_fragments: stats.request_fragments,
+                    response_bytes: stats.response_bytes,
+                    response_fragments: stats.response_fragments,
+                    retransmissions: stats.retransmissions,
+                });
+            }
+            Event::IkeSaEstablished {
+                sa,
+                initiator: true,
+                proposal,
+                ppk,
+                keylog,
+                ..
+            } => {
+                let Some(&t) = self.sa_tunnel.get(&(gw, sa)) else {
+                    return;
+                };
+                let (ppk_text, wasted) = match &ppk {
+                    PpkOutcome::NotUsed => ("none".to_string(), false),
+                    PpkOutcome::Used { .. } => ("used".to_string(), false),
+                    PpkOutcome::Downgraded { reason } => (format!("downgraded ({reason:?})"), true),
+                };
+                let name = self.tunnels[t].name.clone();
+                let entity = self.gateways[gw].entity;
+                let spis = format!("{:016x}_{:016x}", keylog.spi_i, keylog.spi_r);
+                let ppk_id = self.tunnels[t]
+                    .attempt
+                    .as_ref()
+                    .map(|(a, _)| a.ppk_id.clone())
+                    .unwrap_or_default();
+                let trace = NetTrace::Established {
+                    tunnel: &name,
+                    spis,
+                    proposal: &proposal,
+                    ppk: &ppk_text,
+                    ppk_id: &ppk_id,
+                };
+                self.sim.trace(entity, &trace);
+                let tun = &mut self.tunnels[t];
+                let Some((a, _)) = tun.attempt.take() else {
+                    return;
+                };
+                tun.summary.established += 1;
+                tun.consecutive_failures = 0;
+                if matches!(ppk, PpkOutcome::Downgraded { .. }) {
+                    tun.summary.downgrades += 1;
+                }
+                if wasted && a.key_drawn {
+                    tun.summary.keys_wasted += 1;
+                    self.qkd.report_wasted(1);
+                }
+                self.handshakes.push(row(
+                    &name,
+                    tun.summary.attempts,
+                    &a,
+                    now,
+                    "established".into(),
+                    proposal,
+                    ppk_text,
+                ));
+                let tun = &mut self.tunnels[t];
+                tun.summary.key_wait_ns += a.key_wait.as_nanos();
+                // A reauthentication replaces the SA that was up.
+                if let Some((old, since)) = tun.current.replace((sa, now)) {
+                    tun.summary.up_ns += now.saturating_since(since).as_nanos();
+                    self.gateways[gw].ep.delete(now.as_nanos(), old);
+                }
+                if let Some(every) = self.tunnels[t].reauth_every {
+                    self.sim
+                        .schedule(entity, every, Ev::TunnelStart { tunnel: t });
+                }
+            }
+            Event::IkeSaFailed { sa, reason, .. } => {
+                let Some(&t) = self.sa_tunnel.get(&(gw, sa)) else {
+                    return;
+                };
+                let tun = &mut self.tunnels[t];
+                let is_attempt =
+                    matches!(tun.attempt, Some((_, Some(s))) if s == sa) && gw == tun.initiator;
+                if tun.current.is_some_and(|(s, _)| s == sa) {
+                    let (_, since) = tun.current.take().expect("checked");
+                    tun.summary.up_ns += now.saturating_since(since).as_nanos();
+                }
+                self.sa_tunnel.remove(&(gw, sa));
+                if !is_attempt {
+                    return;
+                }
+                let (a, _) = tun.attempt.take().expect("checked");
+                tun.summary.failed += 1;
+                tun.consecutive_failures += 1;
+                if a.key_drawn {
+                    tun.summary.keys_wasted += 1;
+                    self.qkd.report_wasted(1);
+                }
+                let name = tun.name.clone();
+                let reason = describe(&reason);
+                let entity = self.gateways[gw].entity;
+                self.sim.trace(
+                    entity,
+                    &NetTrace::Failed {
+                        tunnel: &name,
+                        reason: reason.clone(),
+                    },
+                );
+                let attempts = self.tunnels[t].summary.attempts;
+                self.handshakes.push(row(
+                    &name,
+                    attempts,
+                    &a,
+                    now,
+                    format!("failed: {reason}"),
+                    String::new(),
+                    String::new(),
+                ));
+                let tun = &mut self.tunnels[t];
+                tun.summary.key_wait_ns += a.key_wait.as_nanos();
+                let backoff = tun
+                    .retry_after
+                    .saturating_mul(1 << tun.consecutive_failures.min(5).saturating_sub(1));
+                self.sim
+                    .schedule(entity, backoff, Ev::TunnelStart { tunnel: t });
+            }
+            Event::IkeSaDeleted { sa, .. } => {
+                if let Some(t) = self.sa_tunnel.remove(&(gw, sa)) {
+                    let tun = &mut self.tunnels[t];
+                    if tun.current.is_some_and(|(s, _)| s == sa) {
+                        let (_, since) = tun.current.take().expect("checked");
+                        tun.summary.up_ns += now.saturating_since(since).as_nanos();
+                    }
+                }
+            }
+            Event::IkeSaEstablished { sa, peer, .. } => {
+                // Responder side: remember the SA for its exchanges and deletes.
+                let t = self.gateways[gw].peer_tunnel[peer];
+                self.sa_tunnel.insert((gw, sa), t);
+            }
+            Event::Keys { .. }
+            | Event::ExchangeStarted { .. }
+            | Event::ChildSaReady { .. }
+            | Event::ChildSaFailed { .. } => {}
+        }
+    }
+
+    fn results(mut self) -> Results {
+        let now = self.sim.now();
+        for t in &mut self.tunnels {
+            if let Some((_, since)) = t.current {
+                t.summary.up_ns += now.saturating_since(since).as_nanos();
+            }
+        }
+        let pools = self
+            .qkd
+            .links
+            .iter()
+            .flat_map(|l| (0..2).map(move |end| (l, end)))
+            .map(|(l, end)| {
+                let owner = self.qkd.kmes[l.ends[end]].id.clone();
+                let g = self
+                    .sim
+                    .metrics
+                    .gauge(&format!("qkd/{}/{}/level_bits", l.name, owner));
+                PoolSeries {
+                    link: l.name.clone(),
+                    owner,
+                    capacity_bits: l.halves[end].capacity_bits(),
+                    samples: self
+                        .sim
+                        .metrics
+                        .series(g)
+                        .iter()
+                        .map(|&(t, v)| (t.as_nanos(), v as u64))
+                        .collect(),
+                    generated_bits: l.halves[end].stats.generated_bits,
+                    delivered_keys: l.halves[end].stats.delivered_keys,
+                    refused_requests: l.halves[end].stats.refused_requests,
+                }
+            })
+            .collect();
+        let links = self
+            .links
+            .iter()
+            .flat_map(|l| {
+                let names = [
+                    &self.gateways[l.ends[0]].name,
+                    &self.gateways[l.ends[1]].name,
+                ];
+                (0..2).map(move |d| LinkSummary {
+                    link: l.name.clone(),
+                    direction: format!("{}>{}", names[d], names[1 - d]),
+                    stats: l.channels[d].stats().clone(),
+                })
+            })
+            .collect();
+        let fingerprint = self.sim.trace.fingerprint().to_string();
+        Results {
+            seed: self.sim.seed(),
+            crypto: self
+                .gateways
+                .first()
+                .map_or("real", |g| g.ep.crypto_name())
+                .to_string(),
+            duration_ns: self.cfg.duration.as_nanos(),
+            events: self.sim.events_processed(),
+            fingerprint,
+            tunnels: self.tunnels.iter().map(|t| t.summary.clone()).collect(),
+            handshakes: self.handshakes,
+            exchanges: self.exchanges,
+            key_requests: self.key_requests,
+            pools,
+            links,
+            qkd: self.qkd.stats.clone(),
+            endpoints: self
+                .gateways
+                .iter()
+                .map(|g| (g.name.clone(), g.ep.stats().clone()))
+                .collect(),
+        }
+    }
+
+    /// Ends the run's trace (flushing its file) and returns the tracer's verdict.
+    pub fn finish_trace(tracer: Tracer) -> std::io::Result<sim_core::Fingerprint> {
+        tracer.finish()
+    }
+}
+
+fn row(
+    name: &str,
+    attempt: u32,
+    a: &Attempt,
+    now: SimTime,
+    outcome: String,
+    proposal: String,
+    ppk: String,
+) -> HandshakeRow {
+    HandshakeRow {
+        tunnel: name.to_string(),
+        attempt,
+        requested_ns: a.requested.as_nanos(),
+        key_wait_ns: a.key_wait.as_nanos(),
+        ike_started_ns: a.ike_started.as_nanos(),
+        ended_ns: now.as_nanos(),
+        outcome,
+        duration_ns: now.saturating_since(a.ike_started).as_nanos(),
+        proposal,
+        ppk,
+        ppk_id: a.ppk_id.clone(),
+        retransmissions: a.retransmissions,
+        bytes_sent: a.bytes_sent,
+        bytes_received: a.bytes_received,
+        fragments_sent: a.fragments_sent,
+        fragments_received: a.fragments_received,
+    }
+}
+
+fn describe(r: &FailReason) -> String {
+    match r {
+        FailReason::RetransmitTimeout { exchange: x } => format!(
+            "retransmit timeout in {}",
+            exchange::name(*x).unwrap_or("?")
+        ),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,169 @@
+//! Whole simulated networks: gateways, lossy links, QKD key managers and tunnels.
+
+use netsim::{Outputs, World, WorldConfig};
+
+fn config(text: &str) -> WorldConfig {
+    toml::from_str(text).unwrap()
+}
+
+fn run(text: &str, seed: u64) -> netsim::Results {
+    World::new(config(text), seed, sim_core::Tracer::new())
+        .unwrap()
+        .run(Outputs::none())
+}
+
+const PAIR: &str = r#"
+duration = "2m"
+[[gateway]]
+name = "gw-a"
+address = "10.0.0.1"
+kme = "kme-a"
+[[gateway]]
+name = "gw-b"
+address = "10.0.0.2"
+kme = "kme-b"
+[[link]]
+a = "gw-a"
+b = "gw-b"
+params = { latency = "15ms", mtu = 1280, loss = { model = "bernoulli", probability = 0.02 } }
+[[kme]]
+name = "kme-a"
+[[kme]]
+name = "kme-b"
+[[qkd_link]]
+a = "kme-a"
+b = "kme-b"
+pool = { rate_bps = 1000, capacity_bits = 1000000, initial_bits = 51200 }
+[[tunnel]]
+name = "t1"
+initiator = "gw-a"
+responder = "gw-b"
+ppk = "required"
+reauth_every = "20s"
+"#;
+
+#[test]
+fn tunnels_come_up_with_qkd_ppks_and_reauthenticate() {
+    let r = run(PAIR, 1);
+    let t = &r.tunnels[0];
+    // Up at ~0 s, then a fresh IKE SA (and a fresh key) every 20 s.
+    assert!(t.established >= 6, "{t:?}");
+    assert_eq!(t.keys_drawn, t.attempts);
+    assert!(
+        r.handshakes
+            .iter()
+            .filter(|h| h.outcome == "established")
+            .all(|h| h.ppk == "used" && h.ppk_id.len() == 36)
+    );
+    assert!(r.handshakes[0].proposal.contains("ke1_mlkem768"));
+    // Keys went through real ETSI 014 calls: enc_keys at A, dec_keys at B.
+    let ops: Vec<(&str, u16)> = r
+        .key_requests
+        .iter()
+        .map(|k| (k.op.as_str(), k.status))
+        .collect();
+    assert!(ops.contains(&("enc_keys", 200)) && ops.contains(&("dec_keys", 200)));
+    assert_eq!(r.qkd.keys_delivered, r.qkd.keys_fetched + r.qkd.keys_wasted);
+    // IKE_INTERMEDIATE exchanges carried the ML-KEM-768 key shares.
+    assert!(
+        r.exchanges
+            .iter()
+            .any(|e| e.exchange == "IKE_INTERMEDIATE" && e.request_bytes == 1249)
+    );
+    // The pool was sampled and went down with every key.
+    let a_half = r.pools.iter().find(|p| p.owner == "kme-a").unwrap();
+    assert!(a_half.samples.len() > 5 && a_half.delivered_keys as u32 == t.keys_drawn);
+}
+
+#[test]
+fn same_seed_same_run_other_seed_other_run() {
+    let (a, b, c) = (run(PAIR, 7), run(PAIR, 7), run(PAIR, 8));
+    assert_eq!(a.fingerprint, b.fingerprint);
+    assert_eq!(
+        serde_json::to_string(&a).unwrap(),
+        serde_json::to_string(&b).unwrap()
+    );
+    assert_ne!(a.fingerprint, c.fingerprint);
+}
+
+#[test]
+fn an_empty_pool_makes_required_tunnels_wait_and_optional_ones_downgrade() {
+    // 256 bits at 128 bit/s: one key every 2 s per half; the tunnel wants one every 1 s.
+    let starve = |ppk: &str| {
+        PAIR.replace(
+            "pool = { rate_bps = 1000, capacity_bits = 1000000, initial_bits = 51200 }",
+            "pool = { rate_bps = 256, capacity_bits = 100000 }",
+        )
+        .replace("reauth_every = \"20s\"", "reauth_every = \"1s\"")
+        .replace("ppk = \"required\"", &format!("ppk = \"{ppk}\""))
+        .replace(
+            "loss = { model = \"bernoulli\", probability = 0.02 }",
+            "jitter = \"0s\"",
+        )
+    };
+    let r = run(&starve("required"), 1);
+    let t = &r.tunnels[0];
+    assert!(t.key_wait_ns > 30_000_000_000, "{t:?}");
+    assert_eq!(t.downgrades, 0);
+    assert!(r.key_requests.iter().any(|k| k.status == 503));
+    let r = run(&starve("optional"), 1);
+    let t = &r.tunnels[0];
+    assert!(t.downgrades > 10, "{t:?}");
+    // No waiting beyond the KME's 5 ms answer per attempt.
+    assert_eq!(t.key_wait_ns, t.attempts as u64 * 5_000_000);
+}
+
+#[test]
+fn keys_are_relayed_through_a_trusted_node_and_skip_works_too() {
+    let relayed = PAIR
+        .replace(
+            "[[qkd_link]]\na = \"kme-a\"\nb = \"kme-b\"",
+            "[[kme]]\nname = \"kme-t\"\n[[qkd_link]]\na = \"kme-a\"\nb = \"kme-t\"\npool = { rate_bps = 1000, capacity_bits = 1000000, initial_bits = 51200 }\n[[qkd_link]]\na = \"kme-t\"\nb = \"kme-b\"",
+        )
+        .replace("duration = \"2m\"", "duration = \"2m\"\nrelay_latency = \"20ms\"");
+    let r = run(&relayed, 3);
+    assert!(r.tunnels[0].established >= 6, "{:?}", r.tunnels[0]);
+    assert_eq!(r.qkd.relay_keys, r.qkd.keys_delivered);
+    let skip = relayed
+        .replace(
+            "[[kme]]\nname = \"kme-a\"",
+            "[[kme]]\nname = \"kme-a\"\napi = \"skip\"",
+        )
+        .replace(
+            "[[kme]]\nname = \"kme-b\"",
+            "[[kme]]\nname = \"kme-b\"\napi = \"skip\"",
+        );
+    let r = run(&skip, 3);
+    assert!(r.tunnels[0].established >= 6);
+    assert!(
+        r.key_requests
+            .iter()
+            .any(|k| k.api == "skip" && k.op == "key_by_id" && k.status == 200)
+    );
+}
+
+#[test]
+fn bad_configurations_name_the_field() {
+    let bad = |text: String| {
+        World::new(config(&text), 1, sim_core::Tracer::new())
+            .err()
+            .unwrap()
+            .field
+    };
+    assert_eq!(
+        bad(PAIR.replace("initiator = \"gw-a\"", "initiator = \"gw-x\"")),
+        "tunnel[0].initiator"
+    );
+    assert_eq!(bad(PAIR.replace("kme = \"kme-b\"", "")), "tunnel[0].ppk");
+    assert_eq!(
+        bad(PAIR.replace("mtu = 1280", "mtu = 20")),
+        "link[0].params.mtu"
+    );
+    assert_eq!(
+        bad(PAIR.replace(
+            "ppk = \"required\"",
+            "ppk = \"required\"\nike = [\"aes256gcm16-prfsha256-kyber\"]"
+        )),
+        "tunnel[0].ike"
+    );
+}

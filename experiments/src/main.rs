@@ -1,8 +1,10 @@
 //! `qsafe`: the command-line front end of the simulator.
 //!
-//! With no arguments it runs the built-in demo and writes its results under `out/demo`.
+//! With no arguments it runs the built-in demo scenario and writes its results under
+//! `out/demo`.
 
 mod live;
+mod run;
 
 use std::fs;
 use std::io::BufWriter;
@@ -16,8 +18,8 @@ use sha2::{Digest, Sha256};
 use sim_core::pcap::PcapSink;
 use sim_core::{TraceFilter, Tracer};
 
-/// The demo scenario, compiled in so that `cargo run --release` needs no files.
-const DEMO: &str = include_str!("../scenarios/demo-link.toml");
+/// The link-probe example, compiled in for `qsafe probe` without a file.
+const PROBE_DEMO: &str = include_str!("../scenarios/demo-link.toml");
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +34,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Simulate a scenario: gateways, links, QKD key managers, tunnels.
+    Run(run::RunArgs),
     /// Characterize a link: two hosts exchange numbered UDP probes over it and measure
     /// loss, bursts, latency and goodput.
     Probe(RunArgs),
@@ -98,6 +102,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Some(Command::Run(args)) => run::command(&args, "run"),
         Some(Command::Probe(args)) => probe_command(&args),
         Some(Command::Live(args)) => {
             let cfg = live::load(&args.config)?;
@@ -107,14 +112,17 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        None => probe_command(&RunArgs {
-            config: None,
-            seed: 1,
-            out: Some(PathBuf::from("out/demo")),
-            trace: None,
-            pcap: false,
-            quiet: false,
-        }),
+        None => run::command(
+            &run::RunArgs {
+                scenario: None,
+                seed: None,
+                out: None,
+                trace: None,
+                pcap: false,
+                quiet: false,
+            },
+            "demo",
+        ),
     }
 }
 
@@ -124,7 +132,7 @@ fn probe_command(args: &RunArgs) -> Result<()> {
             fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
             path.display().to_string(),
         ),
-        None => (DEMO.to_string(), "built-in demo".to_string()),
+        None => (PROBE_DEMO.to_string(), "built-in probe example".to_string()),
     };
     let cfg = parse_probe_config(&text).with_context(|| format!("in {scenario}"))?;
     let out = args

@@ -163,3 +163,62 @@ fn a_bad_file_names_the_file_and_the_field() {
         );
     }
 }
+
+#[test]
+fn run_reproduces_a_scenario_and_reports_bad_files_precisely() {
+    let dir = scratch("run");
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/demo.toml");
+    let run = |seed: &str, out: &str| {
+        let o = stdout(&qsafe(&[
+            "run",
+            demo,
+            "--seed",
+            seed,
+            "--quiet",
+            "--out",
+            dir.join(out).to_str().unwrap(),
+        ]));
+        (
+            fingerprint(&o),
+            fs::read(dir.join(out).join("results.json")).unwrap(),
+            o,
+        )
+    };
+    let (f1, r1, o1) = run("3", "a");
+    let (f2, r2, _) = run("3", "b");
+    let (f3, _, _) = run("4", "c");
+    assert_eq!((f1.clone(), r1), (f2, r2));
+    assert_ne!(f1, f3);
+    assert!(
+        o1.contains("branch-4") && o1.contains(&format!("reproduce: qsafe run {demo} --seed 3")),
+        "{o1}"
+    );
+    let csv = fs::read_to_string(dir.join("a/handshakes.csv")).unwrap();
+    assert!(
+        csv.lines().count() > 50 && csv.contains(",\"established\","),
+        "{csv}"
+    );
+
+    let bad = dir.join("bad.toml");
+    fs::write(
+        &bad,
+        "duration = \"1h\"\n[[gateway]]\nname = \"a\"\naddress = \"10.0.0.300\"\n",
+    )
+    .unwrap();
+    let o = qsafe(&["run", bad.to_str().unwrap(), "--quiet"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("bad.toml")
+            && err.contains("line 4")
+            && err.contains("gateway[0].address"),
+        "{err}"
+    );
+    fs::write(&bad, "duration = \"1h\"\n[[gateway]]\nname = \"a\"\naddress = \"10.0.0.1\"\n[[tunnel]]\nname = \"t\"\ninitiator = \"a\"\nresponder = \"zz\"\n").unwrap();
+    let o = qsafe(&["run", bad.to_str().unwrap(), "--quiet"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("tunnel[0].responder"),
+        "{err}"
+    );
+}

@@ -11,6 +11,9 @@ use sim_core::{SimDuration, SimTime};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorldConfig {
+    /// The master seed, unless the command line gives one.
+    #[serde(default)]
+    pub seed: Option<u64>,
     pub duration: SimDuration,
     /// `real` (default) or `model` crypto for every gateway.
     #[serde(default)]

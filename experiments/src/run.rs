@@ -1,0 +1,200 @@
+//! `qsafe run SCENARIO`: one simulation of a scenario file; results as JSON and CSV, a
+//! manifest, optional trace and capture, a summary, the fingerprint, and the command
+//! that reproduces the run.
+
+use std::fs;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use netsim::{Outputs, Results, World, WorldConfig};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sim_core::pcap::PcapSink;
+use sim_core::{TraceFilter, Tracer};
+
+/// The demo scenario, compiled in so that `cargo run --release` needs no files.
+pub const DEMO: &str = include_str!("../scenarios/demo.toml");
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Scenario file (TOML); the built-in demo when omitted.
+    pub scenario: Option<PathBuf>,
+    /// Master seed (default: the scenario's `seed`, else 1).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Directory for results (default: out/<scenario name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write trace.jsonl with the lines this filter selects (`all`, or e.g.
+    /// `entity=gw/*,kind=ike.*,from=10s,until=1m`).
+    #[arg(long)]
+    pub trace: Option<String>,
+    /// Write capture.pcap with every IPv4 packet put on a link.
+    #[arg(long)]
+    pub pcap: bool,
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Serialize)]
+struct Manifest<'a> {
+    qsafe_version: &'a str,
+    experiment: &'a str,
+    scenario: String,
+    scenario_sha256: String,
+    seed: u64,
+    crypto: &'a str,
+    fingerprint: &'a str,
+    reproduce: &'a str,
+}
+
+/// Parses a scenario, naming the file, line and field of any error.
+pub fn parse_scenario(text: &str, origin: &str) -> Result<WorldConfig> {
+    let de = toml::Deserializer::parse(text).with_context(|| format!("in {origin}"))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let line = e
+            .inner()
+            .span()
+            .map(|s| 1 + text[..s.start].matches('\n').count());
+        anyhow::anyhow!(
+            "in {origin}: {}field `{}`: {}",
+            line.map(|l| format!("line {l}: ")).unwrap_or_default(),
+            e.path(),
+            e.inner().message()
+        )
+    })
+}
+
+pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
+    let (text, origin) = match &args.scenario {
+        Some(p) => (
+            fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (DEMO.to_string(), "built-in demo".to_string()),
+    };
+    let cfg = parse_scenario(&text, &origin)?;
+    let seed = args.seed.or(cfg.seed).unwrap_or(1);
+    let out = args.out.clone().unwrap_or_else(|| {
+        let stem = args
+            .scenario
+            .as_ref()
+            .and_then(|p| p.file_stem())
+            .map(|s| s.to_string_lossy().to_string());
+        PathBuf::from("out").join(stem.as_deref().unwrap_or(default_out))
+    });
+    fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let tracer = match &args.trace {
+        Some(f) => {
+            let filter: TraceFilter = f.parse()?;
+            Tracer::with_output(
+                filter,
+                Box::new(BufWriter::new(create(&out.join("trace.jsonl"))?)),
+            )
+        }
+        None => Tracer::new(),
+    };
+    let world =
+        World::new(cfg, seed, Tracer::new()).map_err(|e| anyhow::anyhow!("in {origin}: {e}"))?;
+    let mut pcap = match args.pcap {
+        true => {
+            let w: Box<dyn std::io::Write> =
+                Box::new(BufWriter::new(create(&out.join("capture.pcap"))?));
+            Some(PcapSink::new(w)?)
+        }
+        false => None,
+    };
+    let results = world.run(Outputs {
+        tracer,
+        pcap: pcap.as_mut(),
+        progress: !args.quiet,
+    });
+    if let Some(p) = pcap {
+        p.finish()?.flush().context("writing capture.pcap")?;
+    }
+
+    let reproduce = match &args.scenario {
+        Some(p) => format!("qsafe run {} --seed {seed}", p.display()),
+        None => format!("qsafe run --seed {seed}"),
+    };
+    let manifest = Manifest {
+        qsafe_version: env!("CARGO_PKG_VERSION"),
+        experiment: "run",
+        scenario: origin,
+        scenario_sha256: Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        seed,
+        crypto: &results.crypto,
+        fingerprint: &results.fingerprint,
+        reproduce: &reproduce,
+    };
+    write_json(&out.join("manifest.json"), &manifest)?;
+    write_json(&out.join("results.json"), &results)?;
+    fs::write(out.join("handshakes.csv"), results.handshakes_csv())?;
+    print_summary(&results);
+    println!("results: {}", out.display());
+    println!("fingerprint: {}", results.fingerprint);
+    println!("reproduce: {reproduce}");
+    Ok(())
+}
+
+fn print_summary(r: &Results) {
+    println!("crypto: {}   events: {}", r.crypto, r.events);
+    println!(
+        "{:<12} {:>8} {:>6} {:>6} {:>10} {:>6} {:>7} {:>10} {:>8} {:>12}",
+        "tunnel",
+        "attempts",
+        "up",
+        "failed",
+        "downgrade",
+        "keys",
+        "wasted",
+        "key wait",
+        "up time",
+        "median hs"
+    );
+    for t in &r.tunnels {
+        let mut times: Vec<u64> = r
+            .handshakes
+            .iter()
+            .filter(|h| h.tunnel == t.tunnel && h.outcome == "established")
+            .map(|h| h.duration_ns)
+            .collect();
+        times.sort_unstable();
+        let median = times
+            .get(times.len() / 2)
+            .map_or("-".into(), |&ns| format!("{:.1} ms", ns as f64 / 1e6));
+        println!(
+            "{:<12} {:>8} {:>6} {:>6} {:>10} {:>6} {:>7} {:>9.1}s {:>7.1}% {:>12}",
+            t.tunnel,
+            t.attempts,
+            t.established,
+            t.failed,
+            t.downgrades,
+            t.keys_drawn,
+            t.keys_wasted,
+            t.key_wait_ns as f64 / 1e9,
+            100.0 * t.up_ns as f64 / r.duration_ns.max(1) as f64,
+            median
+        );
+    }
+    let q = &r.qkd;
+    println!(
+        "qkd: {} keys delivered, {} fetched, {} wasted, {} requests refused, {} relay hops",
+        q.keys_delivered, q.keys_fetched, q.keys_wasted, q.requests_refused, q.relay_keys
+    );
+}
+
+fn create(path: &Path) -> Result<fs::File> {
+    fs::File::create(path).with_context(|| format!("creating {}", path.display()))
+}
+
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,112 @@
+//! Simulator throughput on a hub with many spokes, each tunnel re-authenticating every
+//! minute with a hybrid X25519 + ML-KEM-768 handshake and a QKD PPK: simulated
+//! handshakes per second of wall time with real crypto, beside the same run with model
+//! crypto (the ratio is what model mode buys a sweep). Compare the real-crypto figure
+//! with the bare crypto floor that `cargo bench -p ikev2` prints.
+//!
+//! Run with `cargo bench -p netsim`.
+
+use std::time::Instant;
+
+use netsim::config::{
+    CryptoMode, GatewayConfig, KmeConfig, LinkSpec, PpkMode, QkdLinkSpec, TunnelSpec, WorldConfig,
+};
+use netsim::{Outputs, World};
+use sim_core::{SimDuration, SimTime, Tracer};
+
+fn hub_and_spoke(spokes: u32, duration: SimDuration, crypto: CryptoMode) -> WorldConfig {
+    let mut cfg = WorldConfig {
+        seed: None,
+        duration,
+        crypto,
+        sample_every: SimDuration::from_secs(60),
+        relay_latency: SimDuration::ZERO,
+        gateways: vec![GatewayConfig {
+            name: "hub".into(),
+            address: "10.0.0.1".parse().unwrap(),
+            kme: Some("kme-hub".into()),
+        }],
+        links: Vec::new(),
+        kmes: vec![KmeConfig {
+            name: "kme-hub".into(),
+            api: Default::default(),
+            request_latency: SimDuration::from_millis(5),
+            schedule: vec![],
+        }],
+        qkd_links: Vec::new(),
+        tunnels: Vec::new(),
+    };
+    for i in 0..spokes {
+        let name = format!("spoke-{i}");
+        let kme = format!("kme-{i}");
+        cfg.gateways.push(GatewayConfig {
+            name: name.clone(),
+            address: format!("10.{}.{}.1", 1 + i / 250, i % 250).parse().unwrap(),
+            kme: Some(kme.clone()),
+        });
+        let mut params = link::LinkConfig {
+            latency: SimDuration::from_millis(10 + (i % 20) as u64),
+            mtu: 1280,
+            ..Default::default()
+        };
+        params.loss = link::LossModel::Bernoulli { probability: 0.01 };
+        cfg.links.push(LinkSpec {
+            a: "hub".into(),
+            b: name.clone(),
+            params,
+        });
+        cfg.kmes.push(KmeConfig {
+            name: kme.clone(),
+            api: Default::default(),
+            request_latency: SimDuration::from_millis(5),
+            schedule: vec![],
+        });
+        let mut pool = qkd::PoolConfig::fixed(2000, 1 << 20);
+        pool.initial_bits = 1 << 19;
+        cfg.qkd_links.push(QkdLinkSpec {
+            a: kme,
+            b: "kme-hub".into(),
+            pool,
+        });
+        cfg.tunnels.push(TunnelSpec {
+            name: name.clone(),
+            initiator: name,
+            responder: "hub".into(),
+            ike: vec!["aes256gcm16-prfsha256-x25519-ke1_mlkem768".into()],
+            esp: vec!["aes256gcm16".into()],
+            ppk: PpkMode::Required,
+            start: SimTime::ZERO + SimDuration::from_millis(i as u64 * 37),
+            reauth_every: Some(SimDuration::from_secs(60)),
+            retry_after: SimDuration::from_secs(1),
+            fragment_size: 1280,
+        });
+    }
+    cfg
+}
+
+fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let (spokes, minutes) = if quick { (5, 2) } else { (200, 30) };
+    let mut rates = Vec::new();
+    for crypto in [CryptoMode::Real, CryptoMode::Model] {
+        let cfg = hub_and_spoke(spokes, SimDuration::from_secs(60 * minutes), crypto);
+        let start = Instant::now();
+        let r = World::new(cfg, 1, Tracer::new())
+            .unwrap()
+            .run(Outputs::none());
+        let secs = start.elapsed().as_secs_f64();
+        let handshakes: u32 = r.tunnels.iter().map(|t| t.established).sum();
+        let rate = handshakes as f64 / secs;
+        println!(
+            "{crypto:?}: {spokes} tunnels, {minutes} simulated minutes: {handshakes} handshakes, {} events in {secs:.2} s = {rate:.0} handshakes/s, {:.2} M events/s, {:.0}x real time",
+            r.events,
+            r.events as f64 / secs / 1e6,
+            60.0 * minutes as f64 / secs
+        );
+        rates.push(rate);
+    }
+    println!(
+        "model crypto runs {:.1}x as many handshakes per second as real crypto",
+        rates[1] / rates[0]
+    );
+}

@@ -495,6 +495,14 @@ impl World {
         self.results()
     }
 
+    /// The ID of a gateway's key manager (SKIP's system ID), empty if it has none.
+    fn kme_id_of(&self, gw: usize) -> String {
+        self.gateways[gw]
+            .kme
+            .map(|k| self.qkd.kmes[k].id.clone())
+            .unwrap_or_default()
+    }
+
     fn now_ns(&self) -> u64 {
         self.sim.now().as_nanos()
     }
@@ -627,10 +635,7 @@ impl World {
                 ("enc_keys", r, key)
             }
             KeyApi::Skip => {
-                let remote = self.gateways[res]
-                    .kme
-                    .map(|k| self.qkd.kmes[k].id.clone())
-                    .unwrap_or_default();
+                let remote = self.kme_id_of(res);
                 let r = skip::handle(
                     &mut self.qkd,
                     now,
@@ -771,10 +776,7 @@ impl World {
                 ("dec_keys", r, key.map(|k| k.1))
             }
             KeyApi::Skip => {
-                let origin = self.gateways[ini]
-                    .kme
-                    .map(|k| self.qkd.kmes[k].id.clone())
-                    .unwrap_or_default();
+                let origin = self.kme_id_of(ini);
                 let r = skip::handle(
                     &mut self.qkd,
                     now,

@@ -200,6 +200,42 @@ fn first_error(payloads: &[Payload]) -> Option<u16> {
     })
 }
 
+/// The payloads of an IKE_AUTH message: IDs, AUTH data, the Child SA proposals and
+/// traffic selectors.
+struct AuthPayloads<'a> {
+    idi: Option<(u8, &'a Vec<u8>)>,
+    idr: Option<(u8, &'a Vec<u8>)>,
+    auth: Option<&'a Vec<u8>>,
+    esp: Option<&'a Vec<crate::message::Proposal>>,
+    tsi: Option<&'a Vec<TrafficSelector>>,
+    tsr: Option<&'a Vec<TrafficSelector>>,
+}
+
+impl<'a> AuthPayloads<'a> {
+    fn of(payloads: &'a [Payload]) -> Self {
+        let mut a = AuthPayloads {
+            idi: None,
+            idr: None,
+            auth: None,
+            esp: None,
+            tsi: None,
+            tsr: None,
+        };
+        for p in payloads {
+            match p {
+                Payload::IdI { id_type, data } => a.idi = Some((*id_type, data)),
+                Payload::IdR { id_type, data } => a.idr = Some((*id_type, data)),
+                Payload::Auth { data, .. } => a.auth = Some(data),
+                Payload::Sa(props) => a.esp = Some(props),
+                Payload::TsI(t) => a.tsi = Some(t),
+                Payload::TsR(t) => a.tsr = Some(t),
+                _ => {}
+            }
+        }
+        a
+    }
+}
+
 fn host_ts(a: IpAddr) -> TrafficSelector {
     TrafficSelector {
         ip_protocol: 0,
@@ -1349,21 +1385,14 @@ impl IkeSa {
         ppk: Option<Vec<u8>>,
     ) -> Result<(), FailReason> {
         let mid = header.message_id;
-        let mut idi = None;
-        let mut auth = None;
-        let mut esp = None;
-        let mut tsi = None;
-        let mut tsr = None;
-        for p in &payloads {
-            match p {
-                Payload::IdI { id_type, data } => idi = Some((*id_type, data)),
-                Payload::Auth { data, .. } => auth = Some(data),
-                Payload::Sa(props) => esp = Some(props),
-                Payload::TsI(t) => tsi = Some(t),
-                Payload::TsR(t) => tsr = Some(t),
-                _ => {}
-            }
-        }
+        let AuthPayloads {
+            idi,
+            auth,
+            esp,
+            tsi,
+            tsr,
+            ..
+        } = AuthPayloads::of(&payloads);
         let expected_id = ctx.peer.remote_id.to_wire();
         let fail_auth = |sa: &mut Self, ctx: &mut Ctx<'_>| {
             sa.send_response(
@@ -1517,21 +1546,14 @@ impl IkeSa {
             }
             None => plain,
         };
-        let mut idr = None;
-        let mut auth = None;
-        let mut esp = None;
-        let mut tsi = None;
-        let mut tsr = None;
-        for p in payloads {
-            match p {
-                Payload::IdR { id_type, data } => idr = Some((*id_type, data)),
-                Payload::Auth { data, .. } => auth = Some(data),
-                Payload::Sa(props) => esp = Some(props),
-                Payload::TsI(t) => tsi = Some(t),
-                Payload::TsR(t) => tsr = Some(t),
-                _ => {}
-            }
-        }
+        let AuthPayloads {
+            idr,
+            auth,
+            esp,
+            tsi,
+            tsr,
+            ..
+        } = AuthPayloads::of(payloads);
         let expected_id = ctx.peer.remote_id.to_wire();
         let id_ok = idr.is_some_and(|(t, d)| (t, d) == (expected_id.0, &expected_id.1));
         let id_rest = ctx.peer.remote_id.rest_of_payload();

@@ -5,6 +5,7 @@
 
 mod live;
 mod run;
+mod sweep;
 
 use std::fs;
 use std::io::BufWriter;
@@ -36,6 +37,14 @@ struct Cli {
 enum Command {
     /// Simulate a scenario: gateways, links, QKD key managers, tunnels.
     Run(run::RunArgs),
+    /// Run a grid of scenario parameters times seeds, in parallel, optionally one shard.
+    Sweep(sweep::SweepArgs),
+    /// Merge the rows of sweep directories (e.g. one per shard) into OUT/summary.csv.
+    Merge {
+        out: PathBuf,
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
     /// Characterize a link: two hosts exchange numbered UDP probes over it and measure
     /// loss, bursts, latency and goodput.
     Probe(RunArgs),
@@ -103,6 +112,8 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Run(args)) => run::command(&args, "run"),
+        Some(Command::Sweep(args)) => sweep::sweep(&args),
+        Some(Command::Merge { out, dirs }) => sweep::merge(&out, &dirs),
         Some(Command::Probe(args)) => probe_command(&args),
         Some(Command::Live(args)) => {
             let cfg = live::load(&args.config)?;

@@ -7,7 +7,7 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use netsim::{Outputs, Results, World, WorldConfig};
+use netsim::{Outputs, Results, World};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sim_core::pcap::PcapSink;
@@ -50,23 +50,6 @@ struct Manifest<'a> {
     reproduce: &'a str,
 }
 
-/// Parses a scenario, naming the file, line and field of any error.
-pub fn parse_scenario(text: &str, origin: &str) -> Result<WorldConfig> {
-    let de = toml::Deserializer::parse(text).with_context(|| format!("in {origin}"))?;
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let line = e
-            .inner()
-            .span()
-            .map(|s| 1 + text[..s.start].matches('\n').count());
-        anyhow::anyhow!(
-            "in {origin}: {}field `{}`: {}",
-            line.map(|l| format!("line {l}: ")).unwrap_or_default(),
-            e.path(),
-            e.inner().message()
-        )
-    })
-}
-
 pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
     let (text, origin) = match &args.scenario {
         Some(p) => (
@@ -75,7 +58,7 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
         ),
         None => (DEMO.to_string(), "built-in demo".to_string()),
     };
-    let cfg = parse_scenario(&text, &origin)?;
+    let cfg = topologies::parse(&text, &origin)?;
     let seed = args.seed.or(cfg.seed).unwrap_or(1);
     let out = args.out.clone().unwrap_or_else(|| {
         let stem = args
@@ -142,7 +125,7 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
     Ok(())
 }
 
-fn print_summary(r: &Results) {
+pub fn print_summary(r: &Results) {
     println!("crypto: {}   events: {}", r.crypto, r.events);
     println!(
         "{:<12} {:>8} {:>6} {:>6} {:>10} {:>6} {:>7} {:>10} {:>8} {:>12}",

@@ -1,1 +1,485 @@
-//! Scenario files, topology generators and validation (to come: scenario issue).
+//! Scenario files: TOML that a person writes, expanded into a `netsim::WorldConfig`.
+//!
+//! A scenario lists gateways, links, key managers, QKD links and tunnels by hand, or
+//! asks a generator for them with a `[topology]` table:
+//!
+//! ```toml
+//! [topology]
+//! kind = "hub-and-spoke"      # point-to-point, hub-and-spoke, full-mesh, chain, ring, random
+//! nodes = 300                 # spokes, mesh size, trusted nodes of a chain, ring size, graph size
+//! link = { latency = "10ms", mtu = 1280 }                  # every IP link
+//! qkd = { rate_bps = 1000, capacity_bits = 1048576 }       # every QKD link (omit: no QKD)
+//! tunnel = { ppk = "required", reauth_every = "10m" }      # every tunnel
+//! ```
+//!
+//! Generated items are appended to any written by hand. Expansion works on the TOML
+//! value, so the same dotted paths address written and generated parameters alike
+//! (sweeps use [`set_path`]), and errors still name the file, the line and the field.
+
+use std::collections::BTreeSet;
+
+use netsim::WorldConfig;
+use toml::{Table, Value};
+
+/// A scenario could not be used; the message names the place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ScenarioError(pub String);
+
+fn fail(origin: &str, msg: impl std::fmt::Display) -> ScenarioError {
+    ScenarioError(format!("in {origin}: {msg}"))
+}
+
+/// Parses scenario text (with an optional `[topology]`) into a world configuration.
+pub fn parse(text: &str, origin: &str) -> Result<WorldConfig, ScenarioError> {
+    let value: Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| fail(origin, one_line(&e.to_string())))?;
+    let expanded = expand(value).map_err(|e| fail(origin, e))?;
+    // Expanded values have no spans: report by field when the error is in generated
+    // parts, by line when it is in the text itself.
+    if expanded.1 {
+        from_table(expanded.0).map_err(|e| fail(origin, e))
+    } else {
+        let de =
+            toml::Deserializer::parse(text).map_err(|e| fail(origin, one_line(&e.to_string())))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let line = e
+                .inner()
+                .span()
+                .map(|s| 1 + text[..s.start].matches('\n').count());
+            let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();
+            fail(
+                origin,
+                format!("{at}field `{}`: {}", e.path(), e.inner().message()),
+            )
+        })
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Deserializes an already expanded table, naming the field of any error.
+pub fn from_table(t: Table) -> Result<WorldConfig, String> {
+    serde_path_to_error::deserialize(Value::Table(t))
+        .map_err(|e| format!("field `{}`: {}", e.path(), e.inner().message()))
+}
+
+/// Expands `[topology]` into gateways, links, KMEs, QKD links and tunnels. Returns the
+/// table and whether anything was generated.
+pub fn expand(mut t: Table) -> Result<(Table, bool), String> {
+    let Some(topo) = t.remove("topology") else {
+        return Ok((t, false));
+    };
+    let Value::Table(topo) = topo else {
+        return Err("`topology` must be a table".into());
+    };
+    let g = Generated::from(&topo)?;
+    for (key, items) in [
+        ("gateway", g.gateways),
+        ("link", g.links),
+        ("kme", g.kmes),
+        ("qkd_link", g.qkd_links),
+        ("tunnel", g.tunnels),
+    ] {
+        let entry = t.entry(key).or_insert_with(|| Value::Array(Vec::new()));
+        let Value::Array(list) = entry else {
+            return Err(format!("`{key}` must be an array of tables"));
+        };
+        list.extend(items.into_iter().map(Value::Table));
+    }
+    Ok((t, true))
+}
+
+#[derive(Default)]
+struct Generated {
+    gateways: Vec<Table>,
+    links: Vec<Table>,
+    kmes: Vec<Table>,
+    qkd_links: Vec<Table>,
+    tunnels: Vec<Table>,
+}
+
+fn table(pairs: &[(&str, Value)]) -> Table {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+fn s(x: impl Into<String>) -> Value {
+    Value::String(x.into())
+}
+
+impl Generated {
+    fn from(topo: &Table) -> Result<Generated, String> {
+        let known: BTreeSet<&str> = [
+            "kind",
+            "nodes",
+            "link",
+            "qkd",
+            "tunnel",
+            "kme",
+            "edge_probability",
+            "graph_seed",
+            "stagger",
+        ]
+        .into();
+        if let Some(k) = topo.keys().find(|k| !known.contains(k.as_str())) {
+            return Err(format!(
+                "field `topology.{k}`: unknown key (expected one of {known:?})"
+            ));
+        }
+        let kind = topo
+            .get("kind")
+            .and_then(Value::as_str)
+            .ok_or("field `topology.kind`: expected a string")?;
+        let n = match topo.get("nodes") {
+            None => 2,
+            Some(v) => v
+                .as_integer()
+                .filter(|&n| (1..=100_000).contains(&n))
+                .ok_or("field `topology.nodes`: expected an integer in 1..=100000")?
+                as usize,
+        };
+        let sub = |k: &str| -> Result<Table, String> {
+            match topo.get(k) {
+                None => Ok(Table::new()),
+                Some(Value::Table(t)) => Ok(t.clone()),
+                Some(_) => Err(format!("field `topology.{k}`: expected a table")),
+            }
+        };
+        let (link, qkd, tunnel, kme) = (
+            sub("link")?,
+            topo.get("qkd").and_then(Value::as_table).cloned(),
+            sub("tunnel")?,
+            sub("kme")?,
+        );
+        let stagger = topo
+            .get("stagger")
+            .and_then(Value::as_str)
+            .unwrap_or("37ms")
+            .parse::<sim_core::SimDuration>()
+            .map_err(|e| format!("field `topology.stagger`: {e}"))?;
+        let mut g = Generated::default();
+        let gw = |g: &mut Generated, name: &str, i: usize| {
+            let addr = format!(
+                "10.{}.{}.{}",
+                i / 62_500 % 250 + 1,
+                i / 250 % 250,
+                i % 250 + 1
+            );
+            let mut t = table(&[("name", s(name)), ("address", s(addr))]);
+            if qkd.is_some() {
+                t.insert("kme".into(), s(format!("kme-{name}")));
+                let mut k = kme.clone();
+                k.insert("name".into(), s(format!("kme-{name}")));
+                g.kmes.push(k);
+            }
+            g.gateways.push(t);
+        };
+        let ip = |g: &mut Generated, a: &str, b: &str| {
+            g.links.push(table(&[
+                ("a", s(a)),
+                ("b", s(b)),
+                ("params", Value::Table(link.clone())),
+            ]))
+        };
+        let qkd_link = |g: &mut Generated, a: &str, b: &str| {
+            if let Some(pool) = &qkd {
+                g.qkd_links.push(table(&[
+                    ("a", s(a)),
+                    ("b", s(b)),
+                    ("pool", Value::Table(pool.clone())),
+                ]));
+            }
+        };
+        let tun = |g: &mut Generated, a: &str, b: &str| {
+            let i = g.tunnels.len() as u64;
+            let mut t = tunnel.clone();
+            t.insert("name".into(), s(format!("{a}-{b}")));
+            t.insert("initiator".into(), s(a));
+            t.insert("responder".into(), s(b));
+            t.entry("start").or_insert_with(|| {
+                s(sim_core::SimDuration::from_nanos(stagger.as_nanos() * i).to_string())
+            });
+            g.tunnels.push(t);
+        };
+        let names: Vec<String> = (0..n).map(|i| format!("gw-{i}")).collect();
+        let kme_of = |name: &str| format!("kme-{name}");
+        match kind {
+            "point-to-point" => {
+                for (i, name) in ["gw-a", "gw-b"].iter().enumerate() {
+                    gw(&mut g, name, i);
+                }
+                ip(&mut g, "gw-a", "gw-b");
+                qkd_link(&mut g, &kme_of("gw-a"), &kme_of("gw-b"));
+                tun(&mut g, "gw-a", "gw-b");
+            }
+            "hub-and-spoke" => {
+                gw(&mut g, "hub", 0);
+                for (i, name) in names.iter().enumerate() {
+                    gw(&mut g, name, i + 1);
+                    ip(&mut g, "hub", name);
+                    qkd_link(&mut g, &kme_of(name), &kme_of("hub"));
+                    tun(&mut g, name, "hub");
+                }
+            }
+            "full-mesh" | "ring" => {
+                for (i, name) in names.iter().enumerate() {
+                    gw(&mut g, name, i);
+                }
+                let pairs: Vec<(usize, usize)> = if kind == "ring" {
+                    (0..n)
+                        .map(|i| (i, (i + 1) % n))
+                        .filter(|(a, b)| a < b || (n > 2 && *b == 0))
+                        .collect()
+                } else {
+                    (0..n)
+                        .flat_map(|a| (a + 1..n).map(move |b| (a, b)))
+                        .collect()
+                };
+                for (a, b) in pairs {
+                    ip(&mut g, &names[a], &names[b]);
+                    qkd_link(&mut g, &kme_of(&names[a]), &kme_of(&names[b]));
+                    tun(&mut g, &names[a], &names[b]);
+                }
+            }
+            "chain" => {
+                // Two gateways with a direct IP link; their keys cross `nodes` trusted nodes.
+                for (i, name) in ["gw-a", "gw-b"].iter().enumerate() {
+                    gw(&mut g, name, i);
+                }
+                ip(&mut g, "gw-a", "gw-b");
+                if qkd.is_some() {
+                    let mut hops = vec![kme_of("gw-a")];
+                    for i in 0..n {
+                        let mut k = kme.clone();
+                        k.insert("name".into(), s(format!("trusted-{i}")));
+                        g.kmes.push(k);
+                        hops.push(format!("trusted-{i}"));
+                    }
+                    hops.push(kme_of("gw-b"));
+                    for w in hops.windows(2) {
+                        qkd_link(&mut g, &w[0], &w[1]);
+                    }
+                }
+                tun(&mut g, "gw-a", "gw-b");
+            }
+            "random" => {
+                let p = topo
+                    .get("edge_probability")
+                    .and_then(Value::as_float)
+                    .unwrap_or(0.3);
+                if !(0.0..=1.0).contains(&p) {
+                    return Err("field `topology.edge_probability`: must be within [0, 1]".into());
+                }
+                let seed = topo
+                    .get("graph_seed")
+                    .and_then(Value::as_integer)
+                    .unwrap_or(1) as u64;
+                for (i, name) in names.iter().enumerate() {
+                    gw(&mut g, name, i);
+                }
+                for (a, b) in random_connected_graph(n, p, seed) {
+                    ip(&mut g, &names[a], &names[b]);
+                    qkd_link(&mut g, &kme_of(&names[a]), &kme_of(&names[b]));
+                    tun(&mut g, &names[a], &names[b]);
+                }
+            }
+            other => {
+                return Err(format!(
+                    "field `topology.kind`: unknown kind `{other}` (expected point-to-point, hub-and-spoke, full-mesh, chain, ring or random)"
+                ));
+            }
+        }
+        Ok(g)
+    }
+}
+
+/// G(n, p) from a seeded splitmix stream, then joined into one component (each
+/// component's lowest node linked to the previous component's) so every gateway is
+/// reachable. Edges come out sorted.
+pub fn random_connected_graph(n: usize, p: f64, seed: u64) -> Vec<(usize, usize)> {
+    let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) as f64 / u64::MAX as f64
+    };
+    let mut edges: Vec<(usize, usize)> = Vec::new();
+    for a in 0..n {
+        for b in a + 1..n {
+            if next() < p {
+                edges.push((a, b));
+            }
+        }
+    }
+
+    let mut uf = petgraph::unionfind::UnionFind::new(n);
+    for &(a, b) in &edges {
+        uf.union(a, b);
+    }
+    // The lowest node of each component, in order.
+    let mut seen = BTreeSet::new();
+    let firsts: Vec<usize> = (0..n).filter(|&i| seen.insert(uf.find(i))).collect();
+    for w in firsts.windows(2) {
+        edges.push((w[0].min(w[1]), w[0].max(w[1])));
+    }
+    edges.sort_unstable();
+    edges.dedup();
+    edges
+}
+
+/// Sets the value at a dotted path (`link.0.params.mtu`, `topology.nodes`, or with `*`
+/// for every element of an array: `tunnel.*.ppk`), creating tables as needed.
+pub fn set_path(t: &mut Table, path: &str, v: Value) -> Result<(), String> {
+    fn walk(cur: &mut Value, parts: &[&str], v: &Value, path: &str) -> Result<(), String> {
+        let Some((head, rest)) = parts.split_first() else {
+            *cur = v.clone();
+            return Ok(());
+        };
+        match cur {
+            Value::Table(t) => {
+                let next = t
+                    .entry(head.to_string())
+                    .or_insert_with(|| Value::Table(Table::new()));
+                walk(next, rest, v, path)
+            }
+            Value::Array(a) if *head == "*" => {
+                a.iter_mut().try_for_each(|e| walk(e, rest, v, path))
+            }
+            Value::Array(a) => {
+                let i: usize = head
+                    .parse()
+                    .map_err(|_| format!("`{path}`: `{head}` is not an array index"))?;
+                let len = a.len();
+                let e = a
+                    .get_mut(i)
+                    .ok_or_else(|| format!("`{path}`: index {i} past the {len} elements"))?;
+                walk(e, rest, v, path)
+            }
+            _ => Err(format!(
+                "`{path}`: `{head}` goes into a value that is not a table or array"
+            )),
+        }
+    }
+    let parts: Vec<&str> = path.split('.').collect();
+    let mut root = Value::Table(std::mem::take(t));
+    let r = walk(&mut root, &parts, &v, path);
+    let Value::Table(back) = root else {
+        unreachable!("root stays a table")
+    };
+    *t = back;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn world(text: &str) -> WorldConfig {
+        parse(text, "test.toml").unwrap()
+    }
+
+    #[test]
+    fn generators_build_the_shapes() {
+        let hub = world(
+            "duration = \"1m\"\n[topology]\nkind = \"hub-and-spoke\"\nnodes = 300\nqkd = { rate_bps = 1000, capacity_bits = 65536 }\ntunnel = { ppk = \"required\" }",
+        );
+        assert_eq!(
+            (
+                hub.gateways.len(),
+                hub.links.len(),
+                hub.kmes.len(),
+                hub.qkd_links.len(),
+                hub.tunnels.len()
+            ),
+            (301, 300, 301, 300, 300)
+        );
+        assert!(hub.tunnels.iter().all(|t| t.responder == "hub"));
+        let mesh = world("duration = \"1m\"\n[topology]\nkind = \"full-mesh\"\nnodes = 5");
+        assert_eq!(
+            (mesh.links.len(), mesh.tunnels.len(), mesh.kmes.len()),
+            (10, 10, 0)
+        );
+        let ring = world("duration = \"1m\"\n[topology]\nkind = \"ring\"\nnodes = 6");
+        assert_eq!(ring.links.len(), 6);
+        let chain = world(
+            "duration = \"1m\"\n[topology]\nkind = \"chain\"\nnodes = 3\nqkd = { rate_bps = 1000, capacity_bits = 65536 }",
+        );
+        assert_eq!(
+            (chain.kmes.len(), chain.qkd_links.len(), chain.tunnels.len()),
+            (5, 4, 1)
+        );
+        let random = world(
+            "duration = \"1m\"\n[topology]\nkind = \"random\"\nnodes = 40\nedge_probability = 0.02",
+        );
+        assert_eq!(random.gateways.len(), 40);
+        // Joined into one component: at least n - 1 edges.
+        assert!(random.links.len() >= 39);
+    }
+
+    #[test]
+    fn random_graphs_are_connected_and_reproducible() {
+        for seed in 0..20 {
+            let e = random_connected_graph(30, 0.05, seed);
+            assert_eq!(e, random_connected_graph(30, 0.05, seed));
+            let mut uf = petgraph::unionfind::UnionFind::new(30);
+            for &(a, b) in &e {
+                uf.union(a, b);
+            }
+            assert!((1..30).all(|i| uf.equiv(0, i)), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn paths_set_written_and_generated_values() {
+        let mut t: Table = "duration = \"1m\"\n[[link]]\na = \"x\"\nb = \"y\"\n[[tunnel]]\nname = \"t\"\n[[tunnel]]\nname = \"u\"".parse().unwrap();
+        set_path(&mut t, "link.0.params.mtu", Value::Integer(576)).unwrap();
+        set_path(&mut t, "tunnel.*.ppk", s("optional")).unwrap();
+        set_path(&mut t, "topology.nodes", Value::Integer(4)).unwrap();
+        assert_eq!(t["link"][0]["params"]["mtu"].as_integer(), Some(576));
+        assert_eq!(t["tunnel"][1]["ppk"].as_str(), Some("optional"));
+        assert!(set_path(&mut t, "link.5.params", Value::Integer(1)).is_err());
+        assert!(set_path(&mut t, "duration.x", Value::Integer(1)).is_err());
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let e = parse(
+            "duration = \"1m\"\n[[gateway]]\nname = \"a\"\naddress = \"nope\"",
+            "s.toml",
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            e.contains("s.toml") && e.contains("line 4") && e.contains("gateway[0].address"),
+            "{e}"
+        );
+        let e = parse("duration = \"1m\"\n[topology]\nkind = \"star\"", "s.toml")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("topology.kind"), "{e}");
+        let e = parse(
+            "duration = \"1m\"\n[topology]\nkind = \"ring\"\nlink = { mtu = \"big\" }",
+            "s.toml",
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.contains("link[0].params.mtu"), "{e}");
+        let e = parse("duration = \"1m\"\nspeed = 3", "s.toml")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("line 2") && e.contains("speed"), "{e}");
+        let e = parse("duration = \n", "s.toml").unwrap_err().0;
+        assert!(e.contains("s.toml") && e.contains("line 1"), "{e}");
+    }
+}

@@ -279,7 +279,7 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
     if let Some(e) = first_error.into_inner().expect("not poisoned") {
         return Err(e);
     }
-    merge(&out, &[out.clone()])
+    merge(&out, std::slice::from_ref(&out))
 }
 
 /// Collects every `runs/*/row.json` under `dirs` into `out/summary.{csv,json}`, sorted

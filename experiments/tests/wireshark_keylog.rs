@@ -27,9 +27,9 @@ fn tshark_available() -> bool {
     ok
 }
 
-/// Runs one handshake with `proposal`, capturing every datagram; returns the pcap and
-/// the keylog lines of the final key set.
-fn captured_handshake(proposal: &str) -> (Vec<u8>, String) {
+/// Runs one handshake with `proposal`, capturing every datagram; returns the pcap, the
+/// keylog lines of the final key set, and the initiator's Child SA.
+fn captured_handshake(proposal: &str) -> (Vec<u8>, String, ikev2::endpoint::ChildSa) {
     let addrs: [SocketAddrV4; 2] = [
         "10.1.0.1:500".parse().unwrap(),
         "10.1.0.2:500".parse().unwrap(),
@@ -55,6 +55,7 @@ fn captured_handshake(proposal: &str) -> (Vec<u8>, String) {
     });
     let mut pcap = PcapSink::new(Vec::new()).unwrap();
     let mut keylog = String::new();
+    let mut child = None;
     let mut now = 0u64;
     eps[0].initiate(now, 0);
     let mut ident = 0u16;
@@ -68,19 +69,20 @@ fn captured_handshake(proposal: &str) -> (Vec<u8>, String) {
                 eps[1 - i].handle_datagram(now, addrs[i].into(), &t.payload);
             }
             while let Some(ev) = eps[i].poll_event() {
-                if let Event::IkeSaEstablished {
-                    keylog: entry,
-                    initiator: true,
-                    ..
-                } = ev
-                {
-                    keylog = entry.wireshark_line();
+                match ev {
+                    Event::IkeSaEstablished {
+                        keylog: entry,
+                        initiator: true,
+                        ..
+                    } => keylog = entry.wireshark_line(),
+                    Event::ChildSaReady { child: c, .. } if i == 0 => child = Some(c),
+                    _ => {}
                 }
             }
         }
     }
     assert!(!keylog.is_empty(), "handshake did not complete");
-    (pcap.finish().unwrap(), keylog)
+    (pcap.finish().unwrap(), keylog, child.expect("child SA"))
 }
 
 #[test]
@@ -92,7 +94,7 @@ fn keylog_lines_decrypt_ike_auth_in_tshark() {
         "aes256gcm16-prfsha256-x25519",
         "aes128gcm16-prfsha384-mlkem768",
     ] {
-        let (pcap, line) = captured_handshake(proposal);
+        let (pcap, line, _) = captured_handshake(proposal);
         let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ike.pcap");
         std::fs::write(&path, pcap).unwrap();
         let dissect = |table: Option<&str>| {
@@ -126,4 +128,66 @@ fn keylog_lines_decrypt_ike_auth_in_tshark() {
             "{proposal}: tshark did not decrypt with {line}: {decrypted}"
         );
     }
+}
+
+#[test]
+fn esp_keys_decrypt_captured_esp_in_tshark() {
+    if !tshark_available() {
+        return;
+    }
+    let (_, _, child) = captured_handshake("aes256gcm16-prfsha256-x25519");
+    // Tunnel-mode ESP from 10.1.0.1 to 10.1.0.2 carrying inner UDP packets.
+    let mut out = esp::Outbound::new(
+        child.spi_out,
+        child.aead,
+        child.encr_out.clone(),
+        false,
+        Default::default(),
+    );
+    let mut pcap = PcapSink::new(Vec::new()).unwrap();
+    for i in 0..3u16 {
+        let inner = sim_core::ipv4::udp_packet(
+            "10.98.2.7:4000".parse().unwrap(),
+            "10.98.1.9:5000".parse().unwrap(),
+            i,
+            b"hello through the tunnel",
+        );
+        let packet = out.seal(&RealCrypto, &inner, esp::NEXT_IPV4).unwrap();
+        let ip = sim_core::ipv4::ip_packet(
+            [10, 1, 0, 1].into(),
+            [10, 1, 0, 2].into(),
+            sim_core::ipv4::PROTO_ESP,
+            100 + i,
+            &packet,
+        );
+        pcap.capture(SimTime::from_nanos(i as u64), ip);
+    }
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("esp.pcap");
+    std::fs::write(&path, pcap.finish().unwrap()).unwrap();
+    let sa = child.wireshark_esp_line([10, 1, 0, 1].into(), [10, 1, 0, 2].into(), true);
+    let out = Command::new("tshark")
+        .args([
+            "-r",
+            path.to_str().unwrap(),
+            "-o",
+            "esp.enable_encryption_decode:TRUE",
+            "-o",
+            &format!("uat:esp_sa:{sa}"),
+        ])
+        .args(["-T", "fields", "-e", "udp.dstport", "-e", "ip.dst"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Decrypted, each packet shows its inner UDP header (port 5000) and inner address.
+    assert_eq!(
+        text.matches("5000").count(),
+        3,
+        "tshark could not decrypt with {sa}: {text}"
+    );
+    assert!(text.contains("10.98.1.9"), "{text}");
 }

@@ -148,6 +148,30 @@ pub struct ChildSa {
     pub remote_ts: Vec<TrafficSelector>,
 }
 
+impl ChildSa {
+    /// One record of Wireshark's ESP SA table (`esp_sa`) for the packets this side sends
+    /// from `local` to `remote` (`outbound`) or receives (`!outbound`); with
+    /// `esp.enable_encryption_decode` tshark decrypts them (checked by
+    /// experiments/tests/wireshark_keylog.rs).
+    pub fn wireshark_esp_line(
+        &self,
+        local: std::net::IpAddr,
+        remote: std::net::IpAddr,
+        outbound: bool,
+    ) -> String {
+        let (src, dst, spi, key) = if outbound {
+            (local, remote, self.spi_out, &self.encr_out)
+        } else {
+            (remote, local, self.spi_in, &self.encr_in)
+        };
+        let family = if src.is_ipv4() { "IPv4" } else { "IPv6" };
+        format!(
+            "\"{family}\",\"{src}\",\"{dst}\",\"0x{spi:08x}\",\"AES-GCM with 16 octet ICV [RFC4106]\",\"0x{}\",\"NULL\",\"\"",
+            hex(key)
+        )
+    }
+}
+
 impl fmt::Debug for ChildSa {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -39,6 +39,8 @@ enum Command {
     Run(run::RunArgs),
     /// Run a grid of scenario parameters times seeds, in parallel, optionally one shard.
     Sweep(sweep::SweepArgs),
+    /// Write DIR/report.html (and DIR/figures/) from the results of a run in DIR.
+    Report { dir: PathBuf },
     /// Merge the rows of sweep directories (e.g. one per shard) into OUT/summary.csv.
     Merge {
         out: PathBuf,
@@ -113,6 +115,10 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Run(args)) => run::command(&args, "run"),
         Some(Command::Sweep(args)) => sweep::sweep(&args),
+        Some(Command::Report { dir }) => {
+            println!("report: {}", reports::write_report(&dir)?.display());
+            Ok(())
+        }
         Some(Command::Merge { out, dirs }) => sweep::merge(&out, &dirs),
         Some(Command::Probe(args)) => probe_command(&args),
         Some(Command::Live(args)) => {
@@ -131,6 +137,7 @@ fn run(cli: Cli) -> Result<()> {
                 trace: None,
                 pcap: false,
                 quiet: false,
+                no_report: false,
             },
             "demo",
         ),

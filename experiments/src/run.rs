@@ -36,6 +36,9 @@ pub struct RunArgs {
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Do not write report.html and the figures.
+    #[arg(long)]
+    pub no_report: bool,
 }
 
 #[derive(Serialize)]
@@ -120,6 +123,10 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
     fs::write(out.join("handshakes.csv"), results.handshakes_csv())?;
     print_summary(&results);
     println!("results: {}", out.display());
+    if !args.no_report {
+        let report = reports::write_report(&out)?;
+        println!("report: {}", report.display());
+    }
     println!("fingerprint: {}", results.fingerprint);
     println!("reproduce: {reproduce}");
     Ok(())

@@ -1,1 +1,264 @@
-//! Result files to statistics, figures and reports (to come: reports issue).
+//! `reports`: from a run's result files to statistics, figures and an HTML report. It
+//! reads results and never runs a simulation.
+//!
+//! [`write_report`] draws every figure as SVG (inlined into `report.html`, which is
+//! self-contained) and as PNG beside it, and tabulates per-tunnel statistics with
+//! seeded bootstrap intervals, the QKD totals, the manifest and the reproduce command.
+
+pub mod data;
+pub mod figures;
+pub mod stats;
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use plotters::prelude::*;
+
+pub use data::RunData;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a results file: {source}")]
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("drawing {figure}: {message}")]
+    Draw {
+        figure: &'static str,
+        message: String,
+    },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// One figure: its file stem, title, and drawing function for both backends.
+struct Figure {
+    stem: &'static str,
+    title: &'static str,
+    svg: fn(DrawingArea<SVGBackend, plotters::coord::Shift>, &RunData) -> Result<(), String>,
+    png: fn(DrawingArea<BitMapBackend, plotters::coord::Shift>, &RunData) -> Result<(), String>,
+}
+
+macro_rules! figure {
+    ($stem:literal, $title:literal, $f:path) => {
+        Figure {
+            stem: $stem,
+            title: $title,
+            svg: |a, d| $f(a, d).map_err(|e| e.to_string()),
+            png: |a, d| $f(a, d).map_err(|e| e.to_string()),
+        }
+    };
+}
+
+fn all_figures() -> Vec<Figure> {
+    vec![
+        figure!("pool_levels", "QKD key pool level", figures::pool_levels),
+        figure!(
+            "keys_over_time",
+            "QKD keys drawn and requests refused",
+            figures::keys_over_time
+        ),
+        figure!(
+            "handshake_cdf",
+            "Handshake completion time",
+            figures::handshake_cdf
+        ),
+        figure!(
+            "exchange_bytes",
+            "Bytes on the wire per exchange",
+            figures::exchange_bytes
+        ),
+        figure!("drops", "Drops and retransmissions", figures::drops),
+        figure!("timeline", "Tunnel states over time", figures::timeline),
+    ]
+}
+
+const SIZE: (u32, u32) = (900, 520);
+
+/// Draws every figure into `dir/figures/` (SVG and PNG); returns (title, SVG text).
+pub fn draw_figures(d: &RunData, dir: &Path) -> Result<Vec<(&'static str, String)>, ReportError> {
+    figures::register_fonts();
+    let out = dir.join("figures");
+    fs::create_dir_all(&out).map_err(|source| ReportError::Write {
+        path: out.display().to_string(),
+        source,
+    })?;
+    let mut svgs = Vec::new();
+    for f in all_figures() {
+        let mut svg = String::new();
+        (f.svg)(
+            SVGBackend::with_string(&mut svg, SIZE).into_drawing_area(),
+            d,
+        )
+        .map_err(|message| ReportError::Draw {
+            figure: f.stem,
+            message,
+        })?;
+        let svg_path = out.join(format!("{}.svg", f.stem));
+        fs::write(&svg_path, &svg).map_err(|source| ReportError::Write {
+            path: svg_path.display().to_string(),
+            source,
+        })?;
+        let png_path = out.join(format!("{}.png", f.stem));
+        (f.png)(BitMapBackend::new(&png_path, SIZE).into_drawing_area(), d).map_err(|message| {
+            ReportError::Draw {
+                figure: f.stem,
+                message,
+            }
+        })?;
+        svgs.push((f.title, svg));
+    }
+    Ok(svgs)
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The per-tunnel table as Markdown (also the golden-snapshot form of a run's summary).
+pub fn tunnel_table(d: &RunData) -> String {
+    let mut t = String::from(
+        "| tunnel | attempts | up | failed | downgrades | keys drawn | keys wasted | key wait (s) | handshake p50 (ms) | 95% CI of p50 | p95 (ms) | up time |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|\n",
+    );
+    for tun in &d.tunnels {
+        let mut v: Vec<f64> = d
+            .handshakes
+            .iter()
+            .filter(|h| h.tunnel == tun.tunnel && h.outcome == "established")
+            .map(|h| h.duration_ns as f64 / 1e6)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        let fmt = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.1}"));
+        let ci =
+            stats::median_ci(&v, d.seed).map_or("-".into(), |(a, b)| format!("{a:.1} to {b:.1}"));
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {:.1}% |",
+            tun.tunnel,
+            tun.attempts,
+            tun.established,
+            tun.failed,
+            tun.downgrades,
+            tun.keys_drawn,
+            tun.keys_wasted,
+            tun.key_wait_ns as f64 / 1e9,
+            fmt(stats::quantile(&v, 0.5)),
+            ci,
+            fmt(stats::quantile(&v, 0.95)),
+            100.0 * tun.up_ns as f64 / d.duration_ns.max(1) as f64
+        );
+    }
+    t
+}
+
+fn md_to_html_table(md: &str) -> String {
+    let mut html = String::from("<table>\n");
+    for (i, line) in md.lines().enumerate().filter(|(i, _)| *i != 1) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        let tag = if i == 0 { "th" } else { "td" };
+        html += "<tr>";
+        for c in cells {
+            let _ = write!(html, "<{tag}>{}</{tag}>", esc(c));
+        }
+        html += "</tr>\n";
+    }
+    html + "</table>\n"
+}
+
+/// Reads `dir/results.json` (and `dir/manifest.json` if present) and writes
+/// `dir/report.html` with the figures beside it. Returns the report's path.
+pub fn write_report(dir: &Path) -> Result<PathBuf, ReportError> {
+    let read = |name: &str| {
+        let p = dir.join(name);
+        fs::read_to_string(&p).map_err(|source| ReportError::Read {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let results_text = read("results.json")?;
+    let d: RunData = serde_json::from_str(&results_text).map_err(|source| ReportError::Parse {
+        path: dir.join("results.json").display().to_string(),
+        source,
+    })?;
+    let manifest: serde_json::Value = read("manifest.json")
+        .ok()
+        .and_then(|m| serde_json::from_str(&m).ok())
+        .unwrap_or_default();
+    let svgs = draw_figures(&d, dir)?;
+
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>qsafe report</title>\n<style>\
+         body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}\
+         table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}\
+         th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}\
+         pre{{background:#f7f7f7;padding:1em;overflow:auto}}figure{{margin:1.5em 0}}\
+         </style></head><body>\n<h1>qsafe run report</h1>\n"
+    );
+    let m = |k: &str| {
+        manifest
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let _ = write!(
+        h,
+        "<h2 id=\"run\">Run</h2>\n<table>\n<tr><th>scenario</th><td>{}</td></tr>\n<tr><th>seed</th><td>{}</td></tr>\n\
+         <tr><th>crypto</th><td>{}</td></tr>\n<tr><th>simulated time</th><td>{:.2} h</td></tr>\n<tr><th>events</th><td>{}</td></tr>\n\
+         <tr><th>fingerprint</th><td><code>{}</code></td></tr>\n<tr><th>reproduce</th><td><code>{}</code></td></tr>\n</table>\n",
+        esc(&m("scenario")),
+        d.seed,
+        esc(&d.crypto),
+        d.duration_ns as f64 / 3.6e12,
+        d.events,
+        esc(&d.fingerprint),
+        esc(&m("reproduce")),
+    );
+    let _ = write!(
+        h,
+        "<h2 id=\"tunnels\">Tunnels</h2>\n{}",
+        md_to_html_table(&tunnel_table(&d))
+    );
+    let q = &d.qkd;
+    let _ = write!(
+        h,
+        "<h2 id=\"qkd\">QKD key delivery</h2>\n<table>\n<tr><th>keys delivered</th><td>{}</td></tr>\n<tr><th>keys fetched by peers</th><td>{}</td></tr>\n\
+         <tr><th>keys wasted</th><td>{}</td></tr>\n<tr><th>requests refused</th><td>{}</td></tr>\n<tr><th>relay hops paid</th><td>{}</td></tr>\n</table>\n",
+        q.keys_delivered, q.keys_fetched, q.keys_wasted, q.requests_refused, q.relay_keys
+    );
+    let _ = writeln!(h, "<h2 id=\"figures\">Figures</h2>");
+    for (title, svg) in &svgs {
+        let _ = write!(
+            h,
+            "<figure>\n<figcaption>{}</figcaption>\n{}\n</figure>\n",
+            esc(title),
+            svg
+        );
+    }
+    let _ = write!(
+        h,
+        "<h2 id=\"manifest\">Manifest</h2>\n<pre>{}</pre>\n</body></html>\n",
+        esc(&serde_json::to_string_pretty(&manifest).unwrap_or_default())
+    );
+    let path = dir.join("report.html");
+    fs::write(&path, h).map_err(|source| ReportError::Write {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(path)
+}

@@ -14,7 +14,7 @@ pub struct HandshakeRow {
     pub key_wait_ns: u64,
     pub ike_started_ns: u64,
     pub ended_ns: u64,
-    /// `established`, or `failed: <reason>`.
+    /// `established`, `failed: <reason>`, or `unfinished` (still going when the run ended).
     pub outcome: String,
     /// IKE_SA_INIT sent to IKE SA established (or failed), at the initiator.
     pub duration_ns: u64,

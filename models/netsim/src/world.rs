@@ -1085,6 +1085,23 @@ impl World {
             if let Some((_, since)) = t.current {
                 t.summary.up_ns += now.saturating_since(since).as_nanos();
             }
+            // An attempt still going at the end (often: still waiting for a key).
+            if let Some((mut a, sa)) = t.attempt.take() {
+                if sa.is_none() {
+                    a.key_wait = now.saturating_since(a.requested);
+                    a.ike_started = now;
+                }
+                t.summary.key_wait_ns += a.key_wait.as_nanos();
+                self.handshakes.push(row(
+                    &t.name,
+                    t.summary.attempts,
+                    &a,
+                    now,
+                    "unfinished".into(),
+                    String::new(),
+                    String::new(),
+                ));
+            }
         }
         let pools = self
             .qkd

@@ -1,0 +1,122 @@
+//! The parts of a run's `results.json` that reports read. Reports depend on the result
+//! format only, never on the simulator: unknown fields are ignored.
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RunData {
+    pub seed: u64,
+    pub crypto: String,
+    pub duration_ns: u64,
+    pub events: u64,
+    pub fingerprint: String,
+    pub tunnels: Vec<Tunnel>,
+    pub handshakes: Vec<Handshake>,
+    pub exchanges: Vec<Exchange>,
+    pub key_requests: Vec<KeyRequest>,
+    pub pools: Vec<Pool>,
+    pub links: Vec<Link>,
+    pub qkd: Qkd,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Tunnel {
+    pub tunnel: String,
+    pub attempts: u32,
+    pub established: u32,
+    pub failed: u32,
+    pub downgrades: u32,
+    pub keys_drawn: u32,
+    pub keys_wasted: u32,
+    pub key_wait_ns: u64,
+    pub up_ns: u64,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Handshake {
+    pub tunnel: String,
+    pub attempt: u32,
+    pub requested_ns: u64,
+    pub key_wait_ns: u64,
+    pub ike_started_ns: u64,
+    pub ended_ns: u64,
+    pub outcome: String,
+    pub duration_ns: u64,
+    pub ppk: String,
+    pub retransmissions: u32,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Exchange {
+    pub tunnel: String,
+    pub exchange: String,
+    pub request_bytes: usize,
+    pub request_fragments: usize,
+    pub response_bytes: usize,
+    pub response_fragments: usize,
+    pub retransmissions: u32,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct KeyRequest {
+    pub time_ns: u64,
+    pub gateway: String,
+    pub op: String,
+    pub status: u16,
+    pub latency_ns: u64,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Pool {
+    pub link: String,
+    pub owner: String,
+    pub capacity_bits: u64,
+    pub samples: Vec<(u64, u64)>,
+    pub generated_bits: u64,
+    pub delivered_keys: u64,
+    pub refused_requests: u64,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Link {
+    pub link: String,
+    pub direction: String,
+    pub stats: LinkStats,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct LinkStats {
+    pub datagrams_sent: u64,
+    pub datagrams_delivered: u64,
+    pub drops: Vec<u64>,
+}
+
+/// Names of the link drop counters, in the order `results.json` stores them.
+pub const DROP_REASONS: [&str; 8] = [
+    "link_down",
+    "queue_full",
+    "loss",
+    "fragment_lost",
+    "reassembly_timeout",
+    "too_big",
+    "fragments_filtered",
+    "oversized",
+];
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Qkd {
+    pub keys_delivered: u64,
+    pub keys_fetched: u64,
+    pub keys_wasted: u64,
+    pub requests_refused: u64,
+    pub relay_keys: u64,
+}

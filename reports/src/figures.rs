@@ -1,0 +1,436 @@
+//! The figures, each drawn once for SVG (inlined in the report) and once for PNG.
+
+use std::collections::BTreeMap;
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::data::{DROP_REASONS, RunData};
+
+type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+fn color(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+/// Fonts compiled in (DejaVu), so drawing needs no system fonts.
+pub fn register_fonts() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Bold, dejavu::sans::bold());
+        let _ = plotters::style::register_font(
+            "monospace",
+            FontStyle::Normal,
+            dejavu::sans_mono::regular(),
+        );
+    });
+}
+
+fn caption(title: &str) -> (&str, (&str, u32, FontStyle)) {
+    (title, ("sans-serif", 22, FontStyle::Bold))
+}
+
+const NS_PER_H: f64 = 3.6e12;
+
+/// Keys (of 256 bits) in each QKD pool half over time.
+pub fn pool_levels<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    d: &RunData,
+) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let hours = d.duration_ns as f64 / NS_PER_H;
+    let ymax = d
+        .pools
+        .iter()
+        .map(|p| p.capacity_bits as f64 / 256.0)
+        .fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption("QKD key pool level").0, caption("").1)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..hours.max(1e-9), 0f64..ymax * 1.05)?;
+    chart
+        .configure_mesh()
+        .x_desc("simulated time (h)")
+        .y_desc("stored keys (256 bit)")
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    // Halves with no capacity (all key owned by the other end) carry nothing.
+    for (i, p) in d.pools.iter().filter(|p| p.capacity_bits > 0).enumerate() {
+        let c = color(i);
+        // A step function: hold each level until the next sample.
+        let mut pts = Vec::new();
+        for (j, &(t, bits)) in p.samples.iter().enumerate() {
+            let y = bits as f64 / 256.0;
+            if j > 0 {
+                pts.push((
+                    t as f64 / NS_PER_H,
+                    pts.last().map_or(y, |l: &(f64, f64)| l.1),
+                ));
+            }
+            pts.push((t as f64 / NS_PER_H, y));
+        }
+        if let Some(&last) = pts.last() {
+            pts.push((hours, last.1));
+        }
+        chart
+            .draw_series(LineSeries::new(pts, c.stroke_width(2)))?
+            .label(format!("{} (drawn by {})", p.link, p.owner))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()?;
+    root.present()
+}
+
+/// Keys drawn and requests refused, cumulatively over time.
+pub fn keys_over_time<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    d: &RunData,
+) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let hours = d.duration_ns as f64 / NS_PER_H;
+    let draws = |ok: bool| -> Vec<(f64, f64)> {
+        let mut n = 0.0;
+        let mut pts = vec![(0.0, 0.0)];
+        for k in d
+            .key_requests
+            .iter()
+            .filter(|k| k.op == "enc_keys" || k.op == "key")
+        {
+            if (k.status == 200) == ok {
+                n += 1.0;
+                pts.push((k.time_ns as f64 / NS_PER_H, n));
+            }
+        }
+        pts.push((hours, n));
+        pts
+    };
+    let (drawn, refused) = (draws(true), draws(false));
+    let ymax = drawn
+        .last()
+        .map_or(1.0, |p| p.1)
+        .max(refused.last().map_or(1.0, |p| p.1))
+        .max(1.0);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            caption("QKD keys drawn and requests refused").0,
+            caption("").1,
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..hours.max(1e-9), 0f64..ymax * 1.05)?;
+    chart
+        .configure_mesh()
+        .x_desc("simulated time (h)")
+        .y_desc("cumulative count")
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    for (i, (name, pts)) in [
+        ("keys drawn", drawn),
+        ("requests refused (pool empty or device down)", refused),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = color(i);
+        chart
+            .draw_series(LineSeries::new(pts, c.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()?;
+    root.present()
+}
+
+/// Empirical CDF of handshake completion time per tunnel.
+pub fn handshake_cdf<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    d: &RunData,
+) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let mut per: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for h in d.handshakes.iter().filter(|h| h.outcome == "established") {
+        per.entry(&h.tunnel)
+            .or_default()
+            .push(h.duration_ns as f64 / 1e6);
+    }
+    let xmax = per.values().flatten().copied().fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            caption("Handshake completion time (IKE_SA_INIT to IKE SA established)").0,
+            caption("").1,
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..xmax * 1.05, 0f64..1.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("completion time (ms)")
+        .y_desc("fraction of handshakes")
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    for (i, (tunnel, mut v)) in per.into_iter().take(12).enumerate() {
+        v.sort_by(f64::total_cmp);
+        let n = v.len() as f64;
+        let pts: Vec<(f64, f64)> = v
+            .iter()
+            .enumerate()
+            .flat_map(|(j, &x)| [(x, j as f64 / n), (x, (j + 1) as f64 / n)])
+            .collect();
+        let c = color(i);
+        chart
+            .draw_series(LineSeries::new(pts, c.stroke_width(2)))?
+            .label(tunnel.to_string())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()?;
+    root.present()
+}
+
+/// Mean bytes on the wire per exchange type (request and response), with fragments.
+pub fn exchange_bytes<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    d: &RunData,
+) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let mut per: BTreeMap<&str, (f64, f64, f64, f64, f64)> = BTreeMap::new();
+    for e in &d.exchanges {
+        let s = per.entry(&e.exchange).or_default();
+        s.0 += e.request_bytes as f64;
+        s.1 += e.response_bytes as f64;
+        s.2 += e.request_fragments as f64;
+        s.3 += e.response_fragments as f64;
+        s.4 += 1.0;
+    }
+    let kinds: Vec<(&str, (f64, f64, f64, f64, f64))> = per.into_iter().collect();
+    let ymax = kinds
+        .iter()
+        .map(|(_, s)| (s.0 + s.1) / s.4)
+        .fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            caption("Bytes on the wire per exchange (mean; fragments in labels)").0,
+            caption("").1,
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..kinds.len().max(1) as f64, 0f64..ymax * 1.2)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .x_desc("exchange")
+        .y_desc("bytes (request + response)")
+        .label_style(("sans-serif", 13))
+        .draw()?;
+    for (i, (name, s)) in kinds.iter().enumerate() {
+        let (req, resp) = (s.0 / s.4, s.1 / s.4);
+        let x0 = i as f64 + 0.15;
+        chart.draw_series([Text::new(
+            name.to_string(),
+            (x0, req + resp + ymax * 0.09),
+            ("sans-serif", 13, FontStyle::Bold),
+        )])?;
+        chart.draw_series([
+            Rectangle::new([(x0, 0.0), (x0 + 0.7, req)], color(0).filled()),
+            Rectangle::new([(x0, req), (x0 + 0.7, req + resp)], color(1).filled()),
+        ])?;
+        let label = format!(
+            "{:.0} + {:.0} B, {:.1}/{:.1} frag",
+            req,
+            resp,
+            s.2 / s.4,
+            s.3 / s.4
+        );
+        chart.draw_series([Text::new(
+            label,
+            (x0, req + resp + ymax * 0.03),
+            ("sans-serif", 12),
+        )])?;
+    }
+    root.present()
+}
+
+/// Datagrams dropped on links, by reason, and IKE retransmissions.
+pub fn drops<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let mut bars: Vec<(String, f64)> = DROP_REASONS
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                r.replace('_', " "),
+                d.links
+                    .iter()
+                    .map(|l| l.stats.drops.get(i).copied().unwrap_or(0))
+                    .sum::<u64>() as f64,
+            )
+        })
+        .filter(|(_, n)| *n > 0.0)
+        .collect();
+    bars.push((
+        "IKE retransmissions".into(),
+        d.handshakes.iter().map(|h| h.retransmissions as f64).sum(),
+    ));
+    let ymax = bars.iter().map(|b| b.1).fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            caption("Drops by reason, and retransmissions").0,
+            caption("").1,
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..bars.len() as f64, 0f64..ymax * 1.15)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .x_desc("reason")
+        .y_desc("datagrams")
+        .label_style(("sans-serif", 13))
+        .draw()?;
+    for (i, (name, n)) in bars.iter().enumerate() {
+        let x0 = i as f64 + 0.2;
+        chart.draw_series([Rectangle::new(
+            [(x0, 0.0), (x0 + 0.6, *n)],
+            color(3).filled(),
+        )])?;
+        chart.draw_series([Text::new(
+            format!("{name}: {n:.0}"),
+            (x0, n + ymax * 0.03),
+            ("sans-serif", 12),
+        )])?;
+    }
+    root.present()
+}
+
+/// Each tunnel's state over time: up, waiting for a QKD key, establishing, failed.
+pub fn timeline<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let hours = d.duration_ns as f64 / NS_PER_H;
+    let tunnels: Vec<&str> = d
+        .tunnels
+        .iter()
+        .take(30)
+        .map(|t| t.tunnel.as_str())
+        .collect();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption("Tunnel states over time").0, caption("").1)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(110)
+        .build_cartesian_2d(0f64..hours.max(1e-9), 0f64..tunnels.len().max(1) as f64)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        // Ticks every half row; name the rows at their middles.
+        .y_labels(2 * tunnels.len().max(1) + 1)
+        .y_label_formatter(&|y| {
+            let row = y - 0.5;
+            if (row - row.round()).abs() < 1e-6 {
+                tunnels
+                    .get(row.round() as usize)
+                    .map_or(String::new(), |t| t.to_string())
+            } else {
+                String::new()
+            }
+        })
+        .x_desc("simulated time (h)")
+        .label_style(("sans-serif", 13))
+        .draw()?;
+    let h = |ns: u64| ns as f64 / NS_PER_H;
+    let (up, wait, busy, fail) = (color(2), color(1), color(0), color(3));
+    for (row, tunnel) in tunnels.iter().enumerate() {
+        let y = row as f64;
+        let mut rows: Vec<_> = d
+            .handshakes
+            .iter()
+            .filter(|x| x.tunnel == *tunnel)
+            .collect();
+        rows.sort_by_key(|x| x.requested_ns);
+        let mut up_since: Option<u64> = None;
+        for x in &rows {
+            let band = |c: RGBColor, a: u64, b: u64| {
+                Rectangle::new(
+                    [(h(a), y + 0.2), (h(b).max(h(a) + hours * 0.002), y + 0.8)],
+                    c.filled(),
+                )
+            };
+            if x.key_wait_ns > 0 {
+                chart.draw_series([band(wait, x.requested_ns, x.requested_ns + x.key_wait_ns)])?;
+            }
+            chart.draw_series([band(busy, x.ike_started_ns, x.ended_ns)])?;
+            if x.outcome == "established" {
+                up_since.get_or_insert(x.ended_ns);
+            } else if x.outcome != "unfinished" {
+                chart.draw_series([band(fail, x.ended_ns, x.ended_ns)])?;
+            }
+        }
+        if let Some(s) = up_since {
+            chart.draw_series([Rectangle::new(
+                [(h(s), y + 0.4), (hours, y + 0.6)],
+                up.filled(),
+            )])?;
+        }
+    }
+    for (name, c) in [
+        ("up", up),
+        ("waiting for a QKD key", wait),
+        ("establishing", busy),
+        ("failed", fail),
+    ] {
+        // An empty series carries each legend entry.
+        chart
+            .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())?
+            .label(name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], c.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()?;
+    root.present()
+}

@@ -1,0 +1,118 @@
+//! Figures are valid SVG and PNG with their titles and axis labels; the report holds
+//! every section.
+
+use std::fs;
+use std::path::PathBuf;
+
+const RESULTS: &str = r#"{
+  "seed": 5, "crypto": "real", "duration_ns": 7200000000000, "events": 99, "fingerprint": "ab12",
+  "tunnels": [{"tunnel": "t1", "attempts": 3, "established": 2, "failed": 1, "downgrades": 0, "keys_drawn": 3, "keys_wasted": 1, "key_wait_ns": 2000000000, "up_ns": 3600000000000}],
+  "handshakes": [
+    {"tunnel": "t1", "attempt": 1, "requested_ns": 0, "key_wait_ns": 0, "ike_started_ns": 0, "ended_ns": 130000000, "outcome": "established", "duration_ns": 130000000, "ppk": "used", "retransmissions": 0},
+    {"tunnel": "t1", "attempt": 2, "requested_ns": 600000000000, "key_wait_ns": 2000000000, "ike_started_ns": 602000000000, "ended_ns": 767000000000, "outcome": "failed: retransmit timeout in IKE_AUTH", "duration_ns": 165000000000, "ppk": "", "retransmissions": 5},
+    {"tunnel": "t1", "attempt": 3, "requested_ns": 768000000000, "key_wait_ns": 0, "ike_started_ns": 768000000000, "ended_ns": 768140000000, "outcome": "established", "duration_ns": 140000000, "ppk": "used", "retransmissions": 0}
+  ],
+  "exchanges": [
+    {"tunnel": "t1", "exchange": "IKE_SA_INIT", "request_bytes": 232, "request_fragments": 1, "response_bytes": 232, "response_fragments": 1, "retransmissions": 0},
+    {"tunnel": "t1", "exchange": "IKE_INTERMEDIATE", "request_bytes": 1249, "request_fragments": 1, "response_bytes": 1153, "response_fragments": 1, "retransmissions": 0}
+  ],
+  "key_requests": [{"time_ns": 1000, "gateway": "a", "op": "enc_keys", "status": 200, "latency_ns": 5000000}, {"time_ns": 600000000000, "gateway": "a", "op": "enc_keys", "status": 503, "latency_ns": 5000000}],
+  "pools": [{"link": "k1-k2", "owner": "k1", "capacity_bits": 65536, "samples": [[0, 16384], [3600000000000, 8192]], "generated_bits": 0, "delivered_keys": 3, "refused_requests": 1}],
+  "links": [{"link": "link/a-b", "direction": "a>b", "stats": {"datagrams_sent": 10, "datagrams_delivered": 9, "drops": [0, 0, 1, 0, 0, 0, 0, 0]}}],
+  "qkd": {"keys_delivered": 3, "keys_fetched": 2, "keys_wasted": 1, "requests_refused": 1, "relay_keys": 0},
+  "some_future_field": true
+}"#;
+
+#[test]
+fn report_and_figures() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("report");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("results.json"), RESULTS).unwrap();
+    fs::write(
+        dir.join("manifest.json"),
+        r#"{"scenario": "s.toml", "reproduce": "qsafe run s.toml --seed 5"}"#,
+    )
+    .unwrap();
+    let path = reports::write_report(&dir).unwrap();
+    let html = fs::read_to_string(&path).unwrap();
+    for section in [
+        "id=\"run\"",
+        "id=\"tunnels\"",
+        "id=\"qkd\"",
+        "id=\"figures\"",
+        "id=\"manifest\"",
+        "qsafe run s.toml --seed 5",
+        "<svg",
+    ] {
+        assert!(html.contains(section), "report lacks {section}");
+    }
+    for (stem, texts) in [
+        (
+            "pool_levels",
+            &[
+                "QKD key pool level",
+                "simulated time (h)",
+                "stored keys (256 bit)",
+            ][..],
+        ),
+        (
+            "keys_over_time",
+            &["QKD keys drawn and requests refused", "cumulative count"][..],
+        ),
+        (
+            "handshake_cdf",
+            &[
+                "Handshake completion time",
+                "completion time (ms)",
+                "fraction of handshakes",
+            ][..],
+        ),
+        (
+            "exchange_bytes",
+            &["Bytes on the wire per exchange", "IKE_INTERMEDIATE"][..],
+        ),
+        ("drops", &["Drops by reason", "IKE retransmissions"][..]),
+        (
+            "timeline",
+            &["Tunnel states over time", "t1", "waiting for a QKD key"][..],
+        ),
+    ] {
+        let svg = fs::read_to_string(dir.join("figures").join(format!("{stem}.svg"))).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{stem}.svg"
+        );
+        for t in texts {
+            assert!(svg.contains(t), "{stem}.svg lacks {t:?}");
+        }
+        let png = fs::read(dir.join("figures").join(format!("{stem}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{stem}.png");
+        assert!(png.len() > 5000, "{stem}.png is suspiciously small");
+    }
+    let table = reports::tunnel_table(&serde_json::from_str(RESULTS).unwrap());
+    assert!(
+        table.contains("| t1 | 3 | 2 | 1 | 0 | 3 | 1 | 2.0 | 140.0 |"),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_missing_or_broken_results_file_is_a_clear_error() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("report-bad");
+    fs::create_dir_all(&dir).unwrap();
+    let _ = fs::remove_file(dir.join("results.json"));
+    assert!(
+        reports::write_report(&dir)
+            .unwrap_err()
+            .to_string()
+            .contains("results.json")
+    );
+    fs::write(dir.join("results.json"), "{not json").unwrap();
+    assert!(
+        reports::write_report(&dir)
+            .unwrap_err()
+            .to_string()
+            .contains("not a results file")
+    );
+}

@@ -225,25 +225,35 @@ pub fn handshake_cdf<DB: DrawingBackend>(
     root.present()
 }
 
+/// Totals of one exchange type.
+#[derive(Clone, Copy, Default)]
+struct Sums {
+    req_bytes: f64,
+    resp_bytes: f64,
+    req_frags: f64,
+    resp_frags: f64,
+    count: f64,
+}
+
 /// Mean bytes on the wire per exchange type (request and response), with fragments.
 pub fn exchange_bytes<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     d: &RunData,
 ) -> DrawResult<DB> {
     root.fill(&WHITE)?;
-    let mut per: BTreeMap<&str, (f64, f64, f64, f64, f64)> = BTreeMap::new();
+    let mut per: BTreeMap<&str, Sums> = BTreeMap::new();
     for e in &d.exchanges {
         let s = per.entry(&e.exchange).or_default();
-        s.0 += e.request_bytes as f64;
-        s.1 += e.response_bytes as f64;
-        s.2 += e.request_fragments as f64;
-        s.3 += e.response_fragments as f64;
-        s.4 += 1.0;
+        s.req_bytes += e.request_bytes as f64;
+        s.resp_bytes += e.response_bytes as f64;
+        s.req_frags += e.request_fragments as f64;
+        s.resp_frags += e.response_fragments as f64;
+        s.count += 1.0;
     }
-    let kinds: Vec<(&str, (f64, f64, f64, f64, f64))> = per.into_iter().collect();
+    let kinds: Vec<(&str, Sums)> = per.into_iter().collect();
     let ymax = kinds
         .iter()
-        .map(|(_, s)| (s.0 + s.1) / s.4)
+        .map(|(_, s)| (s.req_bytes + s.resp_bytes) / s.count)
         .fold(1.0, f64::max);
     let mut chart = ChartBuilder::on(&root)
         .caption(
@@ -263,7 +273,7 @@ pub fn exchange_bytes<DB: DrawingBackend>(
         .label_style(("sans-serif", 13))
         .draw()?;
     for (i, (name, s)) in kinds.iter().enumerate() {
-        let (req, resp) = (s.0 / s.4, s.1 / s.4);
+        let (req, resp) = (s.req_bytes / s.count, s.resp_bytes / s.count);
         let x0 = i as f64 + 0.15;
         chart.draw_series([Text::new(
             name.to_string(),
@@ -278,8 +288,8 @@ pub fn exchange_bytes<DB: DrawingBackend>(
             "{:.0} + {:.0} B, {:.1}/{:.1} frag",
             req,
             resp,
-            s.2 / s.4,
-            s.3 / s.4
+            s.req_frags / s.count,
+            s.resp_frags / s.count
         );
         chart.draw_series([Text::new(
             label,

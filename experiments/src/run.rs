@@ -129,6 +129,13 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
     }
     println!("fingerprint: {}", results.fingerprint);
     println!("reproduce: {reproduce}");
+    if !results.violations.is_empty() {
+        anyhow::bail!(
+            "seed {seed} broke {} invariant(s): {}; reproduce: {reproduce}",
+            results.violations.len(),
+            results.violations.join("; ")
+        );
+    }
     Ok(())
 }
 

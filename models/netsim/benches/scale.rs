@@ -79,6 +79,7 @@ fn hub_and_spoke(spokes: u32, duration: SimDuration, crypto: CryptoMode) -> Worl
             reauth_every: Some(SimDuration::from_secs(60)),
             retry_after: SimDuration::from_secs(1),
             fragment_size: 1280,
+            fragmentation: true,
         });
     }
     cfg

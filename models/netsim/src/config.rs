@@ -135,6 +135,14 @@ pub struct TunnelSpec {
     pub retry_after: SimDuration,
     #[serde(default = "default_fragment_size")]
     pub fragment_size: usize,
+    /// Offer IKE fragmentation (RFC 7383); without it large messages rely on IP
+    /// fragmentation.
+    #[serde(default = "yes")]
+    pub fragmentation: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_ike() -> Vec<String> {

@@ -110,6 +110,9 @@ pub struct Results {
     pub links: Vec<LinkSummary>,
     pub qkd: qkd::network::NetworkStats,
     pub endpoints: Vec<(String, ikev2::endpoint::EndpointStats)>,
+    /// Invariants the run broke (peers with different keys, a QKD key used twice);
+    /// empty in a correct run.
+    pub violations: Vec<String>,
 }
 
 impl Results {

@@ -216,6 +216,11 @@ pub struct World {
     key_requests: Vec<KeyRequestRow>,
     deliveries: Vec<Delivery>,
     wire: Vec<WirePacket>,
+    /// Invariant oracle: the keys the first side of each IKE SA (by SPIs) reported, and
+    /// every PPK ID an IKE SA came up with.
+    sa_keys: BTreeMap<(u64, u64), ikev2::keys::IkeKeys>,
+    ppk_ids_used: std::collections::BTreeSet<String>,
+    violations: Vec<String>,
 }
 
 fn find(names: &[String], name: &str, field: String) -> Result<usize, BuildError> {
@@ -322,6 +327,7 @@ impl World {
                     .with_esp(&esp)
                     .map_err(|e| err(format!("tunnel[{i}].esp"), e.to_string()))?;
                 p.fragment_size = t.fragment_size;
+                p.fragmentation = t.fragmentation;
                 p.ppk = match t.ppk {
                     PpkMode::Disabled => PpkPolicy::Disabled,
                     PpkMode::Optional => PpkPolicy::Optional,
@@ -456,6 +462,9 @@ impl World {
             key_requests: Vec::new(),
             deliveries: Vec::new(),
             wire: Vec::new(),
+            sa_keys: BTreeMap::new(),
+            ppk_ids_used: Default::default(),
+            violations: Vec::new(),
         })
     }
 
@@ -878,8 +887,47 @@ impl World {
         }
     }
 
+    /// Both peers of an IKE SA must derive the same keys; a QKD key must serve one SA.
+    fn check_invariants(&mut self, ev: &Event) {
+        let Event::IkeSaEstablished {
+            keys,
+            keylog,
+            ppk,
+            initiator,
+            ..
+        } = ev
+        else {
+            return;
+        };
+        let spis = (keylog.spi_i, keylog.spi_r);
+        match self.sa_keys.remove(&spis) {
+            Some(other) if &other != keys => self.violations.push(format!(
+                "at {}: the peers of IKE SA {:016x}_{:016x} derived different keys",
+                self.sim.now(),
+                spis.0,
+                spis.1
+            )),
+            Some(_) => {}
+            None => {
+                self.sa_keys.insert(spis, keys.clone());
+            }
+        }
+        if let (PpkOutcome::Used { id }, true) = (ppk, initiator)
+            && !self
+                .ppk_ids_used
+                .insert(String::from_utf8_lossy(id).to_string())
+        {
+            self.violations.push(format!(
+                "at {}: QKD key {} used by a second IKE SA",
+                self.sim.now(),
+                String::from_utf8_lossy(id)
+            ));
+        }
+    }
+
     fn on_endpoint_event(&mut self, gw: usize, ev: Event) {
         let now = self.sim.now();
+        self.check_invariants(&ev);
         match ev {
             Event::PpkNeeded { sa, peer, key_id } => {
                 let t = self.gateways[gw].peer_tunnel[peer];
@@ -1169,6 +1217,7 @@ impl World {
                 .iter()
                 .map(|g| (g.name.clone(), g.ep.stats().clone()))
                 .collect(),
+            violations: self.violations,
         }
     }
 
@@ -1214,5 +1263,60 @@ fn describe(r: &FailReason) -> String {
             exchange::name(*x).unwrap_or("?")
         ),
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ikev2::crypto::AeadAlg;
+    use ikev2::endpoint::KeylogEntry;
+    use ikev2::keys::IkeKeys;
+
+    fn established(keys: &IkeKeys, initiator: bool, ppk: PpkOutcome) -> Event {
+        Event::IkeSaEstablished {
+            sa: 1,
+            peer: 0,
+            initiator,
+            proposal: String::new(),
+            ppk,
+            keys: keys.clone(),
+            keylog: KeylogEntry {
+                spi_i: 1,
+                spi_r: 2,
+                sk_ei: vec![],
+                sk_er: vec![],
+                aead: AeadAlg::AesGcm16_256,
+            },
+        }
+    }
+
+    #[test]
+    fn the_oracle_catches_different_keys_and_reused_qkd_keys() {
+        let cfg: WorldConfig = serde_json::from_str(
+            r#"{"duration": "1s", "gateway": [{"name": "a", "address": "10.0.0.1"}]}"#,
+        )
+        .unwrap();
+        let mut w = World::new(cfg, 1, Tracer::new()).unwrap();
+        let k = |b: u8| IkeKeys {
+            sk_d: vec![b],
+            sk_ai: vec![],
+            sk_ar: vec![],
+            sk_ei: vec![],
+            sk_er: vec![],
+            sk_pi: vec![],
+            sk_pr: vec![],
+        };
+        let used = PpkOutcome::Used {
+            id: b"key-1".to_vec(),
+        };
+        w.check_invariants(&established(&k(1), true, used.clone()));
+        w.check_invariants(&established(&k(1), false, used.clone()));
+        assert!(w.violations.is_empty());
+        w.check_invariants(&established(&k(1), true, used));
+        w.check_invariants(&established(&k(2), false, PpkOutcome::NotUsed));
+        assert_eq!(w.violations.len(), 2, "{:?}", w.violations);
+        assert!(w.violations[0].contains("QKD key key-1 used by a second IKE SA"));
+        assert!(w.violations[1].contains("derived different keys"));
     }
 }

@@ -45,6 +45,7 @@ reauth_every = "20s"
 #[test]
 fn tunnels_come_up_with_qkd_ppks_and_reauthenticate() {
     let r = run(PAIR, 1);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
     let t = &r.tunnels[0];
     // Up at ~0 s, then a fresh IKE SA (and a fresh key) every 20 s.
     assert!(t.established >= 6, "{t:?}");
@@ -166,4 +167,47 @@ fn bad_configurations_name_the_field() {
         )),
         "tunnel[0].ike"
     );
+}
+
+#[test]
+fn ike_fragmentation_gets_ml_kem_1024_through_paths_that_drop_ip_fragments() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../experiments/scenarios/mlkem1024-fragments.toml"
+    ))
+    .unwrap();
+    let r = run(&text, 1);
+    let up = |name: &str| {
+        r.tunnels
+            .iter()
+            .find(|t| t.tunnel == name)
+            .unwrap()
+            .established
+    };
+    assert_eq!((up("t1"), up("t2"), up("t3"), up("t4")), (1, 0, 0, 1));
+    let frags = |tunnel: &str| {
+        r.exchanges
+            .iter()
+            .find(|e| e.tunnel == tunnel && e.exchange == "IKE_INTERMEDIATE")
+            .map(|e| (e.request_fragments, e.response_fragments))
+    };
+    // The digest's arithmetic: 2 fragments each way at 1280, 4 at 576.
+    assert_eq!((frags("t1"), frags("t4")), (Some((2, 2)), Some((4, 4))));
+    assert!(
+        r.handshakes
+            .iter()
+            .any(|h| h.tunnel == "t2"
+                && h.outcome == "failed: retransmit timeout in IKE_INTERMEDIATE")
+    );
+    assert!(
+        r.handshakes
+            .iter()
+            .any(|h| h.tunnel == "t3" && h.outcome == "failed: retransmit timeout in IKE_SA_INIT")
+    );
+    let filtered: u64 = r
+        .links
+        .iter()
+        .map(|l| l.stats.dropped(link::DropReason::FragmentsFiltered))
+        .sum();
+    assert!(filtered > 10);
 }

@@ -152,6 +152,8 @@ pub struct PeerConfig {
     pub remote_ts: Vec<TrafficSelector>,
     /// Establish the IKE SA without a Child SA (RFC 6023).
     pub childless: bool,
+    /// Offer and use IKE fragmentation (RFC 7383).
+    pub fragmentation: bool,
     /// Largest IP datagram for a fragment (RFC 7383; strongSwan's default 1280).
     pub fragment_size: usize,
     /// Force UDP encapsulation: NAT detection reports a NAT, so IKE moves to port 4500
@@ -193,6 +195,7 @@ impl PeerConfig {
             ],
             esp: vec![ProposalSpec::parse_esp("aes256gcm16").expect("valid")],
             childless: false,
+            fragmentation: true,
             fragment_size: 1280,
             nat_t: false,
             ppk: PpkPolicy::Disabled,

@@ -600,10 +600,12 @@ impl IkeSa {
             self.remote,
             ctx.peer.nat_t,
         ));
-        payloads.push(notify_payload(
-            notify::IKEV2_FRAGMENTATION_SUPPORTED,
-            vec![],
-        ));
+        if ctx.peer.fragmentation {
+            payloads.push(notify_payload(
+                notify::IKEV2_FRAGMENTATION_SUPPORTED,
+                vec![],
+            ));
+        }
         payloads.push(notify_payload(
             notify::INTERMEDIATE_EXCHANGE_SUPPORTED,
             vec![],
@@ -682,7 +684,7 @@ impl IkeSa {
         sa.nr = random(ctx.rng, 32);
         sa.suite = Suite::from_proposal(&chosen);
         sa.additional = chosen.additional_kes().iter().map(|&(_, m)| m).collect();
-        sa.peer_frag = has(notify::IKEV2_FRAGMENTATION_SUPPORTED);
+        sa.peer_frag = has(notify::IKEV2_FRAGMENTATION_SUPPORTED) && ctx.peer.fragmentation;
         sa.peer_intermediate = peer_intermediate;
         sa.peer_childless = has(notify::CHILDLESS_IKEV2_SUPPORTED);
         sa.use_ppk = has(notify::USE_PPK) && ctx.peer.ppk != PpkPolicy::Disabled;

@@ -349,6 +349,12 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
                     Event::IkeSaDeleted { sa, .. } => {
                         println!("[{at:>8.3}s] IKE SA {sa:016x} deleted")
                     }
+                    Event::ChildSaRekeyed { old_spi_in, child, .. } => {
+                        println!("[{at:>8.3}s] Child SA {old_spi_in:08x} rekeyed: {child:?}")
+                    }
+                    Event::ChildSaDeleted { spi_in, .. } => {
+                        println!("[{at:>8.3}s] Child SA {spi_in:08x} deleted")
+                    }
                     Event::ChildSaFailed { notify, .. } => {
                         println!("[{at:>8.3}s] Child SA refused: notify {notify}")
                     }

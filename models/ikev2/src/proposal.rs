@@ -282,6 +282,15 @@ impl ProposalSpec {
             .collect()
     }
 
+    /// The proposal without key exchange transforms (KE, ADDKE1..7): what the first
+    /// Child SA, created inside IKE_AUTH without a key exchange, negotiates.
+    pub fn without_key_exchange(&self) -> ProposalSpec {
+        ProposalSpec {
+            protocol: self.protocol,
+            algorithms: self.algorithms.iter().filter(|a| !tt::is_key_exchange(a.kind)).copied().collect(),
+        }
+    }
+
     /// The SA payload form with proposal number `number` and SPI `spi`.
     pub fn to_wire(&self, number: u8, spi: Vec<u8>) -> message::Proposal {
         message::Proposal {

@@ -1123,7 +1123,9 @@ impl World {
             Event::Keys { .. }
             | Event::ExchangeStarted { .. }
             | Event::ChildSaReady { .. }
-            | Event::ChildSaFailed { .. } => {}
+            | Event::ChildSaFailed { .. }
+            | Event::ChildSaRekeyed { .. }
+            | Event::ChildSaDeleted { .. } => {}
         }
     }
 

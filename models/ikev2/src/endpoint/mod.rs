@@ -127,6 +127,14 @@ impl Endpoint {
         spi
     }
 
+    /// Rekeys the Child SA whose inbound SPI is `spi_in` (CREATE_CHILD_SA with REKEY_SA,
+    /// PFS when the ESP proposal names a key exchange). [`Event::ChildSaRekeyed`] and
+    /// then [`Event::ChildSaDeleted`] for the old one follow. Ignored while another
+    /// request of this IKE SA is outstanding (window size 1): ask again later.
+    pub fn rekey_child(&mut self, now: u64, sa: SaId, spi_in: u32) {
+        self.with_sa(now, sa, |s, ctx| s.rekey_child(ctx, spi_in));
+    }
+
     /// Deletes an IKE SA: an INFORMATIONAL Delete if it is established, else at once.
     /// [`Event::IkeSaDeleted`] follows.
     pub fn delete(&mut self, now: u64, sa: SaId) {

@@ -54,6 +54,42 @@ enum PpkState {
     Unavailable,
 }
 
+/// A Child SA rekey we started: the SA it replaces, our new inbound SPI, our nonce and
+/// key exchange.
+struct ChildRekey {
+    old_spi_in: u32,
+    spi_in: u32,
+    ni: Vec<u8>,
+    ke: Option<KeSecret>,
+}
+
+/// What a new Child SA's keys are derived from.
+struct NewChild<'a> {
+    chosen: &'a ProposalSpec,
+    spi_in: u32,
+    spi_out: u32,
+    /// We initiated the exchange that creates it (our key is the I->R half).
+    initiated: bool,
+    /// Ni and Nr of that exchange.
+    nonces: [&'a [u8]; 2],
+    /// The exchange's new key exchange secret (PFS), if any.
+    shared: Option<&'a [u8]>,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+}
+
+/// The ESP proposals as wire proposals with SPI `spi`, optionally without key exchange
+/// transforms (inside IKE_AUTH).
+fn esp_offer(esp: &[ProposalSpec], spi: u32, with_ke: bool) -> Vec<crate::message::Proposal> {
+    esp.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let p = if with_ke { p.clone() } else { p.without_key_exchange() };
+            p.to_wire(i as u8 + 1, spi.to_be_bytes().to_vec())
+        })
+        .collect()
+}
+
 /// The initiator's IKE_AUTH candidates: the keys without a PPK, and with it (plus its ID).
 type AuthKeys = (IkeKeys, Option<(IkeKeys, Vec<u8>)>);
 
@@ -110,6 +146,12 @@ pub(crate) struct IkeSa {
     reasm_responses: Reassembler,
     iv: u64,
     child_spi: u32,
+    /// Child SAs of this IKE SA: new ones appended, old ones kept until deleted.
+    children: Vec<ChildSa>,
+    /// Our CREATE_CHILD_SA in progress.
+    rekey: Option<ChildRekey>,
+    /// Our Delete of a Child SA in progress (its inbound SPI).
+    deleting_child: Option<u32>,
     /// A NAT was detected in IKE_SA_INIT.
     nat: bool,
     /// We sent a Delete for this IKE SA.
@@ -346,6 +388,9 @@ impl IkeSa {
             reasm_responses: Reassembler::default(),
             iv: 0,
             child_spi: 0,
+            children: Vec::new(),
+            rekey: None,
+            deleting_child: None,
             nat: false,
             deleting: false,
             floated: false,
@@ -989,6 +1034,15 @@ impl IkeSa {
                     self.on_intermediate_response(ctx, &header, first, &inner, &payloads)
                 }
                 exchange::IKE_AUTH => self.on_auth_response(ctx, &payloads),
+                exchange::CREATE_CHILD_SA => self.on_create_child_response(ctx, &payloads),
+                exchange::INFORMATIONAL if self.deleting_child.is_some() => {
+                    let spi_in = self.deleting_child.take().expect("checked");
+                    if let Some(i) = self.children.iter().position(|c| c.spi_in == spi_in) {
+                        self.children.remove(i);
+                        ctx.out.events.push_back(Event::ChildSaDeleted { sa: self.our_spi(), spi_in });
+                    }
+                    Ok(())
+                }
                 exchange::INFORMATIONAL if self.deleting => {
                     self.phase = Phase::Gone;
                     ctx.out.events.push_back(Event::IkeSaDeleted {
@@ -1008,8 +1062,23 @@ impl IkeSa {
                 (exchange::IKE_AUTH, Phase::Responding) => {
                     self.on_auth_request(ctx, header, payloads)
                 }
+                (exchange::CREATE_CHILD_SA, Phase::Established) => self.on_create_child_request(ctx, header, payloads),
                 (exchange::INFORMATIONAL, Phase::Established) => {
-                    self.send_response(ctx, &header, &[]);
+                    let esp_spis: Vec<Vec<u8>> = payloads
+                        .iter()
+                        .filter_map(|p| match p {
+                            Payload::Delete { protocol: protocol::ESP, spis, .. } => Some(spis.clone()),
+                            _ => None,
+                        })
+                        .flatten()
+                        .collect();
+                    let ours = self.delete_children(ctx, &esp_spis);
+                    let reply: Vec<Payload> = if ours.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![Payload::Delete { protocol: protocol::ESP, spi_size: 4, spis: ours }]
+                    };
+                    self.send_response(ctx, &header, &reply);
                     let delete_ike = payloads.iter().any(|p| {
                         matches!(
                             p,
@@ -1286,14 +1355,7 @@ impl IkeSa {
         ];
         if !(ctx.peer.childless && self.peer_childless) {
             self.child_spi = random_esp_spi(ctx.rng);
-            let spi = self.child_spi.to_be_bytes().to_vec();
-            let esp = ctx
-                .peer
-                .esp
-                .iter()
-                .enumerate()
-                .map(|(i, p)| p.to_wire(i as u8 + 1, spi.clone()));
-            payloads.push(Payload::Sa(esp.collect()));
+            payloads.push(Payload::Sa(esp_offer(&ctx.peer.esp, self.child_spi, false)));
             payloads.push(Payload::TsI(self.local_ts(ctx)));
             payloads.push(Payload::TsR(ctx.peer.remote_ts.clone()));
         }
@@ -1480,7 +1542,13 @@ impl IkeSa {
         ];
         let mut child = None;
         if let Some(offered) = esp {
-            let sel = proposal::select(offered, &ctx.peer.esp, Preference::Initiator).filter(|s| {
+            // The first Child SA is created without a key exchange: ignore KE transforms.
+            let offered: Vec<crate::message::Proposal> = offered
+                .iter()
+                .map(|p| ProposalSpec::from_wire(p).without_key_exchange().to_wire(p.number, p.spi.clone()))
+                .collect();
+            let ours: Vec<ProposalSpec> = ctx.peer.esp.iter().map(ProposalSpec::without_key_exchange).collect();
+            let sel = proposal::select(&offered, &ours, Preference::Initiator).filter(|s| {
                 s.peer_spi.len() == 4
                     && AeadAlg::from_algorithm(&s.chosen.chosen(tt::ENCR).expect("ENCR")).is_some()
             });
@@ -1500,7 +1568,20 @@ impl IkeSa {
                     ]));
                     response.push(Payload::TsI(ts_i.clone()));
                     response.push(Payload::TsR(ts_r.clone()));
-                    child = Some(self.child_sa(ctx, &s.chosen, peer_spi, ts_r, ts_i));
+                    let (ni, nr) = (self.ni.clone(), self.nr.clone());
+                    child = Some(self.child_sa(
+                        ctx,
+                        NewChild {
+                            chosen: &s.chosen,
+                            spi_in: self.child_spi,
+                            spi_out: peer_spi,
+                            initiated: false,
+                            nonces: [&ni, &nr],
+                            shared: None,
+                            local_ts: ts_r,
+                            remote_ts: ts_i,
+                        },
+                    ));
                 }
             }
         }
@@ -1510,10 +1591,8 @@ impl IkeSa {
         self.send_response(ctx, &header, &response);
         self.established(ctx);
         if let Some(child) = child {
-            ctx.out.events.push_back(Event::ChildSaReady {
-                sa: self.spi_r,
-                child,
-            });
+            self.children.push(child.clone());
+            ctx.out.events.push_back(Event::ChildSaReady { sa: self.spi_r, child });
         }
         Ok(())
     }
@@ -1577,7 +1656,8 @@ impl IkeSa {
             return Ok(());
         }
         if let (Some(reply), Some(tsi), Some(tsr)) = (esp, tsi, tsr) {
-            let chosen = proposal::verify_reply(reply, &ctx.peer.esp).filter(|c| {
+            let ours: Vec<ProposalSpec> = ctx.peer.esp.iter().map(ProposalSpec::without_key_exchange).collect();
+            let chosen = proposal::verify_reply(reply, &ours).filter(|c| {
                 c.chosen(tt::ENCR)
                     .and_then(|a| AeadAlg::from_algorithm(&a))
                     .is_some()
@@ -1588,11 +1668,22 @@ impl IkeSa {
                 .map(u32::from_be_bytes);
             match (chosen, peer_spi) {
                 (Some(c), Some(spi)) => {
-                    let child = self.child_sa(ctx, &c, spi, tsi.clone(), tsr.clone());
-                    ctx.out.events.push_back(Event::ChildSaReady {
-                        sa: self.spi_i,
-                        child,
-                    });
+                    let (ni, nr) = (self.ni.clone(), self.nr.clone());
+                    let child = self.child_sa(
+                        ctx,
+                        NewChild {
+                            chosen: &c,
+                            spi_in: self.child_spi,
+                            spi_out: spi,
+                            initiated: true,
+                            nonces: [&ni, &nr],
+                            shared: None,
+                            local_ts: tsi.clone(),
+                            remote_ts: tsr.clone(),
+                        },
+                    );
+                    self.children.push(child.clone());
+                    ctx.out.events.push_back(Event::ChildSaReady { sa: self.spi_i, child });
                 }
                 _ => ctx.out.events.push_back(Event::ChildSaFailed {
                     sa: self.spi_i,
@@ -1603,44 +1694,206 @@ impl IkeSa {
         Ok(())
     }
 
-    /// KEYMAT = prf+(SK_d, Ni | Nr): I->R key | R->I key.
-    fn child_sa(
-        &self,
-        ctx: &Ctx<'_>,
-        chosen: &ProposalSpec,
-        peer_spi: u32,
-        local_ts: Vec<TrafficSelector>,
-        remote_ts: Vec<TrafficSelector>,
-    ) -> ChildSa {
-        let aead =
-            AeadAlg::from_algorithm(&chosen.chosen(tt::ENCR).expect("ENCR")).expect("checked");
+    /// KEYMAT = prf+(SK_d, [g^ir |] Ni | Nr): I->R key | R->I key, "I" being the
+    /// initiator of the exchange that creates the Child SA.
+    fn child_sa(&self, ctx: &Ctx<'_>, n: NewChild<'_>) -> ChildSa {
+        let aead = AeadAlg::from_algorithm(&n.chosen.chosen(tt::ENCR).expect("ENCR")).expect("checked");
         let keys = self.keys.as_ref().expect("derived");
-        let n = aead.keymat_len();
-        let km = child_keymat(
-            ctx.crypto,
-            self.suite.expect("negotiated").prf,
-            &keys.sk_d,
-            None,
-            [&self.ni, &self.nr],
-            &[],
-            2 * n,
-        );
-        let (i_to_r, r_to_i) = km.split_at(n);
-        let (encr_out, encr_in) = if self.initiator {
-            (i_to_r, r_to_i)
-        } else {
-            (r_to_i, i_to_r)
-        };
+        let len = aead.keymat_len();
+        let prf = self.suite.expect("negotiated").prf;
+        let km = child_keymat(ctx.crypto, prf, &keys.sk_d, n.shared, n.nonces, &[], 2 * len);
+        let (i_to_r, r_to_i) = km.split_at(len);
+        let (encr_out, encr_in) = if n.initiated { (i_to_r, r_to_i) } else { (r_to_i, i_to_r) };
         ChildSa {
-            spi_in: self.child_spi,
-            spi_out: peer_spi,
-            proposal: chosen.to_string(),
+            spi_in: n.spi_in,
+            spi_out: n.spi_out,
+            proposal: n.chosen.to_string(),
             aead,
             encr_in: encr_in.to_vec(),
             encr_out: encr_out.to_vec(),
-            local_ts,
-            remote_ts,
+            local_ts: n.local_ts,
+            remote_ts: n.remote_ts,
         }
+    }
+
+    // ----- CREATE_CHILD_SA: Child SA rekeying ------------------------------------
+
+    /// Starts rekeying the Child SA with inbound SPI `spi_in` (RFC 7296 section 2.8),
+    /// with a new key exchange when the ESP proposal names one (PFS).
+    pub fn rekey_child(&mut self, ctx: &mut Ctx<'_>, spi_in: u32) -> Result<(), FailReason> {
+        let Some(old) = self.children.iter().find(|c| c.spi_in == spi_in).cloned() else {
+            return Ok(()); // no such Child SA (any more)
+        };
+        if self.phase != Phase::Established || self.outstanding.is_some() || self.rekey.is_some() {
+            return Ok(()); // window size 1: the driver asks again later
+        }
+        let ni = random(ctx.rng, 32);
+        let new_spi = random_esp_spi(ctx.rng);
+        let mut payloads = vec![Payload::Notify(Notify {
+            protocol: protocol::ESP,
+            spi: spi_in.to_be_bytes().to_vec(),
+            kind: notify::REKEY_SA,
+            data: Vec::new(),
+        })];
+        payloads.push(Payload::Sa(esp_offer(&ctx.peer.esp, new_spi, true)));
+        payloads.push(Payload::Nonce(ni.clone()));
+        let ke_method = ctx.peer.esp.first().and_then(|p| p.chosen(tt::KE)).map(|a| a.id).and_then(KeMethod::from_id);
+        let ke = ke_method.map(|m| {
+            let (secret, data) = ctx.crypto.ke_initiate(m, ctx.rng);
+            payloads.push(Payload::Ke { method: m.id(), data });
+            secret
+        });
+        payloads.push(Payload::TsI(old.local_ts.clone()));
+        payloads.push(Payload::TsR(old.remote_ts.clone()));
+        self.rekey = Some(ChildRekey { old_spi_in: spi_in, spi_in: new_spi, ni, ke });
+        self.send_request(ctx, exchange::CREATE_CHILD_SA, &payloads);
+        Ok(())
+    }
+
+    fn on_create_child_request(&mut self, ctx: &mut Ctx<'_>, header: Header, payloads: Vec<Payload>) -> Result<(), FailReason> {
+        let refuse = |sa: &mut Self, ctx: &mut Ctx<'_>, kind: u16, data: Vec<u8>| {
+            sa.send_response(ctx, &header, &[notify_payload(kind, data)]);
+            Ok(())
+        };
+        let rekeyed = payloads.iter().find_map(|p| match p {
+            Payload::Notify(n) if n.kind == notify::REKEY_SA && n.protocol == protocol::ESP => {
+                <[u8; 4]>::try_from(&n.spi[..]).ok().map(u32::from_be_bytes)
+            }
+            _ => None,
+        });
+        let AuthPayloads { esp, tsi, tsr, .. } = AuthPayloads::of(&payloads);
+        let ni = payloads.iter().find_map(|p| match p {
+            Payload::Nonce(n) => Some(n.clone()),
+            _ => None,
+        });
+        let (Some(offered), Some(ni), Some(old_spi_out)) = (esp, ni, rekeyed) else {
+            // New Child SAs and IKE SA rekeys are not implemented yet.
+            return refuse(self, ctx, notify::NO_ADDITIONAL_SAS, vec![]);
+        };
+        let Some(old) = self.children.iter().find(|c| c.spi_out == old_spi_out).cloned() else {
+            return refuse(self, ctx, notify::CHILD_SA_NOT_FOUND, vec![]);
+        };
+        if self.rekey.as_ref().is_some_and(|r| r.old_spi_in == old.spi_in) {
+            // Both sides rekey the same Child SA: ours goes on, theirs waits.
+            return refuse(self, ctx, notify::TEMPORARY_FAILURE, vec![]);
+        }
+        let Some(sel) = proposal::select(offered, &ctx.peer.esp, Preference::Initiator)
+            .filter(|s| s.peer_spi.len() == 4 && s.chosen.chosen(tt::ENCR).and_then(|a| AeadAlg::from_algorithm(&a)).is_some())
+        else {
+            return refuse(self, ctx, notify::NO_PROPOSAL_CHOSEN, vec![]);
+        };
+        let mut shared = None;
+        let mut response_ke = None;
+        if let Some(method) = sel.chosen.chosen(tt::KE).filter(|a| a.id != crate::consts::ke::NONE) {
+            let kei = payloads.iter().find_map(|p| match p {
+                Payload::Ke { method: m, data } if *m == method.id => Some(data),
+                _ => None,
+            });
+            let responded = kei.and_then(|k| KeMethod::from_id(method.id).and_then(|m| ctx.crypto.ke_respond(m, k, ctx.rng).ok()));
+            let Some((ker, ss)) = responded else {
+                return refuse(self, ctx, notify::INVALID_KE_PAYLOAD, method.id.to_be_bytes().to_vec());
+            };
+            response_ke = Some(Payload::Ke { method: method.id, data: ker });
+            shared = Some(ss);
+        }
+        let ts_i = narrow(tsi.map_or(&[][..], |v| v), &old.remote_ts);
+        let ts_r = narrow(tsr.map_or(&[][..], |v| v), &old.local_ts);
+        if ts_i.is_empty() || ts_r.is_empty() {
+            return refuse(self, ctx, notify::TS_UNACCEPTABLE, vec![]);
+        }
+        let nr = random(ctx.rng, 32);
+        let spi_in = random_esp_spi(ctx.rng);
+        let spi_out = u32::from_be_bytes(sel.peer_spi[..4].try_into().expect("4 bytes"));
+        let mut response = vec![Payload::Sa(vec![sel.chosen.to_wire(sel.number, spi_in.to_be_bytes().to_vec())]), Payload::Nonce(nr.clone())];
+        response.extend(response_ke);
+        response.push(Payload::TsI(ts_i.clone()));
+        response.push(Payload::TsR(ts_r.clone()));
+        let child = self.child_sa(
+            ctx,
+            NewChild {
+                chosen: &sel.chosen,
+                spi_in,
+                spi_out,
+                initiated: false,
+                nonces: [&ni, &nr],
+                shared: shared.as_deref(),
+                local_ts: ts_r,
+                remote_ts: ts_i,
+            },
+        );
+        self.send_response(ctx, &header, &response);
+        self.children.push(child.clone());
+        ctx.out.events.push_back(Event::ChildSaRekeyed { sa: self.our_spi(), old_spi_in: old.spi_in, child });
+        Ok(())
+    }
+
+    fn on_create_child_response(&mut self, ctx: &mut Ctx<'_>, payloads: &[Payload]) -> Result<(), FailReason> {
+        let Some(r) = self.rekey.take() else { return Ok(()) };
+        if let Some(n) = first_error(payloads) {
+            ctx.out.events.push_back(Event::ChildSaFailed { sa: self.our_spi(), notify: n });
+            return Ok(());
+        }
+        let AuthPayloads { esp, tsi, tsr, .. } = AuthPayloads::of(payloads);
+        let nr = payloads.iter().find_map(|p| match p {
+            Payload::Nonce(n) => Some(n.clone()),
+            _ => None,
+        });
+        let chosen = esp.and_then(|reply| proposal::verify_reply(reply, &ctx.peer.esp));
+        let spi_out = esp.and_then(|reply| reply.first()).and_then(|p| <[u8; 4]>::try_from(&p.spi[..]).ok()).map(u32::from_be_bytes);
+        let (Some(chosen), Some(spi_out), Some(nr), Some(tsi), Some(tsr)) = (chosen, spi_out, nr, tsi, tsr) else {
+            ctx.out.events.push_back(Event::ChildSaFailed { sa: self.our_spi(), notify: notify::NO_PROPOSAL_CHOSEN });
+            return Ok(());
+        };
+        let mut shared = None;
+        if let Some(secret) = r.ke {
+            let ker = payloads.iter().find_map(|p| match p {
+                Payload::Ke { method, data } if *method == secret.method().id() => Some(data),
+                _ => None,
+            });
+            let ss = ker.and_then(|k| ctx.crypto.ke_complete(secret, k).ok());
+            if ss.is_none() {
+                ctx.out.events.push_back(Event::ChildSaFailed { sa: self.our_spi(), notify: notify::INVALID_KE_PAYLOAD });
+                return Ok(());
+            }
+            shared = ss;
+        }
+        let child = self.child_sa(
+            ctx,
+            NewChild {
+                chosen: &chosen,
+                spi_in: r.spi_in,
+                spi_out,
+                initiated: true,
+                nonces: [&r.ni, &nr],
+                shared: shared.as_deref(),
+                local_ts: tsi.clone(),
+                remote_ts: tsr.clone(),
+            },
+        );
+        self.children.push(child.clone());
+        ctx.out.events.push_back(Event::ChildSaRekeyed { sa: self.our_spi(), old_spi_in: r.old_spi_in, child });
+        // The new SA is in place: delete the old one (RFC 7296 section 2.8).
+        let delete = Payload::Delete { protocol: protocol::ESP, spi_size: 4, spis: vec![r.old_spi_in.to_be_bytes().to_vec()] };
+        self.deleting_child = Some(r.old_spi_in);
+        self.send_request(ctx, exchange::INFORMATIONAL, &[delete]);
+        Ok(())
+    }
+
+    /// The peer deletes Child SAs (their inbound SPIs = our outbound ones): answer with
+    /// our inbound SPIs of the same pairs, unless we are deleting them ourselves.
+    fn delete_children(&mut self, ctx: &mut Ctx<'_>, peer_spis: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let mut ours = Vec::new();
+        for spi in peer_spis {
+            let Ok(spi) = <[u8; 4]>::try_from(&spi[..]).map(u32::from_be_bytes) else { continue };
+            if let Some(i) = self.children.iter().position(|c| c.spi_out == spi) {
+                let c = self.children.remove(i);
+                if self.deleting_child != Some(c.spi_in) {
+                    ours.push(c.spi_in.to_be_bytes().to_vec());
+                }
+                ctx.out.events.push_back(Event::ChildSaDeleted { sa: self.our_spi(), spi_in: c.spi_in });
+            }
+        }
+        ours
     }
 
     fn established(&mut self, ctx: &mut Ctx<'_>) {

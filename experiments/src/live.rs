@@ -39,6 +39,9 @@ pub struct LiveConfig {
     /// Give up after this long.
     #[serde(default = "default_timeout")]
     pub timeout: sim_core::SimDuration,
+    /// Once every SA is done, keep serving peers this long (their rekeys, deletes).
+    #[serde(default)]
+    pub hold: sim_core::SimDuration,
     #[serde(rename = "peer")]
     pub peers: Vec<LivePeer>,
 }
@@ -89,6 +92,9 @@ pub struct LivePeer {
     /// Start the IKE SA (otherwise wait for the peer).
     #[serde(default)]
     pub initiate: bool,
+    /// Rekey the first Child SA this long after it is up (CREATE_CHILD_SA).
+    #[serde(default)]
+    pub rekey_child_after: Option<sim_core::SimDuration>,
 }
 
 fn default_esp() -> Vec<String> {
@@ -266,8 +272,21 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
     let (mut done, mut failures) = (0usize, 0usize);
     let deadline = start + Duration::from_nanos(cfg.timeout.as_nanos());
     let mut buf = vec![0u8; 65_536];
+    let mut finish_at: Option<Instant> = None;
+    let mut rekeys: Vec<(Instant, ikev2::endpoint::SaId, u32)> = Vec::new();
+    let mut sa_peer: BTreeMap<ikev2::endpoint::SaId, usize> = BTreeMap::new();
     let mut buf4500 = vec![0u8; 65_536];
     loop {
+        // Rekeys that are due (the endpoint ignores one while another exchange runs).
+        let due = Instant::now();
+        for &(_, sa, spi_in) in rekeys.iter().filter(|r| r.0 <= due) {
+            println!(
+                "[{:>8.3}s] rekeying Child SA {spi_in:08x}",
+                now() as f64 / 1e9
+            );
+            ep.rekey_child(now(), sa, spi_in);
+        }
+        rekeys.retain(|r| r.0 > due);
         // Outputs: datagrams, then events (answering one may queue more datagrams).
         loop {
             while let Some(t) = ep.poll_transmit() {
@@ -329,6 +348,7 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
                         initiator,
                         ..
                     } => {
+                        sa_peer.insert(*sa, *peer);
                         let ppk = match ppk {
                             PpkOutcome::Used { id } => {
                                 format!("used {}", String::from_utf8_lossy(id))
@@ -343,13 +363,23 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
                         );
                         done += 1;
                     }
-                    Event::ChildSaReady { child, .. } => {
-                        println!("[{at:>8.3}s] Child SA ready: {child:?}")
+                    Event::ChildSaReady { sa, child } => {
+                        println!("[{at:>8.3}s] Child SA ready: {child:?}");
+                        let peer = sa_peer.get(sa).copied();
+                        if let Some(after) = peer.and_then(|p| cfg.peers[p].rekey_child_after) {
+                            rekeys.push((
+                                Instant::now() + Duration::from_nanos(after.as_nanos()),
+                                *sa,
+                                child.spi_in,
+                            ));
+                        }
                     }
                     Event::IkeSaDeleted { sa, .. } => {
                         println!("[{at:>8.3}s] IKE SA {sa:016x} deleted")
                     }
-                    Event::ChildSaRekeyed { old_spi_in, child, .. } => {
+                    Event::ChildSaRekeyed {
+                        old_spi_in, child, ..
+                    } => {
                         println!("[{at:>8.3}s] Child SA {old_spi_in:08x} rekeyed: {child:?}")
                     }
                     Event::ChildSaDeleted { spi_in, .. } => {
@@ -369,14 +399,19 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
                 }
             }
         }
-        if done >= wanted {
+        if done >= wanted && finish_at.is_none() {
+            finish_at = Some(Instant::now() + Duration::from_nanos(cfg.hold.as_nanos()));
+        }
+        if finish_at.is_some_and(|f| Instant::now() >= f) && rekeys.is_empty() {
             break;
         }
         let wake = ep
             .poll_timeout()
             .map(|t| start + Duration::from_nanos(t))
-            .unwrap_or(deadline)
-            .min(deadline);
+            .into_iter()
+            .chain(rekeys.iter().map(|r| r.0))
+            .chain(finish_at)
+            .fold(deadline, Instant::min);
         if Instant::now() >= deadline {
             println!("qsafe live: timeout after {}", cfg.timeout);
             return Ok(failures + wanted - done);

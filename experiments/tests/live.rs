@@ -1,5 +1,6 @@
 //! `qsafe live` against itself over loopback UDP: the tokio driver, port floating to the
-//! encapsulation port with the non-ESP marker, a hybrid proposal and a PPK. (Interop
+//! encapsulation port with the non-ESP marker, a hybrid proposal, a PPK and a Child SA
+//! rekey. (Interop
 //! with strongSwan is experiments/scripts/interop/interop.sh.)
 
 use std::fs;
@@ -7,12 +8,19 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 fn config(me: &str, peer: &str, initiate: bool, encap: bool) -> String {
+    // The initiator also rekeys its Child SA while both sides hold on.
+    let rekey = if initiate {
+        "rekey_child_after = \"200ms\""
+    } else {
+        ""
+    };
     format!(
         r#"
 local = "{me}"
 port = 10500
 natt_port = 14500
 timeout = "10s"
+hold = "1s"
 
 [[peer]]
 name = "other"
@@ -30,6 +38,7 @@ ppk = "required"
 ppk_id = "qkd-0001"
 ppks = {{ "qkd-0001" = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff" }}
 initiate = {initiate}
+{rekey}
 "#
     )
 }
@@ -72,6 +81,7 @@ fn two_live_gateways_establish_over_loopback() {
         assert!(out.contains("established as"), "{out}");
         assert!(out.contains("PPK used qkd-0001"), "{out}");
         assert!(out.contains("Child SA ready"), "{out}");
+        assert!(out.contains("rekeyed"), "{out}");
     }
     assert!(out_a.contains("IKE_INTERMEDIATE done"), "{out_a}");
     // Initial keys, the RFC 9370 update: two key sets for the one IKE SA.

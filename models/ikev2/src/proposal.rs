@@ -287,7 +287,12 @@ impl ProposalSpec {
     pub fn without_key_exchange(&self) -> ProposalSpec {
         ProposalSpec {
             protocol: self.protocol,
-            algorithms: self.algorithms.iter().filter(|a| !tt::is_key_exchange(a.kind)).copied().collect(),
+            algorithms: self
+                .algorithms
+                .iter()
+                .filter(|a| !tt::is_key_exchange(a.kind))
+                .copied()
+                .collect(),
         }
     }
 

@@ -401,7 +401,9 @@ fn rekeyed(p: &Pair, i: usize) -> Vec<(u32, ikev2::endpoint::ChildSa)> {
     p.events[i]
         .iter()
         .filter_map(|e| match &e.1 {
-            Event::ChildSaRekeyed { old_spi_in, child, .. } => Some((*old_spi_in, child.clone())),
+            Event::ChildSaRekeyed {
+                old_spi_in, child, ..
+            } => Some((*old_spi_in, child.clone())),
             _ => None,
         })
         .collect()
@@ -419,11 +421,20 @@ fn deleted(p: &Pair, i: usize) -> Vec<u32> {
 
 #[test]
 fn child_sas_rekey_with_and_without_pfs_from_either_side() {
-    for (esp, rekeyer) in [("aes256gcm16", 0), ("aes256gcm16-x25519", 0), ("aes128gcm16-mlkem768", 1)] {
+    for (esp, rekeyer) in [
+        ("aes256gcm16", 0),
+        ("aes256gcm16-x25519", 0),
+        ("aes128gcm16-mlkem768", 1),
+    ] {
         let mut p = Pair::new(21, |_, peer| *peer = peer.clone().with_esp(&[esp]).unwrap());
         p.handshake(10 * SEC);
         let first = [p.child(0).unwrap().clone(), p.child(1).unwrap().clone()];
-        let sa = match p.events[rekeyer].iter().find(|e| matches!(e.1, Event::IkeSaEstablished { .. })).unwrap().1 {
+        let sa = match p.events[rekeyer]
+            .iter()
+            .find(|e| matches!(e.1, Event::IkeSaEstablished { .. }))
+            .unwrap()
+            .1
+        {
             Event::IkeSaEstablished { sa, .. } => sa,
             _ => unreachable!(),
         };
@@ -433,12 +444,24 @@ fn child_sas_rekey_with_and_without_pfs_from_either_side() {
         assert_eq!((ra.len(), rb.len()), (1, 1), "{esp}: {:?}", p.events);
         let (a, b) = (&ra[0].1, &rb[0].1);
         // Both sides hold the same new keys, with new SPIs, and different keys than before.
-        assert_eq!((&a.encr_out, &a.encr_in, a.spi_out, a.spi_in), (&b.encr_in, &b.encr_out, b.spi_in, b.spi_out), "{esp}");
+        assert_eq!(
+            (&a.encr_out, &a.encr_in, a.spi_out, a.spi_in),
+            (&b.encr_in, &b.encr_out, b.spi_in, b.spi_out),
+            "{esp}"
+        );
         assert_ne!(a.encr_out, first[0].encr_out);
         assert_ne!(a.spi_in, first[0].spi_in);
-        assert_eq!((ra[0].0, rb[0].0), (first[0].spi_in, first[1].spi_in), "the old SA each side names");
+        assert_eq!(
+            (ra[0].0, rb[0].0),
+            (first[0].spi_in, first[1].spi_in),
+            "the old SA each side names"
+        );
         assert_eq!(a.proposal, esp.to_string());
         // The old pair is deleted on both sides.
-        assert_eq!((deleted(&p, 0), deleted(&p, 1)), (vec![first[0].spi_in], vec![first[1].spi_in]), "{esp}");
+        assert_eq!(
+            (deleted(&p, 0), deleted(&p, 1)),
+            (vec![first[0].spi_in], vec![first[1].spi_in]),
+            "{esp}"
+        );
     }
 }

@@ -238,12 +238,22 @@ pub enum Event {
     },
     /// The IKE SA is up but its first Child SA was refused (notify type), or a
     /// CREATE_CHILD_SA we started was refused.
-    ChildSaFailed { sa: SaId, notify: u16 },
+    ChildSaFailed {
+        sa: SaId,
+        notify: u16,
+    },
     /// A Child SA was rekeyed (RFC 7296 section 2.8): `child` replaces the one whose
     /// inbound SPI was `old_spi_in`; the old one stays until deleted.
-    ChildSaRekeyed { sa: SaId, old_spi_in: u32, child: ChildSa },
+    ChildSaRekeyed {
+        sa: SaId,
+        old_spi_in: u32,
+        child: ChildSa,
+    },
     /// A Child SA was deleted; `spi_in` is our inbound SPI of it.
-    ChildSaDeleted { sa: SaId, spi_in: u32 },
+    ChildSaDeleted {
+        sa: SaId,
+        spi_in: u32,
+    },
     IkeSaFailed {
         sa: SaId,
         peer: usize,

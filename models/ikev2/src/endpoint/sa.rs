@@ -84,7 +84,11 @@ fn esp_offer(esp: &[ProposalSpec], spi: u32, with_ke: bool) -> Vec<crate::messag
     esp.iter()
         .enumerate()
         .map(|(i, p)| {
-            let p = if with_ke { p.clone() } else { p.without_key_exchange() };
+            let p = if with_ke {
+                p.clone()
+            } else {
+                p.without_key_exchange()
+            };
             p.to_wire(i as u8 + 1, spi.to_be_bytes().to_vec())
         })
         .collect()
@@ -1039,7 +1043,10 @@ impl IkeSa {
                     let spi_in = self.deleting_child.take().expect("checked");
                     if let Some(i) = self.children.iter().position(|c| c.spi_in == spi_in) {
                         self.children.remove(i);
-                        ctx.out.events.push_back(Event::ChildSaDeleted { sa: self.our_spi(), spi_in });
+                        ctx.out.events.push_back(Event::ChildSaDeleted {
+                            sa: self.our_spi(),
+                            spi_in,
+                        });
                     }
                     Ok(())
                 }
@@ -1062,12 +1069,18 @@ impl IkeSa {
                 (exchange::IKE_AUTH, Phase::Responding) => {
                     self.on_auth_request(ctx, header, payloads)
                 }
-                (exchange::CREATE_CHILD_SA, Phase::Established) => self.on_create_child_request(ctx, header, payloads),
+                (exchange::CREATE_CHILD_SA, Phase::Established) => {
+                    self.on_create_child_request(ctx, header, payloads)
+                }
                 (exchange::INFORMATIONAL, Phase::Established) => {
                     let esp_spis: Vec<Vec<u8>> = payloads
                         .iter()
                         .filter_map(|p| match p {
-                            Payload::Delete { protocol: protocol::ESP, spis, .. } => Some(spis.clone()),
+                            Payload::Delete {
+                                protocol: protocol::ESP,
+                                spis,
+                                ..
+                            } => Some(spis.clone()),
                             _ => None,
                         })
                         .flatten()
@@ -1076,7 +1089,11 @@ impl IkeSa {
                     let reply: Vec<Payload> = if ours.is_empty() {
                         Vec::new()
                     } else {
-                        vec![Payload::Delete { protocol: protocol::ESP, spi_size: 4, spis: ours }]
+                        vec![Payload::Delete {
+                            protocol: protocol::ESP,
+                            spi_size: 4,
+                            spis: ours,
+                        }]
                     };
                     self.send_response(ctx, &header, &reply);
                     let delete_ike = payloads.iter().any(|p| {
@@ -1545,9 +1562,18 @@ impl IkeSa {
             // The first Child SA is created without a key exchange: ignore KE transforms.
             let offered: Vec<crate::message::Proposal> = offered
                 .iter()
-                .map(|p| ProposalSpec::from_wire(p).without_key_exchange().to_wire(p.number, p.spi.clone()))
+                .map(|p| {
+                    ProposalSpec::from_wire(p)
+                        .without_key_exchange()
+                        .to_wire(p.number, p.spi.clone())
+                })
                 .collect();
-            let ours: Vec<ProposalSpec> = ctx.peer.esp.iter().map(ProposalSpec::without_key_exchange).collect();
+            let ours: Vec<ProposalSpec> = ctx
+                .peer
+                .esp
+                .iter()
+                .map(ProposalSpec::without_key_exchange)
+                .collect();
             let sel = proposal::select(&offered, &ours, Preference::Initiator).filter(|s| {
                 s.peer_spi.len() == 4
                     && AeadAlg::from_algorithm(&s.chosen.chosen(tt::ENCR).expect("ENCR")).is_some()
@@ -1592,7 +1618,10 @@ impl IkeSa {
         self.established(ctx);
         if let Some(child) = child {
             self.children.push(child.clone());
-            ctx.out.events.push_back(Event::ChildSaReady { sa: self.spi_r, child });
+            ctx.out.events.push_back(Event::ChildSaReady {
+                sa: self.spi_r,
+                child,
+            });
         }
         Ok(())
     }
@@ -1656,7 +1685,12 @@ impl IkeSa {
             return Ok(());
         }
         if let (Some(reply), Some(tsi), Some(tsr)) = (esp, tsi, tsr) {
-            let ours: Vec<ProposalSpec> = ctx.peer.esp.iter().map(ProposalSpec::without_key_exchange).collect();
+            let ours: Vec<ProposalSpec> = ctx
+                .peer
+                .esp
+                .iter()
+                .map(ProposalSpec::without_key_exchange)
+                .collect();
             let chosen = proposal::verify_reply(reply, &ours).filter(|c| {
                 c.chosen(tt::ENCR)
                     .and_then(|a| AeadAlg::from_algorithm(&a))
@@ -1683,7 +1717,10 @@ impl IkeSa {
                         },
                     );
                     self.children.push(child.clone());
-                    ctx.out.events.push_back(Event::ChildSaReady { sa: self.spi_i, child });
+                    ctx.out.events.push_back(Event::ChildSaReady {
+                        sa: self.spi_i,
+                        child,
+                    });
                 }
                 _ => ctx.out.events.push_back(Event::ChildSaFailed {
                     sa: self.spi_i,
@@ -1697,13 +1734,26 @@ impl IkeSa {
     /// KEYMAT = prf+(SK_d, [g^ir |] Ni | Nr): I->R key | R->I key, "I" being the
     /// initiator of the exchange that creates the Child SA.
     fn child_sa(&self, ctx: &Ctx<'_>, n: NewChild<'_>) -> ChildSa {
-        let aead = AeadAlg::from_algorithm(&n.chosen.chosen(tt::ENCR).expect("ENCR")).expect("checked");
+        let aead =
+            AeadAlg::from_algorithm(&n.chosen.chosen(tt::ENCR).expect("ENCR")).expect("checked");
         let keys = self.keys.as_ref().expect("derived");
         let len = aead.keymat_len();
         let prf = self.suite.expect("negotiated").prf;
-        let km = child_keymat(ctx.crypto, prf, &keys.sk_d, n.shared, n.nonces, &[], 2 * len);
+        let km = child_keymat(
+            ctx.crypto,
+            prf,
+            &keys.sk_d,
+            n.shared,
+            n.nonces,
+            &[],
+            2 * len,
+        );
         let (i_to_r, r_to_i) = km.split_at(len);
-        let (encr_out, encr_in) = if n.initiated { (i_to_r, r_to_i) } else { (r_to_i, i_to_r) };
+        let (encr_out, encr_in) = if n.initiated {
+            (i_to_r, r_to_i)
+        } else {
+            (r_to_i, i_to_r)
+        };
         ChildSa {
             spi_in: n.spi_in,
             spi_out: n.spi_out,
@@ -1737,20 +1787,39 @@ impl IkeSa {
         })];
         payloads.push(Payload::Sa(esp_offer(&ctx.peer.esp, new_spi, true)));
         payloads.push(Payload::Nonce(ni.clone()));
-        let ke_method = ctx.peer.esp.first().and_then(|p| p.chosen(tt::KE)).map(|a| a.id).and_then(KeMethod::from_id);
+        let ke_method = ctx
+            .peer
+            .esp
+            .first()
+            .and_then(|p| p.chosen(tt::KE))
+            .map(|a| a.id)
+            .and_then(KeMethod::from_id);
         let ke = ke_method.map(|m| {
             let (secret, data) = ctx.crypto.ke_initiate(m, ctx.rng);
-            payloads.push(Payload::Ke { method: m.id(), data });
+            payloads.push(Payload::Ke {
+                method: m.id(),
+                data,
+            });
             secret
         });
         payloads.push(Payload::TsI(old.local_ts.clone()));
         payloads.push(Payload::TsR(old.remote_ts.clone()));
-        self.rekey = Some(ChildRekey { old_spi_in: spi_in, spi_in: new_spi, ni, ke });
+        self.rekey = Some(ChildRekey {
+            old_spi_in: spi_in,
+            spi_in: new_spi,
+            ni,
+            ke,
+        });
         self.send_request(ctx, exchange::CREATE_CHILD_SA, &payloads);
         Ok(())
     }
 
-    fn on_create_child_request(&mut self, ctx: &mut Ctx<'_>, header: Header, payloads: Vec<Payload>) -> Result<(), FailReason> {
+    fn on_create_child_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        header: Header,
+        payloads: Vec<Payload>,
+    ) -> Result<(), FailReason> {
         let refuse = |sa: &mut Self, ctx: &mut Ctx<'_>, kind: u16, data: Vec<u8>| {
             sa.send_response(ctx, &header, &[notify_payload(kind, data)]);
             Ok(())
@@ -1770,30 +1839,59 @@ impl IkeSa {
             // New Child SAs and IKE SA rekeys are not implemented yet.
             return refuse(self, ctx, notify::NO_ADDITIONAL_SAS, vec![]);
         };
-        let Some(old) = self.children.iter().find(|c| c.spi_out == old_spi_out).cloned() else {
+        let Some(old) = self
+            .children
+            .iter()
+            .find(|c| c.spi_out == old_spi_out)
+            .cloned()
+        else {
             return refuse(self, ctx, notify::CHILD_SA_NOT_FOUND, vec![]);
         };
-        if self.rekey.as_ref().is_some_and(|r| r.old_spi_in == old.spi_in) {
+        if self
+            .rekey
+            .as_ref()
+            .is_some_and(|r| r.old_spi_in == old.spi_in)
+        {
             // Both sides rekey the same Child SA: ours goes on, theirs waits.
             return refuse(self, ctx, notify::TEMPORARY_FAILURE, vec![]);
         }
-        let Some(sel) = proposal::select(offered, &ctx.peer.esp, Preference::Initiator)
-            .filter(|s| s.peer_spi.len() == 4 && s.chosen.chosen(tt::ENCR).and_then(|a| AeadAlg::from_algorithm(&a)).is_some())
+        let Some(sel) =
+            proposal::select(offered, &ctx.peer.esp, Preference::Initiator).filter(|s| {
+                s.peer_spi.len() == 4
+                    && s.chosen
+                        .chosen(tt::ENCR)
+                        .and_then(|a| AeadAlg::from_algorithm(&a))
+                        .is_some()
+            })
         else {
             return refuse(self, ctx, notify::NO_PROPOSAL_CHOSEN, vec![]);
         };
         let mut shared = None;
         let mut response_ke = None;
-        if let Some(method) = sel.chosen.chosen(tt::KE).filter(|a| a.id != crate::consts::ke::NONE) {
+        if let Some(method) = sel
+            .chosen
+            .chosen(tt::KE)
+            .filter(|a| a.id != crate::consts::ke::NONE)
+        {
             let kei = payloads.iter().find_map(|p| match p {
                 Payload::Ke { method: m, data } if *m == method.id => Some(data),
                 _ => None,
             });
-            let responded = kei.and_then(|k| KeMethod::from_id(method.id).and_then(|m| ctx.crypto.ke_respond(m, k, ctx.rng).ok()));
+            let responded = kei.and_then(|k| {
+                KeMethod::from_id(method.id).and_then(|m| ctx.crypto.ke_respond(m, k, ctx.rng).ok())
+            });
             let Some((ker, ss)) = responded else {
-                return refuse(self, ctx, notify::INVALID_KE_PAYLOAD, method.id.to_be_bytes().to_vec());
+                return refuse(
+                    self,
+                    ctx,
+                    notify::INVALID_KE_PAYLOAD,
+                    method.id.to_be_bytes().to_vec(),
+                );
             };
-            response_ke = Some(Payload::Ke { method: method.id, data: ker });
+            response_ke = Some(Payload::Ke {
+                method: method.id,
+                data: ker,
+            });
             shared = Some(ss);
         }
         let ts_i = narrow(tsi.map_or(&[][..], |v| v), &old.remote_ts);
@@ -1804,7 +1902,13 @@ impl IkeSa {
         let nr = random(ctx.rng, 32);
         let spi_in = random_esp_spi(ctx.rng);
         let spi_out = u32::from_be_bytes(sel.peer_spi[..4].try_into().expect("4 bytes"));
-        let mut response = vec![Payload::Sa(vec![sel.chosen.to_wire(sel.number, spi_in.to_be_bytes().to_vec())]), Payload::Nonce(nr.clone())];
+        let mut response = vec![
+            Payload::Sa(vec![
+                sel.chosen
+                    .to_wire(sel.number, spi_in.to_be_bytes().to_vec()),
+            ]),
+            Payload::Nonce(nr.clone()),
+        ];
         response.extend(response_ke);
         response.push(Payload::TsI(ts_i.clone()));
         response.push(Payload::TsR(ts_r.clone()));
@@ -1823,14 +1927,27 @@ impl IkeSa {
         );
         self.send_response(ctx, &header, &response);
         self.children.push(child.clone());
-        ctx.out.events.push_back(Event::ChildSaRekeyed { sa: self.our_spi(), old_spi_in: old.spi_in, child });
+        ctx.out.events.push_back(Event::ChildSaRekeyed {
+            sa: self.our_spi(),
+            old_spi_in: old.spi_in,
+            child,
+        });
         Ok(())
     }
 
-    fn on_create_child_response(&mut self, ctx: &mut Ctx<'_>, payloads: &[Payload]) -> Result<(), FailReason> {
-        let Some(r) = self.rekey.take() else { return Ok(()) };
+    fn on_create_child_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        payloads: &[Payload],
+    ) -> Result<(), FailReason> {
+        let Some(r) = self.rekey.take() else {
+            return Ok(());
+        };
         if let Some(n) = first_error(payloads) {
-            ctx.out.events.push_back(Event::ChildSaFailed { sa: self.our_spi(), notify: n });
+            ctx.out.events.push_back(Event::ChildSaFailed {
+                sa: self.our_spi(),
+                notify: n,
+            });
             return Ok(());
         }
         let AuthPayloads { esp, tsi, tsr, .. } = AuthPayloads::of(payloads);
@@ -1839,9 +1956,17 @@ impl IkeSa {
             _ => None,
         });
         let chosen = esp.and_then(|reply| proposal::verify_reply(reply, &ctx.peer.esp));
-        let spi_out = esp.and_then(|reply| reply.first()).and_then(|p| <[u8; 4]>::try_from(&p.spi[..]).ok()).map(u32::from_be_bytes);
-        let (Some(chosen), Some(spi_out), Some(nr), Some(tsi), Some(tsr)) = (chosen, spi_out, nr, tsi, tsr) else {
-            ctx.out.events.push_back(Event::ChildSaFailed { sa: self.our_spi(), notify: notify::NO_PROPOSAL_CHOSEN });
+        let spi_out = esp
+            .and_then(|reply| reply.first())
+            .and_then(|p| <[u8; 4]>::try_from(&p.spi[..]).ok())
+            .map(u32::from_be_bytes);
+        let (Some(chosen), Some(spi_out), Some(nr), Some(tsi), Some(tsr)) =
+            (chosen, spi_out, nr, tsi, tsr)
+        else {
+            ctx.out.events.push_back(Event::ChildSaFailed {
+                sa: self.our_spi(),
+                notify: notify::NO_PROPOSAL_CHOSEN,
+            });
             return Ok(());
         };
         let mut shared = None;
@@ -1852,7 +1977,10 @@ impl IkeSa {
             });
             let ss = ker.and_then(|k| ctx.crypto.ke_complete(secret, k).ok());
             if ss.is_none() {
-                ctx.out.events.push_back(Event::ChildSaFailed { sa: self.our_spi(), notify: notify::INVALID_KE_PAYLOAD });
+                ctx.out.events.push_back(Event::ChildSaFailed {
+                    sa: self.our_spi(),
+                    notify: notify::INVALID_KE_PAYLOAD,
+                });
                 return Ok(());
             }
             shared = ss;
@@ -1871,9 +1999,17 @@ impl IkeSa {
             },
         );
         self.children.push(child.clone());
-        ctx.out.events.push_back(Event::ChildSaRekeyed { sa: self.our_spi(), old_spi_in: r.old_spi_in, child });
+        ctx.out.events.push_back(Event::ChildSaRekeyed {
+            sa: self.our_spi(),
+            old_spi_in: r.old_spi_in,
+            child,
+        });
         // The new SA is in place: delete the old one (RFC 7296 section 2.8).
-        let delete = Payload::Delete { protocol: protocol::ESP, spi_size: 4, spis: vec![r.old_spi_in.to_be_bytes().to_vec()] };
+        let delete = Payload::Delete {
+            protocol: protocol::ESP,
+            spi_size: 4,
+            spis: vec![r.old_spi_in.to_be_bytes().to_vec()],
+        };
         self.deleting_child = Some(r.old_spi_in);
         self.send_request(ctx, exchange::INFORMATIONAL, &[delete]);
         Ok(())
@@ -1884,13 +2020,18 @@ impl IkeSa {
     fn delete_children(&mut self, ctx: &mut Ctx<'_>, peer_spis: &[Vec<u8>]) -> Vec<Vec<u8>> {
         let mut ours = Vec::new();
         for spi in peer_spis {
-            let Ok(spi) = <[u8; 4]>::try_from(&spi[..]).map(u32::from_be_bytes) else { continue };
+            let Ok(spi) = <[u8; 4]>::try_from(&spi[..]).map(u32::from_be_bytes) else {
+                continue;
+            };
             if let Some(i) = self.children.iter().position(|c| c.spi_out == spi) {
                 let c = self.children.remove(i);
                 if self.deleting_child != Some(c.spi_in) {
                     ours.push(c.spi_in.to_be_bytes().to_vec());
                 }
-                ctx.out.events.push_back(Event::ChildSaDeleted { sa: self.our_spi(), spi_in: c.spi_in });
+                ctx.out.events.push_back(Event::ChildSaDeleted {
+                    sa: self.our_spi(),
+                    spi_in: c.spi_in,
+                });
             }
         }
         ours

@@ -110,8 +110,12 @@ fill() { # fill TEMPLATE OUT KEY=VALUE...
 }
 
 # run_case NAME ROOTFS ROLE PROPOSAL PPK(yes|no) FRAGMENT_SIZE FRAGMENTS(both|any|none) EXPECT_PROPOSAL_RE
+#          [REKEY(none|qsafe|charon) ESP_PROPOSAL]
+# REKEY: who rekeys the Child SA with CREATE_CHILD_SA once it is up (qsafe holds on
+# meanwhile); ESP_PROPOSAL with a KE method makes that rekey use PFS.
 run_case() {
   local name=$1 rootfs=$2 role=$3 proposal=$4 ppk=$5 frag=$6 frags=$7 expect=$8
+  local rekey=${9:-none} esp=${10:-aes256gcm16}
   local dir="$WORK/$name"
   mkdir -p "$dir"
   log "== $name"
@@ -119,10 +123,14 @@ run_case() {
   if [ "$ppk" = yes ]; then ppk_conf="ppk_id = $PPK_ID
     ppk_required = yes"; ppk_policy=required; fi
   fill "$HERE/swanctl.conf.in" "$dir/swanctl.conf" SS_IP="$SS_IP" QS_IP="$QS_IP" PROPOSAL="$proposal" \
-    PSK="$PSK" PPK_ID="$PPK_ID" PPK_KEY="$PPK_KEY" PPK="${ppk_conf//$'\n'/\\n}"
+    PSK="$PSK" PPK_ID="$PPK_ID" PPK_KEY="$PPK_KEY" PPK="${ppk_conf//$'\n'/\\n}" ESP="$esp"
   local initiate=false; [ "$role" = initiator ] && initiate=true
+  local hold=0s rekey_line=""
+  [ "$rekey" != none ] && hold=3s
+  [ "$rekey" = qsafe ] && rekey_line='rekey_child_after = "1s"'
   fill "$HERE/live.toml.in" "$dir/live.toml" SS_IP="$SS_IP" QS_IP="$QS_IP" PROPOSAL="$proposal" PSK="$PSK" \
-    PPK_ID="$PPK_ID" PPK_KEY="$PPK_KEY" PPK_POLICY="$ppk_policy" FRAGMENT_SIZE="$frag" INITIATE="$initiate"
+    PPK_ID="$PPK_ID" PPK_KEY="$PPK_KEY" PPK_POLICY="$ppk_policy" FRAGMENT_SIZE="$frag" INITIATE="$initiate" \
+    HOLD="$hold" REKEY="$rekey_line" ESP="$esp"
 
   local ok=1 why=()
   start_charon "$dir" "$rootfs" "$frag" || { SUMMARY+=("FAIL  $name: charon did not start"); FAILED=1; return; }
@@ -134,6 +142,9 @@ run_case() {
     QSAFE_PID=$!
     sleep 0.3
     sw "$dir" --initiate --child net --ike qsafe --timeout 15 > "$dir/swanctl-initiate.out" 2>&1 || { ok=0; why+=("swanctl --initiate failed"); }
+    if [ "$rekey" = charon ]; then
+      sw "$dir" --rekey --child net > "$dir/swanctl-rekey.out" 2>&1 || { ok=0; why+=("swanctl --rekey failed"); }
+    fi
     wait "$QSAFE_PID" || { ok=0; why+=("qsafe live failed"); }
     QSAFE_PID=
   fi
@@ -144,6 +155,12 @@ run_case() {
   grep -q "CHILD_SA net{[0-9]*} established" "$clog" || { ok=0; why+=("charon: no CHILD_SA established"); }
   if [ "$ppk" = yes ]; then
     grep -q "using PPK for PPK_ID '$PPK_ID'" "$clog" || { ok=0; why+=("charon: PPK not used"); }
+  fi
+  if [ "$rekey" != none ]; then
+    # The new pair is a second "established", the old one closed by a Delete.
+    [ "$(grep -c "CHILD_SA net{[0-9]*} established" "$clog")" -ge 2 ] || { ok=0; why+=("charon: no second CHILD_SA"); }
+    grep -q "closing CHILD_SA net{" "$clog" || { ok=0; why+=("charon: old CHILD_SA not closed"); }
+    grep -q "rekeyed" "$dir/qsafe.out" || { ok=0; why+=("qsafe: no Child SA rekeyed"); }
   fi
   # Fragments: "both" = each side sent and reassembled some, "any" = at least one way.
   local got=0 sent=0
@@ -177,6 +194,9 @@ for role in initiator responder; do
   run_case "5.9-$role-frag" "" "$role" "$CLASSIC" no 200 both "$CLASSIC_RE"
   run_case "5.9-$role-ppk" "" "$role" "$CLASSIC" yes 1280 none "$CLASSIC_RE"
 done
+# Child SA rekeys with PFS, started by either side.
+run_case "5.9-qsafe-rekeys-child-pfs" "" initiator "$CLASSIC" no 1280 none "$CLASSIC_RE" qsafe aes256gcm16-x25519
+run_case "5.9-charon-rekeys-child-pfs" "" responder "$CLASSIC" no 1280 none "$CLASSIC_RE" charon aes256gcm16-x25519
 
 # strongSwan 6.x from Debian sid, for ML-KEM in IKE_INTERMEDIATE.
 HYBRID=aes256gcm16-prfsha256-x25519-ke1_mlkem768
@@ -202,6 +222,9 @@ if [ -x "$SID/usr/lib/ipsec/charon" ]; then
         # goes out as two fragments at the default size.
         run_case "sid-$role-mlkem768-frag-ppk" "$SID" "$role" "$HYBRID" yes 1280 any "$HYBRID_RE"
       done
+      # Child SA rekeys with ML-KEM-768 as the PFS key exchange of CREATE_CHILD_SA.
+      run_case "sid-qsafe-rekeys-child-mlkem768" "$SID" initiator "$HYBRID" no 1280 any "$HYBRID_RE" qsafe aes256gcm16-mlkem768
+      run_case "sid-charon-rekeys-child-mlkem768" "$SID" responder "$HYBRID" no 1280 any "$HYBRID_RE" charon aes256gcm16-mlkem768
     else
       SUMMARY+=("UNAVAILABLE  sid ML-KEM cases: Debian sid's charon lists no ML_KEM_768 (swanctl --list-algs); NOT tested")
     fi

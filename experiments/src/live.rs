@@ -92,6 +92,9 @@ pub struct LivePeer {
     /// Start the IKE SA (otherwise wait for the peer).
     #[serde(default)]
     pub initiate: bool,
+    /// Dead peer detection: an empty INFORMATIONAL after this long without a word.
+    #[serde(default)]
+    pub dpd_delay: Option<sim_core::SimDuration>,
     /// Rekey the first Child SA this long after it is up (CREATE_CHILD_SA).
     #[serde(default)]
     pub rekey_child_after: Option<sim_core::SimDuration>,
@@ -179,6 +182,7 @@ impl LivePeer {
         }
         p.fragment_size = self.fragment_size;
         p.nat_t = self.encap;
+        p.timers.dpd_delay_ns = self.dpd_delay.map(|d| d.as_nanos());
         p.childless = self.childless;
         p.ppk = match self.ppk.as_deref() {
             None | Some("disabled") => PpkPolicy::Disabled,

@@ -112,7 +112,8 @@ fill() { # fill TEMPLATE OUT KEY=VALUE...
 # run_case NAME ROOTFS ROLE PROPOSAL PPK(yes|no) FRAGMENT_SIZE FRAGMENTS(both|any|none) EXPECT_PROPOSAL_RE
 #          [REKEY(none|qsafe|charon) ESP_PROPOSAL]
 # REKEY: who rekeys the Child SA with CREATE_CHILD_SA once it is up (qsafe holds on
-# meanwhile); ESP_PROPOSAL with a KE method makes that rekey use PFS.
+# meanwhile, and the rekeying side runs dead peer detection); ESP_PROPOSAL with a KE method
+# makes that rekey use PFS.
 run_case() {
   local name=$1 rootfs=$2 role=$3 proposal=$4 ppk=$5 frag=$6 frags=$7 expect=$8
   local rekey=${9:-none} esp=${10:-aes256gcm16}
@@ -122,15 +123,18 @@ run_case() {
   local ppk_conf="" ppk_policy=disabled
   if [ "$ppk" = yes ]; then ppk_conf="ppk_id = $PPK_ID
     ppk_required = yes"; ppk_policy=required; fi
-  fill "$HERE/swanctl.conf.in" "$dir/swanctl.conf" SS_IP="$SS_IP" QS_IP="$QS_IP" PROPOSAL="$proposal" \
-    PSK="$PSK" PPK_ID="$PPK_ID" PPK_KEY="$PPK_KEY" PPK="${ppk_conf//$'\n'/\\n}" ESP="$esp"
   local initiate=false; [ "$role" = initiator ] && initiate=true
-  local hold=0s rekey_line=""
-  [ "$rekey" != none ] && hold=3s
-  [ "$rekey" = qsafe ] && rekey_line='rekey_child_after = "1s"'
+  local hold=0s rekey_line="" qs_dpd="" ss_dpd=""
+  # Whoever rekeys also runs dead peer detection (one side at a time: each side's
+  # liveness checks would keep the other's quiet).
+  [ "$rekey" != none ] && hold=4s
+  [ "$rekey" = qsafe ] && rekey_line='rekey_child_after = "1s"' qs_dpd='dpd_delay = "1500ms"'
+  [ "$rekey" = charon ] && ss_dpd="dpd_delay = 1s"
+  fill "$HERE/swanctl.conf.in" "$dir/swanctl.conf" SS_IP="$SS_IP" QS_IP="$QS_IP" PROPOSAL="$proposal" \
+    PSK="$PSK" PPK_ID="$PPK_ID" PPK_KEY="$PPK_KEY" PPK="${ppk_conf//$'\n'/\\n}" ESP="$esp" DPD="$ss_dpd"
   fill "$HERE/live.toml.in" "$dir/live.toml" SS_IP="$SS_IP" QS_IP="$QS_IP" PROPOSAL="$proposal" PSK="$PSK" \
     PPK_ID="$PPK_ID" PPK_KEY="$PPK_KEY" PPK_POLICY="$ppk_policy" FRAGMENT_SIZE="$frag" INITIATE="$initiate" \
-    HOLD="$hold" REKEY="$rekey_line" ESP="$esp"
+    HOLD="$hold" REKEY="$rekey_line" ESP="$esp" DPD="$qs_dpd"
 
   local ok=1 why=()
   start_charon "$dir" "$rootfs" "$frag" || { SUMMARY+=("FAIL  $name: charon did not start"); FAILED=1; return; }
@@ -161,6 +165,12 @@ run_case() {
     [ "$(grep -c "CHILD_SA net{[0-9]*} established" "$clog")" -ge 2 ] || { ok=0; why+=("charon: no second CHILD_SA"); }
     grep -q "closing CHILD_SA net{" "$clog" || { ok=0; why+=("charon: old CHILD_SA not closed"); }
     grep -q "rekeyed" "$dir/qsafe.out" || { ok=0; why+=("qsafe: no Child SA rekeyed"); }
+    # Dead peer detection: the rekeying side's empty INFORMATIONAL, answered.
+    if [ "$rekey" = qsafe ]; then
+      grep -Eq "parsed INFORMATIONAL request [0-9]+ \[ \]" "$clog" || { ok=0; why+=("charon: no liveness check from qsafe"); }
+    else
+      grep -Eq "parsed INFORMATIONAL response [0-9]+ \[ \]" "$clog" || { ok=0; why+=("charon: its liveness check unanswered"); }
+    fi
   fi
   # Fragments: "both" = each side sent and reassembled some, "any" = at least one way.
   local got=0 sent=0

@@ -397,6 +397,49 @@ fn an_established_sa_is_deleted_on_both_sides() {
     assert_eq!((p.eps[0].sa_count(), p.eps[1].sa_count()), (0, 0));
 }
 
+#[test]
+fn dead_peer_detection_checks_a_quiet_peer_and_fails_a_dead_one() {
+    let dpd = |i: usize, peer: &mut ikev2::endpoint::PeerConfig| {
+        if i == 0 {
+            peer.timers.dpd_delay_ns = Some(30 * SEC);
+        }
+    };
+    // A live but quiet peer: an empty INFORMATIONAL every 30 s, each answered.
+    let mut p = Pair::new(22, dpd);
+    p.handshake(10 * SEC);
+    while p.now < 100 * SEC && p.step() {}
+    let after_auth: Vec<_> = p
+        .exchanges(0)
+        .into_iter()
+        .skip_while(|e| e.0 != exchange::IKE_AUTH)
+        .skip(1)
+        .collect();
+    assert_eq!(after_auth, [(exchange::INFORMATIONAL, 1, 1, 0); 3]);
+    assert!(p.failed(0).is_none() && p.failed(1).is_none());
+    assert!(
+        p.exchanges(1)
+            .iter()
+            .all(|e| e.0 != exchange::INFORMATIONAL)
+    );
+
+    // A dead peer (nothing comes back): the check at 30 s is retransmitted on the usual
+    // schedule and the SA fails 165.06112 s later.
+    let mut p = Pair::new(22, dpd);
+    p.handshake(10 * SEC);
+    let heard = p.now;
+    p.links[1].loss_ppm = 1_000_000;
+    let offered = p.links[0].offered;
+    while p.now < 1000 * SEC && p.failed(0).is_none() && p.step() {}
+    assert_eq!(
+        fail_reason(&p, 0),
+        &FailReason::RetransmitTimeout {
+            exchange: exchange::INFORMATIONAL
+        }
+    );
+    assert_eq!(p.failed(0).unwrap().0, heard + 30 * SEC + 165_061_120_000);
+    assert_eq!(p.links[0].offered - offered, 6);
+}
+
 fn rekeyed(p: &Pair, i: usize) -> Vec<(u32, ikev2::endpoint::ChildSa)> {
     p.events[i]
         .iter()

@@ -107,6 +107,10 @@ pub struct Timers {
     pub half_open_timeout_ns: u64,
     /// How long an exchange waits for the driver's `provide_ppk` answer.
     pub ppk_timeout_ns: u64,
+    /// Dead peer detection (`dpd_delay`): an empty INFORMATIONAL when nothing has been
+    /// heard from the peer for this long; a peer that never answers it fails the IKE SA
+    /// with a retransmission timeout. `None` (strongSwan's default 0) turns it off.
+    pub dpd_delay_ns: Option<u64>,
 }
 
 impl Default for Timers {
@@ -117,6 +121,7 @@ impl Default for Timers {
             retransmit_tries: 5,
             half_open_timeout_ns: 30_000_000_000,
             ppk_timeout_ns: 30_000_000_000,
+            dpd_delay_ns: None,
         }
     }
 }

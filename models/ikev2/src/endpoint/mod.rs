@@ -135,6 +135,14 @@ impl Endpoint {
         self.with_sa(now, sa, |s, ctx| s.rekey_child(ctx, spi_in));
     }
 
+    /// Checks that the peer is alive with an empty INFORMATIONAL request, as dead peer
+    /// detection does on its own when `Timers::dpd_delay_ns` is set. A dead peer ends in
+    /// [`Event::IkeSaFailed`] with a retransmission timeout. Ignored while another
+    /// request of this IKE SA is outstanding.
+    pub fn check_liveness(&mut self, now: u64, sa: SaId) {
+        self.with_sa(now, sa, |s, ctx| s.check_liveness(ctx));
+    }
+
     /// Deletes an IKE SA: an INFORMATIONAL Delete if it is established, else at once.
     /// [`Event::IkeSaDeleted`] follows.
     pub fn delete(&mut self, now: u64, sa: SaId) {

@@ -160,6 +160,8 @@ pub(crate) struct IkeSa {
     nat: bool,
     /// We sent a Delete for this IKE SA.
     deleting: bool,
+    /// When the next liveness check is due (dead peer detection on).
+    dpd_at: Option<u64>,
     /// IKE has moved to port 4500 (RFC 3948 port floating).
     floated: bool,
 }
@@ -397,6 +399,7 @@ impl IkeSa {
             deleting_child: None,
             nat: false,
             deleting: false,
+            dpd_at: None,
             floated: false,
         }
     }
@@ -453,6 +456,7 @@ impl IkeSa {
             half_open,
             ppk,
             self.closing_until,
+            self.dpd_at.filter(|_| self.liveness_possible()),
         ]
         .into_iter()
         .flatten()
@@ -1029,6 +1033,7 @@ impl IkeSa {
             self.remote = from;
             self.floated = from.port() == ctx.natt_port;
         }
+        self.heard_from_peer(ctx);
         let payloads = protect::decode_inner(first, &inner)
             .map_err(|_| FailReason::Protocol("authenticated message with undecodable payloads"))?;
         if header.is_response() {
@@ -2040,6 +2045,7 @@ impl IkeSa {
     fn established(&mut self, ctx: &mut Ctx<'_>) {
         self.phase = Phase::Established;
         self.half_open_deadline = None;
+        self.heard_from_peer(ctx);
         ctx.out.events.push_back(Event::IkeSaEstablished {
             sa: self.our_spi(),
             peer: self.peer,
@@ -2077,6 +2083,33 @@ impl IkeSa {
         Ok(())
     }
 
+    // ----- liveness -------------------------------------------------------------------
+
+    /// An authenticated message arrived: the peer is alive, the next check moves on.
+    fn heard_from_peer(&mut self, ctx: &Ctx<'_>) {
+        self.dpd_at = ctx
+            .peer
+            .timers
+            .dpd_delay_ns
+            .map(|d| ctx.now.saturating_add(d));
+    }
+
+    /// A liveness check can go out now (window size 1: not beside another request).
+    fn liveness_possible(&self) -> bool {
+        self.phase == Phase::Established && self.outstanding.is_none() && !self.deleting
+    }
+
+    /// Sends an empty INFORMATIONAL request; its response proves the peer alive, and no
+    /// response after every retransmission fails the SA. Ignored while another request
+    /// is outstanding (that one tests liveness already).
+    pub fn check_liveness(&mut self, ctx: &mut Ctx<'_>) -> Result<(), FailReason> {
+        if self.liveness_possible() {
+            self.dpd_at = None;
+            self.send_request(ctx, exchange::INFORMATIONAL, &[]);
+        }
+        Ok(())
+    }
+
     // ----- timers ---------------------------------------------------------------------
 
     pub fn on_timeout(&mut self, ctx: &mut Ctx<'_>) -> Result<(), FailReason> {
@@ -2107,6 +2140,9 @@ impl IkeSa {
             && deadline <= now
         {
             return self.on_ppk(ctx, None);
+        }
+        if self.dpd_at.is_some_and(|t| t <= now) {
+            return self.check_liveness(ctx);
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! The handshake between two endpoints over a virtual link: keys, fragmentation,
-//! loss and retransmission, PPKs, tampering, COOKIE and INVALID_KE_PAYLOAD.
+//! loss and retransmission, PPKs, tampering, COOKIE and INVALID_KE_PAYLOAD, deletes,
+//! dead peer detection, Child SA rekeys and their collisions.
 
 mod common;
 
@@ -507,4 +508,57 @@ fn child_sas_rekey_with_and_without_pfs_from_either_side() {
             "{esp}"
         );
     }
+}
+
+/// Child SAs endpoint `i` holds at the end: made (IKE_AUTH or rekey) and not deleted.
+fn live_children(p: &Pair, i: usize) -> Vec<ikev2::endpoint::ChildSa> {
+    let mut live = Vec::new();
+    for (_, e) in &p.events[i] {
+        match e {
+            Event::ChildSaReady { child, .. } | Event::ChildSaRekeyed { child, .. } => {
+                live.push(child.clone())
+            }
+            Event::ChildSaDeleted { spi_in, .. } => live.retain(|c| c.spi_in != *spi_in),
+            _ => {}
+        }
+    }
+    live
+}
+
+#[test]
+fn simultaneous_child_rekeys_leave_the_same_single_pair_on_both_sides() {
+    // Which exchange wins depends on the nonces, so on the seed: see both outcomes.
+    let mut winners = std::collections::BTreeSet::new();
+    for seed in 30..40 {
+        let mut p = Pair::new(seed, |_, peer| {
+            *peer = peer.clone().with_esp(&["aes256gcm16-x25519"]).unwrap()
+        });
+        p.handshake(10 * SEC);
+        let first = [p.child(0).unwrap().clone(), p.child(1).unwrap().clone()];
+        for (i, child) in first.iter().enumerate() {
+            let Some(Event::IkeSaEstablished { sa, .. }) = p.established(i).cloned() else {
+                panic!()
+            };
+            p.eps[i].rekey_child(p.now, sa, child.spi_in);
+        }
+        while p.step() {}
+        // Both exchanges completed on both sides, then two Deletes: the old pair and
+        // the loser's new one.
+        let (ra, rb) = (rekeyed(&p, 0), rekeyed(&p, 1));
+        assert_eq!((ra.len(), rb.len()), (2, 2), "seed {seed}: {:?}", p.events);
+        assert_eq!((deleted(&p, 0).len(), deleted(&p, 1).len()), (2, 2));
+        let (a, b) = (live_children(&p, 0), live_children(&p, 1));
+        assert_eq!((a.len(), b.len()), (1, 1), "seed {seed}");
+        let (a, b) = (&a[0], &b[0]);
+        assert_eq!(
+            (&a.encr_out, &a.encr_in, a.spi_out, a.spi_in),
+            (&b.encr_in, &b.encr_out, b.spi_in, b.spi_out),
+            "seed {seed}"
+        );
+        assert_ne!(a.spi_in, first[0].spi_in);
+        // Side 0 answered side 1's request before its own response came back: its
+        // first rekeyed event is side 1's SA, its second its own.
+        winners.insert(ra.iter().position(|r| r.1.spi_in == a.spi_in).unwrap());
+    }
+    assert_eq!(winners.len(), 2, "one side won every time");
 }

@@ -63,6 +63,14 @@ struct ChildRekey {
     ke: Option<KeSecret>,
 }
 
+/// The peer rekeyed a Child SA while our own rekey of it was in flight (RFC 7296
+/// section 2.8.1): settled when our exchange completes.
+struct RekeyCollision {
+    old_spi_in: u32,
+    /// The lower of the peer's exchange's two nonces.
+    lowest_nonce: Vec<u8>,
+}
+
 /// What a new Child SA's keys are derived from.
 struct NewChild<'a> {
     chosen: &'a ProposalSpec,
@@ -154,6 +162,8 @@ pub(crate) struct IkeSa {
     children: Vec<ChildSa>,
     /// Our CREATE_CHILD_SA in progress.
     rekey: Option<ChildRekey>,
+    /// The peer's rekey that crossed ours.
+    collision: Option<RekeyCollision>,
     /// Our Delete of a Child SA in progress (its inbound SPI).
     deleting_child: Option<u32>,
     /// A NAT was detected in IKE_SA_INIT.
@@ -396,6 +406,7 @@ impl IkeSa {
             child_spi: 0,
             children: Vec::new(),
             rekey: None,
+            collision: None,
             deleting_child: None,
             nat: false,
             deleting: false,
@@ -1852,12 +1863,8 @@ impl IkeSa {
         else {
             return refuse(self, ctx, notify::CHILD_SA_NOT_FOUND, vec![]);
         };
-        if self
-            .rekey
-            .as_ref()
-            .is_some_and(|r| r.old_spi_in == old.spi_in)
-        {
-            // Both sides rekey the same Child SA: ours goes on, theirs waits.
+        if self.deleting_child == Some(old.spi_in) {
+            // Our rekey of it is done and its Delete on the way.
             return refuse(self, ctx, notify::TEMPORARY_FAILURE, vec![]);
         }
         let Some(sel) =
@@ -1931,6 +1938,18 @@ impl IkeSa {
             },
         );
         self.send_response(ctx, &header, &response);
+        if self
+            .rekey
+            .as_ref()
+            .is_some_and(|r| r.old_spi_in == old.spi_in)
+        {
+            // Both sides rekey the same Child SA: both exchanges complete, and the
+            // nonces decide which new SA stays once ours is done.
+            self.collision = Some(RekeyCollision {
+                old_spi_in: old.spi_in,
+                lowest_nonce: ni.min(nr),
+            });
+        }
         self.children.push(child.clone());
         ctx.out.events.push_back(Event::ChildSaRekeyed {
             sa: self.our_spi(),
@@ -1948,6 +1967,11 @@ impl IkeSa {
         let Some(r) = self.rekey.take() else {
             return Ok(());
         };
+        // Whatever becomes of ours, a crossing rekey is settled now.
+        let collision = self
+            .collision
+            .take()
+            .filter(|c| c.old_spi_in == r.old_spi_in);
         if let Some(n) = first_error(payloads) {
             ctx.out.events.push_back(Event::ChildSaFailed {
                 sa: self.our_spi(),
@@ -2003,19 +2027,25 @@ impl IkeSa {
                 remote_ts: tsr.clone(),
             },
         );
+        // The new SA is in place: delete the old one (RFC 7296 section 2.8). After a
+        // collision, the exchange with the lowest of the four nonces (octet by octet, a
+        // prefix lower) lost: its initiator deletes the new SA it made instead, and the
+        // winner deletes the old one. Both sides decide alike.
+        let lost = collision
+            .is_some_and(|c| r.ni.as_slice().min(nr.as_slice()) < c.lowest_nonce.as_slice());
+        let doomed = if lost { r.spi_in } else { r.old_spi_in };
         self.children.push(child.clone());
         ctx.out.events.push_back(Event::ChildSaRekeyed {
             sa: self.our_spi(),
             old_spi_in: r.old_spi_in,
             child,
         });
-        // The new SA is in place: delete the old one (RFC 7296 section 2.8).
         let delete = Payload::Delete {
             protocol: protocol::ESP,
             spi_size: 4,
-            spis: vec![r.old_spi_in.to_be_bytes().to_vec()],
+            spis: vec![doomed.to_be_bytes().to_vec()],
         };
-        self.deleting_child = Some(r.old_spi_in);
+        self.deleting_child = Some(doomed);
         self.send_request(ctx, exchange::INFORMATIONAL, &[delete]);
         Ok(())
     }

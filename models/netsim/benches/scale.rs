@@ -77,6 +77,7 @@ fn hub_and_spoke(spokes: u32, duration: SimDuration, crypto: CryptoMode) -> Worl
             ppk: PpkMode::Required,
             start: SimTime::ZERO + SimDuration::from_millis(i as u64 * 37),
             reauth_every: Some(SimDuration::from_secs(60)),
+            child_rekey_every: None,
             retry_after: SimDuration::from_secs(1),
             fragment_size: 1280,
             fragmentation: true,

@@ -130,6 +130,10 @@ pub struct TunnelSpec {
     /// Start a fresh IKE SA (a new PPK with RFC 8784) this often, deleting the old one.
     #[serde(default)]
     pub reauth_every: Option<SimDuration>,
+    /// Rekey the Child SA this long after it came up (CREATE_CHILD_SA with PFS when the
+    /// ESP proposal names a key exchange), again and again.
+    #[serde(default)]
+    pub child_rekey_every: Option<SimDuration>,
     /// After a failure, try again this much later (doubling, up to 16 times as long).
     #[serde(default = "default_retry")]
     pub retry_after: SimDuration,

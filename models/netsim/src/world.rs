@@ -45,6 +45,12 @@ enum Ev {
     TunnelStart {
         tunnel: usize,
     },
+    /// Time to rekey the Child SA `spi_in` of the initiator's IKE SA `sa`.
+    ChildRekey {
+        tunnel: usize,
+        sa: SaId,
+        spi_in: u32,
+    },
     /// The initiator's key request (`enc_keys` or `/key`) reaches its KME.
     KeyDraw {
         tunnel: usize,
@@ -122,6 +128,7 @@ struct Tunnel {
     peer: usize,
     ppk: PpkMode,
     reauth_every: Option<SimDuration>,
+    child_rekey_every: Option<SimDuration>,
     retry_after: SimDuration,
     /// The IKE SA that is up, and since when.
     current: Option<(SaId, SimTime)>,
@@ -220,6 +227,8 @@ pub struct World {
     /// every PPK ID an IKE SA came up with.
     sa_keys: BTreeMap<(u64, u64), ikev2::keys::IkeKeys>,
     ppk_ids_used: std::collections::BTreeSet<String>,
+    /// (tunnel, SPI) -> the key one end of a Child SA reported for that direction.
+    child_keys: BTreeMap<(usize, u32), Vec<u8>>,
     violations: Vec<String>,
 }
 
@@ -345,6 +354,7 @@ impl World {
                 peer: peers[ini].len() - 1,
                 ppk: t.ppk,
                 reauth_every: t.reauth_every,
+                child_rekey_every: t.child_rekey_every,
                 retry_after: t.retry_after,
                 current: None,
                 attempt: None,
@@ -464,6 +474,7 @@ impl World {
             wire: Vec::new(),
             sa_keys: BTreeMap::new(),
             ppk_ids_used: Default::default(),
+            child_keys: BTreeMap::new(),
             violations: Vec::new(),
         })
     }
@@ -538,6 +549,15 @@ impl World {
                 self.drain(gw);
             }
             Ev::TunnelStart { tunnel } => self.start_attempt(tunnel),
+            Ev::ChildRekey { tunnel, sa, spi_in } => {
+                let gw = self.tunnels[tunnel].initiator;
+                // Only while that IKE SA lives (a reauthentication may have replaced it).
+                if self.sa_tunnel.contains_key(&(gw, sa)) {
+                    let now = self.now_ns();
+                    self.gateways[gw].ep.rekey_child(now, sa, spi_in);
+                    self.drain(gw);
+                }
+            }
             Ev::KeyDraw {
                 tunnel,
                 asked,
@@ -887,6 +907,27 @@ impl World {
         }
     }
 
+    /// Both ends of a Child SA must hold the same key for each direction (by tunnel and
+    /// SPI: the receiver's SPI names a direction).
+    fn check_child_keys(&mut self, t: usize, child: &ikev2::endpoint::ChildSa) {
+        for (spi, key) in [
+            (child.spi_in, &child.encr_in),
+            (child.spi_out, &child.encr_out),
+        ] {
+            match self.child_keys.remove(&(t, spi)) {
+                Some(other) if &other != key => self.violations.push(format!(
+                    "at {}: the ends of Child SA {spi:08x} of tunnel {} hold different keys",
+                    self.sim.now(),
+                    self.tunnels[t].name
+                )),
+                Some(_) => {}
+                None => {
+                    self.child_keys.insert((t, spi), key.clone());
+                }
+            }
+        }
+    }
+
     /// Both peers of an IKE SA must derive the same keys; a QKD key must serve one SA.
     fn check_invariants(&mut self, ev: &Event) {
         let Event::IkeSaEstablished {
@@ -1120,11 +1161,27 @@ impl World {
                 let t = self.gateways[gw].peer_tunnel[peer];
                 self.sa_tunnel.insert((gw, sa), t);
             }
+            Event::ChildSaReady { sa, child } | Event::ChildSaRekeyed { sa, child, .. } => {
+                let Some(&t) = self.sa_tunnel.get(&(gw, sa)) else {
+                    return;
+                };
+                self.check_child_keys(t, &child);
+                if let (true, Some(every)) = (
+                    gw == self.tunnels[t].initiator,
+                    self.tunnels[t].child_rekey_every,
+                ) {
+                    let entity = self.gateways[gw].entity;
+                    let rekey = Ev::ChildRekey {
+                        tunnel: t,
+                        sa,
+                        spi_in: child.spi_in,
+                    };
+                    self.sim.schedule(entity, every, rekey);
+                }
+            }
             Event::Keys { .. }
             | Event::ExchangeStarted { .. }
-            | Event::ChildSaReady { .. }
             | Event::ChildSaFailed { .. }
-            | Event::ChildSaRekeyed { .. }
             | Event::ChildSaDeleted { .. } => {}
         }
     }
@@ -1296,7 +1353,10 @@ mod tests {
     #[test]
     fn the_oracle_catches_different_keys_and_reused_qkd_keys() {
         let cfg: WorldConfig = serde_json::from_str(
-            r#"{"duration": "1s", "gateway": [{"name": "a", "address": "10.0.0.1"}]}"#,
+            r#"{"duration": "1s",
+                "gateway": [{"name": "a", "address": "10.0.0.1"}, {"name": "b", "address": "10.0.0.2"}],
+                "link": [{"a": "a", "b": "b"}],
+                "tunnel": [{"name": "t", "initiator": "a", "responder": "b"}]}"#,
         )
         .unwrap();
         let mut w = World::new(cfg, 1, Tracer::new()).unwrap();
@@ -1320,5 +1380,24 @@ mod tests {
         assert_eq!(w.violations.len(), 2, "{:?}", w.violations);
         assert!(w.violations[0].contains("QKD key key-1 used by a second IKE SA"));
         assert!(w.violations[1].contains("derived different keys"));
+        // Child SAs: each end names the other's inbound SPI as its outbound one.
+        w.violations.clear();
+        let child = |spi_in, spi_out, k_in: u8, k_out: u8| ikev2::endpoint::ChildSa {
+            spi_in,
+            spi_out,
+            proposal: String::new(),
+            aead: AeadAlg::AesGcm16_256,
+            encr_in: vec![k_in],
+            encr_out: vec![k_out],
+            local_ts: vec![],
+            remote_ts: vec![],
+        };
+        w.check_child_keys(0, &child(1, 2, 10, 20));
+        w.check_child_keys(0, &child(2, 1, 20, 10));
+        assert!(w.violations.is_empty() && w.child_keys.is_empty());
+        w.check_child_keys(0, &child(3, 4, 30, 40));
+        w.check_child_keys(0, &child(4, 3, 40, 31));
+        assert_eq!(w.violations.len(), 1, "{:?}", w.violations);
+        assert!(w.violations[0].contains("Child SA 00000003"));
     }
 }

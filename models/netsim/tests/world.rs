@@ -211,3 +211,38 @@ fn ike_fragmentation_gets_ml_kem_1024_through_paths_that_drop_ip_fragments() {
         .sum();
     assert!(filtered > 10);
 }
+
+#[test]
+fn child_sas_rekey_on_schedule_with_ml_kem_pfs_in_fragments() {
+    let text = PAIR
+        .replace("ppk = \"required\"\nreauth_every = \"20s\"", "")
+        .replace("duration = \"2m\"", "duration = \"3m\"")
+        + "esp = [\"aes256gcm16-mlkem768\"]\nchild_rekey_every = \"20s\"\n";
+    let r = run(&text, 4);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert_eq!(r.tunnels[0].established, 1);
+    let rekeys: Vec<_> = r
+        .exchanges
+        .iter()
+        .filter(|e| e.exchange == "CREATE_CHILD_SA")
+        .collect();
+    // Every 20 s after the last rekey (later when a loss costs a retransmission).
+    assert!((7..=8).contains(&rekeys.len()), "{rekeys:?}");
+    for pair in rekeys.windows(2) {
+        assert!(pair[1].completed_ns - pair[0].completed_ns >= 20_000_000_000);
+    }
+    // An ML-KEM-768 key share does not fit 1280 bytes: two fragments each way.
+    assert!(
+        rekeys
+            .iter()
+            .all(|e| (e.request_fragments, e.response_fragments) == (2, 2)),
+        "{rekeys:?}"
+    );
+    // Each rekey deletes the old pair.
+    let deletes = r
+        .exchanges
+        .iter()
+        .filter(|e| e.exchange == "INFORMATIONAL")
+        .count();
+    assert_eq!(deletes, rekeys.len());
+}

@@ -134,6 +134,10 @@ pub struct TunnelSpec {
     /// ESP proposal names a key exchange), again and again.
     #[serde(default)]
     pub child_rekey_every: Option<SimDuration>,
+    /// Rekey up to this much earlier, uniformly at random (strongSwan's `rand_time`),
+    /// so that tunnels set up together do not rekey together.
+    #[serde(default)]
+    pub child_rekey_jitter: SimDuration,
     /// After a failure, try again this much later (doubling, up to 16 times as long).
     #[serde(default = "default_retry")]
     pub retry_after: SimDuration,

@@ -9,6 +9,7 @@
 //! The responder fetches the key by the received ID from its own KME. A key drawn for
 //! an attempt that then fails, or that the SA came up without, is counted as wasted.
 
+use sim_core::RngExt;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
@@ -129,6 +130,9 @@ struct Tunnel {
     ppk: PpkMode,
     reauth_every: Option<SimDuration>,
     child_rekey_every: Option<SimDuration>,
+    child_rekey_jitter: SimDuration,
+    /// The tunnel's own stream for rekey jitter (set once its initiator exists).
+    rekey_rng: Option<sim_core::SimRng>,
     retry_after: SimDuration,
     /// The IKE SA that is up, and since when.
     current: Option<(SaId, SimTime)>,
@@ -355,6 +359,8 @@ impl World {
                 ppk: t.ppk,
                 reauth_every: t.reauth_every,
                 child_rekey_every: t.child_rekey_every,
+                child_rekey_jitter: t.child_rekey_jitter,
+                rekey_rng: None,
                 retry_after: t.retry_after,
                 current: None,
                 attempt: None,
@@ -393,6 +399,11 @@ impl World {
                 timer: None,
                 peer_tunnel: tunnel_ids,
             });
+        }
+
+        for t in &mut tunnels {
+            let entity = gateways[t.initiator].entity;
+            t.rekey_rng = Some(sim.rng(entity, &format!("child-rekey/{}", t.name)));
         }
 
         // Links, and direct routes over them.
@@ -1166,10 +1177,15 @@ impl World {
                     return;
                 };
                 self.check_child_keys(t, &child);
-                if let (true, Some(every)) = (
-                    gw == self.tunnels[t].initiator,
-                    self.tunnels[t].child_rekey_every,
-                ) {
+                let tun = &mut self.tunnels[t];
+                if let (true, Some(every)) = (gw == tun.initiator, tun.child_rekey_every) {
+                    let jitter = tun.child_rekey_jitter.as_nanos().min(every.as_nanos());
+                    let early = tun
+                        .rekey_rng
+                        .as_mut()
+                        .expect("set at build")
+                        .below_or_eq(jitter);
+                    let every = SimDuration::from_nanos(every.as_nanos() - early);
                     let entity = self.gateways[gw].entity;
                     let rekey = Ev::ChildRekey {
                         tunnel: t,

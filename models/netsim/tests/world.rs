@@ -217,7 +217,7 @@ fn child_sas_rekey_on_schedule_with_ml_kem_pfs_in_fragments() {
     let text = PAIR
         .replace("ppk = \"required\"\nreauth_every = \"20s\"", "")
         .replace("duration = \"2m\"", "duration = \"3m\"")
-        + "esp = [\"aes256gcm16-mlkem768\"]\nchild_rekey_every = \"20s\"\n";
+        + "esp = [\"aes256gcm16-mlkem768\"]\nchild_rekey_every = \"20s\"\nchild_rekey_jitter = \"4s\"\n";
     let r = run(&text, 4);
     assert!(r.violations.is_empty(), "{:?}", r.violations);
     assert_eq!(r.tunnels[0].established, 1);
@@ -226,11 +226,18 @@ fn child_sas_rekey_on_schedule_with_ml_kem_pfs_in_fragments() {
         .iter()
         .filter(|e| e.exchange == "CREATE_CHILD_SA")
         .collect();
-    // Every 20 s after the last rekey (later when a loss costs a retransmission).
-    assert!((7..=8).contains(&rekeys.len()), "{rekeys:?}");
-    for pair in rekeys.windows(2) {
-        assert!(pair[1].completed_ns - pair[0].completed_ns >= 20_000_000_000);
-    }
+    // Each starts 16 to 20 s after the last one completed, spread by the jitter.
+    assert!((8..=10).contains(&rekeys.len()), "{rekeys:?}");
+    let gaps: std::collections::BTreeSet<u64> = rekeys
+        .windows(2)
+        .map(|w| w[1].started_ns - w[0].completed_ns)
+        .collect();
+    assert!(
+        gaps.iter()
+            .all(|g| (16_000_000_000..=20_000_000_000).contains(g)),
+        "{gaps:?}"
+    );
+    assert!(gaps.len() > 1, "no jitter: {gaps:?}");
     // An ML-KEM-768 key share does not fit 1280 bytes: two fragments each way.
     assert!(
         rekeys

@@ -222,3 +222,44 @@ fn run_reproduces_a_scenario_and_reports_bad_files_precisely() {
         "{err}"
     );
 }
+
+#[test]
+fn the_child_rekey_scenario_rekeys_in_fragments_and_draws_keys_only_to_reauthenticate() {
+    let dir = scratch("child-rekeys");
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scenarios/hub-child-rekeys.toml"
+    );
+    let out = dir.join("out");
+    stdout(&qsafe(&[
+        "run",
+        scenario,
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let r: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(r["violations"].as_array().unwrap().len(), 0);
+    let rekeys: Vec<&serde_json::Value> = r["exchanges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["exchange"] == "CREATE_CHILD_SA")
+        .collect();
+    // 12 tunnels, 30 minutes, a rekey every 100-120 s but none across a reauthentication.
+    assert!(
+        (12 * 12..=12 * 15).contains(&rekeys.len()),
+        "{}",
+        rekeys.len()
+    );
+    assert!(
+        rekeys
+            .iter()
+            .all(|e| e["request_fragments"] == 2 && e["response_fragments"] == 2)
+    );
+    // QKD keys: one per IKE SA (initial and two reauthentications), none per rekey.
+    for t in r["tunnels"].as_array().unwrap() {
+        assert_eq!(t["keys_drawn"], t["attempts"], "{t}");
+    }
+}

@@ -217,6 +217,75 @@ pub fn load(path: &Path) -> Result<LiveConfig> {
     Ok(cfg)
 }
 
+/// The live configuration of one gateway of a scenario (`qsafe live SCENARIO --gateway
+/// NAME`): a peer per tunnel it is part of, with the simulator's identities (gateway
+/// names), PSKs, proposals, fragmentation and Child SA rekeying; it initiates the
+/// tunnels it initiates in the scenario. PPKs come from QKD key managers, which live
+/// mode does not have: a tunnel with PPKs is an error.
+pub fn from_scenario(path: &Path, gateway: &str) -> Result<LiveConfig> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let world = topologies::parse(&text, &path.display().to_string())?;
+    let address = |name: &str| {
+        world
+            .gateways
+            .iter()
+            .find(|g| g.name == name)
+            .map(|g| IpAddr::V4(g.address))
+    };
+    let local = address(gateway)
+        .with_context(|| format!("in {}: no gateway named `{gateway}`", path.display()))?;
+    let mut peers = Vec::new();
+    for (i, t) in world.tunnels.iter().enumerate() {
+        let (initiate, other) = if t.initiator == gateway {
+            (true, &t.responder)
+        } else if t.responder == gateway {
+            (false, &t.initiator)
+        } else {
+            continue;
+        };
+        if t.ppk != netsim::config::PpkMode::Disabled {
+            bail!(
+                "in {}: tunnel[{i}].ppk: PPKs come from QKD key managers, which live mode \
+                 does not run; write a live configuration with static `ppks` instead",
+                path.display()
+            );
+        }
+        peers.push(LivePeer {
+            name: t.name.clone(),
+            remote: address(other).context("checked by the parser")?,
+            remote_port: default_port(),
+            local_id: format!("fqdn:{gateway}"),
+            remote_id: format!("fqdn:{other}"),
+            psk: netsim::tunnel_psk(&t.name),
+            ike: t.ike.clone(),
+            esp: t.esp.clone(),
+            local_ts: Vec::new(),
+            remote_ts: Vec::new(),
+            fragment_size: t.fragment_size,
+            encap: false,
+            childless: false,
+            ppk: None,
+            ppk_id: None,
+            ppks: BTreeMap::new(),
+            initiate,
+            dpd_delay: None,
+            rekey_child_after: if initiate { t.child_rekey_every } else { None },
+        });
+    }
+    if peers.is_empty() {
+        bail!("in {}: gateway `{gateway}` is in no tunnel", path.display());
+    }
+    Ok(LiveConfig {
+        local,
+        port: default_port(),
+        natt_port: default_natt_port(),
+        crypto: None,
+        timeout: default_timeout(),
+        hold: sim_core::SimDuration::ZERO,
+        peers,
+    })
+}
+
 /// Runs the gateways of `cfg` until every SA it initiates (or, with no initiator,
 /// one SA a peer initiates) is established or failed, or the timeout passes. Returns
 /// the number of failures.

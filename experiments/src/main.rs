@@ -57,8 +57,20 @@ enum Command {
 
 #[derive(clap::Args)]
 struct LiveArgs {
-    /// Live configuration (TOML): local address and peers.
+    /// Live configuration (TOML): local address and peers; with `--gateway`, a scenario.
     config: PathBuf,
+    /// Run this gateway of a scenario file over real sockets, at its scenario address.
+    #[arg(long)]
+    gateway: Option<String>,
+    /// IKE port (default 500, or the live configuration's).
+    #[arg(long)]
+    port: Option<u16>,
+    /// NAT-T port (default 4500, or the live configuration's).
+    #[arg(long)]
+    natt_port: Option<u16>,
+    /// Keep serving peers this long after every SA is up (their rekeys and deletes).
+    #[arg(long)]
+    hold: Option<sim_core::SimDuration>,
     /// Seed of the random stream (SPIs, nonces, keys): live mode is a test tool.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -122,7 +134,19 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Merge { out, dirs }) => sweep::merge(&out, &dirs),
         Some(Command::Probe(args)) => probe_command(&args),
         Some(Command::Live(args)) => {
-            let cfg = live::load(&args.config)?;
+            let mut cfg = match &args.gateway {
+                Some(g) => live::from_scenario(&args.config, g)?,
+                None => live::load(&args.config)?,
+            };
+            if let Some(p) = args.port {
+                cfg.port = p;
+                // A scenario's gateways all listen on the same port.
+                if args.gateway.is_some() {
+                    cfg.peers.iter_mut().for_each(|peer| peer.remote_port = p);
+                }
+            }
+            cfg.natt_port = args.natt_port.unwrap_or(cfg.natt_port);
+            cfg.hold = args.hold.unwrap_or(cfg.hold);
             let failures = live::run(&cfg, args.seed, args.keylog.as_deref())?;
             if failures > 0 {
                 anyhow::bail!("{failures} IKE SA(s) failed or timed out");

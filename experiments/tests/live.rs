@@ -109,3 +109,92 @@ fn a_bad_live_config_names_file_line_and_field() {
         "{err}"
     );
 }
+
+#[test]
+fn a_scenarios_gateways_run_live_and_rekey() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("live-scenario");
+    fs::create_dir_all(&dir).unwrap();
+    let scenario = dir.join("pair.toml");
+    fs::write(
+        &scenario,
+        r#"
+duration = "1m"
+[[gateway]]
+name = "gw-a"
+address = "127.0.0.1"
+[[gateway]]
+name = "gw-b"
+address = "127.0.0.2"
+[[link]]
+a = "gw-a"
+b = "gw-b"
+[[tunnel]]
+name = "a-b"
+initiator = "gw-a"
+responder = "gw-b"
+esp = ["aes256gcm16-mlkem768"]
+child_rekey_every = "300ms"
+"#,
+    )
+    .unwrap();
+    let live = |gw: &str, hold: &str| {
+        Command::new(env!("CARGO_BIN_EXE_qsafe"))
+            .args(["live", scenario.to_str().unwrap(), "--gateway", gw])
+            .args(["--port", "10600", "--natt-port", "14600", "--hold", hold])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let responder = live("gw-b", "1s");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let initiator = live("gw-a", "1s").wait_with_output().unwrap();
+    let responder = responder.wait_with_output().unwrap();
+    let (out_a, out_b) = (
+        String::from_utf8_lossy(&initiator.stdout),
+        String::from_utf8_lossy(&responder.stdout),
+    );
+    assert!(
+        initiator.status.success() && responder.status.success(),
+        "initiator:\n{out_a}\nresponder:\n{out_b}"
+    );
+    for out in [&out_a, &out_b] {
+        assert!(
+            out.contains("a-b: IKE SA")
+                && out.contains("aes256gcm16-prfsha256-x25519-ke1_mlkem768"),
+            "{out}"
+        );
+        assert!(
+            out.contains("rekeyed") && out.contains("aes256gcm16-mlkem768"),
+            "{out}"
+        );
+    }
+
+    // A gateway that is not in the scenario, and PPKs that need a key manager.
+    let o = Command::new(env!("CARGO_BIN_EXE_qsafe"))
+        .args(["live", scenario.to_str().unwrap(), "--gateway", "gw-z"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no gateway named `gw-z`"));
+    let text = fs::read_to_string(&scenario).unwrap();
+    let with_ppk = text
+        .replace(
+            "address = \"127.0.0.1\"",
+            "address = \"127.0.0.1\"\nkme = \"k-a\"",
+        )
+        .replace(
+            "address = \"127.0.0.2\"",
+            "address = \"127.0.0.2\"\nkme = \"k-b\"",
+        )
+        + "ppk = \"required\"\n[[kme]]\nname = \"k-a\"\n[[kme]]\nname = \"k-b\"\n\
+           [[qkd_link]]\na = \"k-a\"\nb = \"k-b\"\npool = { rate_bps = 1000, capacity_bits = 100000 }\n";
+    fs::write(&scenario, with_ppk).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_qsafe"))
+        .args(["live", scenario.to_str().unwrap(), "--gateway", "gw-a"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("tunnel[0].ppk") && err.contains("key managers"),
+        "{err}"
+    );
+}

@@ -8,4 +8,4 @@ pub mod world;
 
 pub use config::WorldConfig;
 pub use results::Results;
-pub use world::{BuildError, Outputs, World};
+pub use world::{BuildError, Outputs, World, tunnel_psk};

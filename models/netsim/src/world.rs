@@ -236,6 +236,12 @@ pub struct World {
     violations: Vec<String>,
 }
 
+/// The pre-shared key both gateways of a tunnel authenticate with (live mode uses it
+/// too, so a scenario's gateways also run over real sockets).
+pub fn tunnel_psk(tunnel: &str) -> String {
+    format!("psk:{tunnel}")
+}
+
 fn find(names: &[String], name: &str, field: String) -> Result<usize, BuildError> {
     names
         .iter()
@@ -325,7 +331,7 @@ impl World {
                     }
                 }
             }
-            let psk = format!("psk:{}", t.name);
+            let psk = tunnel_psk(&t.name);
             for (me, other) in [(ini, res), (res, ini)] {
                 let remote =
                     SocketAddr::from(SocketAddrV4::new(cfg.gateways[other].address, IKE_PORT));

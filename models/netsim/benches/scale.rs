@@ -79,6 +79,7 @@ fn hub_and_spoke(spokes: u32, duration: SimDuration, crypto: CryptoMode) -> Worl
             reauth_every: Some(SimDuration::from_secs(60)),
             child_rekey_every: None,
             child_rekey_jitter: SimDuration::ZERO,
+            dpd_delay: None,
             retry_after: SimDuration::from_secs(1),
             fragment_size: 1280,
             fragmentation: true,

@@ -138,6 +138,11 @@ pub struct TunnelSpec {
     /// so that tunnels set up together do not rekey together.
     #[serde(default)]
     pub child_rekey_jitter: SimDuration,
+    /// Dead peer detection on both gateways (strongSwan's `dpd_delay`): an empty
+    /// INFORMATIONAL after this long without a word from the peer. When the initiator
+    /// finds the peer dead, it starts the tunnel again (`dpd_action = restart`).
+    #[serde(default)]
+    pub dpd_delay: Option<SimDuration>,
     /// After a failure, try again this much later (doubling, up to 16 times as long).
     #[serde(default = "default_retry")]
     pub retry_after: SimDuration,

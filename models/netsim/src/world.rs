@@ -347,6 +347,7 @@ impl World {
                     .map_err(|e| err(format!("tunnel[{i}].esp"), e.to_string()))?;
                 p.fragment_size = t.fragment_size;
                 p.fragmentation = t.fragmentation;
+                p.timers.dpd_delay_ns = t.dpd_delay.map(|d| d.as_nanos());
                 p.ppk = match t.ppk {
                     PpkMode::Disabled => PpkPolicy::Disabled,
                     PpkMode::Optional => PpkPolicy::Optional,
@@ -1121,12 +1122,22 @@ impl World {
                 let tun = &mut self.tunnels[t];
                 let is_attempt =
                     matches!(tun.attempt, Some((_, Some(s))) if s == sa) && gw == tun.initiator;
-                if tun.current.is_some_and(|(s, _)| s == sa) {
+                let was_current = tun.current.is_some_and(|(s, _)| s == sa);
+                if was_current {
                     let (_, since) = tun.current.take().expect("checked");
                     tun.summary.up_ns += now.saturating_since(since).as_nanos();
                 }
                 self.sa_tunnel.remove(&(gw, sa));
                 if !is_attempt {
+                    // The SA that was up died (dead peer detection): the initiator
+                    // starts the tunnel again unless an attempt is already under way.
+                    let lost_current = was_current && gw == tun.initiator;
+                    if lost_current && tun.attempt.is_none() {
+                        tun.summary.dead_peers += 1;
+                        let entity = self.gateways[gw].entity;
+                        self.sim
+                            .schedule(entity, SimDuration::ZERO, Ev::TunnelStart { tunnel: t });
+                    }
                     return;
                 }
                 let (a, _) = tun.attempt.take().expect("checked");

@@ -253,3 +253,37 @@ fn child_sas_rekey_on_schedule_with_ml_kem_pfs_in_fragments() {
         .count();
     assert_eq!(deletes, rekeys.len());
 }
+
+#[test]
+fn dead_peer_detection_restarts_a_tunnel_after_a_link_outage() {
+    let text = PAIR
+        .replace(
+            "ppk = \"required\"\nreauth_every = \"20s\"",
+            "dpd_delay = \"20s\"",
+        )
+        .replace("duration = \"2m\"", "duration = \"6m\"")
+        .replace(
+            "loss = { model = \"bernoulli\", probability = 0.02 } }",
+            "schedule = [{ at = \"60s\", state = \"down\" }, { at = \"200s\", state = \"up\" }] }",
+        );
+    let r = run(&text, 5);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let t = &r.tunnels[0];
+    // Up, dead once the liveness check after 60 s goes unanswered through every
+    // retransmission (165 s), restarted over the repaired link.
+    assert_eq!((t.established, t.dead_peers), (2, 1), "{t:?}");
+    let rows: Vec<_> = r.handshakes.iter().map(|h| h.outcome.as_str()).collect();
+    assert_eq!(rows, ["established", "established"]);
+    // The restart: the first check after the outage began (60 to 80 s) plus 165.06 s.
+    let restart = r.handshakes[1].requested_ns;
+    assert!(
+        (225_061_120_000..=245_061_120_000).contains(&restart),
+        "{restart}"
+    );
+    let checks = r
+        .exchanges
+        .iter()
+        .filter(|e| e.exchange == "INFORMATIONAL" && e.retransmissions == 0)
+        .count();
+    assert!(checks >= 4, "liveness checks answered: {checks}");
+}

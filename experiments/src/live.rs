@@ -95,6 +95,9 @@ pub struct LivePeer {
     /// Dead peer detection: an empty INFORMATIONAL after this long without a word.
     #[serde(default)]
     pub dpd_delay: Option<sim_core::SimDuration>,
+    /// Rekey the IKE SA this long after it is up (CREATE_CHILD_SA).
+    #[serde(default)]
+    pub rekey_ike_after: Option<sim_core::SimDuration>,
     /// Rekey the first Child SA this long after it is up (CREATE_CHILD_SA).
     #[serde(default)]
     pub rekey_child_after: Option<sim_core::SimDuration>,
@@ -269,6 +272,7 @@ pub fn from_scenario(path: &Path, gateway: &str) -> Result<LiveConfig> {
             ppks: BTreeMap::new(),
             initiate,
             dpd_delay: None,
+            rekey_ike_after: if initiate { t.ike_rekey_every } else { None },
             rekey_child_after: if initiate { t.child_rekey_every } else { None },
         });
     }
@@ -346,18 +350,25 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
     let deadline = start + Duration::from_nanos(cfg.timeout.as_nanos());
     let mut buf = vec![0u8; 65_536];
     let mut finish_at: Option<Instant> = None;
-    let mut rekeys: Vec<(Instant, ikev2::endpoint::SaId, u32)> = Vec::new();
+    // Rekeys to start: (when, IKE SA, Child SA inbound SPI or None for the IKE SA).
+    let mut rekeys: Vec<(Instant, ikev2::endpoint::SaId, Option<u32>)> = Vec::new();
     let mut sa_peer: BTreeMap<ikev2::endpoint::SaId, usize> = BTreeMap::new();
     let mut buf4500 = vec![0u8; 65_536];
     loop {
         // Rekeys that are due (the endpoint ignores one while another exchange runs).
         let due = Instant::now();
-        for &(_, sa, spi_in) in rekeys.iter().filter(|r| r.0 <= due) {
-            println!(
-                "[{:>8.3}s] rekeying Child SA {spi_in:08x}",
-                now() as f64 / 1e9
-            );
-            ep.rekey_child(now(), sa, spi_in);
+        for &(_, sa, child) in rekeys.iter().filter(|r| r.0 <= due) {
+            let at = now() as f64 / 1e9;
+            match child {
+                Some(spi_in) => {
+                    println!("[{at:>8.3}s] rekeying Child SA {spi_in:08x}");
+                    ep.rekey_child(now(), sa, spi_in);
+                }
+                None => {
+                    println!("[{at:>8.3}s] rekeying IKE SA {sa:016x}");
+                    ep.rekey_ike(now(), sa);
+                }
+            }
         }
         rekeys.retain(|r| r.0 > due);
         // Outputs: datagrams, then events (answering one may queue more datagrams).
@@ -422,6 +433,10 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
                         ..
                     } => {
                         sa_peer.insert(*sa, *peer);
+                        if let Some(after) = cfg.peers[*peer].rekey_ike_after {
+                            let when = Instant::now() + Duration::from_nanos(after.as_nanos());
+                            rekeys.push((when, *sa, None));
+                        }
                         let ppk = match ppk {
                             PpkOutcome::Used { id } => {
                                 format!("used {}", String::from_utf8_lossy(id))
@@ -443,9 +458,18 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
                             rekeys.push((
                                 Instant::now() + Duration::from_nanos(after.as_nanos()),
                                 *sa,
-                                child.spi_in,
+                                Some(child.spi_in),
                             ));
                         }
+                    }
+                    Event::IkeSaRekeyed { old, new, .. } => {
+                        if let Some(p) = sa_peer.get(old).copied() {
+                            sa_peer.insert(*new, p);
+                        }
+                        println!("[{at:>8.3}s] IKE SA {old:016x} rekeyed: now {new:016x}")
+                    }
+                    Event::IkeSaRekeyFailed { sa, notify } => {
+                        println!("[{at:>8.3}s] IKE SA {sa:016x} rekey refused: notify {notify}")
                     }
                     Event::IkeSaDeleted { sa, .. } => {
                         println!("[{at:>8.3}s] IKE SA {sa:016x} deleted")

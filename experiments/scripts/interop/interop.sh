@@ -110,10 +110,11 @@ fill() { # fill TEMPLATE OUT KEY=VALUE...
 }
 
 # run_case NAME ROOTFS ROLE PROPOSAL PPK(yes|no) FRAGMENT_SIZE FRAGMENTS(both|any|none) EXPECT_PROPOSAL_RE
-#          [REKEY(none|qsafe|charon) ESP_PROPOSAL]
-# REKEY: who rekeys the Child SA with CREATE_CHILD_SA once it is up (qsafe holds on
-# meanwhile, and the rekeying side runs dead peer detection); ESP_PROPOSAL with a KE method
-# makes that rekey use PFS.
+#          [REKEY(none|qsafe|charon|qsafe-ike|charon-ike) ESP_PROPOSAL]
+# REKEY: who rekeys the Child SA (or with -ike the IKE SA) with CREATE_CHILD_SA once it
+# is up; qsafe holds on meanwhile, and the rekeying side runs dead peer detection, which
+# after an IKE SA rekey also proves the new SA works. ESP_PROPOSAL with a KE method makes
+# a Child SA rekey use PFS.
 run_case() {
   local name=$1 rootfs=$2 role=$3 proposal=$4 ppk=$5 frag=$6 frags=$7 expect=$8
   local rekey=${9:-none} esp=${10:-aes256gcm16}
@@ -128,8 +129,11 @@ run_case() {
   # Whoever rekeys also runs dead peer detection (one side at a time: each side's
   # liveness checks would keep the other's quiet).
   [ "$rekey" != none ] && hold=4s
-  [ "$rekey" = qsafe ] && rekey_line='rekey_child_after = "1s"' qs_dpd='dpd_delay = "1500ms"'
-  [ "$rekey" = charon ] && ss_dpd="dpd_delay = 1s"
+  case $rekey in
+    qsafe) rekey_line='rekey_child_after = "1s"' qs_dpd='dpd_delay = "1500ms"' ;;
+    qsafe-ike) rekey_line='rekey_ike_after = "1s"' qs_dpd='dpd_delay = "1500ms"' ;;
+    charon|charon-ike) ss_dpd="dpd_delay = 1s" ;;
+  esac
   fill "$HERE/swanctl.conf.in" "$dir/swanctl.conf" SS_IP="$SS_IP" QS_IP="$QS_IP" PROPOSAL="$proposal" \
     PSK="$PSK" PPK_ID="$PPK_ID" PPK_KEY="$PPK_KEY" PPK="${ppk_conf//$'\n'/\\n}" ESP="$esp" DPD="$ss_dpd"
   fill "$HERE/live.toml.in" "$dir/live.toml" SS_IP="$SS_IP" QS_IP="$QS_IP" PROPOSAL="$proposal" PSK="$PSK" \
@@ -146,9 +150,10 @@ run_case() {
     QSAFE_PID=$!
     sleep 0.3
     sw "$dir" --initiate --child net --ike qsafe --timeout 15 > "$dir/swanctl-initiate.out" 2>&1 || { ok=0; why+=("swanctl --initiate failed"); }
-    if [ "$rekey" = charon ]; then
-      sw "$dir" --rekey --child net > "$dir/swanctl-rekey.out" 2>&1 || { ok=0; why+=("swanctl --rekey failed"); }
-    fi
+    case $rekey in
+      charon) sw "$dir" --rekey --child net > "$dir/swanctl-rekey.out" 2>&1 || { ok=0; why+=("swanctl --rekey failed"); } ;;
+      charon-ike) sw "$dir" --rekey --ike qsafe > "$dir/swanctl-rekey.out" 2>&1 || { ok=0; why+=("swanctl --rekey failed"); } ;;
+    esac
     wait "$QSAFE_PID" || { ok=0; why+=("qsafe live failed"); }
     QSAFE_PID=
   fi
@@ -160,13 +165,19 @@ run_case() {
   if [ "$ppk" = yes ]; then
     grep -q "using PPK for PPK_ID '$PPK_ID'" "$clog" || { ok=0; why+=("charon: PPK not used"); }
   fi
+  case $rekey in
+    qsafe|charon)
+      # The new pair is a second "established", the old one closed by a Delete.
+      [ "$(grep -c "CHILD_SA net{[0-9]*} established" "$clog")" -ge 2 ] || { ok=0; why+=("charon: no second CHILD_SA"); }
+      grep -q "closing CHILD_SA net{" "$clog" || { ok=0; why+=("charon: old CHILD_SA not closed"); }
+      grep -q "Child SA [0-9a-f]* rekeyed" "$dir/qsafe.out" || { ok=0; why+=("qsafe: no Child SA rekeyed"); } ;;
+    qsafe-ike|charon-ike)
+      grep -Eq "IKE_SA qsafe\[[0-9]+\] rekeyed between" "$clog" || { ok=0; why+=("charon: no IKE_SA rekeyed"); }
+      grep -q "rekeyed: now" "$dir/qsafe.out" || { ok=0; why+=("qsafe: no IKE SA rekeyed"); } ;;
+  esac
   if [ "$rekey" != none ]; then
-    # The new pair is a second "established", the old one closed by a Delete.
-    [ "$(grep -c "CHILD_SA net{[0-9]*} established" "$clog")" -ge 2 ] || { ok=0; why+=("charon: no second CHILD_SA"); }
-    grep -q "closing CHILD_SA net{" "$clog" || { ok=0; why+=("charon: old CHILD_SA not closed"); }
-    grep -q "rekeyed" "$dir/qsafe.out" || { ok=0; why+=("qsafe: no Child SA rekeyed"); }
     # Dead peer detection: the rekeying side's empty INFORMATIONAL, answered.
-    if [ "$rekey" = qsafe ]; then
+    if [ "${rekey%-ike}" = qsafe ]; then
       grep -Eq "parsed INFORMATIONAL request [0-9]+ \[ \]" "$clog" || { ok=0; why+=("charon: no liveness check from qsafe"); }
     else
       grep -Eq "parsed INFORMATIONAL response [0-9]+ \[ \]" "$clog" || { ok=0; why+=("charon: its liveness check unanswered"); }
@@ -207,6 +218,9 @@ done
 # Child SA rekeys with PFS, started by either side.
 run_case "5.9-qsafe-rekeys-child-pfs" "" initiator "$CLASSIC" no 1280 none "$CLASSIC_RE" qsafe aes256gcm16-x25519
 run_case "5.9-charon-rekeys-child-pfs" "" responder "$CLASSIC" no 1280 none "$CLASSIC_RE" charon aes256gcm16-x25519
+# IKE SA rekeys (no additional key exchanges: IKE_FOLLOWUP_KE is not built yet).
+run_case "5.9-qsafe-rekeys-ike" "" initiator "$CLASSIC" yes 1280 none "$CLASSIC_RE" qsafe-ike
+run_case "5.9-charon-rekeys-ike" "" responder "$CLASSIC" no 1280 none "$CLASSIC_RE" charon-ike
 
 # strongSwan 6.x from Debian sid, for ML-KEM in IKE_INTERMEDIATE.
 HYBRID=aes256gcm16-prfsha256-x25519-ke1_mlkem768

@@ -441,7 +441,7 @@ fn dead_peer_detection_checks_a_quiet_peer_and_fails_a_dead_one() {
     assert_eq!(p.links[0].offered - offered, 6);
 }
 
-fn rekeyed(p: &Pair, i: usize) -> Vec<(u32, ikev2::endpoint::ChildSa)> {
+fn rekeyed_children(p: &Pair, i: usize) -> Vec<(u32, ikev2::endpoint::ChildSa)> {
     p.events[i]
         .iter()
         .filter_map(|e| match &e.1 {
@@ -484,7 +484,7 @@ fn child_sas_rekey_with_and_without_pfs_from_either_side() {
         };
         p.eps[rekeyer].rekey_child(p.now, sa, first[rekeyer].spi_in);
         while p.step() {}
-        let (ra, rb) = (rekeyed(&p, 0), rekeyed(&p, 1));
+        let (ra, rb) = (rekeyed_children(&p, 0), rekeyed_children(&p, 1));
         assert_eq!((ra.len(), rb.len()), (1, 1), "{esp}: {:?}", p.events);
         let (a, b) = (&ra[0].1, &rb[0].1);
         // Both sides hold the same new keys, with new SPIs, and different keys than before.
@@ -544,7 +544,7 @@ fn simultaneous_child_rekeys_leave_the_same_single_pair_on_both_sides() {
         while p.step() {}
         // Both exchanges completed on both sides, then two Deletes: the old pair and
         // the loser's new one.
-        let (ra, rb) = (rekeyed(&p, 0), rekeyed(&p, 1));
+        let (ra, rb) = (rekeyed_children(&p, 0), rekeyed_children(&p, 1));
         assert_eq!((ra.len(), rb.len()), (2, 2), "seed {seed}: {:?}", p.events);
         assert_eq!((deleted(&p, 0).len(), deleted(&p, 1).len()), (2, 2));
         let (a, b) = (live_children(&p, 0), live_children(&p, 1));
@@ -561,4 +561,81 @@ fn simultaneous_child_rekeys_leave_the_same_single_pair_on_both_sides() {
         winners.insert(ra.iter().position(|r| r.1.spi_in == a.spi_in).unwrap());
     }
     assert_eq!(winners.len(), 2, "one side won every time");
+}
+
+#[test]
+fn ike_sas_rekey_from_either_side_and_keep_their_child_sas() {
+    for rekeyer in [0, 1] {
+        let mut p = Pair::new(40 + rekeyer as u64, |_, peer| {
+            *peer = peer
+                .clone()
+                .with_ike(&["aes256gcm16-prfsha256-x25519"])
+                .unwrap()
+                .with_esp(&["aes256gcm16-x25519"])
+                .unwrap()
+        });
+        p.handshake(10 * SEC);
+        let sa_of = |p: &Pair, i: usize| match p.established(i) {
+            Some(Event::IkeSaEstablished { sa, keys, .. }) => (*sa, keys.clone()),
+            _ => panic!(),
+        };
+        let (old, old_keys) = sa_of(&p, rekeyer);
+        p.eps[rekeyer].rekey_ike(p.now, old);
+        while p.step() {}
+        let rekeyed = |p: &Pair, i: usize| {
+            p.events[i]
+                .iter()
+                .find_map(|e| match &e.1 {
+                    Event::IkeSaRekeyed { old, new, keys, .. } => Some((*old, *new, keys.clone())),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("side {i} not rekeyed: {:?}", p.events[i]))
+        };
+        let (a, b) = (rekeyed(&p, 0), rekeyed(&p, 1));
+        assert_eq!(a.2, b.2, "both sides derive the same new keys");
+        assert_ne!(a.2, old_keys);
+        assert_ne!((a.0, b.0), (a.1, b.1), "new SPIs");
+        // The old IKE SA is gone on both sides; one SA each remains.
+        for (i, (old, ..)) in [(0, &a), (1, &b)] {
+            assert!(
+                p.events[i]
+                    .iter()
+                    .any(|e| matches!(e.1, Event::IkeSaDeleted { sa, .. } if sa == *old)),
+                "side {i}"
+            );
+        }
+        assert_eq!((p.eps[0].sa_count(), p.eps[1].sa_count()), (1, 1));
+        // The Child SA moved over: rekeying it runs on the new IKE SA (message IDs
+        // from 0, keys from the new SK_d) and both sides agree.
+        let first = p.child(0).unwrap().clone();
+        p.eps[0].rekey_child(p.now, a.1, first.spi_in);
+        while p.step() {}
+        let (ra, rb) = (rekeyed_children(&p, 0), rekeyed_children(&p, 1));
+        assert_eq!((ra.len(), rb.len()), (1, 1), "{:?}", p.events[0]);
+        assert_eq!(
+            (&ra[0].1.encr_out, ra[0].1.spi_out),
+            (&rb[0].1.encr_in, rb[0].1.spi_in)
+        );
+        // And the new IKE SA deletes cleanly.
+        p.eps[1].delete(p.now, b.1);
+        while p.step() {}
+        assert_eq!((p.eps[0].sa_count(), p.eps[1].sa_count()), (0, 0));
+    }
+}
+
+#[test]
+fn an_ike_sa_with_additional_key_exchanges_is_not_rekeyed_yet() {
+    let mut p = Pair::new(42, |_, _| {});
+    p.handshake(10 * SEC);
+    let Some(Event::IkeSaEstablished { sa, proposal, .. }) = p.established(0).cloned() else {
+        panic!()
+    };
+    assert!(proposal.contains("ke1_"), "{proposal}");
+    p.eps[0].rekey_ike(p.now, sa);
+    assert!(
+        !p.step()
+            || p.exchanges(0)
+                .iter()
+                .all(|e| e.0 != exchange::CREATE_CHILD_SA)
+    );
 }

@@ -80,6 +80,7 @@ fn hub_and_spoke(spokes: u32, duration: SimDuration, crypto: CryptoMode) -> Worl
             child_rekey_every: None,
             child_rekey_jitter: SimDuration::ZERO,
             dpd_delay: None,
+            ike_rekey_every: None,
             retry_after: SimDuration::from_secs(1),
             fragment_size: 1280,
             fragmentation: true,

@@ -86,6 +86,8 @@ pub struct TunnelSummary {
     pub key_wait_ns: u64,
     /// Total time with an established IKE SA.
     pub up_ns: u64,
+    /// IKE SA rekeys completed (CREATE_CHILD_SA).
+    pub ike_rekeys: u32,
     /// Established IKE SAs that dead peer detection found dead (then restarted).
     pub dead_peers: u32,
 }

@@ -18,7 +18,7 @@ use ikev2::consts::exchange;
 use ikev2::crypto::{CryptoProvider, ModelCrypto, RealCrypto};
 use ikev2::endpoint::{
     Endpoint, EndpointConfig, Event, FailReason, Identity, PeerConfig, Ppk, PpkOutcome, PpkPolicy,
-    SaId,
+    SaId, Start,
 };
 use link::{Channel, Datagram, Delivery, LinkState, WirePacket};
 use qkd::network::StreamFactory;
@@ -46,11 +46,15 @@ enum Ev {
     TunnelStart {
         tunnel: usize,
     },
-    /// Time to rekey the Child SA `spi_in` of the initiator's IKE SA `sa`.
+    /// Time to rekey the Child SA `spi_in` of the tunnel's IKE SA.
     ChildRekey {
         tunnel: usize,
-        sa: SaId,
         spi_in: u32,
+    },
+    /// Time to rekey the tunnel's IKE SA `sa` (if it is still the one that is up).
+    IkeRekey {
+        tunnel: usize,
+        sa: SaId,
     },
     /// The initiator's key request (`enc_keys` or `/key`) reaches its KME.
     KeyDraw {
@@ -131,6 +135,7 @@ struct Tunnel {
     reauth_every: Option<SimDuration>,
     child_rekey_every: Option<SimDuration>,
     child_rekey_jitter: SimDuration,
+    ike_rekey_every: Option<SimDuration>,
     /// The tunnel's own stream for rekey jitter (set once its initiator exists).
     rekey_rng: Option<sim_core::SimRng>,
     retry_after: SimDuration,
@@ -345,6 +350,15 @@ impl World {
                 p = p
                     .with_esp(&esp)
                     .map_err(|e| err(format!("tunnel[{i}].esp"), e.to_string()))?;
+                if t.ike_rekey_every.is_some()
+                    && p.ike.iter().any(|s| !s.additional_kes().is_empty())
+                {
+                    return Err(err(
+                        format!("tunnel[{i}].ike_rekey_every"),
+                        "IKE SA rekeys with additional key exchanges need IKE_FOLLOWUP_KE, \
+                         which is not built yet: use reauth_every",
+                    ));
+                }
                 p.fragment_size = t.fragment_size;
                 p.fragmentation = t.fragmentation;
                 p.timers.dpd_delay_ns = t.dpd_delay.map(|d| d.as_nanos());
@@ -367,6 +381,7 @@ impl World {
                 reauth_every: t.reauth_every,
                 child_rekey_every: t.child_rekey_every,
                 child_rekey_jitter: t.child_rekey_jitter,
+                ike_rekey_every: t.ike_rekey_every,
                 rekey_rng: None,
                 retry_after: t.retry_after,
                 current: None,
@@ -567,13 +582,25 @@ impl World {
                 self.drain(gw);
             }
             Ev::TunnelStart { tunnel } => self.start_attempt(tunnel),
-            Ev::ChildRekey { tunnel, sa, spi_in } => {
+            Ev::ChildRekey { tunnel, spi_in } => {
+                // On the IKE SA that is up now (an IKE SA rekey moves Child SAs over; a
+                // reauthentication replaces them, and the endpoint ignores an SPI it
+                // no longer has).
                 let gw = self.tunnels[tunnel].initiator;
-                // Only while that IKE SA lives (a reauthentication may have replaced it).
-                if self.sa_tunnel.contains_key(&(gw, sa)) {
+                if let Some((sa, _)) = self.tunnels[tunnel].current {
                     let now = self.now_ns();
-                    self.gateways[gw].ep.rekey_child(now, sa, spi_in);
+                    let start = self.gateways[gw].ep.rekey_child(now, sa, spi_in);
                     self.drain(gw);
+                    self.retry_if_busy(gw, start, Ev::ChildRekey { tunnel, spi_in });
+                }
+            }
+            Ev::IkeRekey { tunnel, sa } => {
+                let gw = self.tunnels[tunnel].initiator;
+                if self.tunnels[tunnel].current.is_some_and(|(s, _)| s == sa) {
+                    let now = self.now_ns();
+                    let start = self.gateways[gw].ep.rekey_ike(now, sa);
+                    self.drain(gw);
+                    self.retry_if_busy(gw, start, Ev::IkeRekey { tunnel, sa });
                 }
             }
             Ev::KeyDraw {
@@ -925,6 +952,23 @@ impl World {
         }
     }
 
+    /// A rekey that found its IKE SA busy with another exchange goes again a second
+    /// later (strongSwan queues it behind the active task).
+    fn retry_if_busy(&mut self, gw: usize, start: Start, ev: Ev) {
+        if start == Start::Busy {
+            let entity = self.gateways[gw].entity;
+            self.sim.schedule(entity, SimDuration::from_secs(1), ev);
+        }
+    }
+
+    fn schedule_ike_rekey(&mut self, t: usize, sa: SaId) {
+        if let Some(every) = self.tunnels[t].ike_rekey_every {
+            let entity = self.gateways[self.tunnels[t].initiator].entity;
+            self.sim
+                .schedule(entity, every, Ev::IkeRekey { tunnel: t, sa });
+        }
+    }
+
     /// Both ends of a Child SA must hold the same key for each direction (by tunnel and
     /// SPI: the receiver's SPI names a direction).
     fn check_child_keys(&mut self, t: usize, child: &ikev2::endpoint::ChildSa) {
@@ -948,15 +992,17 @@ impl World {
 
     /// Both peers of an IKE SA must derive the same keys; a QKD key must serve one SA.
     fn check_invariants(&mut self, ev: &Event) {
-        let Event::IkeSaEstablished {
-            keys,
-            keylog,
-            ppk,
-            initiator,
-            ..
-        } = ev
-        else {
-            return;
+        let (keys, keylog, ppk, initiator) = match ev {
+            Event::IkeSaEstablished {
+                keys,
+                keylog,
+                ppk,
+                initiator,
+                ..
+            } => (keys, keylog, ppk, *initiator),
+            // A rekeyed IKE SA carries the PPK of its predecessor: no new key used.
+            Event::IkeSaRekeyed { keys, keylog, .. } => (keys, keylog, &PpkOutcome::NotUsed, false),
+            _ => return,
         };
         let spis = (keylog.spi_i, keylog.spi_r);
         match self.sa_keys.remove(&spis) {
@@ -1114,6 +1160,7 @@ impl World {
                     self.sim
                         .schedule(entity, every, Ev::TunnelStart { tunnel: t });
                 }
+                self.schedule_ike_rekey(t, sa);
             }
             Event::IkeSaFailed { sa, reason, .. } => {
                 let Some(&t) = self.sa_tunnel.get(&(gw, sa)) else {
@@ -1206,15 +1253,29 @@ impl World {
                     let entity = self.gateways[gw].entity;
                     let rekey = Ev::ChildRekey {
                         tunnel: t,
-                        sa,
                         spi_in: child.spi_in,
                     };
                     self.sim.schedule(entity, every, rekey);
                 }
             }
+            Event::IkeSaRekeyed { old, new, .. } => {
+                let Some(&t) = self.sa_tunnel.get(&(gw, old)) else {
+                    return;
+                };
+                self.sa_tunnel.insert((gw, new), t);
+                let tun = &mut self.tunnels[t];
+                if let Some((sa, _)) = tun.current.as_mut().filter(|(s, _)| *s == old) {
+                    *sa = new;
+                }
+                if gw == tun.initiator {
+                    tun.summary.ike_rekeys += 1;
+                    self.schedule_ike_rekey(t, new);
+                }
+            }
             Event::Keys { .. }
             | Event::ExchangeStarted { .. }
             | Event::ChildSaFailed { .. }
+            | Event::IkeSaRekeyFailed { .. }
             | Event::ChildSaDeleted { .. } => {}
         }
     }

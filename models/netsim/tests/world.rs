@@ -287,3 +287,31 @@ fn dead_peer_detection_restarts_a_tunnel_after_a_link_outage() {
         .count();
     assert!(checks >= 4, "liveness checks answered: {checks}");
 }
+
+#[test]
+fn ike_sas_rekey_on_schedule_and_child_rekeys_carry_on_across_them() {
+    let text = PAIR
+        .replace("ppk = \"required\"\nreauth_every = \"20s\"", "")
+        .replace("duration = \"2m\"", "duration = \"3m\"")
+        + "ike = [\"aes256gcm16-prfsha256-x25519\"]\nike_rekey_every = \"30s\"\n\
+           esp = [\"aes256gcm16-x25519\"]\nchild_rekey_every = \"20s\"\n";
+    let r = run(&text, 6);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let t = &r.tunnels[0];
+    // One IKE SA from scratch, then a rekey every 30 s (later after a retransmission).
+    assert_eq!(t.established, 1);
+    assert!((4..=5).contains(&t.ike_rekeys), "{t:?}");
+    let creates = r
+        .exchanges
+        .iter()
+        .filter(|e| e.exchange == "CREATE_CHILD_SA")
+        .count() as u32;
+    // Child rekeys every 20 s go on over whichever IKE SA is current.
+    assert!(creates - t.ike_rekeys >= 7, "{creates} {t:?}");
+    // With additional key exchanges an IKE SA rekey would need IKE_FOLLOWUP_KE.
+    let hybrid = PAIR.replace("ppk = \"required\"", "ike_rekey_every = \"30s\"");
+    let e = netsim::World::new(config(&hybrid), 1, sim_core::Tracer::new())
+        .err()
+        .unwrap();
+    assert_eq!(e.field, "tunnel[0].ike_rekey_every", "{e:?}");
+}

@@ -197,6 +197,18 @@ pub struct ExchangeStats {
     pub retransmissions: u32,
 }
 
+/// What became of a request to start an exchange (a rekey).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    Started,
+    /// Another request of the IKE SA is outstanding (window size 1): ask again later.
+    Busy,
+    /// No such IKE SA or Child SA, or it is being deleted.
+    Gone,
+    /// Not possible for this SA (an IKE SA with additional key exchanges).
+    Unsupported,
+}
+
 /// Everything an endpoint reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -248,6 +260,20 @@ pub enum Event {
         sa: SaId,
         old_spi_in: u32,
         child: ChildSa,
+    },
+    /// The IKE SA was rekeyed (RFC 7296 section 2.18): `new` (our SPI of the successor)
+    /// takes over its Child SAs; the old one is deleted next ([`Event::IkeSaDeleted`]).
+    IkeSaRekeyed {
+        old: SaId,
+        new: SaId,
+        keys: IkeKeys,
+        keylog: KeylogEntry,
+    },
+    /// Our IKE SA rekey was refused (notify type) or its response was unusable; the old
+    /// SA goes on.
+    IkeSaRekeyFailed {
+        sa: SaId,
+        notify: u16,
     },
     /// A Child SA was deleted; `spi_in` is our inbound SPI of it.
     ChildSaDeleted {

@@ -20,7 +20,7 @@ mod sa;
 pub use config::{EndpointConfig, Identity, PeerConfig, PpkPolicy, Timers};
 pub use events::{
     ChildSa, DowngradeReason, EndpointStats, Event, ExchangeStats, FailReason, KeylogEntry, Ppk,
-    PpkOutcome, SaId, Transmit,
+    PpkOutcome, SaId, Start, Transmit,
 };
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -39,6 +39,8 @@ pub(crate) struct Outputs {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: EndpointStats,
+    /// IKE SAs an IKE SA rekey created, to be filed under our SPI.
+    new_sas: Vec<IkeSa>,
 }
 
 /// Many IKE SAs behind one IKE address.
@@ -129,10 +131,28 @@ impl Endpoint {
 
     /// Rekeys the Child SA whose inbound SPI is `spi_in` (CREATE_CHILD_SA with REKEY_SA,
     /// PFS when the ESP proposal names a key exchange). [`Event::ChildSaRekeyed`] and
-    /// then [`Event::ChildSaDeleted`] for the old one follow. Ignored while another
-    /// request of this IKE SA is outstanding (window size 1): ask again later.
-    pub fn rekey_child(&mut self, now: u64, sa: SaId, spi_in: u32) {
-        self.with_sa(now, sa, |s, ctx| s.rekey_child(ctx, spi_in));
+    /// then [`Event::ChildSaDeleted`] for the old one follow, if it [`Start`]ed.
+    pub fn rekey_child(&mut self, now: u64, sa: SaId, spi_in: u32) -> Start {
+        let mut start = Start::Gone;
+        self.with_sa(now, sa, |s, ctx| {
+            start = s.rekey_child(ctx, spi_in)?;
+            Ok(())
+        });
+        start
+    }
+
+    /// Rekeys the IKE SA with CREATE_CHILD_SA (a new key exchange of the negotiated
+    /// method, new SPIs, the Child SAs moving over). [`Event::IkeSaRekeyed`], then
+    /// [`Event::IkeSaDeleted`] for the old SA follow, or [`Event::IkeSaRekeyFailed`].
+    /// [`Start::Unsupported`] for SAs with additional key exchanges (their rekey needs
+    /// IKE_FOLLOWUP_KE, not built yet).
+    pub fn rekey_ike(&mut self, now: u64, sa: SaId) -> Start {
+        let mut start = Start::Gone;
+        self.with_sa(now, sa, |s, ctx| {
+            start = s.rekey_ike(ctx)?;
+            Ok(())
+        });
+        start
     }
 
     /// Checks that the peer is alive with an empty INFORMATIONAL request, as dead peer
@@ -239,6 +259,14 @@ impl Endpoint {
             self.remove(spi);
         } else {
             self.reindex(spi);
+        }
+        for s in std::mem::take(&mut self.out.new_sas) {
+            let spi = s.our_spi();
+            // A 64-bit SPI already in use is as likely as guessing a key: drop it.
+            if let std::collections::btree_map::Entry::Vacant(e) = self.sas.entry(spi) {
+                e.insert(s);
+                self.reindex(spi);
+            }
         }
     }
 

@@ -7,7 +7,7 @@ use rand_core::CryptoRng;
 use super::config::{EndpointConfig, PeerConfig, PpkPolicy};
 use super::events::{
     ChildSa, DowngradeReason, Event, ExchangeStats, FailReason, KeylogEntry, Ppk, PpkOutcome,
-    Transmit,
+    Start, Transmit,
 };
 use super::{Outputs, skf_number};
 use crate::consts::{
@@ -61,6 +61,13 @@ struct ChildRekey {
     spi_in: u32,
     ni: Vec<u8>,
     ke: Option<KeSecret>,
+}
+
+/// Our IKE SA rekey in progress: the successor's SPI (ours), our nonce and key share.
+struct IkeRekey {
+    spi: u64,
+    ni: Vec<u8>,
+    ke: KeSecret,
 }
 
 /// The peer rekeyed a Child SA while our own rekey of it was in flight (RFC 7296
@@ -164,6 +171,8 @@ pub(crate) struct IkeSa {
     rekey: Option<ChildRekey>,
     /// The peer's rekey that crossed ours.
     collision: Option<RekeyCollision>,
+    /// Our CREATE_CHILD_SA rekeying this IKE SA.
+    ike_rekey: Option<IkeRekey>,
     /// Our Delete of a Child SA in progress (its inbound SPI).
     deleting_child: Option<u32>,
     /// A NAT was detected in IKE_SA_INIT.
@@ -183,6 +192,16 @@ fn random(rng: &mut dyn CryptoRng, n: usize) -> Vec<u8> {
 }
 
 /// A nonzero ESP SPI outside the reserved range 1..255.
+/// A non-zero IKE SPI.
+fn random_ike_spi(rng: &mut dyn CryptoRng) -> u64 {
+    loop {
+        let spi = u64::from_be_bytes(random(rng, 8).try_into().expect("8 bytes"));
+        if spi != 0 {
+            return spi;
+        }
+    }
+}
+
 fn random_esp_spi(rng: &mut dyn CryptoRng) -> u32 {
     loop {
         let spi = rng.next_u32();
@@ -407,6 +426,7 @@ impl IkeSa {
             children: Vec::new(),
             rekey: None,
             collision: None,
+            ike_rekey: None,
             deleting_child: None,
             nat: false,
             deleting: false,
@@ -424,7 +444,7 @@ impl IkeSa {
         }
     }
 
-    fn our_spi(&self) -> u64 {
+    pub(crate) fn our_spi(&self) -> u64 {
         if self.initiator {
             self.spi_i
         } else {
@@ -1786,12 +1806,15 @@ impl IkeSa {
 
     /// Starts rekeying the Child SA with inbound SPI `spi_in` (RFC 7296 section 2.8),
     /// with a new key exchange when the ESP proposal names one (PFS).
-    pub fn rekey_child(&mut self, ctx: &mut Ctx<'_>, spi_in: u32) -> Result<(), FailReason> {
+    pub fn rekey_child(&mut self, ctx: &mut Ctx<'_>, spi_in: u32) -> Result<Start, FailReason> {
         let Some(old) = self.children.iter().find(|c| c.spi_in == spi_in).cloned() else {
-            return Ok(()); // no such Child SA (any more)
+            return Ok(Start::Gone); // no such Child SA (any more)
         };
-        if self.phase != Phase::Established || self.outstanding.is_some() || self.rekey.is_some() {
-            return Ok(()); // window size 1: the driver asks again later
+        if self.phase != Phase::Established || self.deleting {
+            return Ok(Start::Gone);
+        }
+        if self.outstanding.is_some() || self.rekey.is_some() || self.ike_rekey.is_some() {
+            return Ok(Start::Busy); // window size 1: the driver asks again later
         }
         let ni = random(ctx.rng, 32);
         let new_spi = random_esp_spi(ctx.rng);
@@ -1827,7 +1850,7 @@ impl IkeSa {
             ke,
         });
         self.send_request(ctx, exchange::CREATE_CHILD_SA, &payloads);
-        Ok(())
+        Ok(Start::Started)
     }
 
     fn on_create_child_request(
@@ -1836,6 +1859,12 @@ impl IkeSa {
         header: Header,
         payloads: Vec<Payload>,
     ) -> Result<(), FailReason> {
+        let rekeys_ike = payloads.iter().any(|p| {
+            matches!(p, Payload::Sa(props) if props.first().is_some_and(|p| p.protocol == protocol::IKE))
+        });
+        if rekeys_ike {
+            return self.on_ike_rekey_request(ctx, &header, &payloads);
+        }
         let refuse = |sa: &mut Self, ctx: &mut Ctx<'_>, kind: u16, data: Vec<u8>| {
             sa.send_response(ctx, &header, &[notify_payload(kind, data)]);
             Ok(())
@@ -1964,6 +1993,9 @@ impl IkeSa {
         ctx: &mut Ctx<'_>,
         payloads: &[Payload],
     ) -> Result<(), FailReason> {
+        if let Some(r) = self.ike_rekey.take() {
+            return self.on_ike_rekey_response(ctx, r, payloads);
+        }
         let Some(r) = self.rekey.take() else {
             return Ok(());
         };
@@ -2111,6 +2143,192 @@ impl IkeSa {
         };
         self.send_request(ctx, exchange::INFORMATIONAL, &[delete]);
         Ok(())
+    }
+
+    // ----- CREATE_CHILD_SA: IKE SA rekeying ---------------------------------------
+
+    /// Starts rekeying this IKE SA (RFC 7296 section 2.18):
+    /// `SA(our new SPI), Ni, KEi` with the negotiated key exchange method.
+    pub fn rekey_ike(&mut self, ctx: &mut Ctx<'_>) -> Result<Start, FailReason> {
+        if self.phase != Phase::Established || self.deleting {
+            return Ok(Start::Gone);
+        }
+        let chosen = self.chosen.clone().expect("negotiated");
+        let ke_id = chosen.chosen(tt::KE).map_or(0, |a| a.id);
+        let Some(method) = KeMethod::from_id(ke_id).filter(|_| self.additional.is_empty()) else {
+            return Ok(Start::Unsupported);
+        };
+        if self.outstanding.is_some() || self.rekey.is_some() || self.ike_rekey.is_some() {
+            return Ok(Start::Busy);
+        }
+        let spi = random_ike_spi(ctx.rng);
+        let ni = random(ctx.rng, 32);
+        let (ke, data) = ctx.crypto.ke_initiate(method, ctx.rng);
+        let payloads = [
+            Payload::Sa(vec![chosen.to_wire(1, spi.to_be_bytes().to_vec())]),
+            Payload::Nonce(ni.clone()),
+            Payload::Ke {
+                method: method.id(),
+                data,
+            },
+        ];
+        self.ike_rekey = Some(IkeRekey { spi, ni, ke });
+        self.send_request(ctx, exchange::CREATE_CHILD_SA, &payloads);
+        Ok(Start::Started)
+    }
+
+    fn on_ike_rekey_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        header: &Header,
+        payloads: &[Payload],
+    ) -> Result<(), FailReason> {
+        let refuse = |sa: &mut Self, ctx: &mut Ctx<'_>, kind: u16, data: Vec<u8>| {
+            sa.send_response(ctx, header, &[notify_payload(kind, data)]);
+            Ok(())
+        };
+        if self.ike_rekey.is_some() || self.rekey.is_some() {
+            // One rekey at a time here: the peer retries later (RFC 7296 section 2.25).
+            return refuse(self, ctx, notify::TEMPORARY_FAILURE, vec![]);
+        }
+        let offered = AuthPayloads::of(payloads)
+            .esp
+            .expect("checked by the caller");
+        let ni = payloads.iter().find_map(|p| match p {
+            Payload::Nonce(n) => Some(n.clone()),
+            _ => None,
+        });
+        let kei = payloads.iter().find_map(|p| match p {
+            Payload::Ke { method, data } => Some((*method, data)),
+            _ => None,
+        });
+        let prf = self.suite.expect("negotiated").prf;
+        // Same PRF as before (the old SK_d keys it), and no additional key exchanges.
+        let sel = proposal::select(offered, &ctx.peer.ike, Preference::Initiator).filter(|s| {
+            s.peer_spi.len() == 8
+                && s.chosen.additional_kes().is_empty()
+                && Suite::from_proposal(&s.chosen).is_some_and(|suite| suite.prf == prf)
+        });
+        let (Some(sel), Some(ni)) = (sel, ni) else {
+            return refuse(self, ctx, notify::NO_PROPOSAL_CHOSEN, vec![]);
+        };
+        let ke_id = sel.chosen.chosen(tt::KE).map_or(0, |a| a.id);
+        let (Some(method), Some((m, kei))) = (KeMethod::from_id(ke_id), kei) else {
+            return refuse(self, ctx, notify::NO_PROPOSAL_CHOSEN, vec![]);
+        };
+        if m != ke_id {
+            return refuse(
+                self,
+                ctx,
+                notify::INVALID_KE_PAYLOAD,
+                ke_id.to_be_bytes().to_vec(),
+            );
+        }
+        let Ok((ker, shared)) = ctx.crypto.ke_respond(method, kei, ctx.rng) else {
+            return refuse(self, ctx, notify::INVALID_SYNTAX, vec![]);
+        };
+        let peer_spi = u64::from_be_bytes(sel.peer_spi[..8].try_into().expect("8 bytes"));
+        let spi = random_ike_spi(ctx.rng);
+        let nr = random(ctx.rng, 32);
+        let response = [
+            Payload::Sa(vec![
+                sel.chosen.to_wire(sel.number, spi.to_be_bytes().to_vec()),
+            ]),
+            Payload::Nonce(nr.clone()),
+            Payload::Ke {
+                method: ke_id,
+                data: ker,
+            },
+        ];
+        self.send_response(ctx, header, &response);
+        self.hand_over(ctx, sel.chosen, [peer_spi, spi], [ni, nr], &shared, false);
+        Ok(())
+    }
+
+    fn on_ike_rekey_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        r: IkeRekey,
+        payloads: &[Payload],
+    ) -> Result<(), FailReason> {
+        let failed = |sa: &Self, ctx: &mut Ctx<'_>, notify: u16| {
+            ctx.out.events.push_back(Event::IkeSaRekeyFailed {
+                sa: sa.our_spi(),
+                notify,
+            });
+            Ok(())
+        };
+        if let Some(n) = first_error(payloads) {
+            return failed(self, ctx, n);
+        }
+        let ours = [self.chosen.clone().expect("negotiated")];
+        let reply = AuthPayloads::of(payloads).esp;
+        let chosen = reply.and_then(|reply| proposal::verify_reply(reply, &ours));
+        let peer_spi = reply
+            .and_then(|reply| reply.first())
+            .and_then(|p| <[u8; 8]>::try_from(&p.spi[..]).ok())
+            .map(u64::from_be_bytes);
+        let nr = payloads.iter().find_map(|p| match p {
+            Payload::Nonce(n) => Some(n.clone()),
+            _ => None,
+        });
+        let ker = payloads.iter().find_map(|p| match p {
+            Payload::Ke { method, data } if *method == r.ke.method().id() => Some(data),
+            _ => None,
+        });
+        let (Some(chosen), Some(peer_spi), Some(nr), Some(ker)) = (chosen, peer_spi, nr, ker)
+        else {
+            return failed(self, ctx, notify::NO_PROPOSAL_CHOSEN);
+        };
+        let Ok(shared) = ctx.crypto.ke_complete(r.ke, ker) else {
+            return failed(self, ctx, notify::INVALID_KE_PAYLOAD);
+        };
+        self.hand_over(ctx, chosen, [r.spi, peer_spi], [r.ni, nr], &shared, true);
+        // The successor is in place: the rekey's initiator deletes the old SA.
+        self.delete(ctx)
+    }
+
+    /// Creates the successor of this IKE SA, keyed
+    /// `SKEYSEED = prf(SK_d, g^ir | Ni | Nr)` under the new SPIs (initiator's, then
+    /// responder's, of the rekey exchange), and moves the Child SAs to it.
+    fn hand_over(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        chosen: ProposalSpec,
+        [spi_i, spi_r]: [u64; 2],
+        [ni, nr]: [Vec<u8>; 2],
+        shared: &[u8],
+        initiator: bool,
+    ) {
+        let suite = self.suite.expect("negotiated");
+        let mut new = IkeSa::blank(self.peer, initiator, spi_i, spi_r, self.remote);
+        let id = SaIdentity {
+            ni: &ni,
+            nr: &nr,
+            spi_i,
+            spi_r,
+        };
+        let keys = self.keys.as_ref().expect("derived");
+        new.keys = Some(keys.rekeyed(ctx.crypto, suite, shared, &[], id));
+        new.phase = Phase::Established;
+        new.suite = Some(suite);
+        new.chosen = Some(chosen);
+        new.ni = ni;
+        new.nr = nr;
+        new.nat = self.nat;
+        new.floated = self.floated;
+        new.peer_frag = self.peer_frag;
+        new.ppk_outcome = self.ppk_outcome.clone();
+        new.children = std::mem::take(&mut self.children);
+        new.heard_from_peer(ctx);
+        new.emit_keys(ctx);
+        ctx.out.events.push_back(Event::IkeSaRekeyed {
+            old: self.our_spi(),
+            new: new.our_spi(),
+            keys: new.keys.clone().expect("derived"),
+            keylog: new.keylog(),
+        });
+        ctx.out.new_sas.push(new);
     }
 
     // ----- liveness -------------------------------------------------------------------

@@ -175,6 +175,15 @@ run_case() {
       grep -Eq "IKE_SA qsafe\[[0-9]+\] rekeyed between" "$clog" || { ok=0; why+=("charon: no IKE_SA rekeyed"); }
       grep -q "rekeyed: now" "$dir/qsafe.out" || { ok=0; why+=("qsafe: no IKE SA rekeyed"); } ;;
   esac
+  # A rekey with additional key exchanges must have run them in IKE_FOLLOWUP_KE.
+  local followup=no
+  case $rekey in
+    *-ike) [[ $proposal == *ke1_* ]] && followup=yes ;;
+    qsafe|charon) [[ $esp == *ke1_* ]] && followup=yes ;;
+  esac
+  if [ "$followup" = yes ]; then
+    grep -Eq "(parsed|generating) IKE_FOLLOWUP_KE response [0-9]+ \[ KE \]" "$clog" || { ok=0; why+=("charon: no IKE_FOLLOWUP_KE"); }
+  fi
   if [ "$rekey" != none ]; then
     # Dead peer detection: the rekeying side's empty INFORMATIONAL, answered.
     if [ "${rekey%-ike}" = qsafe ]; then
@@ -218,7 +227,7 @@ done
 # Child SA rekeys with PFS, started by either side.
 run_case "5.9-qsafe-rekeys-child-pfs" "" initiator "$CLASSIC" no 1280 none "$CLASSIC_RE" qsafe aes256gcm16-x25519
 run_case "5.9-charon-rekeys-child-pfs" "" responder "$CLASSIC" no 1280 none "$CLASSIC_RE" charon aes256gcm16-x25519
-# IKE SA rekeys (no additional key exchanges: IKE_FOLLOWUP_KE is not built yet).
+# IKE SA rekeys (classical; the hybrid ones with IKE_FOLLOWUP_KE are 6.x cases below).
 run_case "5.9-qsafe-rekeys-ike" "" initiator "$CLASSIC" yes 1280 none "$CLASSIC_RE" qsafe-ike
 run_case "5.9-charon-rekeys-ike" "" responder "$CLASSIC" no 1280 none "$CLASSIC_RE" charon-ike
 
@@ -249,6 +258,11 @@ if [ -x "$SID/usr/lib/ipsec/charon" ]; then
       # Child SA rekeys with ML-KEM-768 as the PFS key exchange of CREATE_CHILD_SA.
       run_case "sid-qsafe-rekeys-child-mlkem768" "$SID" initiator "$HYBRID" no 1280 any "$HYBRID_RE" qsafe aes256gcm16-mlkem768
       run_case "sid-charon-rekeys-child-mlkem768" "$SID" responder "$HYBRID" no 1280 any "$HYBRID_RE" charon aes256gcm16-mlkem768
+      # Hybrid rekeys: X25519 in CREATE_CHILD_SA, ML-KEM-768 in IKE_FOLLOWUP_KE (RFC 9370).
+      run_case "sid-qsafe-rekeys-ike-followup" "$SID" initiator "$HYBRID" yes 1280 any "$HYBRID_RE" qsafe-ike
+      run_case "sid-charon-rekeys-ike-followup" "$SID" responder "$HYBRID" no 1280 any "$HYBRID_RE" charon-ike
+      run_case "sid-qsafe-rekeys-child-followup" "$SID" initiator "$HYBRID" no 1280 any "$HYBRID_RE" qsafe aes256gcm16-x25519-ke1_mlkem768
+      run_case "sid-charon-rekeys-child-followup" "$SID" responder "$HYBRID" no 1280 any "$HYBRID_RE" charon aes256gcm16-x25519-ke1_mlkem768
     else
       SUMMARY+=("UNAVAILABLE  sid ML-KEM cases: Debian sid's charon lists no ML_KEM_768 (swanctl --list-algs); NOT tested")
     fi

@@ -6,7 +6,7 @@ mod common;
 
 use common::{MS, Pair, PpkSource, SEC};
 use ikev2::consts::{exchange, notify};
-use ikev2::endpoint::{DowngradeReason, Event, FailReason, PpkOutcome, PpkPolicy};
+use ikev2::endpoint::{DowngradeReason, Event, FailReason, PpkOutcome, PpkPolicy, Start};
 
 fn established_keys(p: &Pair, i: usize) -> (&ikev2::keys::IkeKeys, &PpkOutcome, &str) {
     match p.established(i) {
@@ -624,18 +624,59 @@ fn ike_sas_rekey_from_either_side_and_keep_their_child_sas() {
 }
 
 #[test]
-fn an_ike_sa_with_additional_key_exchanges_is_not_rekeyed_yet() {
-    let mut p = Pair::new(42, |_, _| {});
-    p.handshake(10 * SEC);
-    let Some(Event::IkeSaEstablished { sa, proposal, .. }) = p.established(0).cloned() else {
-        panic!()
-    };
-    assert!(proposal.contains("ke1_"), "{proposal}");
-    p.eps[0].rekey_ike(p.now, sa);
-    assert!(
-        !p.step()
-            || p.exchanges(0)
+fn hybrid_rekeys_run_their_additional_key_exchanges_in_ike_followup_ke() {
+    // IKE SA: X25519 in CREATE_CHILD_SA, ML-KEM-768 in one IKE_FOLLOWUP_KE; Child SA:
+    // X25519 plus two additional key exchanges, two IKE_FOLLOWUP_KEs. Either side.
+    for rekeyer in [0, 1] {
+        let mut p = Pair::new(50 + rekeyer as u64, |_, peer| {
+            *peer = peer
+                .clone()
+                .with_ike(&["aes256gcm16-prfsha256-x25519-ke1_mlkem768"])
+                .unwrap()
+                .with_esp(&["aes256gcm16-x25519-ke1_mlkem512-ke2_mlkem768"])
+                .unwrap()
+        });
+        p.handshake(10 * SEC);
+        let Some(Event::IkeSaEstablished { sa, .. }) = p.established(rekeyer).cloned() else {
+            panic!()
+        };
+        assert_eq!(p.eps[rekeyer].rekey_ike(p.now, sa), Start::Started);
+        while p.step() {}
+        let rekeyed = |p: &Pair, i: usize| {
+            p.events[i]
                 .iter()
-                .all(|e| e.0 != exchange::CREATE_CHILD_SA)
-    );
+                .find_map(|e| match &e.1 {
+                    Event::IkeSaRekeyed { new, keys, .. } => Some((*new, keys.clone())),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("side {i} not rekeyed: {:?}", p.events[i]))
+        };
+        let (a, b) = (rekeyed(&p, 0), rekeyed(&p, 1));
+        assert_eq!(a.1, b.1, "both sides derive the same IKE keys");
+        let followups = |p: &Pair, i: usize| {
+            p.exchanges(i)
+                .iter()
+                .filter(|e| e.0 == exchange::IKE_FOLLOWUP_KE)
+                .count()
+        };
+        assert_eq!(followups(&p, rekeyer), 1);
+        // The Child SA, rekeyed over the new IKE SA.
+        let new_sa = if rekeyer == 0 { a.0 } else { b.0 };
+        let child = p.child(rekeyer).unwrap().clone();
+        assert_eq!(
+            p.eps[rekeyer].rekey_child(p.now, new_sa, child.spi_in),
+            Start::Started
+        );
+        while p.step() {}
+        assert_eq!(followups(&p, rekeyer), 3);
+        let (ra, rb) = (rekeyed_children(&p, 0), rekeyed_children(&p, 1));
+        assert_eq!((ra.len(), rb.len()), (1, 1), "{:?}", p.events[rekeyer]);
+        let (ca, cb) = (&ra[0].1, &rb[0].1);
+        assert_eq!(
+            (&ca.encr_out, &ca.encr_in, ca.spi_out),
+            (&cb.encr_in, &cb.encr_out, cb.spi_in)
+        );
+        assert_eq!(ca.proposal, "aes256gcm16-x25519-ke1_mlkem512-ke2_mlkem768");
+        assert_eq!((p.eps[0].sa_count(), p.eps[1].sa_count()), (1, 1));
+    }
 }

@@ -134,8 +134,8 @@ pub struct TunnelSpec {
     /// ESP proposal names a key exchange), again and again.
     #[serde(default)]
     pub child_rekey_every: Option<SimDuration>,
-    /// Rekey the IKE SA this often with CREATE_CHILD_SA (new keys from a new key
-    /// exchange, no new QKD key; proposals without additional key exchanges only).
+    /// Rekey the IKE SA this often with CREATE_CHILD_SA (new keys from new key
+    /// exchanges, additional ones in IKE_FOLLOWUP_KE; no new QKD key).
     #[serde(default)]
     pub ike_rekey_every: Option<SimDuration>,
     /// Rekey up to this much earlier, uniformly at random (strongSwan's `rand_time`),

@@ -350,15 +350,6 @@ impl World {
                 p = p
                     .with_esp(&esp)
                     .map_err(|e| err(format!("tunnel[{i}].esp"), e.to_string()))?;
-                if t.ike_rekey_every.is_some()
-                    && p.ike.iter().any(|s| !s.additional_kes().is_empty())
-                {
-                    return Err(err(
-                        format!("tunnel[{i}].ike_rekey_every"),
-                        "IKE SA rekeys with additional key exchanges need IKE_FOLLOWUP_KE, \
-                         which is not built yet: use reauth_every",
-                    ));
-                }
                 p.fragment_size = t.fragment_size;
                 p.fragmentation = t.fragmentation;
                 p.timers.dpd_delay_ns = t.dpd_delay.map(|d| d.as_nanos());

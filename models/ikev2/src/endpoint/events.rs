@@ -205,7 +205,7 @@ pub enum Start {
     Busy,
     /// No such IKE SA or Child SA, or it is being deleted.
     Gone,
-    /// Not possible for this SA (an IKE SA with additional key exchanges).
+    /// Not possible for this SA (a key exchange method we cannot run).
     Unsupported,
 }
 

@@ -144,8 +144,7 @@ impl Endpoint {
     /// Rekeys the IKE SA with CREATE_CHILD_SA (a new key exchange of the negotiated
     /// method, new SPIs, the Child SAs moving over). [`Event::IkeSaRekeyed`], then
     /// [`Event::IkeSaDeleted`] for the old SA follow, or [`Event::IkeSaRekeyFailed`].
-    /// [`Start::Unsupported`] for SAs with additional key exchanges (their rekey needs
-    /// IKE_FOLLOWUP_KE, not built yet).
+    /// Additional key exchanges run in IKE_FOLLOWUP_KE exchanges (RFC 9370).
     pub fn rekey_ike(&mut self, now: u64, sa: SaId) -> Start {
         let mut start = Start::Gone;
         self.with_sa(now, sa, |s, ctx| {

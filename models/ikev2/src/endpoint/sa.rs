@@ -70,6 +70,79 @@ struct IkeRekey {
     ke: KeSecret,
 }
 
+/// What a CREATE_CHILD_SA makes once all its key exchanges are done.
+enum Creating {
+    /// A Child SA replacing the one whose inbound SPI is `old_spi_in`.
+    Child {
+        old_spi_in: u32,
+        spi_in: u32,
+        spi_out: u32,
+        chosen: ProposalSpec,
+        local_ts: Vec<TrafficSelector>,
+        remote_ts: Vec<TrafficSelector>,
+        /// With our own rekey: a crossing rekey by the peer to settle.
+        collision: Option<RekeyCollision>,
+    },
+    /// The successor IKE SA under the new SPIs (the rekey initiator's, then the
+    /// responder's).
+    Ike {
+        chosen: ProposalSpec,
+        spis: [u64; 2],
+    },
+}
+
+/// A rekey between its CREATE_CHILD_SA and its last IKE_FOLLOWUP_KE (RFC 9370: one
+/// exchange per additional key exchange).
+struct Followup {
+    creating: Creating,
+    /// We sent the CREATE_CHILD_SA request.
+    initiated: bool,
+    /// Ni and Nr of the CREATE_CHILD_SA.
+    nonces: [Vec<u8>; 2],
+    /// SK(0), from the CREATE_CHILD_SA's own key exchange.
+    shared: Option<Vec<u8>>,
+    /// SK(1), SK(2), ... so far.
+    additional: Vec<Vec<u8>>,
+    /// Additional key exchange methods still to run, in order.
+    remaining: Vec<KeMethod>,
+    /// The responder's ADDITIONAL_KEY_EXCHANGE data, echoed in the next request.
+    link: Vec<u8>,
+    /// As initiator: the secret of the key share in flight.
+    secret: Option<KeSecret>,
+}
+
+impl Followup {
+    /// Right after the CREATE_CHILD_SA: SK(0) known, `remaining` still to run.
+    fn new(
+        creating: Creating,
+        initiated: bool,
+        nonces: [Vec<u8>; 2],
+        shared: Option<Vec<u8>>,
+        remaining: Vec<KeMethod>,
+        link: Vec<u8>,
+    ) -> Self {
+        Followup {
+            creating,
+            initiated,
+            nonces,
+            shared,
+            additional: Vec::new(),
+            remaining,
+            link,
+            secret: None,
+        }
+    }
+}
+
+/// The known methods of a proposal's additional key exchanges, or `None`.
+fn additional_methods(chosen: &ProposalSpec) -> Option<Vec<KeMethod>> {
+    chosen
+        .additional_kes()
+        .iter()
+        .map(|&(_, m)| KeMethod::from_id(m))
+        .collect()
+}
+
 /// The peer rekeyed a Child SA while our own rekey of it was in flight (RFC 7296
 /// section 2.8.1): settled when our exchange completes.
 struct RekeyCollision {
@@ -89,6 +162,8 @@ struct NewChild<'a> {
     nonces: [&'a [u8]; 2],
     /// The exchange's new key exchange secret (PFS), if any.
     shared: Option<&'a [u8]>,
+    /// Secrets of its additional key exchanges (IKE_FOLLOWUP_KE), in order.
+    additional: &'a [Vec<u8>],
     local_ts: Vec<TrafficSelector>,
     remote_ts: Vec<TrafficSelector>,
 }
@@ -173,6 +248,10 @@ pub(crate) struct IkeSa {
     collision: Option<RekeyCollision>,
     /// Our CREATE_CHILD_SA rekeying this IKE SA.
     ike_rekey: Option<IkeRekey>,
+    /// Our rekey in its IKE_FOLLOWUP_KE exchanges.
+    followup: Option<Followup>,
+    /// The peer's rekey in its IKE_FOLLOWUP_KE exchanges.
+    peer_followup: Option<Followup>,
     /// Our Delete of a Child SA in progress (its inbound SPI).
     deleting_child: Option<u32>,
     /// A NAT was detected in IKE_SA_INIT.
@@ -427,6 +506,8 @@ impl IkeSa {
             rekey: None,
             collision: None,
             ike_rekey: None,
+            followup: None,
+            peer_followup: None,
             deleting_child: None,
             nat: false,
             deleting: false,
@@ -1075,6 +1156,7 @@ impl IkeSa {
                 }
                 exchange::IKE_AUTH => self.on_auth_response(ctx, &payloads),
                 exchange::CREATE_CHILD_SA => self.on_create_child_response(ctx, &payloads),
+                exchange::IKE_FOLLOWUP_KE => self.on_followup_response(ctx, &payloads),
                 exchange::INFORMATIONAL if self.deleting_child.is_some() => {
                     let spi_in = self.deleting_child.take().expect("checked");
                     if let Some(i) = self.children.iter().position(|c| c.spi_in == spi_in) {
@@ -1107,6 +1189,9 @@ impl IkeSa {
                 }
                 (exchange::CREATE_CHILD_SA, Phase::Established) => {
                     self.on_create_child_request(ctx, header, payloads)
+                }
+                (exchange::IKE_FOLLOWUP_KE, Phase::Established) => {
+                    self.on_followup_request(ctx, &header, &payloads)
                 }
                 (exchange::INFORMATIONAL, Phase::Established) => {
                     let esp_spis: Vec<Vec<u8>> = payloads
@@ -1640,6 +1725,7 @@ impl IkeSa {
                             initiated: false,
                             nonces: [&ni, &nr],
                             shared: None,
+                            additional: &[],
                             local_ts: ts_r,
                             remote_ts: ts_i,
                         },
@@ -1748,6 +1834,7 @@ impl IkeSa {
                             initiated: true,
                             nonces: [&ni, &nr],
                             shared: None,
+                            additional: &[],
                             local_ts: tsi.clone(),
                             remote_ts: tsr.clone(),
                         },
@@ -1781,7 +1868,7 @@ impl IkeSa {
             &keys.sk_d,
             n.shared,
             n.nonces,
-            &[],
+            &n.additional.iter().map(Vec::as_slice).collect::<Vec<_>>(),
             2 * len,
         );
         let (i_to_r, r_to_i) = km.split_at(len);
@@ -1813,7 +1900,11 @@ impl IkeSa {
         if self.phase != Phase::Established || self.deleting {
             return Ok(Start::Gone);
         }
-        if self.outstanding.is_some() || self.rekey.is_some() || self.ike_rekey.is_some() {
+        if self.outstanding.is_some()
+            || self.rekey.is_some()
+            || self.ike_rekey.is_some()
+            || self.followup.is_some()
+        {
             return Ok(Start::Busy); // window size 1: the driver asks again later
         }
         let ni = random(ctx.rng, 32);
@@ -1892,8 +1983,9 @@ impl IkeSa {
         else {
             return refuse(self, ctx, notify::CHILD_SA_NOT_FOUND, vec![]);
         };
-        if self.deleting_child == Some(old.spi_in) {
-            // Our rekey of it is done and its Delete on the way.
+        if self.deleting_child == Some(old.spi_in) || self.peer_followup.is_some() {
+            // Our rekey of it is done and its Delete on the way, or the peer's previous
+            // rekey is still in its IKE_FOLLOWUP_KE exchanges.
             return refuse(self, ctx, notify::TEMPORARY_FAILURE, vec![]);
         }
         let Some(sel) =
@@ -1903,10 +1995,12 @@ impl IkeSa {
                         .chosen(tt::ENCR)
                         .and_then(|a| AeadAlg::from_algorithm(&a))
                         .is_some()
+                    && additional_methods(&s.chosen).is_some()
             })
         else {
             return refuse(self, ctx, notify::NO_PROPOSAL_CHOSEN, vec![]);
         };
+        let remaining = additional_methods(&sel.chosen).expect("filtered");
         let mut shared = None;
         let mut response_ke = None;
         if let Some(method) = sel
@@ -1950,42 +2044,53 @@ impl IkeSa {
             ]),
             Payload::Nonce(nr.clone()),
         ];
+        if !remaining.is_empty() && shared.is_none() {
+            // Additional key exchanges with no first one: never seen in the wild.
+            return refuse(self, ctx, notify::NO_PROPOSAL_CHOSEN, vec![]);
+        }
         response.extend(response_ke);
         response.push(Payload::TsI(ts_i.clone()));
         response.push(Payload::TsR(ts_r.clone()));
-        let child = self.child_sa(
-            ctx,
-            NewChild {
-                chosen: &sel.chosen,
-                spi_in,
-                spi_out,
-                initiated: false,
-                nonces: [&ni, &nr],
-                shared: shared.as_deref(),
-                local_ts: ts_r,
-                remote_ts: ts_i,
-            },
-        );
+        let link = random(ctx.rng, 8);
+        if !remaining.is_empty() {
+            response.push(notify_payload(
+                notify::ADDITIONAL_KEY_EXCHANGE,
+                link.clone(),
+            ));
+        }
         self.send_response(ctx, &header, &response);
-        if self
-            .rekey
+        let ours_in_flight = self.rekey.as_ref().map(|r| r.old_spi_in).or(self
+            .followup
             .as_ref()
-            .is_some_and(|r| r.old_spi_in == old.spi_in)
-        {
+            .and_then(|f| match f.creating {
+                Creating::Child { old_spi_in, .. } => Some(old_spi_in),
+                Creating::Ike { .. } => None,
+            }));
+        if ours_in_flight == Some(old.spi_in) {
             // Both sides rekey the same Child SA: both exchanges complete, and the
             // nonces decide which new SA stays once ours is done.
             self.collision = Some(RekeyCollision {
                 old_spi_in: old.spi_in,
-                lowest_nonce: ni.min(nr),
+                lowest_nonce: ni.clone().min(nr.clone()),
             });
         }
-        self.children.push(child.clone());
-        ctx.out.events.push_back(Event::ChildSaRekeyed {
-            sa: self.our_spi(),
-            old_spi_in: old.spi_in,
-            child,
-        });
-        Ok(())
+        let f = Followup::new(
+            Creating::Child {
+                old_spi_in: old.spi_in,
+                spi_in,
+                spi_out,
+                chosen: sel.chosen,
+                local_ts: ts_r,
+                remote_ts: ts_i,
+                collision: None,
+            },
+            false,
+            [ni, nr],
+            shared,
+            remaining,
+            link,
+        );
+        self.settle(ctx, f, false)
     }
 
     fn on_create_child_response(
@@ -2046,40 +2151,32 @@ impl IkeSa {
             }
             shared = ss;
         }
-        let child = self.child_sa(
-            ctx,
-            NewChild {
-                chosen: &chosen,
+        let Some(remaining) = additional_methods(&chosen) else {
+            ctx.out.events.push_back(Event::ChildSaFailed {
+                sa: self.our_spi(),
+                notify: notify::NO_PROPOSAL_CHOSEN,
+            });
+            return Ok(());
+        };
+        let f = Followup::new(
+            Creating::Child {
+                old_spi_in: r.old_spi_in,
                 spi_in: r.spi_in,
                 spi_out,
-                initiated: true,
-                nonces: [&r.ni, &nr],
-                shared: shared.as_deref(),
+                chosen,
                 local_ts: tsi.clone(),
                 remote_ts: tsr.clone(),
+                collision,
             },
+            true,
+            [r.ni, nr],
+            shared,
+            remaining,
+            find_notify(payloads, notify::ADDITIONAL_KEY_EXCHANGE)
+                .map(|n| n.data.clone())
+                .unwrap_or_default(),
         );
-        // The new SA is in place: delete the old one (RFC 7296 section 2.8). After a
-        // collision, the exchange with the lowest of the four nonces (octet by octet, a
-        // prefix lower) lost: its initiator deletes the new SA it made instead, and the
-        // winner deletes the old one. Both sides decide alike.
-        let lost = collision
-            .is_some_and(|c| r.ni.as_slice().min(nr.as_slice()) < c.lowest_nonce.as_slice());
-        let doomed = if lost { r.spi_in } else { r.old_spi_in };
-        self.children.push(child.clone());
-        ctx.out.events.push_back(Event::ChildSaRekeyed {
-            sa: self.our_spi(),
-            old_spi_in: r.old_spi_in,
-            child,
-        });
-        let delete = Payload::Delete {
-            protocol: protocol::ESP,
-            spi_size: 4,
-            spis: vec![doomed.to_be_bytes().to_vec()],
-        };
-        self.deleting_child = Some(doomed);
-        self.send_request(ctx, exchange::INFORMATIONAL, &[delete]);
-        Ok(())
+        self.settle(ctx, f, true)
     }
 
     /// The peer deletes Child SAs (their inbound SPIs = our outbound ones): answer with
@@ -2155,10 +2252,14 @@ impl IkeSa {
         }
         let chosen = self.chosen.clone().expect("negotiated");
         let ke_id = chosen.chosen(tt::KE).map_or(0, |a| a.id);
-        let Some(method) = KeMethod::from_id(ke_id).filter(|_| self.additional.is_empty()) else {
+        let Some(method) = KeMethod::from_id(ke_id) else {
             return Ok(Start::Unsupported);
         };
-        if self.outstanding.is_some() || self.rekey.is_some() || self.ike_rekey.is_some() {
+        if self.outstanding.is_some()
+            || self.rekey.is_some()
+            || self.ike_rekey.is_some()
+            || self.followup.is_some()
+        {
             return Ok(Start::Busy);
         }
         let spi = random_ike_spi(ctx.rng);
@@ -2187,7 +2288,11 @@ impl IkeSa {
             sa.send_response(ctx, header, &[notify_payload(kind, data)]);
             Ok(())
         };
-        if self.ike_rekey.is_some() || self.rekey.is_some() {
+        if self.ike_rekey.is_some()
+            || self.rekey.is_some()
+            || self.followup.is_some()
+            || self.peer_followup.is_some()
+        {
             // One rekey at a time here: the peer retries later (RFC 7296 section 2.25).
             return refuse(self, ctx, notify::TEMPORARY_FAILURE, vec![]);
         }
@@ -2203,10 +2308,10 @@ impl IkeSa {
             _ => None,
         });
         let prf = self.suite.expect("negotiated").prf;
-        // Same PRF as before (the old SK_d keys it), and no additional key exchanges.
+        // Same PRF as before (the old SK_d keys it), and known additional methods.
         let sel = proposal::select(offered, &ctx.peer.ike, Preference::Initiator).filter(|s| {
             s.peer_spi.len() == 8
-                && s.chosen.additional_kes().is_empty()
+                && additional_methods(&s.chosen).is_some()
                 && Suite::from_proposal(&s.chosen).is_some_and(|suite| suite.prf == prf)
         });
         let (Some(sel), Some(ni)) = (sel, ni) else {
@@ -2230,7 +2335,7 @@ impl IkeSa {
         let peer_spi = u64::from_be_bytes(sel.peer_spi[..8].try_into().expect("8 bytes"));
         let spi = random_ike_spi(ctx.rng);
         let nr = random(ctx.rng, 32);
-        let response = [
+        let mut response = vec![
             Payload::Sa(vec![
                 sel.chosen.to_wire(sel.number, spi.to_be_bytes().to_vec()),
             ]),
@@ -2240,9 +2345,27 @@ impl IkeSa {
                 data: ker,
             },
         ];
+        let remaining = additional_methods(&sel.chosen).expect("filtered");
+        let link = random(ctx.rng, 8);
+        if !remaining.is_empty() {
+            response.push(notify_payload(
+                notify::ADDITIONAL_KEY_EXCHANGE,
+                link.clone(),
+            ));
+        }
         self.send_response(ctx, header, &response);
-        self.hand_over(ctx, sel.chosen, [peer_spi, spi], [ni, nr], &shared, false);
-        Ok(())
+        let f = Followup::new(
+            Creating::Ike {
+                chosen: sel.chosen,
+                spis: [peer_spi, spi],
+            },
+            false,
+            [ni, nr],
+            Some(shared),
+            remaining,
+            link,
+        );
+        self.settle(ctx, f, false)
     }
 
     fn on_ike_rekey_response(
@@ -2283,13 +2406,210 @@ impl IkeSa {
         let Ok(shared) = ctx.crypto.ke_complete(r.ke, ker) else {
             return failed(self, ctx, notify::INVALID_KE_PAYLOAD);
         };
-        self.hand_over(ctx, chosen, [r.spi, peer_spi], [r.ni, nr], &shared, true);
-        // The successor is in place: the rekey's initiator deletes the old SA.
-        self.delete(ctx)
+        let Some(remaining) = additional_methods(&chosen) else {
+            return failed(self, ctx, notify::NO_PROPOSAL_CHOSEN);
+        };
+        let f = Followup::new(
+            Creating::Ike {
+                chosen,
+                spis: [r.spi, peer_spi],
+            },
+            true,
+            [r.ni, nr],
+            Some(shared),
+            remaining,
+            find_notify(payloads, notify::ADDITIONAL_KEY_EXCHANGE)
+                .map(|n| n.data.clone())
+                .unwrap_or_default(),
+        );
+        self.settle(ctx, f, true)
+    }
+
+    // ----- IKE_FOLLOWUP_KE (RFC 9370) -----------------------------------------------
+
+    /// After a rekey's key exchange: the next IKE_FOLLOWUP_KE (our request, or waiting
+    /// for the peer's), or, when none is left, the new SA.
+    fn settle(&mut self, ctx: &mut Ctx<'_>, mut f: Followup, ours: bool) -> Result<(), FailReason> {
+        let Some(&method) = f.remaining.first() else {
+            self.finish_rekey(ctx, f);
+            return Ok(());
+        };
+        if !ours {
+            self.peer_followup = Some(f);
+            return Ok(());
+        }
+        let (secret, data) = ctx.crypto.ke_initiate(method, ctx.rng);
+        let payloads = [
+            Payload::Ke {
+                method: method.id(),
+                data,
+            },
+            notify_payload(notify::ADDITIONAL_KEY_EXCHANGE, f.link.clone()),
+        ];
+        f.secret = Some(secret);
+        self.followup = Some(f);
+        self.send_request(ctx, exchange::IKE_FOLLOWUP_KE, &payloads);
+        Ok(())
+    }
+
+    fn rekey_failed(&self, ctx: &mut Ctx<'_>, creating: &Creating, notify: u16) {
+        let sa = self.our_spi();
+        ctx.out.events.push_back(match creating {
+            Creating::Child { .. } => Event::ChildSaFailed { sa, notify },
+            Creating::Ike { .. } => Event::IkeSaRekeyFailed { sa, notify },
+        });
+    }
+
+    fn on_followup_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        payloads: &[Payload],
+    ) -> Result<(), FailReason> {
+        let Some(mut f) = self.followup.take() else {
+            return Ok(());
+        };
+        if let Some(n) = first_error(payloads) {
+            self.rekey_failed(ctx, &f.creating, n);
+            return Ok(());
+        }
+        let secret = f.secret.take().expect("a key share is in flight");
+        let method = secret.method().id();
+        let ker = payloads.iter().find_map(|p| match p {
+            Payload::Ke { method: m, data } if *m == method => Some(data),
+            _ => None,
+        });
+        let Some(ss) = ker.and_then(|k| ctx.crypto.ke_complete(secret, k).ok()) else {
+            self.rekey_failed(ctx, &f.creating, notify::INVALID_KE_PAYLOAD);
+            return Ok(());
+        };
+        f.additional.push(ss);
+        f.remaining.remove(0);
+        match find_notify(payloads, notify::ADDITIONAL_KEY_EXCHANGE) {
+            Some(link) => f.link = link.data.clone(),
+            None if !f.remaining.is_empty() => {
+                self.rekey_failed(ctx, &f.creating, notify::INVALID_SYNTAX);
+                return Ok(());
+            }
+            None => {}
+        }
+        self.settle(ctx, f, true)
+    }
+
+    fn on_followup_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        header: &Header,
+        payloads: &[Payload],
+    ) -> Result<(), FailReason> {
+        let link = find_notify(payloads, notify::ADDITIONAL_KEY_EXCHANGE);
+        let Some(mut f) = self
+            .peer_followup
+            .take_if(|f| link.is_some_and(|l| l.data == f.link))
+        else {
+            // Nothing pending under that link (RFC 9370 section 2.2.4).
+            self.send_response(
+                ctx,
+                header,
+                &[notify_payload(notify::STATE_NOT_FOUND, vec![])],
+            );
+            return Ok(());
+        };
+        let method = f.remaining.remove(0);
+        let kei = payloads.iter().find_map(|p| match p {
+            Payload::Ke { method: m, data } if *m == method.id() => Some(data),
+            _ => None,
+        });
+        let Some((ker, ss)) = kei.and_then(|k| ctx.crypto.ke_respond(method, k, ctx.rng).ok())
+        else {
+            let data = method.id().to_be_bytes().to_vec();
+            self.send_response(
+                ctx,
+                header,
+                &[notify_payload(notify::INVALID_KE_PAYLOAD, data)],
+            );
+            return Ok(());
+        };
+        f.additional.push(ss);
+        let mut response = vec![Payload::Ke {
+            method: method.id(),
+            data: ker,
+        }];
+        if !f.remaining.is_empty() {
+            response.push(notify_payload(
+                notify::ADDITIONAL_KEY_EXCHANGE,
+                f.link.clone(),
+            ));
+        }
+        self.send_response(ctx, header, &response);
+        self.settle(ctx, f, false)
+    }
+
+    /// Every key exchange of a rekey is done: the new Child SA or IKE SA, and, from the
+    /// rekey's initiator, the Delete of the old one.
+    fn finish_rekey(&mut self, ctx: &mut Ctx<'_>, f: Followup) {
+        match f.creating {
+            Creating::Child {
+                old_spi_in,
+                spi_in,
+                spi_out,
+                chosen,
+                local_ts,
+                remote_ts,
+                collision,
+            } => {
+                let child = self.child_sa(
+                    ctx,
+                    NewChild {
+                        chosen: &chosen,
+                        spi_in,
+                        spi_out,
+                        initiated: f.initiated,
+                        nonces: [&f.nonces[0], &f.nonces[1]],
+                        shared: f.shared.as_deref(),
+                        additional: &f.additional,
+                        local_ts,
+                        remote_ts,
+                    },
+                );
+                self.children.push(child.clone());
+                ctx.out.events.push_back(Event::ChildSaRekeyed {
+                    sa: self.our_spi(),
+                    old_spi_in,
+                    child,
+                });
+                if !f.initiated {
+                    return;
+                }
+                // The new SA is in place: delete the old one (RFC 7296 section 2.8).
+                // After a collision, the exchange with the lowest of the four nonces
+                // (octet by octet, a prefix lower) lost: its initiator deletes the new
+                // SA it made instead, and the winner deletes the old one. Both sides
+                // decide alike.
+                let ours = f.nonces[0].as_slice().min(f.nonces[1].as_slice());
+                let lost = collision.is_some_and(|c| ours < c.lowest_nonce.as_slice());
+                let doomed = if lost { spi_in } else { old_spi_in };
+                let delete = Payload::Delete {
+                    protocol: protocol::ESP,
+                    spi_size: 4,
+                    spis: vec![doomed.to_be_bytes().to_vec()],
+                };
+                self.deleting_child = Some(doomed);
+                self.send_request(ctx, exchange::INFORMATIONAL, &[delete]);
+            }
+            Creating::Ike { chosen, spis } => {
+                let shared = f.shared.expect("an IKE SA rekey always has a key exchange");
+                let secrets = (shared, f.additional);
+                self.hand_over(ctx, chosen, spis, f.nonces, secrets, f.initiated);
+                if f.initiated {
+                    // The successor is in place: the rekey's initiator deletes the old SA.
+                    let _ = self.delete(ctx);
+                }
+            }
+        }
     }
 
     /// Creates the successor of this IKE SA, keyed
-    /// `SKEYSEED = prf(SK_d, g^ir | Ni | Nr)` under the new SPIs (initiator's, then
+    /// `SKEYSEED = prf(SK_d, g^ir | Ni | Nr | SK(1) | ... | SK(k))` under the new SPIs (initiator's, then
     /// responder's, of the rekey exchange), and moves the Child SAs to it.
     fn hand_over(
         &mut self,
@@ -2297,7 +2617,7 @@ impl IkeSa {
         chosen: ProposalSpec,
         [spi_i, spi_r]: [u64; 2],
         [ni, nr]: [Vec<u8>; 2],
-        shared: &[u8],
+        (shared, additional): (Vec<u8>, Vec<Vec<u8>>),
         initiator: bool,
     ) {
         let suite = self.suite.expect("negotiated");
@@ -2309,7 +2629,8 @@ impl IkeSa {
             spi_r,
         };
         let keys = self.keys.as_ref().expect("derived");
-        new.keys = Some(keys.rekeyed(ctx.crypto, suite, shared, &[], id));
+        let additional: Vec<&[u8]> = additional.iter().map(Vec::as_slice).collect();
+        new.keys = Some(keys.rekeyed(ctx.crypto, suite, &shared, &additional, id));
         new.phase = Phase::Established;
         new.suite = Some(suite);
         new.chosen = Some(chosen);

@@ -290,6 +290,11 @@ pub fn from_scenario(path: &Path, gateway: &str) -> Result<LiveConfig> {
     })
 }
 
+/// The wall-clock instant `d` from now (live mode's timers).
+fn from_now(d: sim_core::SimDuration) -> Instant {
+    Instant::now() + Duration::from_nanos(d.as_nanos())
+}
+
 /// Runs the gateways of `cfg` until every SA it initiates (or, with no initiator,
 /// one SA a peer initiates) is established or failed, or the timeout passes. Returns
 /// the number of failures.
@@ -434,7 +439,7 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
                     } => {
                         sa_peer.insert(*sa, *peer);
                         if let Some(after) = cfg.peers[*peer].rekey_ike_after {
-                            let when = Instant::now() + Duration::from_nanos(after.as_nanos());
+                            let when = from_now(after);
                             rekeys.push((when, *sa, None));
                         }
                         let ppk = match ppk {
@@ -455,11 +460,7 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
                         println!("[{at:>8.3}s] Child SA ready: {child:?}");
                         let peer = sa_peer.get(sa).copied();
                         if let Some(after) = peer.and_then(|p| cfg.peers[p].rekey_child_after) {
-                            rekeys.push((
-                                Instant::now() + Duration::from_nanos(after.as_nanos()),
-                                *sa,
-                                Some(child.spi_in),
-                            ));
+                            rekeys.push((from_now(after), *sa, Some(child.spi_in)));
                         }
                     }
                     Event::IkeSaRekeyed { old, new, .. } => {
@@ -497,7 +498,7 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
             }
         }
         if done >= wanted && finish_at.is_none() {
-            finish_at = Some(Instant::now() + Duration::from_nanos(cfg.hold.as_nanos()));
+            finish_at = Some(from_now(cfg.hold));
         }
         if finish_at.is_some_and(|f| Instant::now() >= f) && rekeys.is_empty() {
             break;

@@ -109,10 +109,7 @@ impl Endpoint {
 
     /// Starts an IKE SA with peer `peer` (an index into the peer list).
     pub fn initiate(&mut self, now: u64, peer: usize) -> SaId {
-        let mut spi = 0;
-        while spi == 0 || self.sas.contains_key(&spi) {
-            spi = self.rng.next_u64();
-        }
+        let spi = self.fresh_spi();
         let Endpoint {
             peers,
             crypto,
@@ -229,6 +226,16 @@ impl Endpoint {
 
     pub fn poll_event(&mut self) -> Option<Event> {
         self.out.events.pop_front()
+    }
+
+    /// A non-zero SPI no SA of ours uses.
+    fn fresh_spi(&mut self) -> SaId {
+        loop {
+            let spi = self.rng.next_u64();
+            if spi != 0 && !self.sas.contains_key(&spi) {
+                return spi;
+            }
+        }
     }
 
     /// Runs `f` on one SA with a context; then removes the SA if it failed or closed,
@@ -378,10 +385,7 @@ impl Endpoint {
                 return;
             }
         }
-        let mut spi = 0;
-        while spi == 0 || self.sas.contains_key(&spi) {
-            spi = self.rng.next_u64();
-        }
+        let spi = self.fresh_spi();
         let Endpoint {
             peers,
             crypto,

@@ -139,6 +139,24 @@ impl Outbound {
     pub fn lifetime_state(&self) -> LifetimeState {
         state(&self.lifetime, &self.stats)
     }
+
+    /// Counts `packets` packets of `bytes` inner bytes in all as if each were sealed,
+    /// without encrypting them (a simulator's aggregate traffic mode): lifetimes and the
+    /// sequence counter advance exactly as `seal` would advance them.
+    pub fn account(&mut self, packets: u64, bytes: u64) -> Result<(), EspError> {
+        if state(&self.lifetime, &self.stats) == LifetimeState::Hard {
+            self.stats.expired += packets;
+            return Err(EspError::Expired);
+        }
+        let limit = if self.esn { u64::MAX } else { u32::MAX as u64 };
+        if limit - self.seq < packets {
+            return Err(EspError::SequenceExhausted);
+        }
+        self.seq += packets;
+        self.stats.packets += packets;
+        self.stats.bytes += bytes;
+        Ok(())
+    }
 }
 
 fn aad(spi: u32, seq: u64, esn: bool) -> Vec<u8> {
@@ -345,6 +363,18 @@ impl Inbound {
     pub fn lifetime_state(&self) -> LifetimeState {
         state(&self.lifetime, &self.stats)
     }
+
+    /// The inbound half of [`Outbound::account`]: counts packets that arrived intact
+    /// without decrypting them (the replay window is not involved).
+    pub fn account(&mut self, packets: u64, bytes: u64) -> Result<(), EspError> {
+        if state(&self.lifetime, &self.stats) == LifetimeState::Hard {
+            self.stats.expired += packets;
+            return Err(EspError::Expired);
+        }
+        self.stats.packets += packets;
+        self.stats.bytes += bytes;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -447,6 +477,30 @@ mod tests {
             out.seal(&RealCrypto, b"x", NEXT_IPV4),
             Err(EspError::Expired)
         );
+    }
+
+    #[test]
+    fn accounting_moves_lifetimes_and_sequence_like_sealing() {
+        let life = Lifetime {
+            soft_bytes: Some(1000),
+            hard_bytes: Some(2000),
+            ..Default::default()
+        };
+        let (mut out, mut inb) = pair(false, 64);
+        out.lifetime = life;
+        inb.lifetime = life;
+        out.account(10, 1500).unwrap();
+        inb.account(10, 1500).unwrap();
+        assert_eq!(out.lifetime_state(), LifetimeState::Soft);
+        assert_eq!(inb.lifetime_state(), LifetimeState::Soft);
+        // The next sealed packet carries sequence number 11.
+        let p = out.seal(&RealCrypto, &[0u8; 600], NEXT_IPV4).unwrap();
+        assert_eq!(&p[4..8], &11u32.to_be_bytes());
+        assert_eq!(out.account(3, 30), Err(EspError::Expired));
+        assert_eq!(out.stats.expired, 3);
+        out.seq = u32::MAX as u64 - 1;
+        out.stats = EspStats::default();
+        assert_eq!(out.account(2, 2), Err(EspError::SequenceExhausted));
     }
 
     #[test]

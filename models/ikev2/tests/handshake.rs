@@ -510,6 +510,31 @@ fn child_sas_rekey_with_and_without_pfs_from_either_side() {
     }
 }
 
+#[test]
+fn a_child_sa_deleted_at_its_hard_lifetime_goes_on_both_sides_and_the_ike_sa_stays() {
+    let mut p = Pair::new(22, |_, _| {});
+    p.handshake(10 * SEC);
+    let first = p.child(1).unwrap().clone();
+    let Some(Event::IkeSaEstablished { sa, .. }) = p.established(1).cloned() else {
+        panic!()
+    };
+    assert_eq!(
+        p.eps[1].delete_child(p.now, sa, first.spi_in),
+        Start::Started
+    );
+    // One Delete at a time: a second request waits for the first.
+    assert_eq!(p.eps[1].delete_child(p.now, sa, first.spi_in), Start::Busy);
+    while p.step() {}
+    assert_eq!(deleted(&p, 1), vec![first.spi_in]);
+    assert_eq!(deleted(&p, 0), vec![first.spi_out]);
+    assert!(live_children(&p, 0).is_empty() && live_children(&p, 1).is_empty());
+    let Some(Event::IkeSaEstablished { sa: sa0, .. }) = p.established(0).cloned() else {
+        panic!()
+    };
+    assert!(p.eps[0].is_established(sa0) && p.eps[1].is_established(sa));
+    assert_eq!(p.eps[1].delete_child(p.now, sa, first.spi_in), Start::Gone);
+}
+
 /// Child SAs endpoint `i` holds at the end: made (IKE_AUTH or rekey) and not deleted.
 fn live_children(p: &Pair, i: usize) -> Vec<ikev2::endpoint::ChildSa> {
     let mut live = Vec::new();

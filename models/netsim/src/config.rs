@@ -142,6 +142,29 @@ pub struct TunnelSpec {
     /// so that tunnels set up together do not rekey together.
     #[serde(default)]
     pub child_rekey_jitter: SimDuration,
+    /// Hard lifetime of each Child SA (strongSwan's `life_time`): a Child SA still there
+    /// this long after it came up is deleted, at each end, and carries no more traffic.
+    #[serde(default)]
+    pub child_life: Option<SimDuration>,
+    /// Volume limits of each Child SA, counted per SA and direction at both ends
+    /// (strongSwan's `rekey_bytes`, `life_bytes`, `rand_bytes` and the `_packets`
+    /// forms): the end whose count reaches the soft limit (less a random part of
+    /// `rand_*`) rekeys it; at the hard limit the SA refuses traffic and is deleted.
+    #[serde(default)]
+    pub rekey_bytes: Option<u64>,
+    #[serde(default)]
+    pub life_bytes: Option<u64>,
+    #[serde(default)]
+    pub rand_bytes: u64,
+    #[serde(default)]
+    pub rekey_packets: Option<u64>,
+    #[serde(default)]
+    pub life_packets: Option<u64>,
+    #[serde(default)]
+    pub rand_packets: u64,
+    /// Traffic through the tunnel's Child SAs (none by default).
+    #[serde(default)]
+    pub traffic: Option<TrafficSpec>,
     /// Dead peer detection on both gateways (strongSwan's `dpd_delay`): an empty
     /// INFORMATIONAL after this long without a word from the peer. When the initiator
     /// finds the peer dead, it starts the tunnel again (`dpd_action = restart`).
@@ -173,4 +196,80 @@ fn default_retry() -> SimDuration {
 }
 fn default_fragment_size() -> usize {
     1280
+}
+
+/// A traffic source through a tunnel, in each direction it sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficSpec {
+    #[serde(default)]
+    pub pattern: TrafficPattern,
+    /// Packets per second in each sending direction.
+    pub rate_pps: f64,
+    /// Inner IP packet sizes in bytes (36..=65000), each equally likely per packet.
+    #[serde(default = "default_sizes")]
+    pub sizes: Vec<usize>,
+    #[serde(default)]
+    pub direction: TrafficDirection,
+    /// `packets` seals, sends and opens every packet; `aggregate` counts packets and
+    /// bytes against both ends' SA lifetimes each `aggregate_tick`, without encrypting
+    /// or sending them (for rates too high to simulate packet by packet; link losses do
+    /// not apply, and the run's results name the mode).
+    #[serde(default)]
+    pub mode: TrafficMode,
+    #[serde(default = "default_tick")]
+    pub aggregate_tick: SimDuration,
+    /// Anti-replay window of every inbound SA, in packets.
+    #[serde(default = "default_replay_window")]
+    pub replay_window: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrafficPattern {
+    /// Constant bit rate: evenly spaced packets.
+    #[default]
+    Cbr,
+    /// Exponentially distributed gaps with the same mean.
+    Poisson,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrafficDirection {
+    #[default]
+    Both,
+    /// Initiator to responder only.
+    Forward,
+    /// Responder to initiator only.
+    Reverse,
+}
+
+impl TrafficDirection {
+    /// Whether direction `dir` (0: initiator to responder, 1: back) sends.
+    pub fn sends(self, dir: usize) -> bool {
+        match self {
+            TrafficDirection::Both => true,
+            TrafficDirection::Forward => dir == 0,
+            TrafficDirection::Reverse => dir == 1,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrafficMode {
+    #[default]
+    Packets,
+    Aggregate,
+}
+
+fn default_sizes() -> Vec<usize> {
+    vec![1000]
+}
+fn default_tick() -> SimDuration {
+    SimDuration::from_millis(100)
+}
+fn default_replay_window() -> u64 {
+    64
 }

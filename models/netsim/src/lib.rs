@@ -3,6 +3,7 @@
 //! SKIP; `sim-core` drives it all deterministically from one seed.
 
 pub mod config;
+pub mod dataplane;
 pub mod results;
 pub mod world;
 

@@ -92,6 +92,39 @@ pub struct TunnelSummary {
     pub dead_peers: u32,
 }
 
+/// ESP traffic through one tunnel, both directions together. Every offered packet ends
+/// in exactly one of: delivered, `no_sa`, `expired`, `unknown_spi`, `replayed`,
+/// `integrity_failures`, `malformed`, `lost_on_link` (on the link, or in flight at the end).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TrafficSummary {
+    pub tunnel: String,
+    /// `packets` (every packet sealed, sent and opened) or `aggregate` (counted only).
+    pub mode: String,
+    pub offered_packets: u64,
+    pub offered_bytes: u64,
+    /// Sealed and put on the link.
+    pub sent_packets: u64,
+    /// Reached the peer gateway.
+    pub arrived: u64,
+    pub delivered_packets: u64,
+    pub delivered_bytes: u64,
+    /// Dropped at the sender: no Child SA up.
+    pub no_sa: u64,
+    /// Refused by an SA past its hard lifetime (at either end).
+    pub expired: u64,
+    /// Arrived for an SA the receiver did not hold (not yet, or no longer): the packets
+    /// a rekey or a delete lost.
+    pub unknown_spi: u64,
+    pub replayed: u64,
+    pub integrity_failures: u64,
+    pub malformed: u64,
+    pub lost_on_link: u64,
+    /// Child SA rekeys started because a soft byte or packet limit was reached.
+    pub volume_rekeys: u32,
+    /// Child SAs deleted at a hard limit (time, bytes or packets).
+    pub hard_expiries: u32,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LinkSummary {
     pub link: String,
@@ -107,6 +140,8 @@ pub struct Results {
     pub events: u64,
     pub fingerprint: String,
     pub tunnels: Vec<TunnelSummary>,
+    /// One row per tunnel with traffic.
+    pub traffic: Vec<TrafficSummary>,
     pub handshakes: Vec<HandshakeRow>,
     pub exchanges: Vec<ExchangeRow>,
     pub key_requests: Vec<KeyRequestRow>,

@@ -8,6 +8,9 @@
 //! is optional), then starts IKE_SA_INIT and hands the key over when the endpoint asks.
 //! The responder fetches the key by the received ID from its own KME. A key drawn for
 //! an attempt that then fails, or that the SA came up without, is counted as wasted.
+//!
+//! Tunnels with traffic carry ESP through their Child SAs ([`crate::dataplane`]); byte
+//! and packet lifetimes reached by that traffic rekey and expire Child SAs.
 
 use sim_core::RngExt;
 use std::collections::BTreeMap;
@@ -28,7 +31,8 @@ use sim_core::pcap::PcapSink;
 use sim_core::progress::Progress;
 use sim_core::{EntityId, SimDuration, SimTime, Simulation, TimerId, TraceEvent, Tracer, entity};
 
-use crate::config::{CryptoMode, KeyApi, PpkMode, WorldConfig};
+use crate::config::{CryptoMode, KeyApi, PpkMode, TrafficMode, TrafficPattern, WorldConfig};
+use crate::dataplane::{Crossed, DataPlane, ESP_PORT, MIN_PACKET};
 use crate::results::*;
 
 const IKE_PORT: u16 = 500;
@@ -76,6 +80,25 @@ enum Ev {
         up: bool,
     },
     Sample,
+    /// The next packet of a tunnel's traffic in direction `dir` (0: from the initiator).
+    Packet {
+        tunnel: usize,
+        dir: usize,
+    },
+    /// Aggregate traffic: count the packets of the last tick.
+    AggregateTick {
+        tunnel: usize,
+    },
+    /// Rekey the Child SA `spi_in` of gateway `gw`: it reached a soft volume limit.
+    VolumeRekey {
+        gw: usize,
+        spi_in: u32,
+    },
+    /// Delete the Child SA `spi_in` of gateway `gw`: it reached a hard limit.
+    ChildExpire {
+        gw: usize,
+        spi_in: u32,
+    },
 }
 
 /// A configuration error: which field, and what is wrong.
@@ -138,6 +161,9 @@ struct Tunnel {
     ike_rekey_every: Option<SimDuration>,
     /// The tunnel's own stream for rekey jitter (set once its initiator exists).
     rekey_rng: Option<sim_core::SimRng>,
+    /// The tunnel's streams for packet gaps and sizes, and for volume-limit jitter.
+    traffic_rng: Option<sim_core::SimRng>,
+    life_rng: Option<sim_core::SimRng>,
     retry_after: SimDuration,
     /// The IKE SA that is up, and since when.
     current: Option<(SaId, SimTime)>,
@@ -239,6 +265,11 @@ pub struct World {
     /// (tunnel, SPI) -> the key one end of a Child SA reported for that direction.
     child_keys: BTreeMap<(usize, u32), Vec<u8>>,
     violations: Vec<String>,
+    dp: DataPlane,
+    /// Seals and opens ESP (the gateways' endpoints own their providers).
+    esp_crypto: Box<dyn CryptoProvider>,
+    /// (sending gateway, receiving gateway) -> (tunnel, direction).
+    gw_pair_tunnel: BTreeMap<(usize, usize), (usize, usize)>,
 }
 
 /// The pre-shared key both gateways of a tunnel authenticate with (live mode uses it
@@ -374,6 +405,8 @@ impl World {
                 child_rekey_jitter: t.child_rekey_jitter,
                 ike_rekey_every: t.ike_rekey_every,
                 rekey_rng: None,
+                traffic_rng: None,
+                life_rng: None,
                 retry_after: t.retry_after,
                 current: None,
                 attempt: None,
@@ -417,6 +450,57 @@ impl World {
         for t in &mut tunnels {
             let entity = gateways[t.initiator].entity;
             t.rekey_rng = Some(sim.rng(entity, &format!("child-rekey/{}", t.name)));
+            t.traffic_rng = Some(sim.rng(entity, &format!("traffic/{}", t.name)));
+            t.life_rng = Some(sim.rng(entity, &format!("child-life/{}", t.name)));
+        }
+        let mut dp = DataPlane::default();
+        let mut gw_pair_tunnel = BTreeMap::new();
+        for (i, (spec, t)) in cfg.tunnels.iter().zip(&tunnels).enumerate() {
+            gw_pair_tunnel.insert((t.initiator, t.responder), (i, 0));
+            gw_pair_tunnel.insert((t.responder, t.initiator), (i, 1));
+            let Some(tr) = &spec.traffic else { continue };
+            let field = |f: &str| format!("tunnel[{i}].traffic.{f}");
+            if !(tr.rate_pps.is_finite() && tr.rate_pps > 0.0) {
+                return Err(err(field("rate_pps"), "must be a positive number"));
+            }
+            if tr.sizes.is_empty() || tr.sizes.iter().any(|&n| !(MIN_PACKET..=65000).contains(&n)) {
+                return Err(err(
+                    field("sizes"),
+                    format!("needs one or more sizes in {MIN_PACKET}..=65000 bytes"),
+                ));
+            }
+            if tr.aggregate_tick.as_nanos() == 0 {
+                return Err(err(field("aggregate_tick"), "must be longer than zero"));
+            }
+            if !(1..=4096).contains(&tr.replay_window) {
+                return Err(err(field("replay_window"), "must be in 1..=4096 packets"));
+            }
+            dp.add_flow(
+                i,
+                TrafficSummary {
+                    tunnel: spec.name.clone(),
+                    mode: match tr.mode {
+                        TrafficMode::Packets => "packets",
+                        TrafficMode::Aggregate => "aggregate",
+                    }
+                    .into(),
+                    ..Default::default()
+                },
+                tr.replay_window,
+            );
+            let entity = gateways[t.initiator].entity;
+            match tr.mode {
+                TrafficMode::Packets => {
+                    for dir in (0..2).filter(|&d| tr.direction.sends(d)) {
+                        sim.schedule_at(entity, spec.start, Ev::Packet { tunnel: i, dir });
+                    }
+                }
+                TrafficMode::Aggregate => sim.schedule_at(
+                    entity,
+                    spec.start + tr.aggregate_tick,
+                    Ev::AggregateTick { tunnel: i },
+                ),
+            }
         }
 
         // Links, and direct routes over them.
@@ -481,6 +565,10 @@ impl World {
             sim.metrics.gauge(&g(0));
             sim.metrics.gauge(&g(1));
         }
+        let esp_crypto: Box<dyn CryptoProvider> = match cfg.crypto {
+            CryptoMode::Real => Box::new(RealCrypto),
+            CryptoMode::Model => Box::new(ModelCrypto),
+        };
         Ok(World {
             sim,
             cfg,
@@ -500,6 +588,9 @@ impl World {
             ppk_ids_used: Default::default(),
             child_keys: BTreeMap::new(),
             violations: Vec::new(),
+            dp,
+            esp_crypto,
+            gw_pair_tunnel,
         })
     }
 
@@ -559,6 +650,11 @@ impl World {
                 datagram,
             } => {
                 let gw = self.links[link].ends[1 - dir];
+                if datagram.dst.port() == ESP_PORT {
+                    let from = self.links[link].ends[dir];
+                    self.esp_arrived(from, gw, &datagram.payload);
+                    return;
+                }
                 let from = SocketAddr::V4(datagram.src);
                 let now = self.now_ns();
                 self.gateways[gw]
@@ -578,10 +674,15 @@ impl World {
                 // reauthentication replaces them, and the endpoint ignores an SPI it
                 // no longer has).
                 let gw = self.tunnels[tunnel].initiator;
-                if let Some((sa, _)) = self.tunnels[tunnel].current {
+                if let Some((sa, _)) = self.tunnels[tunnel].current
+                    && self.dp.rekeyable(gw, spi_in).is_some()
+                {
                     let now = self.now_ns();
                     let start = self.gateways[gw].ep.rekey_child(now, sa, spi_in);
                     self.drain(gw);
+                    if start == Start::Started {
+                        self.dp.rekey_started(gw, spi_in);
+                    }
                     self.retry_if_busy(gw, start, Ev::ChildRekey { tunnel, spi_in });
                 }
             }
@@ -629,6 +730,172 @@ impl World {
                 let world = self.sim.entities().lookup("world").expect("registered");
                 self.sim.schedule(world, self.cfg.sample_every, Ev::Sample);
             }
+            Ev::Packet { tunnel, dir } => self.send_packet(tunnel, dir),
+            Ev::AggregateTick { tunnel } => self.aggregate_tick(tunnel),
+            Ev::VolumeRekey { gw, spi_in } => self.volume_rekey(gw, spi_in),
+            Ev::ChildExpire { gw, spi_in } => self.child_expire(gw, spi_in),
+        }
+    }
+
+    // ----- ESP traffic ----------------------------------------------------------------
+
+    /// Sends one packet of a tunnel's traffic and schedules the next.
+    fn send_packet(&mut self, t: usize, dir: usize) {
+        let tr = self.cfg.tunnels[t].traffic.clone().expect("a flow");
+        let tun = &mut self.tunnels[t];
+        let rng = tun.traffic_rng.as_mut().expect("set at build");
+        let size = tr.sizes[rng.below_or_eq(tr.sizes.len() as u64 - 1) as usize];
+        let mean_gap = 1e9 / tr.rate_pps;
+        let gap = match tr.pattern {
+            TrafficPattern::Cbr => mean_gap,
+            // Exponential gaps; 1 - u is in (0, 1], so the logarithm is finite.
+            TrafficPattern::Poisson => -(1.0 - rng.unit_f64()).ln() * mean_gap,
+        };
+        let (gw, peer) = match dir {
+            0 => (tun.initiator, tun.responder),
+            _ => (tun.responder, tun.initiator),
+        };
+        let entity = self.gateways[gw].entity;
+        self.sim.schedule(
+            entity,
+            SimDuration::from_nanos((gap.round() as u64).max(1)),
+            Ev::Packet { tunnel: t, dir },
+        );
+        let seq = self.dp.next_seq(t, dir);
+        let mut payload = vec![0u8; size - 28];
+        payload[..8].copy_from_slice(&seq.to_be_bytes());
+        // Inner addresses: the sites behind the two gateways.
+        let site =
+            |g: usize| SocketAddrV4::new([10, 200 + (g >> 8) as u8 % 50, g as u8, 1].into(), 9);
+        let inner = sim_core::ipv4::udp_packet(site(gw), site(peer), seq as u16, &payload);
+        let Some((esp, crossed)) = self.dp.seal(&*self.esp_crypto, gw, t, &inner) else {
+            return;
+        };
+        let dst = SocketAddrV4::new(*self.gateways[peer].addr.ip(), ESP_PORT);
+        self.send_from(gw, ESP_PORT, dst, esp);
+        if let Some(c) = crossed {
+            self.on_limit(gw, c);
+        }
+    }
+
+    fn esp_arrived(&mut self, from: usize, gw: usize, packet: &[u8]) {
+        let Some(&(t, dir)) = self.gw_pair_tunnel.get(&(from, gw)) else {
+            return;
+        };
+        match self.dp.open(&*self.esp_crypto, gw, t, dir, packet) {
+            Ok(Some(c)) => self.on_limit(gw, c),
+            Ok(None) => {}
+            Err(violation) => self
+                .violations
+                .push(format!("at {}: {violation}", self.sim.now())),
+        }
+    }
+
+    /// Counts the last tick's packets of an aggregate flow in each sending direction.
+    fn aggregate_tick(&mut self, t: usize) {
+        let tr = self.cfg.tunnels[t].traffic.clone().expect("a flow");
+        let tick = tr.aggregate_tick;
+        let since_start = self.sim.now().saturating_since(self.cfg.tunnels[t].start);
+        // Packets due so far, by the mean rate; the difference to the last tick's count
+        // is this tick's share, so no fraction of a packet is ever lost.
+        let due = |ns: u64| (ns as f64 * tr.rate_pps / 1e9) as u64;
+        let ns = since_start.as_nanos();
+        let packets = due(ns) - due(ns.saturating_sub(tick.as_nanos()));
+        let mean_size = tr.sizes.iter().sum::<usize>() as u64 / tr.sizes.len() as u64;
+        let (ini, res) = (self.tunnels[t].initiator, self.tunnels[t].responder);
+        for (dir, (gw, peer)) in [(ini, res), (res, ini)].into_iter().enumerate() {
+            if tr.direction.sends(dir) && packets > 0 {
+                for (g, c) in self.dp.account(gw, peer, t, packets, packets * mean_size) {
+                    self.on_limit(g, c);
+                }
+            }
+        }
+        let entity = self.gateways[ini].entity;
+        self.sim
+            .schedule(entity, tick, Ev::AggregateTick { tunnel: t });
+    }
+
+    fn on_limit(&mut self, gw: usize, crossed: Crossed) {
+        match crossed {
+            Crossed::Soft(spi_in) => self.volume_rekey(gw, spi_in),
+            Crossed::Hard(spi_in) => self.child_expire(gw, spi_in),
+        }
+    }
+
+    /// A soft volume limit: this gateway rekeys the Child SA (strongSwan rekeys on the
+    /// kernel's soft expire, whichever end sees it first).
+    fn volume_rekey(&mut self, gw: usize, spi_in: u32) {
+        let Some(sa) = self.dp.rekeyable(gw, spi_in) else {
+            return;
+        };
+        let now = self.now_ns();
+        let start = self.gateways[gw].ep.rekey_child(now, sa, spi_in);
+        self.drain(gw);
+        if start == Start::Started {
+            self.dp.rekey_started(gw, spi_in);
+            if let Some(f) = self
+                .sa_tunnel
+                .get(&(gw, sa))
+                .and_then(|t| self.dp.flows.get_mut(t))
+            {
+                f.volume_rekeys += 1;
+            }
+        }
+        self.retry_if_busy(gw, start, Ev::VolumeRekey { gw, spi_in });
+    }
+
+    /// A hard limit (time, bytes or packets): the Child SA carries nothing more and this
+    /// gateway deletes it.
+    fn child_expire(&mut self, gw: usize, spi_in: u32) {
+        let Some(sa) = self.dp.expire(gw, spi_in) else {
+            return;
+        };
+        let now = self.now_ns();
+        let start = self.gateways[gw].ep.delete_child(now, sa, spi_in);
+        self.drain(gw);
+        if start == Start::Started
+            && let Some(f) = self
+                .sa_tunnel
+                .get(&(gw, sa))
+                .and_then(|t| self.dp.flows.get_mut(t))
+        {
+            f.hard_expiries += 1;
+        }
+        self.retry_if_busy(gw, start, Ev::ChildExpire { gw, spi_in });
+    }
+
+    /// The lifetime of a new Child SA of tunnel `t`: the soft limits less their random
+    /// part, drawn from the tunnel's own stream.
+    fn child_lifetime(&mut self, t: usize) -> esp::Lifetime {
+        let spec = &self.cfg.tunnels[t];
+        let rng = self.tunnels[t].life_rng.as_mut().expect("set at build");
+        let mut soft = |limit: Option<u64>, rand: u64| {
+            limit.map(|l| l - rng.below_or_eq(rand.min(l.saturating_sub(1))))
+        };
+        esp::Lifetime {
+            soft_bytes: soft(spec.rekey_bytes, spec.rand_bytes),
+            hard_bytes: spec.life_bytes,
+            soft_packets: soft(spec.rekey_packets, spec.rand_packets),
+            hard_packets: spec.life_packets,
+        }
+    }
+
+    /// Installs a Child SA in the data plane and arms its hard time lifetime.
+    fn install_child(
+        &mut self,
+        gw: usize,
+        t: usize,
+        sa: SaId,
+        child: &ikev2::endpoint::ChildSa,
+        old_spi_in: Option<u32>,
+    ) {
+        let life = self.child_lifetime(t);
+        self.dp.install(gw, t, sa, child, old_spi_in, life);
+        if let Some(after) = self.cfg.tunnels[t].child_life {
+            let entity = self.gateways[gw].entity;
+            let spi_in = child.spi_in;
+            self.sim
+                .schedule(entity, after, Ev::ChildExpire { gw, spi_in });
         }
     }
 
@@ -915,11 +1182,17 @@ impl World {
     }
 
     fn send(&mut self, gw: usize, dst: SocketAddr, payload: Vec<u8>) {
-        let Some(&(link, dir)) = self.routes.get(&(gw, dst.ip())) else {
+        if let SocketAddr::V4(dst) = dst {
+            self.send_from(gw, IKE_PORT, dst, payload);
+        }
+    }
+
+    /// Puts a UDP datagram from `gw`'s port `port` on the link towards `dst`.
+    fn send_from(&mut self, gw: usize, port: u16, dst: SocketAddrV4, payload: Vec<u8>) {
+        let Some(&(link, dir)) = self.routes.get(&(gw, IpAddr::V4(*dst.ip()))) else {
             return; // no route: the datagram is lost at the sender
         };
-        let SocketAddr::V4(dst) = dst else { return };
-        let src = SocketAddrV4::new(*self.gateways[gw].addr.ip(), IKE_PORT);
+        let src = SocketAddrV4::new(*self.gateways[gw].addr.ip(), port);
         let now = self.sim.now();
         let l = &mut self.links[link];
         let traced = l.channels[dir].send(
@@ -1024,6 +1297,7 @@ impl World {
     fn on_endpoint_event(&mut self, gw: usize, ev: Event) {
         let now = self.sim.now();
         self.check_invariants(&ev);
+        self.update_data_plane(gw, &ev);
         match ev {
             Event::PpkNeeded { sa, peer, key_id } => {
                 let t = self.gateways[gw].peer_tunnel[peer];
@@ -1271,6 +1545,32 @@ impl World {
         }
     }
 
+    /// Keeps the data plane's ESP SAs in step with the endpoint's Child SAs.
+    fn update_data_plane(&mut self, gw: usize, ev: &Event) {
+        match ev {
+            Event::ChildSaReady { sa, child } => {
+                if let Some(&t) = self.sa_tunnel.get(&(gw, *sa)) {
+                    self.install_child(gw, t, *sa, child, None);
+                }
+            }
+            Event::ChildSaRekeyed {
+                sa,
+                old_spi_in,
+                child,
+            } => {
+                if let Some(&t) = self.sa_tunnel.get(&(gw, *sa)) {
+                    self.install_child(gw, t, *sa, child, Some(*old_spi_in));
+                }
+            }
+            Event::ChildSaDeleted { spi_in, .. } => self.dp.remove(gw, *spi_in),
+            Event::IkeSaRekeyed { old, new, .. } => self.dp.move_sa(gw, *old, *new),
+            Event::IkeSaDeleted { sa, .. } | Event::IkeSaFailed { sa, .. } => {
+                self.dp.remove_sa(gw, *sa)
+            }
+            _ => {}
+        }
+    }
+
     fn results(mut self) -> Results {
         let now = self.sim.now();
         for t in &mut self.tunnels {
@@ -1350,6 +1650,13 @@ impl World {
             events: self.sim.events_processed(),
             fingerprint,
             tunnels: self.tunnels.iter().map(|t| t.summary.clone()).collect(),
+            traffic: std::mem::take(&mut self.dp.flows)
+                .into_values()
+                .map(|mut f| {
+                    f.lost_on_link = f.sent_packets - f.arrived.min(f.sent_packets);
+                    f
+                })
+                .collect(),
             handshakes: self.handshakes,
             exchanges: self.exchanges,
             key_requests: self.key_requests,

@@ -151,6 +151,17 @@ impl Endpoint {
         start
     }
 
+    /// Deletes the Child SA whose inbound SPI is `spi_in` (its hard lifetime ran out):
+    /// [`Event::ChildSaDeleted`] follows once the peer answered.
+    pub fn delete_child(&mut self, now: u64, sa: SaId, spi_in: u32) -> Start {
+        let mut start = Start::Gone;
+        self.with_sa(now, sa, |s, ctx| {
+            start = s.delete_child(ctx, spi_in)?;
+            Ok(())
+        });
+        start
+    }
+
     /// Checks that the peer is alive with an empty INFORMATIONAL request, as dead peer
     /// detection does on its own when `Timers::dpd_delay_ns` is set. A dead peer ends in
     /// [`Event::IkeSaFailed`] with a retransmission timeout. Ignored while another

@@ -2242,6 +2242,28 @@ impl IkeSa {
         Ok(())
     }
 
+    /// Deletes one Child SA (its hard lifetime ran out) with an INFORMATIONAL Delete of
+    /// our inbound SPI; [`Event::ChildSaDeleted`] follows the peer's answer.
+    pub fn delete_child(&mut self, ctx: &mut Ctx<'_>, spi_in: u32) -> Result<Start, FailReason> {
+        if self.phase != Phase::Established
+            || self.deleting
+            || !self.children.iter().any(|c| c.spi_in == spi_in)
+        {
+            return Ok(Start::Gone);
+        }
+        if self.outstanding.is_some() || self.deleting_child.is_some() {
+            return Ok(Start::Busy);
+        }
+        let delete = Payload::Delete {
+            protocol: protocol::ESP,
+            spi_size: 4,
+            spis: vec![spi_in.to_be_bytes().to_vec()],
+        };
+        self.deleting_child = Some(spi_in);
+        self.send_request(ctx, exchange::INFORMATIONAL, &[delete]);
+        Ok(Start::Started)
+    }
+
     // ----- CREATE_CHILD_SA: IKE SA rekeying ---------------------------------------
 
     /// Starts rekeying this IKE SA (RFC 7296 section 2.18):

@@ -1,0 +1,406 @@
+//! The ESP data plane of the simulated tunnels: the ESP SAs each gateway holds, kept in
+//! step with the Child SAs its endpoint reports, and the traffic sent through them.
+//!
+//! In packet mode every packet is a real inner IPv4/UDP packet, sealed with the Child
+//! SA's keys (AES-GCM, or the model crypto), carried as UDP-encapsulated ESP (RFC 3948,
+//! port 4500: one kind of datagram on the links, and Wireshark decodes it) and opened at
+//! the peer through its anti-replay window. Each inner packet carries a flow sequence
+//! number, so an oracle can tell a replay that got through from a genuine packet.
+//! Aggregate mode counts packets and bytes against both ends' lifetimes instead.
+//!
+//! Make-before-break as strongSwan does it: the end that started a rekey sends on the
+//! new SA at once, the other end keeps sending on the old one until the old SA's Delete
+//! arrives, and each end keeps an inbound SA until it is deleted. On a clean link a
+//! rekey therefore loses no packets; what is lost is counted by reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use esp::{EspError, Inbound, Lifetime, LifetimeState, Outbound};
+use ikev2::crypto::CryptoProvider;
+use ikev2::endpoint::{ChildSa, SaId};
+
+use crate::results::TrafficSummary;
+
+/// UDP port of encapsulated ESP.
+pub const ESP_PORT: u16 = 4500;
+/// Inner IPv4 + UDP header, then the 8-byte flow sequence number.
+const INNER_HEADER: usize = 28;
+pub const MIN_PACKET: usize = INNER_HEADER + 8;
+
+/// One Child SA at one gateway: both directions.
+struct Pair {
+    tunnel: usize,
+    sa: SaId,
+    inbound: Inbound,
+    outbound: Outbound,
+    /// Installation order at this gateway (the newest sending pair is used).
+    order: u64,
+    /// Whether this end may send on it yet (see the module comment).
+    sending: bool,
+    /// Inbound SPI of the pair this one replaces, until that one is deleted.
+    predecessor: Option<u32>,
+    /// Rekeyed, being rekeyed or deleted for its lifetime: no further rekey for it.
+    retired: bool,
+    /// Its soft limit was reported (once).
+    soft_reported: bool,
+    /// Past its hard time lifetime: no more traffic.
+    expired: bool,
+}
+
+/// Which lifetime limit a packet pushed an SA over, for the driver to act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Crossed {
+    /// Time to rekey the pair with this inbound SPI at this gateway.
+    Soft(u32),
+    /// The pair must go: delete it.
+    Hard(u32),
+}
+
+#[derive(Default)]
+pub struct DataPlane {
+    pairs: BTreeMap<(usize, u32), Pair>,
+    /// (gateway, tunnel) -> inbound SPI of the pair it sends on.
+    sender: BTreeMap<(usize, usize), u32>,
+    /// Rekeys a gateway started, by the old pair's inbound SPI.
+    started: BTreeSet<(usize, u32)>,
+    installed: u64,
+    pub flows: BTreeMap<usize, TrafficSummary>,
+    /// Anti-replay window per tunnel with traffic (64 for the others).
+    windows: BTreeMap<usize, u64>,
+    /// Per (tunnel, direction): flow sequence numbers delivered so far, one bit each.
+    delivered: BTreeMap<(usize, usize), Vec<u64>>,
+    /// Per (tunnel, direction): the next flow sequence number.
+    next_seq: BTreeMap<(usize, usize), u64>,
+}
+
+impl DataPlane {
+    /// Adds a traffic flow for tunnel `t` (its counters start at zero) and the replay
+    /// window of its inbound SAs.
+    pub fn add_flow(&mut self, t: usize, summary: TrafficSummary, replay_window: u64) {
+        self.flows.insert(t, summary);
+        self.windows.insert(t, replay_window);
+    }
+
+    /// A gateway started a rekey of the pair `spi_in`: it will send on the successor
+    /// as soon as it has it.
+    pub fn rekey_started(&mut self, gw: usize, spi_in: u32) {
+        self.started.insert((gw, spi_in));
+        if let Some(p) = self.pairs.get_mut(&(gw, spi_in)) {
+            p.retired = true;
+        }
+    }
+
+    /// The IKE SA of the pair, if it exists and was neither rekeyed nor expired (so a
+    /// rekey of it makes sense).
+    pub fn rekeyable(&self, gw: usize, spi_in: u32) -> Option<SaId> {
+        self.pairs
+            .get(&(gw, spi_in))
+            .filter(|p| !p.retired)
+            .map(|p| p.sa)
+    }
+
+    /// Installs a Child SA the endpoint of `gw` reported; `old_spi_in` names the pair it
+    /// replaces after a rekey.
+    pub fn install(
+        &mut self,
+        gw: usize,
+        tunnel: usize,
+        sa: SaId,
+        child: &ChildSa,
+        old_spi_in: Option<u32>,
+        lifetime: Lifetime,
+    ) {
+        let replay_window = self.windows.get(&tunnel).copied().unwrap_or(64);
+        let ours = old_spi_in.is_some_and(|old| self.started.remove(&(gw, old)));
+        if let Some(old) = old_spi_in.and_then(|o| self.pairs.get_mut(&(gw, o))) {
+            old.retired = true;
+        }
+        let sending = old_spi_in.is_none() || ours;
+        self.installed += 1;
+        self.pairs.insert(
+            (gw, child.spi_in),
+            Pair {
+                tunnel,
+                sa,
+                inbound: Inbound::new(
+                    child.spi_in,
+                    child.aead,
+                    child.encr_in.clone(),
+                    false,
+                    replay_window,
+                    lifetime,
+                ),
+                outbound: Outbound::new(
+                    child.spi_out,
+                    child.aead,
+                    child.encr_out.clone(),
+                    false,
+                    lifetime,
+                ),
+                order: self.installed,
+                sending,
+                predecessor: old_spi_in.filter(|_| !sending),
+                retired: false,
+                soft_reported: false,
+                expired: false,
+            },
+        );
+        if sending {
+            self.sender.insert((gw, tunnel), child.spi_in);
+        }
+    }
+
+    /// The endpoint of `gw` deleted the pair `spi_in`: successors waiting for that
+    /// Delete start sending, and the gateway sends on its newest sending pair.
+    pub fn remove(&mut self, gw: usize, spi_in: u32) {
+        let Some(gone) = self.pairs.remove(&(gw, spi_in)) else {
+            return;
+        };
+        self.started.remove(&(gw, spi_in));
+        for p in self.range_mut(gw) {
+            if p.predecessor == Some(spi_in) {
+                p.predecessor = None;
+                p.sending = true;
+            }
+        }
+        self.choose_sender(gw, gone.tunnel);
+    }
+
+    /// The IKE SA `sa` of `gw` is gone, and its Child SAs with it.
+    pub fn remove_sa(&mut self, gw: usize, sa: SaId) {
+        let doomed: Vec<u32> = self
+            .range(gw)
+            .filter(|(_, p)| p.sa == sa)
+            .map(|(spi, _)| spi)
+            .collect();
+        for spi in doomed {
+            self.remove(gw, spi);
+        }
+    }
+
+    /// An IKE SA rekey moved the Child SAs of `old` to `new`.
+    pub fn move_sa(&mut self, gw: usize, old: SaId, new: SaId) {
+        for p in self.range_mut(gw) {
+            if p.sa == old {
+                p.sa = new;
+            }
+        }
+    }
+
+    /// The pair's hard time lifetime ran out: it carries nothing more. Returns its IKE
+    /// SA if the pair still exists.
+    pub fn expire(&mut self, gw: usize, spi_in: u32) -> Option<SaId> {
+        let p = self.pairs.get_mut(&(gw, spi_in))?;
+        p.expired = true;
+        p.retired = true;
+        Some(p.sa)
+    }
+
+    fn range(&self, gw: usize) -> impl Iterator<Item = (u32, &Pair)> {
+        self.pairs
+            .range((gw, 0)..=(gw, u32::MAX))
+            .map(|(&(_, spi), p)| (spi, p))
+    }
+
+    fn range_mut(&mut self, gw: usize) -> impl Iterator<Item = &mut Pair> {
+        self.pairs
+            .range_mut((gw, 0)..=(gw, u32::MAX))
+            .map(|(_, p)| p)
+    }
+
+    fn choose_sender(&mut self, gw: usize, tunnel: usize) {
+        let best = self
+            .range(gw)
+            .filter(|(_, p)| p.tunnel == tunnel && p.sending)
+            .max_by_key(|(_, p)| p.order)
+            .map(|(spi, _)| spi);
+        match best {
+            Some(spi) => self.sender.insert((gw, tunnel), spi),
+            None => self.sender.remove(&(gw, tunnel)),
+        };
+    }
+
+    /// The flow sequence number of the next packet of (tunnel, direction).
+    pub fn next_seq(&mut self, tunnel: usize, dir: usize) -> u64 {
+        let n = self.next_seq.entry((tunnel, dir)).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    /// Seals an inner packet at `gw` for tunnel `t`: the ESP packet to send and a limit
+    /// it crossed, or `None` when it cannot be sent (counted).
+    pub fn seal(
+        &mut self,
+        crypto: &dyn CryptoProvider,
+        gw: usize,
+        t: usize,
+        inner: &[u8],
+    ) -> Option<(Vec<u8>, Option<Crossed>)> {
+        let stats = self.flows.get_mut(&t).expect("a flow");
+        stats.offered_packets += 1;
+        stats.offered_bytes += inner.len() as u64;
+        let Some(p) = self
+            .sender
+            .get(&(gw, t))
+            .and_then(|spi| self.pairs.get_mut(&(gw, *spi)))
+        else {
+            stats.no_sa += 1;
+            return None;
+        };
+        if p.expired {
+            stats.expired += 1;
+            return None;
+        }
+        match p.outbound.seal(crypto, inner, esp::NEXT_IPV4) {
+            Ok(bytes) => {
+                stats.sent_packets += 1;
+                Some((bytes, limit(p)))
+            }
+            // Sealing fails only at the end of a lifetime (or of the sequence space).
+            Err(_) => {
+                stats.expired += 1;
+                None
+            }
+        }
+    }
+
+    /// Opens an ESP packet of tunnel `t`, direction `dir` (0: from its initiator) that
+    /// arrived at `gw`; returns a lifetime limit it crossed. Every outcome is counted on
+    /// the flow; a replayed packet that got through anyway is returned as a violation.
+    pub fn open(
+        &mut self,
+        crypto: &dyn CryptoProvider,
+        gw: usize,
+        t: usize,
+        dir: usize,
+        packet: &[u8],
+    ) -> Result<Option<Crossed>, String> {
+        let Some(stats) = self.flows.get_mut(&t) else {
+            return Ok(None); // no traffic configured: not ours
+        };
+        stats.arrived += 1;
+        let spi = packet
+            .get(..4)
+            .map(|b| u32::from_be_bytes(b.try_into().unwrap()));
+        let Some(p) = spi.and_then(|spi| self.pairs.get_mut(&(gw, spi))) else {
+            // The receiver does not hold this SA: not yet (the new SA of a rekey whose
+            // response is still on its way) or no longer (deleted).
+            stats.unknown_spi += 1;
+            return Ok(None);
+        };
+        if p.expired {
+            stats.expired += 1;
+            return Ok(None);
+        }
+        let inner = match p.inbound.open(crypto, packet) {
+            Ok((inner, _)) => inner,
+            Err(EspError::Replay) => {
+                stats.replayed += 1;
+                return Ok(None);
+            }
+            Err(EspError::Integrity) => {
+                stats.integrity_failures += 1;
+                return Ok(None);
+            }
+            Err(EspError::Expired) => {
+                stats.expired += 1;
+                return Ok(limit(p));
+            }
+            Err(_) => {
+                stats.malformed += 1;
+                return Ok(None);
+            }
+        };
+        let crossed = limit(p);
+        let Some(seq) = inner
+            .get(INNER_HEADER..MIN_PACKET)
+            .map(|b| u64::from_be_bytes(b.try_into().unwrap()))
+        else {
+            stats.malformed += 1;
+            return Ok(crossed);
+        };
+        stats.delivered_packets += 1;
+        stats.delivered_bytes += inner.len() as u64;
+        let bits = self.delivered.entry((t, dir)).or_default();
+        let (word, bit) = ((seq / 64) as usize, seq % 64);
+        if bits.len() <= word {
+            bits.resize(word + 1, 0);
+        }
+        if bits[word] & (1 << bit) != 0 {
+            return Err(format!(
+                "tunnel {}: packet {seq} of direction {dir} accepted twice (replay)",
+                stats.tunnel
+            ));
+        }
+        bits[word] |= 1 << bit;
+        Ok(crossed)
+    }
+
+    /// Aggregate mode: `packets` packets of `bytes` in all from `gw` on tunnel `t`, counted
+    /// at the sender's outbound SA and the peer's matching inbound SA. Returns the limits
+    /// crossed, as (gateway, limit).
+    pub fn account(
+        &mut self,
+        gw: usize,
+        peer: usize,
+        t: usize,
+        packets: u64,
+        bytes: u64,
+    ) -> Vec<(usize, Crossed)> {
+        let stats = self.flows.get_mut(&t).expect("a flow");
+        stats.offered_packets += packets;
+        stats.offered_bytes += bytes;
+        let mut crossed = Vec::new();
+        let Some(p) = self
+            .sender
+            .get(&(gw, t))
+            .and_then(|spi| self.pairs.get_mut(&(gw, *spi)))
+        else {
+            stats.no_sa += packets;
+            return crossed;
+        };
+        if p.expired || p.outbound.account(packets, bytes).is_err() {
+            stats.expired += packets;
+            return crossed;
+        }
+        stats.sent_packets += packets;
+        crossed.extend(limit(p).map(|c| (gw, c)));
+        let spi_out = p.outbound.spi;
+        let Some(q) = self.pairs.get_mut(&(peer, spi_out)) else {
+            stats.unknown_spi += packets;
+            return crossed;
+        };
+        stats.arrived += packets;
+        if q.expired || q.inbound.account(packets, bytes).is_err() {
+            stats.expired += packets;
+            return crossed;
+        }
+        stats.delivered_packets += packets;
+        stats.delivered_bytes += bytes;
+        crossed.extend(limit(q).map(|c| (peer, c)));
+        crossed
+    }
+}
+
+/// The limit this pair has just reached, once: soft asks for a rekey (unless the pair
+/// was already rekeyed or is being rekeyed), hard for a delete.
+fn limit(p: &mut Pair) -> Option<Crossed> {
+    let spi_in = p.inbound.spi;
+    let state = match (p.outbound.lifetime_state(), p.inbound.lifetime_state()) {
+        (LifetimeState::Hard, _) | (_, LifetimeState::Hard) => LifetimeState::Hard,
+        (LifetimeState::Soft, _) | (_, LifetimeState::Soft) => LifetimeState::Soft,
+        _ => LifetimeState::Fine,
+    };
+    match state {
+        LifetimeState::Hard if !p.expired => {
+            p.expired = true;
+            p.retired = true;
+            Some(Crossed::Hard(spi_in))
+        }
+        LifetimeState::Soft if !p.soft_reported => {
+            p.soft_reported = true;
+            Some(Crossed::Soft(spi_in))
+        }
+        _ => None,
+    }
+}

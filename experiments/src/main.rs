@@ -160,6 +160,7 @@ fn run(cli: Cli) -> Result<()> {
                 out: None,
                 trace: None,
                 pcap: false,
+                keylog: false,
                 quiet: false,
                 no_report: false,
             },

@@ -7,7 +7,7 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use netsim::{Outputs, Results, World};
+use netsim::{Keylog, Outputs, Results, World};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sim_core::pcap::PcapSink;
@@ -33,6 +33,11 @@ pub struct RunArgs {
     /// Write capture.pcap with every IPv4 packet put on a link.
     #[arg(long)]
     pub pcap: bool,
+    /// Write the keys that decrypt the capture as Wireshark's decryption tables:
+    /// wireshark/ikev2_decryption_table and wireshark/esp_sa (copy them into a
+    /// Wireshark profile, or point XDG_CONFIG_HOME at DIR; enable ESP decryption).
+    #[arg(long)]
+    pub keylog: bool,
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
@@ -92,13 +97,27 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
         }
         false => None,
     };
+    let mut keylog = Keylog::default();
     let results = world.run(Outputs {
         tracer,
         pcap: pcap.as_mut(),
+        keylog: args.keylog.then_some(&mut keylog),
         progress: !args.quiet,
     });
     if let Some(p) = pcap {
         p.finish()?.flush().context("writing capture.pcap")?;
+    }
+    if args.keylog {
+        let dir = out.join("wireshark");
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (name, lines) in [
+            ("ikev2_decryption_table", &keylog.ike),
+            ("esp_sa", &keylog.esp),
+        ] {
+            let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            fs::write(dir.join(name), text)
+                .with_context(|| format!("writing {}", dir.join(name).display()))?;
+        }
     }
 
     let reproduce = match &args.scenario {

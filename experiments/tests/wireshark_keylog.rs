@@ -191,3 +191,95 @@ fn esp_keys_decrypt_captured_esp_in_tshark() {
     );
     assert!(text.contains("10.98.1.9"), "{text}");
 }
+
+/// `qsafe run --pcap --keylog`: the capture of a simulated tunnel with traffic, its
+/// Child SAs rekeyed twice, decrypts in tshark with nothing but the two key files
+/// written beside it (read as a Wireshark profile): the identities inside IKE_AUTH, and
+/// the inner packets of every ESP packet under all three Child SAs.
+#[test]
+fn a_simulated_capture_decrypts_with_the_written_key_files() {
+    if !tshark_available() {
+        return;
+    }
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("keylog-run");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let scenario = dir.join("p2p.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+duration = "20s"
+[[gateway]]
+name = "gw-a"
+address = "10.0.0.1"
+[[gateway]]
+name = "gw-b"
+address = "10.0.0.2"
+[[link]]
+a = "gw-a"
+b = "gw-b"
+params = { latency = "5ms" }
+[[tunnel]]
+name = "t1"
+initiator = "gw-a"
+responder = "gw-b"
+ike = ["aes256gcm16-prfsha256-x25519"]
+esp = ["aes128gcm16-x25519"]
+child_rekey_every = "8s"
+traffic = { rate_pps = 5, sizes = [100] }
+"#,
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let run = Command::new(env!("CARGO_BIN_EXE_qsafe"))
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(["--pcap", "--keylog", "--quiet", "--no-report"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let esp_sa = std::fs::read_to_string(out.join("wireshark/esp_sa")).unwrap();
+    assert_eq!(
+        esp_sa.lines().count(),
+        6,
+        "three Child SAs, two directions: {esp_sa}"
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let sent = results["traffic"][0]["sent_packets"].as_u64().unwrap();
+    assert!(sent > 150, "{sent}");
+    let fields = |field: &str| {
+        let o = Command::new("tshark")
+            .env("XDG_CONFIG_HOME", &out)
+            .args(["-r", out.join("capture.pcap").to_str().unwrap()])
+            .args([
+                "-o",
+                "esp.enable_encryption_decode:TRUE",
+                "-T",
+                "fields",
+                "-e",
+                field,
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let ids = fields("isakmp.id.data.fqdn");
+    assert!(ids.contains("gw-a") && ids.contains("gw-b"), "{ids}");
+    // The inner UDP packets go to port 9; each decrypted ESP packet shows one.
+    let ports = fields("udp.dstport");
+    let inner = ports
+        .lines()
+        .filter(|l| l.split(',').any(|p| p == "9"))
+        .count();
+    assert_eq!(inner as u64, sent, "{ports}");
+}

@@ -9,4 +9,4 @@ pub mod world;
 
 pub use config::WorldConfig;
 pub use results::Results;
-pub use world::{BuildError, Outputs, World, tunnel_psk};
+pub use world::{BuildError, Keylog, Outputs, World, tunnel_psk};

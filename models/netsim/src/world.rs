@@ -228,6 +228,7 @@ impl TraceEvent for NetTrace<'_> {
 pub struct Outputs<'a> {
     pub tracer: Tracer,
     pub pcap: Option<&'a mut PcapSink<Box<dyn Write>>>,
+    pub keylog: Option<&'a mut Keylog>,
     pub progress: bool,
 }
 
@@ -236,9 +237,20 @@ impl Outputs<'_> {
         Outputs {
             tracer: Tracer::new(),
             pcap: None,
+            keylog: None,
             progress: false,
         }
     }
+}
+
+/// The keys a capture of the run needs, as records of Wireshark's two decryption
+/// tables (its UAT files `ikev2_decryption_table` and `esp_sa`), taken at each tunnel's
+/// initiator: every IKE key set (also after each RFC 9370 update and each IKE SA
+/// rekey), and both directions of every Child SA.
+#[derive(Debug, Default)]
+pub struct Keylog {
+    pub ike: Vec<String>,
+    pub esp: Vec<String>,
 }
 
 pub struct World {
@@ -270,6 +282,7 @@ pub struct World {
     esp_crypto: Box<dyn CryptoProvider>,
     /// (sending gateway, receiving gateway) -> (tunnel, direction).
     gw_pair_tunnel: BTreeMap<(usize, usize), (usize, usize)>,
+    keylog: Option<Keylog>,
 }
 
 /// The pre-shared key both gateways of a tunnel authenticate with (live mode uses it
@@ -591,6 +604,7 @@ impl World {
             dp,
             esp_crypto,
             gw_pair_tunnel,
+            keylog: None,
         })
     }
 
@@ -599,9 +613,11 @@ impl World {
         let Outputs {
             tracer,
             mut pcap,
+            keylog,
             progress,
         } = outputs;
         self.sim.trace = tracer;
+        self.keylog = keylog.as_ref().map(|_| Keylog::default());
         let capture = pcap.is_some();
         for l in &mut self.links {
             for c in &mut l.channels {
@@ -626,6 +642,9 @@ impl World {
         }
         if let Some(p) = progress.as_mut() {
             p.finish(self.sim.now(), self.sim.events_processed());
+        }
+        if let (Some(out), Some(mine)) = (keylog, self.keylog.take()) {
+            *out = mine;
         }
         self.results()
     }
@@ -1298,6 +1317,7 @@ impl World {
         let now = self.sim.now();
         self.check_invariants(&ev);
         self.update_data_plane(gw, &ev);
+        self.record_keys(gw, &ev);
         match ev {
             Event::PpkNeeded { sa, peer, key_id } => {
                 let t = self.gateways[gw].peer_tunnel[peer];
@@ -1542,6 +1562,40 @@ impl World {
             | Event::ChildSaFailed { .. }
             | Event::IkeSaRekeyFailed { .. }
             | Event::ChildSaDeleted { .. } => {}
+        }
+    }
+
+    /// Records the keys of tunnel initiators' events for Wireshark.
+    fn record_keys(&mut self, gw: usize, ev: &Event) {
+        let Some(log) = self.keylog.as_mut() else {
+            return;
+        };
+        let sa = match ev {
+            Event::Keys { sa, .. }
+            | Event::IkeSaRekeyed { old: sa, .. }
+            | Event::ChildSaReady { sa, .. }
+            | Event::ChildSaRekeyed { sa, .. } => *sa,
+            _ => return,
+        };
+        let Some(&t) = self.sa_tunnel.get(&(gw, sa)) else {
+            return;
+        };
+        let tun = &self.tunnels[t];
+        if gw != tun.initiator {
+            return;
+        }
+        let local = IpAddr::V4(*self.gateways[gw].addr.ip());
+        let remote = IpAddr::V4(*self.gateways[tun.responder].addr.ip());
+        match ev {
+            Event::Keys { entry, .. } => log.ike.push(entry.wireshark_line()),
+            Event::IkeSaRekeyed { keylog, .. } => log.ike.push(keylog.wireshark_line()),
+            Event::ChildSaReady { child, .. } | Event::ChildSaRekeyed { child, .. } => {
+                for outbound in [true, false] {
+                    log.esp
+                        .push(child.wireshark_esp_line(local, remote, outbound));
+                }
+            }
+            _ => {}
         }
     }
 

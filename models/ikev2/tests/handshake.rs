@@ -589,6 +589,76 @@ fn simultaneous_child_rekeys_leave_the_same_single_pair_on_both_sides() {
 }
 
 #[test]
+fn simultaneous_ike_sa_rekeys_leave_the_same_single_successor_on_both_sides() {
+    // Plain and hybrid (each crossing rekey then runs its own IKE_FOLLOWUP_KE); which
+    // exchange wins depends on the nonces, so on the seed: see both outcomes.
+    for ike in [
+        "aes256gcm16-prfsha256-x25519",
+        "aes256gcm16-prfsha256-x25519-ke1_mlkem768",
+    ] {
+        let mut winners = std::collections::BTreeSet::new();
+        for seed in 50..60 {
+            let mut p = Pair::new(seed, |_, peer| {
+                *peer = peer.clone().with_ike(&[ike]).unwrap()
+            });
+            p.handshake(10 * SEC);
+            let first = [p.child(0).unwrap().clone(), p.child(1).unwrap().clone()];
+            for i in 0..2 {
+                let Some(Event::IkeSaEstablished { sa, .. }) = p.established(i).cloned() else {
+                    panic!()
+                };
+                assert_eq!(p.eps[i].rekey_ike(p.now, sa), Start::Started);
+            }
+            while p.step() {}
+            // One successor each, the same on both sides, holding the Child SA.
+            assert_eq!(
+                (p.eps[0].sa_count(), p.eps[1].sa_count()),
+                (1, 1),
+                "{ike} seed {seed}"
+            );
+            let rekeyed = |i: usize| {
+                let r: Vec<_> = p.events[i]
+                    .iter()
+                    .filter_map(|e| match &e.1 {
+                        Event::IkeSaRekeyed {
+                            new, keys, keylog, ..
+                        } => Some((*new, keys.clone(), (keylog.spi_i, keylog.spi_r))),
+                        _ => None,
+                    })
+                    .collect();
+                assert_eq!(r.len(), 1, "{ike} seed {seed} side {i}: {:?}", p.events[i]);
+                r[0].clone()
+            };
+            let (a, b) = (rekeyed(0), rekeyed(1));
+            assert_eq!((&a.1, a.2), (&b.1, b.2), "{ike} seed {seed}");
+            // Both rekeys ran to the end (none refused): each side deleted the old SA
+            // and the losing successor.
+            for i in 0..2 {
+                let ev = &p.events[i];
+                assert!(
+                    !ev.iter()
+                        .any(|e| matches!(e.1, Event::IkeSaRekeyFailed { .. }))
+                );
+                let deleted = ev
+                    .iter()
+                    .filter(|e| matches!(e.1, Event::IkeSaDeleted { .. }))
+                    .count();
+                assert_eq!(deleted, 2, "{ike} seed {seed} side {i}: {ev:?}");
+            }
+            // Who initiated the surviving exchange: its initiator's SPI comes first.
+            winners.insert(a.2.0 == a.0);
+            // The Child SA lives on in the successor: rekeying it there works.
+            p.eps[0].rekey_child(p.now, a.0, first[0].spi_in);
+            while p.step() {}
+            let (ra, rb) = (rekeyed_children(&p, 0), rekeyed_children(&p, 1));
+            assert_eq!((ra.len(), rb.len()), (1, 1), "{ike} seed {seed}");
+            assert_eq!(ra[0].1.encr_out, rb[0].1.encr_in);
+        }
+        assert_eq!(winners.len(), 2, "{ike}: one side won every time");
+    }
+}
+
+#[test]
 fn ike_sas_rekey_from_either_side_and_keep_their_child_sas() {
     for rekeyer in [0, 1] {
         let mut p = Pair::new(40 + rekeyer as u64, |_, peer| {

@@ -91,6 +91,19 @@ enum Creating {
     },
 }
 
+/// Two rekeys of this IKE SA that crossed (RFC 7296 section 2.8.2): both run to the
+/// end (with their IKE_FOLLOWUP_KE exchanges), then the lowest of the four nonces
+/// decides, alike on both sides. The Child SAs stay with the old SA until then.
+#[derive(Default)]
+struct IkeCrossing {
+    /// Our rekey, complete.
+    ours: Option<Followup>,
+    /// Our rekey failed: the peer's goes on as an ordinary rekey.
+    ours_failed: bool,
+    /// The peer's rekey, complete.
+    theirs: Option<Followup>,
+}
+
 /// A rekey between its CREATE_CHILD_SA and its last IKE_FOLLOWUP_KE (RFC 9370: one
 /// exchange per additional key exchange).
 struct Followup {
@@ -246,6 +259,8 @@ pub(crate) struct IkeSa {
     rekey: Option<ChildRekey>,
     /// The peer's rekey that crossed ours.
     collision: Option<RekeyCollision>,
+    /// The peer's IKE SA rekey that crossed ours.
+    ike_crossing: Option<IkeCrossing>,
     /// Our CREATE_CHILD_SA rekeying this IKE SA.
     ike_rekey: Option<IkeRekey>,
     /// Our rekey in its IKE_FOLLOWUP_KE exchanges.
@@ -505,6 +520,7 @@ impl IkeSa {
             children: Vec::new(),
             rekey: None,
             collision: None,
+            ike_crossing: None,
             ike_rekey: None,
             followup: None,
             peer_followup: None,
@@ -2310,12 +2326,17 @@ impl IkeSa {
             sa.send_response(ctx, header, &[notify_payload(kind, data)]);
             Ok(())
         };
-        if self.ike_rekey.is_some()
-            || self.rekey.is_some()
-            || self.followup.is_some()
+        let ours_running = self.ike_rekey.is_some()
+            || self
+                .followup
+                .as_ref()
+                .is_some_and(|f| matches!(f.creating, Creating::Ike { .. }));
+        if self.rekey.is_some()
             || self.peer_followup.is_some()
+            || self.ike_crossing.is_some()
+            || (self.followup.is_some() && !ours_running)
         {
-            // One rekey at a time here: the peer retries later (RFC 7296 section 2.25).
+            // Busy with a Child SA rekey: the peer retries later (RFC 7296 section 2.25).
             return refuse(self, ctx, notify::TEMPORARY_FAILURE, vec![]);
         }
         let offered = AuthPayloads::of(payloads)
@@ -2376,6 +2397,10 @@ impl IkeSa {
             ));
         }
         self.send_response(ctx, header, &response);
+        if ours_running {
+            // Both sides rekey this IKE SA: both exchanges go on, the nonces decide.
+            self.ike_crossing = Some(IkeCrossing::default());
+        }
         let f = Followup::new(
             Creating::Ike {
                 chosen: sel.chosen,
@@ -2396,11 +2421,8 @@ impl IkeSa {
         r: IkeRekey,
         payloads: &[Payload],
     ) -> Result<(), FailReason> {
-        let failed = |sa: &Self, ctx: &mut Ctx<'_>, notify: u16| {
-            ctx.out.events.push_back(Event::IkeSaRekeyFailed {
-                sa: sa.our_spi(),
-                notify,
-            });
+        let failed = |sa: &mut Self, ctx: &mut Ctx<'_>, notify: u16| {
+            sa.ike_rekey_failed(ctx, notify);
             Ok(())
         };
         if let Some(n) = first_error(payloads) {
@@ -2474,12 +2496,61 @@ impl IkeSa {
         Ok(())
     }
 
-    fn rekey_failed(&self, ctx: &mut Ctx<'_>, creating: &Creating, notify: u16) {
-        let sa = self.our_spi();
-        ctx.out.events.push_back(match creating {
-            Creating::Child { .. } => Event::ChildSaFailed { sa, notify },
-            Creating::Ike { .. } => Event::IkeSaRekeyFailed { sa, notify },
+    fn rekey_failed(&mut self, ctx: &mut Ctx<'_>, creating: &Creating, notify: u16) {
+        match creating {
+            Creating::Child { .. } => ctx.out.events.push_back(Event::ChildSaFailed {
+                sa: self.our_spi(),
+                notify,
+            }),
+            Creating::Ike { .. } => self.ike_rekey_failed(ctx, notify),
+        }
+    }
+
+    /// Our IKE SA rekey failed. A crossing rekey of the peer's then stands alone.
+    fn ike_rekey_failed(&mut self, ctx: &mut Ctx<'_>, notify: u16) {
+        ctx.out.events.push_back(Event::IkeSaRekeyFailed {
+            sa: self.our_spi(),
+            notify,
         });
+        if let Some(c) = self.ike_crossing.as_mut() {
+            c.ours_failed = true;
+            if let Some(theirs) = c.theirs.take() {
+                self.ike_crossing = None;
+                self.finish_rekey(ctx, theirs);
+            }
+        }
+    }
+
+    /// Both crossing IKE SA rekeys are complete: the exchange holding the lowest of the
+    /// four nonces lost. Both successors exist on both sides; the winner's takes the
+    /// Child SAs, the loser's is deleted by its initiator, and the winner's initiator
+    /// deletes the old SA.
+    fn settle_ike_crossing(&mut self, ctx: &mut Ctx<'_>, ours: Followup, theirs: Followup) {
+        let lowest = |f: &Followup| f.nonces[0].as_slice().min(f.nonces[1].as_slice()).to_vec();
+        let lost = lowest(&ours) < lowest(&theirs);
+        let (winner, loser) = if lost { (theirs, ours) } else { (ours, theirs) };
+        for (f, wins) in [(loser, false), (winner, true)] {
+            let Creating::Ike { chosen, spis } = f.creating else {
+                unreachable!("only IKE SA rekeys cross here")
+            };
+            let shared = f.shared.expect("an IKE SA rekey always has a key exchange");
+            let mut new = self.hand_over(
+                ctx,
+                chosen,
+                spis,
+                f.nonces,
+                (shared, f.additional),
+                f.initiated,
+                wins,
+            );
+            if !wins && f.initiated {
+                let _ = new.delete(ctx);
+            }
+            ctx.out.new_sas.push(new);
+        }
+        if !lost {
+            let _ = self.delete(ctx);
+        }
     }
 
     fn on_followup_response(
@@ -2618,10 +2689,26 @@ impl IkeSa {
                 self.deleting_child = Some(doomed);
                 self.send_request(ctx, exchange::INFORMATIONAL, &[delete]);
             }
+            Creating::Ike { .. } if self.ike_crossing.is_some() => {
+                let c = self.ike_crossing.as_mut().expect("checked");
+                match f.initiated {
+                    true => c.ours = Some(f),
+                    false => c.theirs = Some(f),
+                }
+                if c.ours_failed || (c.ours.is_some() && c.theirs.is_some()) {
+                    let c = self.ike_crossing.take().expect("checked");
+                    match (c.ours, c.theirs) {
+                        (Some(ours), Some(theirs)) => self.settle_ike_crossing(ctx, ours, theirs),
+                        (_, Some(theirs)) => self.finish_rekey(ctx, theirs),
+                        _ => {}
+                    }
+                }
+            }
             Creating::Ike { chosen, spis } => {
                 let shared = f.shared.expect("an IKE SA rekey always has a key exchange");
                 let secrets = (shared, f.additional);
-                self.hand_over(ctx, chosen, spis, f.nonces, secrets, f.initiated);
+                let new = self.hand_over(ctx, chosen, spis, f.nonces, secrets, f.initiated, true);
+                ctx.out.new_sas.push(new);
                 if f.initiated {
                     // The successor is in place: the rekey's initiator deletes the old SA.
                     let _ = self.delete(ctx);
@@ -2630,9 +2717,11 @@ impl IkeSa {
         }
     }
 
-    /// Creates the successor of this IKE SA, keyed
-    /// `SKEYSEED = prf(SK_d, g^ir | Ni | Nr | SK(1) | ... | SK(k))` under the new SPIs (initiator's, then
-    /// responder's, of the rekey exchange), and moves the Child SAs to it.
+    /// Creates a successor of this IKE SA, keyed
+    /// `SKEYSEED = prf(SK_d, g^ir | Ni | Nr | SK(1) | ... | SK(k))` under the new SPIs
+    /// (initiator's, then responder's, of the rekey exchange). The successor `takes_over`
+    /// the Child SAs (and is reported as the rekeyed SA) unless it lost a crossing.
+    #[allow(clippy::too_many_arguments)]
     fn hand_over(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -2641,7 +2730,8 @@ impl IkeSa {
         [ni, nr]: [Vec<u8>; 2],
         (shared, additional): (Vec<u8>, Vec<Vec<u8>>),
         initiator: bool,
-    ) {
+        takes_over: bool,
+    ) -> IkeSa {
         let suite = self.suite.expect("negotiated");
         let mut new = IkeSa::blank(self.peer, initiator, spi_i, spi_r, self.remote);
         let id = SaIdentity {
@@ -2662,16 +2752,18 @@ impl IkeSa {
         new.floated = self.floated;
         new.peer_frag = self.peer_frag;
         new.ppk_outcome = self.ppk_outcome.clone();
-        new.children = std::mem::take(&mut self.children);
         new.heard_from_peer(ctx);
         new.emit_keys(ctx);
-        ctx.out.events.push_back(Event::IkeSaRekeyed {
-            old: self.our_spi(),
-            new: new.our_spi(),
-            keys: new.keys.clone().expect("derived"),
-            keylog: new.keylog(),
-        });
-        ctx.out.new_sas.push(new);
+        if takes_over {
+            new.children = std::mem::take(&mut self.children);
+            ctx.out.events.push_back(Event::IkeSaRekeyed {
+                old: self.our_spi(),
+                new: new.our_spi(),
+                keys: new.keys.clone().expect("derived"),
+                keylog: new.keylog(),
+            });
+        }
+        new
     }
 
     // ----- liveness -------------------------------------------------------------------

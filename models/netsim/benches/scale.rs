@@ -43,6 +43,7 @@ fn hub_and_spoke(
         }],
         qkd_links: Vec::new(),
         tunnels: Vec::new(),
+        faults: Vec::new(),
     };
     for i in 0..spokes {
         let name = format!("spoke-{i}");

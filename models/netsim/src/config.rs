@@ -33,6 +33,24 @@ pub struct WorldConfig {
     pub qkd_links: Vec<QkdLinkSpec>,
     #[serde(rename = "tunnel", default)]
     pub tunnels: Vec<TunnelSpec>,
+    /// Faults at given times (links and key managers have their own up/down schedules).
+    #[serde(rename = "fault", default)]
+    pub faults: Vec<Fault>,
+}
+
+/// Something that goes wrong during a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Fault {
+    /// The gateway reboots at `at`: it loses every IKE and ESP SA, is unreachable for
+    /// `down_for`, then starts the tunnels it initiates afresh. Its peers find out by
+    /// dead peer detection or a failing rekey.
+    GatewayRestart {
+        at: SimTime,
+        gateway: String,
+        #[serde(default)]
+        down_for: SimDuration,
+    },
 }
 
 fn default_sample() -> SimDuration {

@@ -90,6 +90,8 @@ pub struct TunnelSummary {
     pub ike_rekeys: u32,
     /// Established IKE SAs that dead peer detection found dead (then restarted).
     pub dead_peers: u32,
+    /// Times its initiator came back from a reboot and started it afresh.
+    pub restarts: u32,
 }
 
 /// ESP traffic through one tunnel, both directions together. Every offered packet ends

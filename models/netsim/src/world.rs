@@ -31,11 +31,13 @@ use sim_core::pcap::PcapSink;
 use sim_core::progress::Progress;
 use sim_core::{EntityId, SimDuration, SimTime, Simulation, TimerId, TraceEvent, Tracer, entity};
 
-use crate::config::{CryptoMode, KeyApi, PpkMode, TrafficMode, TrafficPattern, WorldConfig};
+use crate::config::{CryptoMode, Fault, KeyApi, PpkMode, TrafficMode, TrafficPattern, WorldConfig};
 use crate::dataplane::{Crossed, DataPlane, ESP_PORT, MIN_PACKET};
 use crate::results::*;
 
 const IKE_PORT: u16 = 500;
+/// How often the oracle looks for negotiations stuck past their timeouts.
+const AUDIT_EVERY: SimDuration = SimDuration::from_secs(10);
 
 /// The simulator's events.
 enum Ev {
@@ -99,6 +101,16 @@ enum Ev {
         gw: usize,
         spi_in: u32,
     },
+    /// The gateway reboots (loses all state), or comes back up after it.
+    GatewayDown {
+        gw: usize,
+        down_for: SimDuration,
+    },
+    GatewayUp {
+        gw: usize,
+    },
+    /// The invariant oracle's periodic look at negotiations in progress.
+    Audit,
 }
 
 /// A configuration error: which field, and what is wrong.
@@ -121,6 +133,11 @@ struct Gateway {
     entity: EntityId,
     addr: SocketAddrV4,
     ep: Endpoint,
+    /// What a reboot starts again from.
+    peer_cfgs: Vec<PeerConfig>,
+    restarts: u32,
+    /// Rebooting: everything that arrives is lost.
+    down: bool,
     kme: Option<usize>,
     timer: Option<TimerId>,
     /// Peer index in the endpoint -> tunnel.
@@ -136,6 +153,9 @@ struct SimLink {
 
 #[derive(Default)]
 struct Attempt {
+    /// When the negotiation last moved on (IKE started, an exchange completed).
+    progress: SimTime,
+    reported_stuck: bool,
     requested: SimTime,
     key_wait: SimDuration,
     ike_started: SimTime,
@@ -448,12 +468,20 @@ impl World {
             let (tunnel_ids, peer_cfgs): (Vec<usize>, Vec<PeerConfig>) =
                 std::mem::take(&mut peers[i]).into_iter().unzip();
             let rng = Box::new(sim.rng(entity, "ike"));
-            let ep = Endpoint::new(EndpointConfig::new(addr.into()), peer_cfgs, crypto, rng);
+            let ep = Endpoint::new(
+                EndpointConfig::new(addr.into()),
+                peer_cfgs.clone(),
+                crypto,
+                rng,
+            );
             gateways.push(Gateway {
                 name: g.name.clone(),
                 entity,
                 addr,
                 ep,
+                peer_cfgs,
+                restarts: 0,
+                down: false,
                 kme,
                 timer: None,
                 peer_tunnel: tunnel_ids,
@@ -551,6 +579,20 @@ impl World {
         }
 
         let world_entity = sim.register("world").expect("fresh name");
+        for (i, f) in cfg.faults.iter().enumerate() {
+            match f {
+                Fault::GatewayRestart {
+                    at,
+                    gateway,
+                    down_for,
+                } => {
+                    let gw = find(&gw_names, gateway, format!("fault[{i}].gateway"))?;
+                    let down_for = *down_for;
+                    sim.schedule_at(world_entity, *at, Ev::GatewayDown { gw, down_for });
+                }
+            }
+        }
+        sim.schedule(world_entity, AUDIT_EVERY, Ev::Audit);
         for (i, t) in cfg.tunnels.iter().enumerate() {
             sim.schedule_at(
                 gateways[tunnels[i].initiator].entity,
@@ -669,6 +711,9 @@ impl World {
                 datagram,
             } => {
                 let gw = self.links[link].ends[1 - dir];
+                if self.gateways[gw].down {
+                    return;
+                }
                 if datagram.dst.port() == ESP_PORT {
                     let from = self.links[link].ends[dir];
                     self.esp_arrived(from, gw, &datagram.payload);
@@ -753,6 +798,110 @@ impl World {
             Ev::AggregateTick { tunnel } => self.aggregate_tick(tunnel),
             Ev::VolumeRekey { gw, spi_in } => self.volume_rekey(gw, spi_in),
             Ev::ChildExpire { gw, spi_in } => self.child_expire(gw, spi_in),
+            Ev::GatewayDown { gw, down_for } => self.gateway_down(gw, down_for),
+            Ev::GatewayUp { gw } => self.gateway_up(gw),
+            Ev::Audit => {
+                self.audit();
+                let world = self.sim.entities().lookup("world").expect("registered");
+                self.sim.schedule(world, AUDIT_EVERY, Ev::Audit);
+            }
+        }
+    }
+
+    // ----- faults -----------------------------------------------------------------------
+
+    /// A reboot: the gateway's endpoint starts from nothing (a new random stream), its
+    /// ESP SAs and timers are gone, and its tunnels forget their SAs. Peers keep theirs.
+    fn gateway_down(&mut self, gw: usize, down_for: SimDuration) {
+        let now = self.sim.now();
+        let g = &mut self.gateways[gw];
+        g.restarts += 1;
+        g.down = true;
+        if let Some(timer) = g.timer.take() {
+            self.sim.cancel_timer(timer);
+        }
+        let entity = g.entity;
+        let rng = Box::new(self.sim.rng(entity, &format!("ike/restart-{}", g.restarts)));
+        let crypto: Box<dyn CryptoProvider> = match self.cfg.crypto {
+            CryptoMode::Real => Box::new(RealCrypto),
+            CryptoMode::Model => Box::new(ModelCrypto),
+        };
+        let config = EndpointConfig::new(g.addr.into());
+        g.ep = Endpoint::new(config, g.peer_cfgs.clone(), crypto, rng);
+        let gone: Vec<SaId> = self
+            .sa_tunnel
+            .range((gw, 0)..=(gw, SaId::MAX))
+            .map(|(&(_, sa), _)| sa)
+            .collect();
+        for sa in gone {
+            self.sa_tunnel.remove(&(gw, sa));
+            self.dp.remove_sa(gw, sa);
+        }
+        for t in 0..self.tunnels.len() {
+            let tun = &mut self.tunnels[t];
+            if tun.initiator != gw {
+                continue;
+            }
+            if let Some((_, since)) = tun.current.take() {
+                tun.summary.up_ns += now.saturating_since(since).as_nanos();
+            }
+            if let Some((a, _)) = tun.attempt.take() {
+                tun.summary.failed += 1;
+                let attempts = tun.summary.attempts;
+                let name = tun.name.clone();
+                self.handshakes.push(row(
+                    &name,
+                    attempts,
+                    &a,
+                    now,
+                    "failed: gateway restart".into(),
+                    String::new(),
+                    String::new(),
+                ));
+            }
+        }
+        self.sim.schedule(entity, down_for, Ev::GatewayUp { gw });
+    }
+
+    /// Back from a reboot: the tunnels this gateway initiates start again.
+    fn gateway_up(&mut self, gw: usize) {
+        self.gateways[gw].down = false;
+        let entity = self.gateways[gw].entity;
+        for t in 0..self.tunnels.len() {
+            if self.tunnels[t].initiator == gw {
+                self.tunnels[t].summary.restarts += 1;
+                self.sim
+                    .schedule(entity, SimDuration::ZERO, Ev::TunnelStart { tunnel: t });
+            }
+        }
+    }
+
+    /// The oracle: an IKE negotiation must end (in success or failure) within its
+    /// timeouts. Any exchange fails after its retransmissions, a PPK answer is awaited
+    /// for a bounded time, so an attempt that made no progress for longer than both
+    /// together is stuck.
+    fn audit(&mut self) {
+        let now = self.sim.now();
+        for t in 0..self.tunnels.len() {
+            let tun = &self.tunnels[t];
+            let Some((a, Some(_))) = &tun.attempt else {
+                continue;
+            };
+            let timers = &self.gateways[tun.initiator].peer_cfgs[tun.peer].timers;
+            let limit = timers.exchange_timeout_ns() + timers.ppk_timeout_ns + 1_000_000_000;
+            let quiet = now.saturating_since(a.progress).as_nanos();
+            if quiet > limit && !a.reported_stuck {
+                let msg = format!(
+                    "at {now}: tunnel {}: the IKE negotiation started at {} made no progress for {}",
+                    tun.name,
+                    a.ike_started,
+                    SimDuration::from_nanos(quiet)
+                );
+                self.violations.push(msg);
+                if let Some((a, _)) = self.tunnels[t].attempt.as_mut() {
+                    a.reported_stuck = true;
+                }
+            }
         }
     }
 
@@ -1080,6 +1229,7 @@ impl World {
         if let Some((a, _)) = self.tunnels[t].attempt.as_mut() {
             a.key_wait = now.saturating_since(a.requested);
             a.ike_started = now;
+            a.progress = now;
         }
         let sa = self.gateways[gw].ep.initiate(now.as_nanos(), peer);
         self.sa_tunnel.insert((gw, sa), t);
@@ -1352,6 +1502,7 @@ impl World {
                     && let Some((a, Some(s))) = self.tunnels[t].attempt.as_mut()
                     && *s == sa
                 {
+                    a.progress = now;
                     a.retransmissions += stats.retransmissions;
                     a.bytes_sent += stats.request_bytes;
                     a.bytes_received += stats.response_bytes;
@@ -1557,8 +1708,15 @@ impl World {
                     self.schedule_ike_rekey(t, new);
                 }
             }
+            Event::ExchangeStarted { sa, .. } => {
+                if let Some(&t) = self.sa_tunnel.get(&(gw, sa))
+                    && let Some((a, Some(s))) = self.tunnels[t].attempt.as_mut()
+                    && *s == sa
+                {
+                    a.progress = now;
+                }
+            }
             Event::Keys { .. }
-            | Event::ExchangeStarted { .. }
             | Event::ChildSaFailed { .. }
             | Event::IkeSaRekeyFailed { .. }
             | Event::ChildSaDeleted { .. } => {}
@@ -1845,5 +2003,41 @@ mod tests {
         w.check_child_keys(0, &child(4, 3, 40, 31));
         assert_eq!(w.violations.len(), 1, "{:?}", w.violations);
         assert!(w.violations[0].contains("Child SA 00000003"));
+    }
+
+    #[test]
+    fn the_oracle_reports_a_negotiation_stuck_past_its_timeouts_once() {
+        let cfg: WorldConfig = serde_json::from_str(
+            r#"{"duration": "1h",
+                "gateway": [{"name": "a", "address": "10.0.0.1"}, {"name": "b", "address": "10.0.0.2"}],
+                "link": [{"a": "a", "b": "b"}],
+                "tunnel": [{"name": "t", "initiator": "a", "responder": "b"}]}"#,
+        )
+        .unwrap();
+        let mut w = World::new(cfg, 1, Tracer::new()).unwrap();
+        // Move the clock to 300 s without running anything.
+        let world = w.sim.entities().lookup("world").unwrap();
+        w.sim
+            .schedule_at(world, SimTime::from_nanos(300_000_000_000), Ev::Sample);
+        while w.sim.next_event().is_some() {}
+        let attempt = |progress_s: u64| Attempt {
+            progress: SimTime::from_nanos(progress_s * 1_000_000_000),
+            ..Default::default()
+        };
+        // 165.06 s of retransmissions and 60 s for a PPK: 250 s of quiet is too long,
+        // 200 s is not.
+        w.tunnels[0].attempt = Some((attempt(100), Some(7)));
+        w.audit();
+        assert!(w.violations.is_empty(), "{:?}", w.violations);
+        w.tunnels[0].attempt = Some((attempt(50), Some(7)));
+        w.audit();
+        w.audit();
+        assert_eq!(w.violations.len(), 1, "{:?}", w.violations);
+        assert!(w.violations[0].contains("tunnel t: the IKE negotiation"));
+        // Waiting for a QKD key before IKE starts is not a negotiation.
+        w.violations.clear();
+        w.tunnels[0].attempt = Some((attempt(0), None));
+        w.audit();
+        assert!(w.violations.is_empty());
     }
 }

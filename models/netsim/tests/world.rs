@@ -328,3 +328,46 @@ fn ike_sas_rekey_on_schedule_and_child_rekeys_carry_on_across_them() {
         "{followups:?}"
     );
 }
+
+#[test]
+fn a_gateway_that_restarts_loses_its_sas_and_the_tunnel_comes_back() {
+    let base = PAIR
+        .replace(
+            "ppk = \"required\"\nreauth_every = \"20s\"",
+            "dpd_delay = \"10s\"",
+        )
+        .replace("duration = \"2m\"", "duration = \"5m\"")
+        .replace("probability = 0.02", "probability = 0.0")
+        + "traffic = { rate_pps = 20, sizes = [200] }\n";
+    // The responder reboots: the initiator's liveness check goes unanswered (the
+    // rebooted gateway knows no SA) through every retransmission (165 s), then dead
+    // peer detection restarts the tunnel.
+    let text = base.clone()
+        + "[[fault]]\nkind = \"gateway-restart\"\nat = \"60s\"\ngateway = \"gw-b\"\ndown_for = \"5s\"\n";
+    let r = run(&text, 8);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let t = &r.tunnels[0];
+    assert_eq!(
+        (t.established, t.dead_peers, t.restarts),
+        (2, 1, 0),
+        "{t:?}"
+    );
+    let f = &r.traffic[0];
+    // ESP under the lost SAs: dropped for an unknown SPI at the rebooted gateway.
+    assert!(f.unknown_spi > 100, "{f:?}");
+    // The initiator reboots: it starts the tunnel afresh once it is back.
+    let text = base
+        + "[[fault]]\nkind = \"gateway-restart\"\nat = \"60s\"\ngateway = \"gw-a\"\ndown_for = \"5s\"\n";
+    let r = run(&text, 8);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let t = &r.tunnels[0];
+    assert_eq!((t.established, t.restarts), (2, 1), "{t:?}");
+    let second = &r.handshakes[1];
+    assert_eq!(second.requested_ns, 65_000_000_000, "{second:?}");
+    // Bad fault: an unknown gateway is named by its field.
+    let bad = PAIR.to_string()
+        + "[[fault]]\nkind = \"gateway-restart\"\nat = \"1s\"\ngateway = \"nope\"\n";
+    let cfg: WorldConfig = toml::from_str(&bad).unwrap();
+    let e = World::new(cfg, 1, sim_core::Tracer::new()).err().unwrap();
+    assert_eq!(e.field, "fault[0].gateway");
+}

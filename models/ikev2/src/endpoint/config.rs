@@ -136,6 +136,14 @@ impl Timers {
         }
         t.min(u64::MAX as u128) as u64
     }
+
+    /// How long an exchange can go unanswered before it fails: the first send and every
+    /// retransmission, each with its timeout (165.06 s with strongSwan's defaults).
+    pub fn exchange_timeout_ns(&self) -> u64 {
+        (0..=self.retransmit_tries)
+            .map(|n| self.retransmit_after(n))
+            .fold(0u64, u64::saturating_add)
+    }
 }
 
 /// Everything about one peer.

@@ -90,6 +90,24 @@ impl DataPlane {
         }
     }
 
+    /// The rekeys `gw` started under IKE SA `sa` were refused: their pairs may be
+    /// rekeyed again. Returns their inbound SPIs.
+    pub fn rekey_refused(&mut self, gw: usize, sa: SaId) -> Vec<u32> {
+        let refused: Vec<u32> = self
+            .started
+            .range((gw, 0)..=(gw, u32::MAX))
+            .map(|&(_, spi)| spi)
+            .filter(|spi| self.pairs.get(&(gw, *spi)).is_some_and(|p| p.sa == sa))
+            .collect();
+        for spi in &refused {
+            self.started.remove(&(gw, *spi));
+            if let Some(p) = self.pairs.get_mut(&(gw, *spi)) {
+                p.retired = false;
+            }
+        }
+        refused
+    }
+
     /// The IKE SA of the pair, if it exists and was neither rekeyed nor expired (so a
     /// rekey of it makes sense).
     pub fn rekeyable(&self, gw: usize, spi_in: u32) -> Option<SaId> {

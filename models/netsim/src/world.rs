@@ -91,10 +91,12 @@ enum Ev {
     AggregateTick {
         tunnel: usize,
     },
-    /// Rekey the Child SA `spi_in` of gateway `gw`: it reached a soft volume limit.
-    VolumeRekey {
+    /// Rekey the Child SA `spi_in` of gateway `gw`: it reached a soft volume limit
+    /// (`volume`), or an earlier rekey of it was refused.
+    RekeyChild {
         gw: usize,
         spi_in: u32,
+        volume: bool,
     },
     /// Delete the Child SA `spi_in` of gateway `gw`: it reached a hard limit.
     ChildExpire {
@@ -796,7 +798,7 @@ impl World {
             }
             Ev::Packet { tunnel, dir } => self.send_packet(tunnel, dir),
             Ev::AggregateTick { tunnel } => self.aggregate_tick(tunnel),
-            Ev::VolumeRekey { gw, spi_in } => self.volume_rekey(gw, spi_in),
+            Ev::RekeyChild { gw, spi_in, volume } => self.rekey_child(gw, spi_in, volume),
             Ev::ChildExpire { gw, spi_in } => self.child_expire(gw, spi_in),
             Ev::GatewayDown { gw, down_for } => self.gateway_down(gw, down_for),
             Ev::GatewayUp { gw } => self.gateway_up(gw),
@@ -985,14 +987,14 @@ impl World {
 
     fn on_limit(&mut self, gw: usize, crossed: Crossed) {
         match crossed {
-            Crossed::Soft(spi_in) => self.volume_rekey(gw, spi_in),
+            Crossed::Soft(spi_in) => self.rekey_child(gw, spi_in, true),
             Crossed::Hard(spi_in) => self.child_expire(gw, spi_in),
         }
     }
 
-    /// A soft volume limit: this gateway rekeys the Child SA (strongSwan rekeys on the
-    /// kernel's soft expire, whichever end sees it first).
-    fn volume_rekey(&mut self, gw: usize, spi_in: u32) {
+    /// This gateway rekeys the Child SA: after a soft volume limit (strongSwan rekeys on
+    /// the kernel's soft expire, whichever end sees it first) or a refused rekey.
+    fn rekey_child(&mut self, gw: usize, spi_in: u32, volume: bool) {
         let Some(sa) = self.dp.rekeyable(gw, spi_in) else {
             return;
         };
@@ -1001,15 +1003,16 @@ impl World {
         self.drain(gw);
         if start == Start::Started {
             self.dp.rekey_started(gw, spi_in);
-            if let Some(f) = self
-                .sa_tunnel
-                .get(&(gw, sa))
-                .and_then(|t| self.dp.flows.get_mut(t))
+            if volume
+                && let Some(f) = self
+                    .sa_tunnel
+                    .get(&(gw, sa))
+                    .and_then(|t| self.dp.flows.get_mut(t))
             {
                 f.volume_rekeys += 1;
             }
         }
-        self.retry_if_busy(gw, start, Ev::VolumeRekey { gw, spi_in });
+        self.retry_if_busy(gw, start, Ev::RekeyChild { gw, spi_in, volume });
     }
 
     /// A hard limit (time, bytes or packets): the Child SA carries nothing more and this
@@ -1716,10 +1719,32 @@ impl World {
                     a.progress = now;
                 }
             }
-            Event::Keys { .. }
-            | Event::ChildSaFailed { .. }
-            | Event::IkeSaRekeyFailed { .. }
-            | Event::ChildSaDeleted { .. } => {}
+            // A refused rekey (TEMPORARY_FAILURE while the peer is busy, say) goes again
+            // after the tunnel's retry time.
+            Event::ChildSaFailed { sa, .. } => {
+                let Some(&t) = self.sa_tunnel.get(&(gw, sa)) else {
+                    return;
+                };
+                let (entity, after) = (self.gateways[gw].entity, self.tunnels[t].retry_after);
+                for spi_in in self.dp.rekey_refused(gw, sa) {
+                    let ev = Ev::RekeyChild {
+                        gw,
+                        spi_in,
+                        volume: false,
+                    };
+                    self.sim.schedule(entity, after, ev);
+                }
+            }
+            Event::IkeSaRekeyFailed { sa, .. } => {
+                if let Some(&t) = self.sa_tunnel.get(&(gw, sa))
+                    && gw == self.tunnels[t].initiator
+                {
+                    let (entity, after) = (self.gateways[gw].entity, self.tunnels[t].retry_after);
+                    self.sim
+                        .schedule(entity, after, Ev::IkeRekey { tunnel: t, sa });
+                }
+            }
+            Event::Keys { .. } | Event::ChildSaDeleted { .. } => {}
         }
     }
 

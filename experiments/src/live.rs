@@ -480,6 +480,7 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
                     } => {
                         println!("[{at:>8.3}s] Child SA {old_spi_in:08x} rekeyed: {child:?}")
                     }
+                    Event::ChildSaDeleting { .. } => {}
                     Event::ChildSaDeleted { spi_in, .. } => {
                         println!("[{at:>8.3}s] Child SA {spi_in:08x} deleted")
                     }

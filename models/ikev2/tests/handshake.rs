@@ -535,6 +535,40 @@ fn a_child_sa_deleted_at_its_hard_lifetime_goes_on_both_sides_and_the_ike_sa_sta
     assert_eq!(p.eps[1].delete_child(p.now, sa, first.spi_in), Start::Gone);
 }
 
+#[test]
+fn an_additional_child_sa_comes_up_with_create_child_sa_with_and_without_pfs() {
+    for (esp, creator) in [("aes256gcm16", 0), ("aes128gcm16-mlkem768", 1)] {
+        let mut p = Pair::new(23, |_, peer| *peer = peer.clone().with_esp(&[esp]).unwrap());
+        p.handshake(10 * SEC);
+        let Some(Event::IkeSaEstablished { sa, .. }) = p.established(creator).cloned() else {
+            panic!()
+        };
+        assert_eq!(p.eps[creator].create_child(p.now, sa), Start::Started);
+        while p.step() {}
+        let (a, b) = (live_children(&p, 0), live_children(&p, 1));
+        assert_eq!((a.len(), b.len()), (2, 2), "{esp}: {:?}", p.events[creator]);
+        // The new pair matches across the sides, with its own SPIs and keys.
+        let (na, nb) = (&a[1], &b[1]);
+        assert_eq!(
+            (na.spi_out, &na.encr_out),
+            (nb.spi_in, &nb.encr_in),
+            "{esp}"
+        );
+        assert_eq!(
+            (na.spi_in, &na.encr_in),
+            (nb.spi_out, &nb.encr_out),
+            "{esp}"
+        );
+        assert_ne!(na.encr_out, a[0].encr_out);
+        assert_eq!(
+            (na.local_ts.clone(), na.remote_ts.clone()),
+            (nb.remote_ts.clone(), nb.local_ts.clone())
+        );
+        // No Delete: both pairs stay.
+        assert!(deleted(&p, 0).is_empty() && deleted(&p, 1).is_empty());
+    }
+}
+
 /// Child SAs endpoint `i` holds at the end: made (IKE_AUTH or rekey) and not deleted.
 fn live_children(p: &Pair, i: usize) -> Vec<ikev2::endpoint::ChildSa> {
     let mut live = Vec::new();

@@ -108,6 +108,11 @@ impl DataPlane {
         refused
     }
 
+    /// Whether `gw` holds any Child SA of tunnel `t`.
+    pub fn holds(&self, gw: usize, t: usize) -> bool {
+        self.range(gw).any(|(_, p)| p.tunnel == t)
+    }
+
     /// The IKE SA of the pair, if it exists and was neither rekeyed nor expired (so a
     /// rekey of it makes sense).
     pub fn rekeyable(&self, gw: usize, spi_in: u32) -> Option<SaId> {
@@ -182,6 +187,18 @@ impl DataPlane {
             }
         }
         self.choose_sender(gw, gone.tunnel);
+    }
+
+    /// `gw` is deleting the pair `spi_in`: it sends on it no more (strongSwan removes
+    /// the outbound SA first), but still accepts what arrives until the peer answered.
+    pub fn stop_sending(&mut self, gw: usize, spi_in: u32) {
+        let Some(p) = self.pairs.get_mut(&(gw, spi_in)) else {
+            return;
+        };
+        p.sending = false;
+        p.retired = true;
+        let tunnel = p.tunnel;
+        self.choose_sender(gw, tunnel);
     }
 
     /// The IKE SA `sa` of `gw` is gone, and its Child SAs with it.

@@ -103,6 +103,11 @@ enum Ev {
         gw: usize,
         spi_in: u32,
     },
+    /// Traffic and no Child SA: the initiator asks for a new one on its IKE SA (as
+    /// strongSwan's trap policies do).
+    CreateChild {
+        tunnel: usize,
+    },
     /// The gateway reboots (loses all state), or comes back up after it.
     GatewayDown {
         gw: usize,
@@ -801,6 +806,17 @@ impl World {
             Ev::RekeyChild { gw, spi_in, volume } => self.rekey_child(gw, spi_in, volume),
             Ev::ChildExpire { gw, spi_in } => self.child_expire(gw, spi_in),
             Ev::GatewayDown { gw, down_for } => self.gateway_down(gw, down_for),
+            Ev::CreateChild { tunnel } => {
+                let gw = self.tunnels[tunnel].initiator;
+                if let Some((sa, _)) = self.tunnels[tunnel].current
+                    && !self.dp.holds(gw, tunnel)
+                {
+                    let now = self.now_ns();
+                    let start = self.gateways[gw].ep.create_child(now, sa);
+                    self.drain(gw);
+                    self.retry_if_busy(gw, start, Ev::CreateChild { tunnel });
+                }
+            }
             Ev::GatewayUp { gw } => self.gateway_up(gw),
             Ev::Audit => {
                 self.audit();
@@ -1744,7 +1760,7 @@ impl World {
                         .schedule(entity, after, Ev::IkeRekey { tunnel: t, sa });
                 }
             }
-            Event::Keys { .. } | Event::ChildSaDeleted { .. } => {}
+            Event::Keys { .. } | Event::ChildSaDeleting { .. } | Event::ChildSaDeleted { .. } => {}
         }
     }
 
@@ -1799,7 +1815,21 @@ impl World {
                     self.install_child(gw, t, *sa, child, Some(*old_spi_in));
                 }
             }
-            Event::ChildSaDeleted { spi_in, .. } => self.dp.remove(gw, *spi_in),
+            Event::ChildSaDeleting { spi_in, .. } => self.dp.stop_sending(gw, *spi_in),
+            Event::ChildSaDeleted { sa, spi_in } => {
+                self.dp.remove(gw, *spi_in);
+                // The last Child SA of a tunnel with traffic is gone (a hard limit): its
+                // initiator creates a new one.
+                if let Some(&t) = self.sa_tunnel.get(&(gw, *sa))
+                    && gw == self.tunnels[t].initiator
+                    && self.cfg.tunnels[t].traffic.is_some()
+                    && !self.dp.holds(gw, t)
+                {
+                    let entity = self.gateways[gw].entity;
+                    self.sim
+                        .schedule(entity, SimDuration::ZERO, Ev::CreateChild { tunnel: t });
+                }
+            }
             Event::IkeSaRekeyed { old, new, .. } => self.dp.move_sa(gw, *old, *new),
             Event::IkeSaDeleted { sa, .. } | Event::IkeSaFailed { sa, .. } => {
                 self.dp.remove_sa(gw, *sa)

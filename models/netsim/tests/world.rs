@@ -173,7 +173,7 @@ fn bad_configurations_name_the_field() {
 fn ike_fragmentation_gets_ml_kem_1024_through_paths_that_drop_ip_fragments() {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../experiments/scenarios/mlkem1024-fragments.toml"
+        "/../../experiments/examples/mlkem1024-mtu.toml"
     ))
     .unwrap();
     let r = run(&text, 1);

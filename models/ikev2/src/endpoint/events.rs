@@ -275,6 +275,12 @@ pub enum Event {
         sa: SaId,
         notify: u16,
     },
+    /// We sent a Delete for the Child SA `spi_in`: stop sending on it (its inbound half
+    /// stays until [`Event::ChildSaDeleted`], when the peer answered).
+    ChildSaDeleting {
+        sa: SaId,
+        spi_in: u32,
+    },
     /// A Child SA was deleted; `spi_in` is our inbound SPI of it.
     ChildSaDeleted {
         sa: SaId,

@@ -138,6 +138,18 @@ impl Endpoint {
         start
     }
 
+    /// Creates an additional Child SA with CREATE_CHILD_SA (the configured traffic
+    /// selectors; PFS when the ESP proposal names a key exchange): [`Event::ChildSaReady`]
+    /// or [`Event::ChildSaFailed`] follows, if it [`Start`]ed.
+    pub fn create_child(&mut self, now: u64, sa: SaId) -> Start {
+        let mut start = Start::Gone;
+        self.with_sa(now, sa, |s, ctx| {
+            start = s.create_child(ctx)?;
+            Ok(())
+        });
+        start
+    }
+
     /// Rekeys the IKE SA with CREATE_CHILD_SA (a new key exchange of the negotiated
     /// method, new SPIs, the Child SAs moving over). [`Event::IkeSaRekeyed`], then
     /// [`Event::IkeSaDeleted`] for the old SA follow, or [`Event::IkeSaRekeyFailed`].

@@ -54,10 +54,10 @@ enum PpkState {
     Unavailable,
 }
 
-/// A Child SA rekey we started: the SA it replaces, our new inbound SPI, our nonce and
-/// key exchange.
+/// A CREATE_CHILD_SA for a Child SA we started: the SA it replaces (none for an
+/// additional Child SA), our new inbound SPI, our nonce and key exchange.
 struct ChildRekey {
-    old_spi_in: u32,
+    old_spi_in: Option<u32>,
     spi_in: u32,
     ni: Vec<u8>,
     ke: Option<KeSecret>,
@@ -72,9 +72,9 @@ struct IkeRekey {
 
 /// What a CREATE_CHILD_SA makes once all its key exchanges are done.
 enum Creating {
-    /// A Child SA replacing the one whose inbound SPI is `old_spi_in`.
+    /// A Child SA replacing the one whose inbound SPI is `old_spi_in`, or a new one.
     Child {
-        old_spi_in: u32,
+        old_spi_in: Option<u32>,
         spi_in: u32,
         spi_out: u32,
         chosen: ProposalSpec,
@@ -1913,6 +1913,20 @@ impl IkeSa {
         let Some(old) = self.children.iter().find(|c| c.spi_in == spi_in).cloned() else {
             return Ok(Start::Gone); // no such Child SA (any more)
         };
+        self.start_child(ctx, Some(old))
+    }
+
+    /// Starts a CREATE_CHILD_SA for an additional Child SA with the configured traffic
+    /// selectors (RFC 7296 section 1.3.1), PFS as for rekeys.
+    pub fn create_child(&mut self, ctx: &mut Ctx<'_>) -> Result<Start, FailReason> {
+        self.start_child(ctx, None)
+    }
+
+    fn start_child(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        old: Option<ChildSa>,
+    ) -> Result<Start, FailReason> {
         if self.phase != Phase::Established || self.deleting {
             return Ok(Start::Gone);
         }
@@ -1925,12 +1939,15 @@ impl IkeSa {
         }
         let ni = random(ctx.rng, 32);
         let new_spi = random_esp_spi(ctx.rng);
-        let mut payloads = vec![Payload::Notify(Notify {
-            protocol: protocol::ESP,
-            spi: spi_in.to_be_bytes().to_vec(),
-            kind: notify::REKEY_SA,
-            data: Vec::new(),
-        })];
+        let mut payloads = Vec::new();
+        if let Some(old) = &old {
+            payloads.push(Payload::Notify(Notify {
+                protocol: protocol::ESP,
+                spi: old.spi_in.to_be_bytes().to_vec(),
+                kind: notify::REKEY_SA,
+                data: Vec::new(),
+            }));
+        }
         payloads.push(Payload::Sa(esp_offer(&ctx.peer.esp, new_spi, true)));
         payloads.push(Payload::Nonce(ni.clone()));
         let ke_method = ctx
@@ -1948,10 +1965,14 @@ impl IkeSa {
             });
             secret
         });
-        payloads.push(Payload::TsI(old.local_ts.clone()));
-        payloads.push(Payload::TsR(old.remote_ts.clone()));
+        let (ts_i, ts_r) = match &old {
+            Some(old) => (old.local_ts.clone(), old.remote_ts.clone()),
+            None => (self.local_ts(ctx), ctx.peer.remote_ts.clone()),
+        };
+        payloads.push(Payload::TsI(ts_i));
+        payloads.push(Payload::TsR(ts_r));
         self.rekey = Some(ChildRekey {
-            old_spi_in: spi_in,
+            old_spi_in: old.map(|o| o.spi_in),
             spi_in: new_spi,
             ni,
             ke,
@@ -1987,19 +2008,21 @@ impl IkeSa {
             Payload::Nonce(n) => Some(n.clone()),
             _ => None,
         });
-        let (Some(offered), Some(ni), Some(old_spi_out)) = (esp, ni, rekeyed) else {
-            // New Child SAs and IKE SA rekeys are not implemented yet.
-            return refuse(self, ctx, notify::NO_ADDITIONAL_SAS, vec![]);
+        let (Some(offered), Some(ni)) = (esp, ni) else {
+            return refuse(self, ctx, notify::INVALID_SYNTAX, vec![]);
         };
-        let Some(old) = self
-            .children
-            .iter()
-            .find(|c| c.spi_out == old_spi_out)
-            .cloned()
-        else {
-            return refuse(self, ctx, notify::CHILD_SA_NOT_FOUND, vec![]);
+        // A rekey names the SA it replaces; without REKEY_SA it is an additional one.
+        let old = match rekeyed {
+            None => None,
+            Some(old_spi_out) => match self.children.iter().find(|c| c.spi_out == old_spi_out) {
+                Some(c) => Some(c.clone()),
+                None => return refuse(self, ctx, notify::CHILD_SA_NOT_FOUND, vec![]),
+            },
         };
-        if self.deleting_child == Some(old.spi_in) || self.peer_followup.is_some() {
+        let old_spi_in = old.as_ref().map(|o| o.spi_in);
+        if (old_spi_in.is_some() && self.deleting_child == old_spi_in)
+            || self.peer_followup.is_some()
+        {
             // Our rekey of it is done and its Delete on the way, or the peer's previous
             // rekey is still in its IKE_FOLLOWUP_KE exchanges.
             return refuse(self, ctx, notify::TEMPORARY_FAILURE, vec![]);
@@ -2045,8 +2068,12 @@ impl IkeSa {
             });
             shared = Some(ss);
         }
-        let ts_i = narrow(tsi.map_or(&[][..], |v| v), &old.remote_ts);
-        let ts_r = narrow(tsr.map_or(&[][..], |v| v), &old.local_ts);
+        let (ours_i, ours_r) = match &old {
+            Some(old) => (old.remote_ts.clone(), old.local_ts.clone()),
+            None => (ctx.peer.remote_ts.clone(), self.local_ts(ctx)),
+        };
+        let ts_i = narrow(tsi.map_or(&[][..], |v| v), &ours_i);
+        let ts_r = narrow(tsr.map_or(&[][..], |v| v), &ours_r);
         if ts_i.is_empty() || ts_r.is_empty() {
             return refuse(self, ctx, notify::TS_UNACCEPTABLE, vec![]);
         }
@@ -2075,24 +2102,24 @@ impl IkeSa {
             ));
         }
         self.send_response(ctx, &header, &response);
-        let ours_in_flight = self.rekey.as_ref().map(|r| r.old_spi_in).or(self
+        let ours_in_flight = self.rekey.as_ref().and_then(|r| r.old_spi_in).or(self
             .followup
             .as_ref()
             .and_then(|f| match f.creating {
-                Creating::Child { old_spi_in, .. } => Some(old_spi_in),
+                Creating::Child { old_spi_in, .. } => old_spi_in,
                 Creating::Ike { .. } => None,
             }));
-        if ours_in_flight == Some(old.spi_in) {
+        if let Some(old_spi_in) = old_spi_in.filter(|o| ours_in_flight == Some(*o)) {
             // Both sides rekey the same Child SA: both exchanges complete, and the
             // nonces decide which new SA stays once ours is done.
             self.collision = Some(RekeyCollision {
-                old_spi_in: old.spi_in,
+                old_spi_in,
                 lowest_nonce: ni.clone().min(nr.clone()),
             });
         }
         let f = Followup::new(
             Creating::Child {
-                old_spi_in: old.spi_in,
+                old_spi_in,
                 spi_in,
                 spi_out,
                 chosen: sel.chosen,
@@ -2124,7 +2151,7 @@ impl IkeSa {
         let collision = self
             .collision
             .take()
-            .filter(|c| c.old_spi_in == r.old_spi_in);
+            .filter(|c| Some(c.old_spi_in) == r.old_spi_in);
         if let Some(n) = first_error(payloads) {
             ctx.out.events.push_back(Event::ChildSaFailed {
                 sa: self.our_spi(),
@@ -2276,6 +2303,10 @@ impl IkeSa {
             spis: vec![spi_in.to_be_bytes().to_vec()],
         };
         self.deleting_child = Some(spi_in);
+        ctx.out.events.push_back(Event::ChildSaDeleting {
+            sa: self.our_spi(),
+            spi_in,
+        });
         self.send_request(ctx, exchange::INFORMATIONAL, &[delete]);
         Ok(Start::Started)
     }
@@ -2665,6 +2696,13 @@ impl IkeSa {
                     },
                 );
                 self.children.push(child.clone());
+                let Some(old_spi_in) = old_spi_in else {
+                    ctx.out.events.push_back(Event::ChildSaReady {
+                        sa: self.our_spi(),
+                        child,
+                    });
+                    return;
+                };
                 ctx.out.events.push_back(Event::ChildSaRekeyed {
                     sa: self.our_spi(),
                     old_spi_in,
@@ -2687,6 +2725,10 @@ impl IkeSa {
                     spis: vec![doomed.to_be_bytes().to_vec()],
                 };
                 self.deleting_child = Some(doomed);
+                ctx.out.events.push_back(Event::ChildSaDeleting {
+                    sa: self.our_spi(),
+                    spi_in: doomed,
+                });
                 self.send_request(ctx, exchange::INFORMATIONAL, &[delete]);
             }
             Creating::Ike { .. } if self.ike_crossing.is_some() => {

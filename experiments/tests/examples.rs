@@ -1,0 +1,207 @@
+//! Every scenario in `experiments/examples/` runs through `qsafe run` and tells the
+//! story its header comment promises.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Runs an example; returns its results.json.
+fn run(name: &str) -> Value {
+    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(format!("{name}.toml"));
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("examples")
+        .join(name);
+    let o = Command::new(env!("CARGO_BIN_EXE_qsafe"))
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(["--quiet", "--no-report"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(r["violations"].as_array().unwrap().len(), 0, "{name}");
+    r
+}
+
+fn tunnel<'a>(r: &'a Value, name: &str) -> &'a Value {
+    r["tunnels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tunnel"] == name)
+        .unwrap_or_else(|| panic!("no tunnel {name}"))
+}
+
+fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap()
+}
+
+fn count(r: &Value, key: &str, f: impl Fn(&Value) -> bool) -> usize {
+    r[key].as_array().unwrap().iter().filter(|x| f(x)).count()
+}
+
+#[test]
+fn every_example_has_a_test() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    let this = include_str!("examples.rs");
+    for name in names {
+        assert!(
+            this.contains(&format!("run(\"{name}\")")),
+            "{name} is not tested"
+        );
+    }
+}
+
+#[test]
+fn point_to_point_with_qkd_keys_over_etsi_014_and_skip() {
+    for (r, api, ops) in [
+        (run("p2p-etsi014"), "etsi014", ["enc_keys", "dec_keys"]),
+        (run("p2p-skip"), "skip", ["key", "key_by_id"]),
+    ] {
+        let example = api;
+        let t = &r["tunnels"][0];
+        // A fresh IKE SA and QKD key every 2 minutes over 10 minutes: 5, all with PPK.
+        assert_eq!(
+            (n(&t["established"]), n(&t["keys_drawn"])),
+            (5, 5),
+            "{example}"
+        );
+        assert_eq!(n(&t["downgrades"]), 0);
+        for op in ops {
+            let ok = count(&r, "key_requests", |k| {
+                k["api"] == api && k["op"] == op && k["status"] == 200
+            });
+            assert_eq!(ok, 5, "{example}: {op}");
+        }
+        // The hybrid handshake: ML-KEM-768 in IKE_INTERMEDIATE; its 1184-byte key share
+        // just fits a 1280-byte packet (1249 bytes of IKE message).
+        let inter = count(&r, "exchanges", |e| {
+            e["exchange"] == "IKE_INTERMEDIATE"
+                && e["request_fragments"] == 1
+                && e["response_fragments"] == 1
+        });
+        assert_eq!(inter, 5, "{example}");
+        // Traffic flowed through Child SAs rekeyed with ML-KEM-768 PFS: with the SA,
+        // nonce and selectors around it, the key share needs two IKE fragments each way.
+        let f = &r["traffic"][0];
+        assert!(n(&f["delivered_packets"]) > 55_000, "{example}: {f}");
+        let rekeys = count(&r, "exchanges", |e| {
+            e["exchange"] == "CREATE_CHILD_SA"
+                && e["request_fragments"] == 2
+                && e["response_fragments"] == 2
+        });
+        assert!(rekeys >= 5, "{example}");
+    }
+}
+
+#[test]
+fn ml_kem_1024_needs_ike_fragmentation_on_paths_that_drop_ip_fragments() {
+    let r = run("mlkem1024-mtu");
+    let up = |t: &str| n(&tunnel(&r, t)["established"]);
+    assert_eq!(
+        [up("t1"), up("t2"), up("t3"), up("t4"), up("t5"), up("t6")],
+        [1, 0, 0, 1, 1, 1]
+    );
+    let frags = |t: &str| {
+        r["exchanges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["tunnel"] == t && e["exchange"] == "IKE_INTERMEDIATE")
+            .map(|e| (n(&e["request_fragments"]), n(&e["response_fragments"])))
+    };
+    // 1568-byte key share: 2 IKE fragments each way at 1280 and at 1500, 4 at 576, and
+    // one unfragmented IKE message (IP-fragmented) without RFC 7383.
+    assert_eq!(
+        [frags("t1"), frags("t4"), frags("t5"), frags("t6")],
+        [Some((2, 2)), Some((4, 4)), Some((2, 2)), Some((1, 1))]
+    );
+}
+
+#[test]
+fn a_hub_exhausts_its_qkd_pools_required_tunnels_wait_optional_ones_downgrade() {
+    let r = run("hub-pool-exhaustion");
+    for name in ["branch-1", "branch-2"] {
+        let t = tunnel(&r, name);
+        // Eight keys in the pool, then one every 256 s: about 15 IKE SAs in 30 minutes,
+        // and long waits for keys; never without a PPK.
+        assert!((13..=17).contains(&n(&t["established"])), "{t}");
+        assert_eq!(n(&t["downgrades"]), 0);
+        assert!(n(&t["key_wait_ns"]) > 600_000_000_000, "{t}");
+    }
+    for name in ["branch-3", "branch-4"] {
+        let t = tunnel(&r, name);
+        // One IKE SA a minute regardless; about half of them without a key.
+        assert_eq!(n(&t["established"]), 30, "{t}");
+        assert!((10..=20).contains(&n(&t["downgrades"])), "{t}");
+    }
+    assert!(n(&r["qkd"]["requests_refused"]) > 50);
+}
+
+#[test]
+fn keys_cross_a_chain_of_trusted_nodes() {
+    let r = run("trusted-node-chain");
+    let t = &r["tunnels"][0];
+    assert_eq!(n(&t["established"]), 15, "{t}");
+    // Every key crosses three trusted nodes: three relay hops per key.
+    assert_eq!(
+        n(&r["qkd"]["relay_keys"]),
+        3 * n(&r["qkd"]["keys_delivered"])
+    );
+    // Each of the four QKD links gave up one key per IKE SA.
+    let pools = r["pools"].as_array().unwrap();
+    assert_eq!(
+        pools
+            .iter()
+            .filter(|p| n(&p["delivered_keys"]) == 15)
+            .count(),
+        4
+    );
+}
+
+#[test]
+fn a_rekey_storm_keeps_both_ends_of_every_sa_in_step() {
+    let r = run("rekey-storm");
+    let tunnels = r["tunnels"].as_array().unwrap();
+    assert_eq!(tunnels.len(), 40);
+    // Every IKE SA rekeyed each minute (with its IKE_FOLLOWUP_KE), never re-established.
+    for t in tunnels {
+        assert_eq!(n(&t["established"]), 1, "{t}");
+        assert!((4..=5).contains(&n(&t["ike_rekeys"])), "{t}");
+    }
+    let followups = count(&r, "exchanges", |e| e["exchange"] == "IKE_FOLLOWUP_KE");
+    let rekeys: u64 = tunnels.iter().map(|t| n(&t["ike_rekeys"])).sum();
+    assert_eq!(followups as u64, rekeys);
+    // Thousands of Child SA rekeys, mostly by volume, from both ends.
+    let traffic = r["traffic"].as_array().unwrap();
+    let volume: u64 = traffic.iter().map(|f| n(&f["volume_rekeys"])).sum();
+    let creates = count(&r, "exchanges", |e| e["exchange"] == "CREATE_CHILD_SA") as u64;
+    assert!(volume > 2000 && creates >= volume, "{volume} {creates}");
+    let by_hub = count(&r, "exchanges", |e| {
+        e["exchange"] == "CREATE_CHILD_SA" && e["gateway"] == "hub"
+    });
+    assert!(by_hub > 500, "{by_hub}");
+    // And the traffic got through: over 99 % delivered.
+    let offered: u64 = traffic.iter().map(|f| n(&f["offered_packets"])).sum();
+    let delivered: u64 = traffic.iter().map(|f| n(&f["delivered_packets"])).sum();
+    assert!(delivered * 100 > offered * 99, "{delivered} of {offered}");
+}

@@ -131,7 +131,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("report: {}", reports::write_report(&dir)?.display());
             Ok(())
         }
-        Some(Command::Merge { out, dirs }) => sweep::merge(&out, &dirs),
+        Some(Command::Merge { out, dirs }) => sweep::merge(&out, &dirs).map(|_| ()),
         Some(Command::Probe(args)) => probe_command(&args),
         Some(Command::Live(args)) => {
             let mut cfg = match &args.gateway {
@@ -157,6 +157,7 @@ fn run(cli: Cli) -> Result<()> {
             &run::RunArgs {
                 scenario: None,
                 seed: None,
+                set: Vec::new(),
                 out: None,
                 trace: None,
                 pcap: false,

@@ -23,6 +23,10 @@ pub struct RunArgs {
     /// Master seed (default: the scenario's `seed`, else 1).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Set a scenario parameter by dotted path, as sweeps do (repeatable):
+    /// `--set 'link.*.params.loss.probability=0.05'`, `--set 'tunnel.*.ppk="required"'`.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
     /// Directory for results (default: out/<scenario name>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -66,7 +70,18 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
         ),
         None => (DEMO.to_string(), "built-in demo".to_string()),
     };
-    let cfg = topologies::parse(&text, &origin)?;
+    let cfg = if args.set.is_empty() {
+        topologies::parse(&text, &origin)?
+    } else {
+        // Check the file as written first (errors with line numbers), then set.
+        topologies::parse(&text, &origin)?;
+        let params = args
+            .set
+            .iter()
+            .map(|a| topologies::parse_assignment(a).map_err(|e| anyhow::anyhow!("--set {e}")))
+            .collect::<Result<Vec<_>>>()?;
+        topologies::with_params(&text.parse()?, &params, &origin)?
+    };
     let seed = args.seed.or(cfg.seed).unwrap_or(1);
     let out = args.out.clone().unwrap_or_else(|| {
         let stem = args
@@ -120,10 +135,13 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
         }
     }
 
-    let reproduce = match &args.scenario {
+    let mut reproduce = match &args.scenario {
         Some(p) => format!("qsafe run {} --seed {seed}", p.display()),
         None => format!("qsafe run --seed {seed}"),
     };
+    for a in &args.set {
+        reproduce += &format!(" --set '{a}'");
+    }
     let manifest = Manifest {
         qsafe_version: env!("CARGO_PKG_VERSION"),
         experiment: "run",

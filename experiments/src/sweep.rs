@@ -49,6 +49,13 @@ pub struct SweepArgs {
     /// No progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// Run seeds 1..=N instead of the file's `seeds`.
+    #[arg(long)]
+    pub seeds: Option<u64>,
+    /// Check the invariants: list every run that broke one, with the command that
+    /// replays it, and exit non-zero if any did.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// One run's results, with every parameter it ran with.
@@ -70,6 +77,12 @@ pub struct Row {
     pub handshake_p95_ms: Option<f64>,
     pub retransmissions: u32,
     pub fingerprint: String,
+    /// Invariants the run broke (empty when it is sound).
+    #[serde(default)]
+    pub violations: Vec<String>,
+    /// The command that replays this run alone, bit for bit.
+    #[serde(default)]
+    pub reproduce: String,
 }
 
 struct Run {
@@ -78,8 +91,9 @@ struct Run {
     params: Vec<(String, Value)>,
 }
 
-fn plan(sweep: &Table) -> Result<Vec<Run>> {
+fn plan(sweep: &Table, seeds_override: Option<u64>) -> Result<Vec<Run>> {
     let seeds: Vec<u64> = match sweep.get("seeds") {
+        _ if seeds_override.is_some() => (1..=seeds_override.unwrap_or(1).max(1)).collect(),
         None => vec![1],
         Some(Value::Integer(n)) if *n >= 1 => (1..=*n as u64).collect(),
         Some(Value::Array(a)) => a
@@ -125,21 +139,11 @@ fn plan(sweep: &Table) -> Result<Vec<Run>> {
 }
 
 fn execute(scenario: &Table, origin: &str, run: &Run) -> Result<Row> {
-    // Paths into what the file writes (and into `topology`) apply before the topology
-    // is expanded; paths into generated items (`link.*...` of a generated topology) after.
-    let written = |path: &str| scenario.contains_key(path.split('.').next().unwrap_or(""));
-    let set = |t: &mut Table, before: bool| -> Result<()> {
-        for (path, v) in run.params.iter().filter(|(p, _)| written(p) == before) {
-            topologies::set_path(t, path, v.clone())
-                .map_err(|e| anyhow::anyhow!("in {origin}: {e}"))?;
-        }
-        Ok(())
-    };
-    let mut t = scenario.clone();
-    set(&mut t, true)?;
-    let (mut t, _) = topologies::expand(t).map_err(|e| anyhow::anyhow!("in {origin}: {e}"))?;
-    set(&mut t, false)?;
-    let cfg = topologies::from_table(t).map_err(|e| anyhow::anyhow!("in {origin}: {e}"))?;
+    let mut reproduce = format!("qsafe run {origin} --seed {}", run.seed);
+    for (path, v) in &run.params {
+        reproduce += &format!(" --set '{path}={v}'");
+    }
+    let cfg = topologies::with_params(scenario, &run.params, origin)?;
     let r = World::new(cfg, run.seed, Tracer::new())
         .map_err(|e| anyhow::anyhow!("in {origin}, run {}: {e}", run.id))?
         .run(Outputs::none());
@@ -175,6 +179,8 @@ fn execute(scenario: &Table, origin: &str, run: &Run) -> Result<Row> {
         handshake_p95_ms: pct(0.95),
         retransmissions: r.handshakes.iter().map(|h| h.retransmissions).sum(),
         fingerprint: r.fingerprint,
+        violations: r.violations,
+        reproduce,
     })
 }
 
@@ -216,7 +222,7 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
         fs::read_to_string(&scenario_path).with_context(|| format!("reading {origin}"))?;
     topologies::parse(&scenario_text, &origin)?; // the scenario itself must be sound
     let scenario: Table = scenario_text.parse()?;
-    let runs = plan(&sweep).with_context(|| format!("in {}", args.sweep.display()))?;
+    let runs = plan(&sweep, args.seeds).with_context(|| format!("in {}", args.sweep.display()))?;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("out").join(
             args.sweep
@@ -279,12 +285,28 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
     if let Some(e) = first_error.into_inner().expect("not poisoned") {
         return Err(e);
     }
-    merge(&out, std::slice::from_ref(&out))
+    let rows = merge(&out, std::slice::from_ref(&out))?;
+    let failing: Vec<&Row> = rows.iter().filter(|r| !r.violations.is_empty()).collect();
+    for r in &failing {
+        println!(
+            "FAILED run {} (seed {}): {}\n  reproduce: {}",
+            r.run_id,
+            r.seed,
+            r.violations.join("; "),
+            r.reproduce
+        );
+    }
+    match (failing.len(), args.check) {
+        (0, true) => println!("check: all {} runs kept every invariant", rows.len()),
+        (0, false) => {}
+        (n, _) => bail!("{n} of {} runs broke an invariant", rows.len()),
+    }
+    Ok(())
 }
 
 /// Collects every `runs/*/row.json` under `dirs` into `out/summary.{csv,json}`, sorted
-/// by run id (a run present in several directories must agree).
-pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<()> {
+/// by run id (a run present in several directories must agree); returns the rows.
+pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Vec<Row>> {
     let mut rows: std::collections::BTreeMap<String, Row> = Default::default();
     for dir in dirs {
         let runs = dir.join("runs");
@@ -322,7 +344,7 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<()> {
     for p in &params {
         csv += &format!(",\"{p}\"");
     }
-    csv += ",tunnels,attempts,established,failed,downgrades,keys_drawn,keys_wasted,key_wait_s,handshake_p50_ms,handshake_p95_ms,retransmissions,fingerprint\n";
+    csv += ",tunnels,attempts,established,failed,downgrades,keys_drawn,keys_wasted,key_wait_s,handshake_p50_ms,handshake_p95_ms,retransmissions,violations,fingerprint\n";
     let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.3}"));
     for r in &rows {
         csv += &format!("{},{}", r.run_id, r.seed);
@@ -335,7 +357,7 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<()> {
             );
         }
         csv += &format!(
-            ",{},{},{},{},{},{},{},{:.3},{},{},{},{}\n",
+            ",{},{},{},{},{},{},{},{:.3},{},{},{},{},{}\n",
             r.tunnels,
             r.attempts,
             r.established,
@@ -347,6 +369,7 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<()> {
             opt(r.handshake_p50_ms),
             opt(r.handshake_p95_ms),
             r.retransmissions,
+            r.violations.len(),
             r.fingerprint
         );
     }
@@ -356,5 +379,5 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<()> {
         rows.len(),
         out.join("summary.csv").display()
     );
-    Ok(())
+    Ok(rows)
 }

@@ -85,3 +85,124 @@ fn jobs_and_shards_do_not_change_results() {
     let again = qsafe(&["sweep", sweep, "--out", &dir("j1"), "--quiet"]);
     assert!(again.contains("0 to run (18 already done)"), "{again}");
 }
+
+#[test]
+fn check_lists_every_failing_run_with_the_command_that_replays_it() {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sweep-check");
+    let _ = fs::remove_dir_all(&base);
+    fs::create_dir_all(&base).unwrap();
+    // A corrupted Child SA key at 5 s breaks the oracle; at 1 h (after the end) it never
+    // happens. Two seeds each.
+    fs::write(
+        base.join("p2p.toml"),
+        r#"
+duration = "20s"
+[topology]
+kind = "point-to-point"
+link = { latency = "10ms" }
+tunnel = { ike = ["aes256gcm16-prfsha256-x25519"], child_rekey_every = "4s" }
+[[fault]]
+kind = "corrupt-child-key"
+at = "5s"
+gateway = "gw-b"
+"#,
+    )
+    .unwrap();
+    fs::write(
+        base.join("check.toml"),
+        "scenario = \"p2p.toml\"\nseeds = 2\n[grid]\n\"fault.0.at\" = [\"5s\", \"1h\"]\n",
+    )
+    .unwrap();
+    let sweep = base.join("check.toml");
+    let out = base.join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_qsafe"))
+        .args(["sweep", sweep.to_str().unwrap(), "--check", "--quiet"])
+        .args(["--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success(), "{stdout}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("2 of 4 runs broke an invariant"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let failed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAILED")).collect();
+    assert_eq!(failed.len(), 2, "{stdout}");
+    assert!(
+        failed[0].starts_with("FAILED run 00000 (seed 1)"),
+        "{stdout}"
+    );
+    assert!(
+        failed[1].starts_with("FAILED run 00001 (seed 2)"),
+        "{stdout}"
+    );
+    assert!(failed[0].contains("hold different keys"), "{stdout}");
+    // The printed command replays the run: same violation, seed named, non-zero exit.
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("reproduce: "))
+        .unwrap();
+    let cmd = line.trim_start().trim_start_matches("reproduce: qsafe ");
+    assert_eq!(
+        cmd,
+        format!(
+            "run {} --seed 1 --set 'fault.0.at=\"5s\"'",
+            base.join("p2p.toml").display()
+        )
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_qsafe"))
+        .args([
+            "run",
+            base.join("p2p.toml").to_str().unwrap(),
+            "--seed",
+            "1",
+        ])
+        .args(["--set", "fault.0.at=\"5s\"", "--quiet", "--no-report"])
+        .args(["--out", base.join("replay").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("seed 1 broke 1 invariant") && err.contains("hold different keys"),
+        "{err}"
+    );
+    // `--seeds` overrides the file's seeds: three seeds, three failing runs.
+    let o = Command::new(env!("CARGO_BIN_EXE_qsafe"))
+        .args([
+            "sweep",
+            sweep.to_str().unwrap(),
+            "--check",
+            "--quiet",
+            "--seeds",
+            "3",
+        ])
+        .args(["--out", base.join("out2").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let failed = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.starts_with("FAILED"))
+        .count();
+    assert_eq!(failed, 3);
+    // Without the fault, every run keeps every invariant.
+    fs::write(
+        base.join("sound.toml"),
+        "scenario = \"p2p.toml\"\nseeds = 3\n[grid]\n\"fault.0.at\" = [\"1h\"]\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_qsafe"))
+        .args([
+            "sweep",
+            base.join("sound.toml").to_str().unwrap(),
+            "--check",
+            "--quiet",
+        ])
+        .args(["--out", base.join("out3").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("check: all 3 runs kept every invariant"));
+}

@@ -338,6 +338,43 @@ pub fn random_connected_graph(n: usize, p: f64, seed: u64) -> Vec<(usize, usize)
     edges
 }
 
+/// A scenario with parameters set by dotted path (a sweep's grid point, or `qsafe run
+/// --set`). Paths into what the file writes (and into `topology`) apply before the
+/// topology is expanded; paths into generated items (`link.*...` of a generated
+/// topology) after, so both reach every item.
+pub fn with_params(
+    scenario: &Table,
+    params: &[(String, Value)],
+    origin: &str,
+) -> Result<WorldConfig, ScenarioError> {
+    let written = |path: &str| scenario.contains_key(path.split('.').next().unwrap_or(""));
+    let set = |t: &mut Table, before: bool| {
+        for (path, v) in params.iter().filter(|(p, _)| written(p) == before) {
+            set_path(t, path, v.clone()).map_err(|e| fail(origin, e))?;
+        }
+        Ok::<(), ScenarioError>(())
+    };
+    let mut t = scenario.clone();
+    set(&mut t, true)?;
+    let (mut t, _) = expand(t).map_err(|e| fail(origin, e))?;
+    set(&mut t, false)?;
+    from_table(t).map_err(|e| fail(origin, e))
+}
+
+/// Parses `PATH=VALUE` (the value in TOML syntax; a bare word is taken as a string).
+pub fn parse_assignment(text: &str) -> Result<(String, Value), String> {
+    let (path, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected PATH=VALUE"))?;
+    let value = value.trim();
+    let parsed = format!("v = {value}")
+        .parse::<Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(value.to_string()));
+    Ok((path.trim().to_string(), parsed))
+}
+
 /// Sets the value at a dotted path (`link.0.params.mtu`, `topology.nodes`, or with `*`
 /// for every element of an array: `tunnel.*.ppk`), creating tables as needed.
 pub fn set_path(t: &mut Table, path: &str, v: Value) -> Result<(), String> {

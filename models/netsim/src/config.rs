@@ -51,6 +51,10 @@ pub enum Fault {
         #[serde(default)]
         down_for: SimDuration,
     },
+    /// The next Child SA the gateway installs after `at` gets one bit of its outbound
+    /// key flipped (a corrupted SA database): its packets fail the peer's ICV check, and
+    /// the invariant oracle reports the two ends' different keys.
+    CorruptChildKey { at: SimTime, gateway: String },
 }
 
 fn default_sample() -> SimDuration {

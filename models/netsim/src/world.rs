@@ -116,6 +116,9 @@ enum Ev {
     GatewayUp {
         gw: usize,
     },
+    CorruptNextChild {
+        gw: usize,
+    },
     /// The invariant oracle's periodic look at negotiations in progress.
     Audit,
 }
@@ -145,6 +148,8 @@ struct Gateway {
     restarts: u32,
     /// Rebooting: everything that arrives is lost.
     down: bool,
+    /// A `corrupt-child-key` fault is armed for the next Child SA.
+    corrupt_next: bool,
     kme: Option<usize>,
     timer: Option<TimerId>,
     /// Peer index in the endpoint -> tunnel.
@@ -489,6 +494,7 @@ impl World {
                 peer_cfgs,
                 restarts: 0,
                 down: false,
+                corrupt_next: false,
                 kme,
                 timer: None,
                 peer_tunnel: tunnel_ids,
@@ -596,6 +602,10 @@ impl World {
                     let gw = find(&gw_names, gateway, format!("fault[{i}].gateway"))?;
                     let down_for = *down_for;
                     sim.schedule_at(world_entity, *at, Ev::GatewayDown { gw, down_for });
+                }
+                Fault::CorruptChildKey { at, gateway } => {
+                    let gw = find(&gw_names, gateway, format!("fault[{i}].gateway"))?;
+                    sim.schedule_at(world_entity, *at, Ev::CorruptNextChild { gw });
                 }
             }
         }
@@ -818,6 +828,7 @@ impl World {
                 }
             }
             Ev::GatewayUp { gw } => self.gateway_up(gw),
+            Ev::CorruptNextChild { gw } => self.gateways[gw].corrupt_next = true,
             Ev::Audit => {
                 self.audit();
                 let world = self.sim.entities().lookup("world").expect("registered");
@@ -1482,8 +1493,13 @@ impl World {
         }
     }
 
-    fn on_endpoint_event(&mut self, gw: usize, ev: Event) {
+    fn on_endpoint_event(&mut self, gw: usize, mut ev: Event) {
         let now = self.sim.now();
+        if let Event::ChildSaReady { child, .. } | Event::ChildSaRekeyed { child, .. } = &mut ev
+            && std::mem::take(&mut self.gateways[gw].corrupt_next)
+        {
+            child.encr_out[0] ^= 1;
+        }
         self.check_invariants(&ev);
         self.update_data_plane(gw, &ev);
         self.record_keys(gw, &ev);

@@ -39,7 +39,8 @@ enum Command {
     Run(run::RunArgs),
     /// Run a grid of scenario parameters times seeds, in parallel, optionally one shard.
     Sweep(sweep::SweepArgs),
-    /// Write DIR/report.html (and DIR/figures/) from the results of a run in DIR.
+    /// Write DIR/report.html (and DIR/figures/) from the results of a run in DIR
+    /// (results.json) or of a sweep (summary.json).
     Report { dir: PathBuf },
     /// Merge the rows of sweep directories (e.g. one per shard) into OUT/summary.csv.
     Merge {
@@ -128,7 +129,11 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Run(args)) => run::command(&args, "run"),
         Some(Command::Sweep(args)) => sweep::sweep(&args),
         Some(Command::Report { dir }) => {
-            println!("report: {}", reports::write_report(&dir)?.display());
+            let report = match dir.join("summary.json").exists() {
+                true => reports::write_sweep_report(&dir)?,
+                false => reports::write_report(&dir)?,
+            };
+            println!("report: {}", report.display());
             Ok(())
         }
         Some(Command::Merge { out, dirs }) => sweep::merge(&out, &dirs).map(|_| ()),

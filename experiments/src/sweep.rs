@@ -56,6 +56,9 @@ pub struct SweepArgs {
     /// replays it, and exit non-zero if any did.
     #[arg(long)]
     pub check: bool,
+    /// Do not write report.html and the figures.
+    #[arg(long)]
+    pub no_report: bool,
 }
 
 /// One run's results, with every parameter it ran with.
@@ -286,6 +289,9 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
         return Err(e);
     }
     let rows = merge(&out, std::slice::from_ref(&out))?;
+    if !args.no_report {
+        println!("report: {}", reports::write_sweep_report(&out)?.display());
+    }
     let failing: Vec<&Row> = rows.iter().filter(|r| !r.violations.is_empty()).collect();
     for r in &failing {
         println!(

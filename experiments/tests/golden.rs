@@ -62,4 +62,8 @@ fn sweep_summary_table() {
         "sweep-loss-summary.csv",
         &fs::read_to_string(dir.join("summary.csv")).unwrap(),
     );
+    let rows: Vec<reports::sweep::SweepRow> =
+        serde_json::from_str(&fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    check("sweep-loss-points.md", &reports::sweep::point_table(&rows));
+    assert!(dir.join("report.html").exists());
 }

@@ -22,7 +22,7 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
 ];
 
-fn color(i: usize) -> RGBColor {
+pub(crate) fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
@@ -44,7 +44,7 @@ pub fn register_fonts() {
     });
 }
 
-fn caption(title: &str) -> (&str, (&str, u32, FontStyle)) {
+pub(crate) fn caption(title: &str) -> (&str, (&str, u32, FontStyle)) {
     (title, ("sans-serif", 22, FontStyle::Bold))
 }
 

@@ -4,10 +4,12 @@
 //! [`write_report`] draws every figure as SVG (inlined into `report.html`, which is
 //! self-contained) and as PNG beside it, and tabulates per-tunnel statistics with
 //! seeded bootstrap intervals, the QKD totals, the manifest and the reproduce command.
+//! [`write_sweep_report`] does the same for a sweep's `summary.json` ([`sweep`]).
 
 pub mod data;
 pub mod figures;
 pub mod stats;
+pub mod sweep;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 
 pub use data::RunData;
+pub use sweep::write_sweep_report;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -83,7 +86,7 @@ fn all_figures() -> Vec<Figure> {
     ]
 }
 
-const SIZE: (u32, u32) = (900, 520);
+pub(crate) const SIZE: (u32, u32) = (900, 520);
 
 /// Draws every figure into `dir/figures/` (SVG and PNG); returns (title, SVG text).
 pub fn draw_figures(d: &RunData, dir: &Path) -> Result<Vec<(&'static str, String)>, ReportError> {
@@ -121,7 +124,7 @@ pub fn draw_figures(d: &RunData, dir: &Path) -> Result<Vec<(&'static str, String
     Ok(svgs)
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -164,7 +167,20 @@ pub fn tunnel_table(d: &RunData) -> String {
     t
 }
 
-fn md_to_html_table(md: &str) -> String {
+/// The start of a self-contained report page, up to its `<h1>`.
+pub(crate) fn html_head(title: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\n<style>\
+         body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}\
+         table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}\
+         th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}\
+         pre{{background:#f7f7f7;padding:1em;overflow:auto}}figure{{margin:1.5em 0}}\
+         </style></head><body>\n<h1>{t}</h1>\n",
+        t = esc(title)
+    )
+}
+
+pub(crate) fn md_to_html_table(md: &str) -> String {
     let mut html = String::from("<table>\n");
     for (i, line) in md.lines().enumerate().filter(|(i, _)| *i != 1) {
         let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
@@ -199,16 +215,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf, ReportError> {
         .unwrap_or_default();
     let svgs = draw_figures(&d, dir)?;
 
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>qsafe report</title>\n<style>\
-         body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}\
-         table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}\
-         th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}\
-         pre{{background:#f7f7f7;padding:1em;overflow:auto}}figure{{margin:1.5em 0}}\
-         </style></head><body>\n<h1>qsafe run report</h1>\n"
-    );
+    let mut h = html_head("qsafe run report");
     let m = |k: &str| {
         manifest
             .get(k)

@@ -17,6 +17,18 @@ pub fn mean(v: &[f64]) -> Option<f64> {
 /// A 95 % percentile-bootstrap interval for the median (1,000 resamples, splitmix64
 /// seeded with `seed`).
 pub fn median_ci(values: &[f64], seed: u64) -> Option<(f64, f64)> {
+    bootstrap_ci(values, seed, |s| {
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    })
+}
+
+/// The same for the mean (a sweep point's mean over its seeds).
+pub fn mean_ci(values: &[f64], seed: u64) -> Option<(f64, f64)> {
+    bootstrap_ci(values, seed, |s| s.iter().sum::<f64>() / s.len() as f64)
+}
+
+fn bootstrap_ci(values: &[f64], seed: u64, statistic: fn(&mut [f64]) -> f64) -> Option<(f64, f64)> {
     if values.len() < 2 {
         return None;
     }
@@ -29,17 +41,16 @@ pub fn median_ci(values: &[f64], seed: u64) -> Option<(f64, f64)> {
         z ^ (z >> 31)
     };
     let n = values.len();
-    let mut medians: Vec<f64> = (0..1000)
+    let mut estimates: Vec<f64> = (0..1000)
         .map(|_| {
             let mut s: Vec<f64> = (0..n)
                 .map(|_| values[(next() % n as u64) as usize])
                 .collect();
-            s.sort_by(f64::total_cmp);
-            s[n / 2]
+            statistic(&mut s)
         })
         .collect();
-    medians.sort_by(f64::total_cmp);
-    Some((quantile(&medians, 0.025)?, quantile(&medians, 0.975)?))
+    estimates.sort_by(f64::total_cmp);
+    Some((quantile(&estimates, 0.025)?, quantile(&estimates, 0.975)?))
 }
 
 #[cfg(test)]
@@ -59,5 +70,11 @@ mod tests {
         );
         assert_eq!(median_ci(&v, 1), median_ci(&v, 1), "seeded: reproducible");
         assert_eq!(quantile(&[], 0.5), None);
+        let (lo, hi) = mean_ci(&v, 1).unwrap();
+        assert!(
+            lo < 51.0 && hi > 51.0 && lo > 42.0 && hi < 60.0,
+            "{lo} {hi}"
+        );
+        assert_eq!(mean_ci(&[3.0], 1), None);
     }
 }

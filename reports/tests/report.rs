@@ -116,3 +116,91 @@ fn a_missing_or_broken_results_file_is_a_clear_error() {
             .contains("not a results file")
     );
 }
+
+/// A sweep of loss rate x MTU, two seeds each, one run with a violation.
+fn sweep_rows() -> String {
+    let mut rows = Vec::new();
+    let mut id = 0;
+    for loss in ["0.0", "0.1", "0.2"] {
+        for mtu in ["576", "1280"] {
+            for seed in 1..=2u64 {
+                let l: f64 = loss.parse().unwrap();
+                let established = 10 - (l * 20.0) as u32 - seed as u32 % 2;
+                let violations: Vec<&str> = if id == 7 {
+                    vec!["at 5s: broken"]
+                } else {
+                    vec![]
+                };
+                rows.push(serde_json::json!({
+                    "run_id": format!("{id:05}"), "seed": seed,
+                    "params": {"link.*.params.loss.probability": loss, "link.*.params.mtu": mtu},
+                    "tunnels": 1, "attempts": 10, "established": established, "failed": 10 - established,
+                    "downgrades": 0, "keys_drawn": 10, "keys_wasted": 0, "key_wait_s": 0.0,
+                    "handshake_p50_ms": 100.0 + l * 1000.0 + seed as f64, "handshake_p95_ms": 300.0,
+                    "retransmissions": (l * 50.0) as u32, "fingerprint": "ab",
+                    "violations": violations, "reproduce": format!("qsafe run s.toml --seed {seed}")
+                }));
+                id += 1;
+            }
+        }
+    }
+    serde_json::to_string(&rows).unwrap()
+}
+
+#[test]
+fn sweep_report_figures_and_table() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sweep-report");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("summary.json"), sweep_rows()).unwrap();
+    let html = fs::read_to_string(reports::write_sweep_report(&dir).unwrap()).unwrap();
+    for section in [
+        "id=\"sweep\"",
+        "id=\"points\"",
+        "id=\"figures\"",
+        "id=\"violations\"",
+        "run 00007 (seed 2): at 5s: broken",
+        "qsafe run s.toml --seed 2",
+        "<svg",
+    ] {
+        assert!(html.contains(section), "sweep report lacks {section}");
+    }
+    // The numeric parameter with the most values is the x axis; one line per MTU.
+    for (stem, texts) in [
+        (
+            "sweep_success",
+            &[
+                "Handshake success rate",
+                "link.*.params.loss.probability",
+                "established / attempted",
+                "link.*.params.mtu = 576",
+                "link.*.params.mtu = 1280",
+            ][..],
+        ),
+        (
+            "sweep_time",
+            &["Handshake completion time p50", "completion time (ms)"][..],
+        ),
+    ] {
+        let svg = fs::read_to_string(dir.join("figures").join(format!("{stem}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        for t in texts {
+            assert!(svg.contains(t), "{stem}.svg lacks {t:?}");
+        }
+        // Confidence bands are filled polygons.
+        assert!(svg.contains("<polygon"), "{stem}.svg has no band");
+        let png = fs::read(dir.join("figures").join(format!("{stem}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{stem}.png");
+    }
+    let rows: Vec<reports::sweep::SweepRow> = serde_json::from_str(&sweep_rows()).unwrap();
+    let table = reports::sweep::point_table(&rows);
+    // Loss 0.0, MTU 576: seeds give 9 and 10 of 10, mean 95 %; p50 101 and 102 ms.
+    assert!(
+        table.contains(
+            "| 0.0 | 576 | 2 | 95.0% | 90.0 to 100.0 | 101.5 | 101.0 to 102.0 | 0 | 0 | 0 |"
+        ),
+        "{table}"
+    );
+    assert!(table.contains("| 0.1 | 1280 | 2 |"), "{table}");
+    assert_eq!(table.lines().count(), 2 + 6);
+}

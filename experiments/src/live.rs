@@ -101,6 +101,18 @@ pub struct LivePeer {
     /// Rekey the first Child SA this long after it is up (CREATE_CHILD_SA).
     #[serde(default)]
     pub rekey_child_after: Option<sim_core::SimDuration>,
+    /// Create one additional Child SA this long after the first is up (CREATE_CHILD_SA
+    /// without REKEY_SA).
+    #[serde(default)]
+    pub create_child_after: Option<sim_core::SimDuration>,
+}
+
+/// An exchange live mode starts on its own at a given time.
+#[derive(Clone, Copy)]
+enum Action {
+    RekeyChild(u32),
+    RekeyIke,
+    CreateChild,
 }
 
 fn default_esp() -> Vec<String> {
@@ -274,6 +286,7 @@ pub fn from_scenario(path: &Path, gateway: &str) -> Result<LiveConfig> {
             dpd_delay: None,
             rekey_ike_after: if initiate { t.ike_rekey_every } else { None },
             rekey_child_after: if initiate { t.child_rekey_every } else { None },
+            create_child_after: None,
         });
     }
     if peers.is_empty() {
@@ -355,23 +368,28 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
     let deadline = start + Duration::from_nanos(cfg.timeout.as_nanos());
     let mut buf = vec![0u8; 65_536];
     let mut finish_at: Option<Instant> = None;
-    // Rekeys to start: (when, IKE SA, Child SA inbound SPI or None for the IKE SA).
-    let mut rekeys: Vec<(Instant, ikev2::endpoint::SaId, Option<u32>)> = Vec::new();
+    // Exchanges to start: (when, IKE SA, what).
+    let mut rekeys: Vec<(Instant, ikev2::endpoint::SaId, Action)> = Vec::new();
     let mut sa_peer: BTreeMap<ikev2::endpoint::SaId, usize> = BTreeMap::new();
+    let mut created: std::collections::BTreeSet<ikev2::endpoint::SaId> = Default::default();
     let mut buf4500 = vec![0u8; 65_536];
     loop {
         // Rekeys that are due (the endpoint ignores one while another exchange runs).
         let due = Instant::now();
-        for &(_, sa, child) in rekeys.iter().filter(|r| r.0 <= due) {
+        for &(_, sa, action) in rekeys.iter().filter(|r| r.0 <= due) {
             let at = now() as f64 / 1e9;
-            match child {
-                Some(spi_in) => {
+            match action {
+                Action::RekeyChild(spi_in) => {
                     println!("[{at:>8.3}s] rekeying Child SA {spi_in:08x}");
                     ep.rekey_child(now(), sa, spi_in);
                 }
-                None => {
+                Action::RekeyIke => {
                     println!("[{at:>8.3}s] rekeying IKE SA {sa:016x}");
                     ep.rekey_ike(now(), sa);
+                }
+                Action::CreateChild => {
+                    println!("[{at:>8.3}s] creating an additional Child SA");
+                    ep.create_child(now(), sa);
                 }
             }
         }
@@ -440,7 +458,7 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
                         sa_peer.insert(*sa, *peer);
                         if let Some(after) = cfg.peers[*peer].rekey_ike_after {
                             let when = from_now(after);
-                            rekeys.push((when, *sa, None));
+                            rekeys.push((when, *sa, Action::RekeyIke));
                         }
                         let ppk = match ppk {
                             PpkOutcome::Used { id } => {
@@ -458,9 +476,15 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
                     }
                     Event::ChildSaReady { sa, child } => {
                         println!("[{at:>8.3}s] Child SA ready: {child:?}");
-                        let peer = sa_peer.get(sa).copied();
-                        if let Some(after) = peer.and_then(|p| cfg.peers[p].rekey_child_after) {
-                            rekeys.push((from_now(after), *sa, Some(child.spi_in)));
+                        let peer = sa_peer.get(sa).copied().map(|p| &cfg.peers[p]);
+                        if let Some(after) = peer.and_then(|p| p.rekey_child_after) {
+                            rekeys.push((from_now(after), *sa, Action::RekeyChild(child.spi_in)));
+                        }
+                        // One additional Child SA, after the first one only.
+                        if let Some(after) = peer.and_then(|p| p.create_child_after)
+                            && created.insert(*sa)
+                        {
+                            rekeys.push((from_now(after), *sa, Action::CreateChild));
                         }
                     }
                     Event::IkeSaRekeyed { old, new, .. } => {

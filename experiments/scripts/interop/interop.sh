@@ -132,7 +132,8 @@ run_case() {
   case $rekey in
     qsafe) rekey_line='rekey_child_after = "1s"' qs_dpd='dpd_delay = "1500ms"' ;;
     qsafe-ike) rekey_line='rekey_ike_after = "1s"' qs_dpd='dpd_delay = "1500ms"' ;;
-    charon|charon-ike) ss_dpd="dpd_delay = 1s" ;;
+    qsafe-new) rekey_line='create_child_after = "1s"' qs_dpd='dpd_delay = "1500ms"' ;;
+    charon|charon-ike|charon-new) ss_dpd="dpd_delay = 1s" ;;
   esac
   fill "$HERE/swanctl.conf.in" "$dir/swanctl.conf" SS_IP="$SS_IP" QS_IP="$QS_IP" PROPOSAL="$proposal" \
     PSK="$PSK" PPK_ID="$PPK_ID" PPK_KEY="$PPK_KEY" PPK="${ppk_conf//$'\n'/\\n}" ESP="$esp" DPD="$ss_dpd"
@@ -153,6 +154,8 @@ run_case() {
     case $rekey in
       charon) sw "$dir" --rekey --child net > "$dir/swanctl-rekey.out" 2>&1 || { ok=0; why+=("swanctl --rekey failed"); } ;;
       charon-ike) sw "$dir" --rekey --ike qsafe > "$dir/swanctl-rekey.out" 2>&1 || { ok=0; why+=("swanctl --rekey failed"); } ;;
+      # A second child config on the same IKE SA: CREATE_CHILD_SA without REKEY_SA.
+      charon-new) sw "$dir" --initiate --child web --timeout 15 > "$dir/swanctl-new.out" 2>&1 || { ok=0; why+=("swanctl --initiate --child web failed"); } ;;
     esac
     wait "$QSAFE_PID" || { ok=0; why+=("qsafe live failed"); }
     QSAFE_PID=
@@ -174,6 +177,11 @@ run_case() {
     qsafe-ike|charon-ike)
       grep -Eq "IKE_SA qsafe\[[0-9]+\] rekeyed between" "$clog" || { ok=0; why+=("charon: no IKE_SA rekeyed"); }
       grep -q "rekeyed: now" "$dir/qsafe.out" || { ok=0; why+=("qsafe: no IKE SA rekeyed"); } ;;
+    qsafe-new|charon-new)
+      # A second pair on the same IKE SA, nothing closed.
+      [ "$(grep -Ec "CHILD_SA (net|web)\{[0-9]*\} established" "$clog")" -ge 2 ] || { ok=0; why+=("charon: no second CHILD_SA"); }
+      [ "$(grep -c "Child SA ready" "$dir/qsafe.out")" -ge 2 ] || { ok=0; why+=("qsafe: no second Child SA"); }
+      [ "$(grep -c "IKE_SA qsafe\[[0-9]*\] established" "$clog")" = 1 ] || { ok=0; why+=("charon: more than one IKE SA"); } ;;
   esac
   # A rekey with additional key exchanges must have run them in IKE_FOLLOWUP_KE.
   local followup=no
@@ -186,7 +194,7 @@ run_case() {
   fi
   if [ "$rekey" != none ]; then
     # Dead peer detection: the rekeying side's empty INFORMATIONAL, answered.
-    if [ "${rekey%-ike}" = qsafe ]; then
+    if [ "${rekey%-*}" = qsafe ]; then
       grep -Eq "parsed INFORMATIONAL request [0-9]+ \[ \]" "$clog" || { ok=0; why+=("charon: no liveness check from qsafe"); }
     else
       grep -Eq "parsed INFORMATIONAL response [0-9]+ \[ \]" "$clog" || { ok=0; why+=("charon: its liveness check unanswered"); }
@@ -230,6 +238,8 @@ run_case "5.9-charon-rekeys-child-pfs" "" responder "$CLASSIC" no 1280 none "$CL
 # IKE SA rekeys (classical; the hybrid ones with IKE_FOLLOWUP_KE are 6.x cases below).
 run_case "5.9-qsafe-rekeys-ike" "" initiator "$CLASSIC" yes 1280 none "$CLASSIC_RE" qsafe-ike
 run_case "5.9-charon-rekeys-ike" "" responder "$CLASSIC" no 1280 none "$CLASSIC_RE" charon-ike
+run_case "5.9-qsafe-creates-child-pfs" "" initiator "$CLASSIC" no 1280 none "$CLASSIC_RE" qsafe-new aes256gcm16-x25519
+run_case "5.9-charon-creates-child" "" responder "$CLASSIC" no 1280 none "$CLASSIC_RE" charon-new
 
 # strongSwan 6.x from Debian sid, for ML-KEM in IKE_INTERMEDIATE.
 HYBRID=aes256gcm16-prfsha256-x25519-ke1_mlkem768

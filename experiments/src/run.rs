@@ -221,6 +221,30 @@ pub fn print_summary(r: &Results) {
         "qkd: {} keys delivered, {} fetched, {} wasted, {} requests refused, {} relay hops",
         q.keys_delivered, q.keys_fetched, q.keys_wasted, q.requests_refused, q.relay_keys
     );
+    let count = |x: &str| r.exchanges.iter().filter(|e| e.exchange == x).count();
+    let ike_rekeys: u32 = r.tunnels.iter().map(|t| t.ike_rekeys).sum();
+    println!(
+        "rekeys: {} CREATE_CHILD_SA ({ike_rekeys} of them IKE SA rekeys), {} IKE_FOLLOWUP_KE",
+        count("CREATE_CHILD_SA"),
+        count("IKE_FOLLOWUP_KE")
+    );
+    if !r.traffic.is_empty() {
+        let sum =
+            |f: fn(&netsim::results::TrafficSummary) -> u64| r.traffic.iter().map(f).sum::<u64>();
+        let (offered, delivered) = (sum(|f| f.offered_packets), sum(|f| f.delivered_packets));
+        println!(
+            "esp: {delivered} of {offered} packets delivered ({:.3}%); lost: no SA {}, link {}, unknown SPI {}, expired {}, replayed {}, bad ICV {}; {} volume rekeys, {} hard expiries",
+            100.0 * delivered as f64 / offered.max(1) as f64,
+            sum(|f| f.no_sa),
+            sum(|f| f.lost_on_link),
+            sum(|f| f.unknown_spi),
+            sum(|f| f.expired),
+            sum(|f| f.replayed),
+            sum(|f| f.integrity_failures),
+            sum(|f| f.volume_rekeys as u64),
+            sum(|f| f.hard_expiries as u64),
+        );
+    }
 }
 
 fn create(path: &Path) -> Result<fs::File> {

@@ -18,6 +18,41 @@ pub struct RunData {
     pub pools: Vec<Pool>,
     pub links: Vec<Link>,
     pub qkd: Qkd,
+    pub traffic: Vec<Traffic>,
+}
+
+/// ESP traffic through one tunnel (see netsim's `TrafficSummary`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Traffic {
+    pub tunnel: String,
+    pub mode: String,
+    pub offered_packets: u64,
+    pub delivered_packets: u64,
+    pub no_sa: u64,
+    pub expired: u64,
+    pub unknown_spi: u64,
+    pub replayed: u64,
+    pub integrity_failures: u64,
+    pub malformed: u64,
+    pub lost_on_link: u64,
+    pub volume_rekeys: u32,
+    pub hard_expiries: u32,
+}
+
+impl Traffic {
+    /// The ways a packet is lost, as (label, count), in the order figures show them.
+    pub fn losses(&self) -> [(&'static str, u64); 7] {
+        [
+            ("no SA", self.no_sa),
+            ("link", self.lost_on_link),
+            ("unknown SPI", self.unknown_spi),
+            ("expired", self.expired),
+            ("replayed", self.replayed),
+            ("bad ICV", self.integrity_failures),
+            ("malformed", self.malformed),
+        ]
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -53,7 +88,9 @@ pub struct Handshake {
 #[serde(default)]
 pub struct Exchange {
     pub tunnel: String,
+    pub gateway: String,
     pub exchange: String,
+    pub started_ns: u64,
     pub request_bytes: usize,
     pub request_fragments: usize,
     pub response_bytes: usize,

@@ -444,3 +444,108 @@ pub fn timeline<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData) -
         .draw()?;
     root.present()
 }
+
+/// Exchanges of each kind started, cumulatively over time: the rekey load.
+pub fn exchanges_over_time<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    d: &RunData,
+) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let hours = d.duration_ns as f64 / NS_PER_H;
+    let mut per: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for e in &d.exchanges {
+        per.entry(&e.exchange).or_default().push(e.started_ns);
+    }
+    let ymax = per.values().map(Vec::len).max().unwrap_or(1).max(1) as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            caption("Exchanges started over time (rekeys, deletes, new IKE SAs)").0,
+            caption("").1,
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..hours.max(1e-9), 0f64..ymax * 1.05)?;
+    chart
+        .configure_mesh()
+        .x_desc("simulated time (h)")
+        .y_desc("cumulative exchanges")
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    for (i, (kind, mut times)) in per.into_iter().enumerate() {
+        times.sort_unstable();
+        let mut pts = vec![(0.0, 0.0)];
+        pts.extend(
+            times
+                .iter()
+                .enumerate()
+                .map(|(n, &t)| (t as f64 / NS_PER_H, (n + 1) as f64)),
+        );
+        pts.push((hours, times.len() as f64));
+        let c = color(i);
+        chart
+            .draw_series(LineSeries::new(pts, c.stroke_width(2)))?
+            .label(kind.to_string())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()?;
+    root.present()
+}
+
+/// ESP packets lost, by reason, over all tunnels with traffic.
+pub fn esp_losses<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let mut bars: Vec<(&str, f64)> = crate::data::Traffic::default()
+        .losses()
+        .iter()
+        .map(|(name, _)| (*name, 0.0))
+        .collect();
+    for t in &d.traffic {
+        for (i, (_, n)) in t.losses().iter().enumerate() {
+            bars[i].1 += *n as f64;
+        }
+    }
+    let offered: u64 = d.traffic.iter().map(|t| t.offered_packets).sum();
+    let delivered: u64 = d.traffic.iter().map(|t| t.delivered_packets).sum();
+    let ymax = bars.iter().map(|b| b.1).fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption("ESP packets lost, by reason").0, caption("").1)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..bars.len() as f64, 0f64..ymax * 1.2)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .x_desc(if d.traffic.is_empty() {
+            "no traffic in this run".to_string()
+        } else {
+            format!(
+                "reason ({delivered} of {offered} packets delivered, {:.3}%)",
+                100.0 * delivered as f64 / offered.max(1) as f64
+            )
+        })
+        .y_desc("packets")
+        .label_style(("sans-serif", 13))
+        .draw()?;
+    for (i, (name, n)) in bars.iter().enumerate() {
+        let x0 = i as f64 + 0.15;
+        chart.draw_series([Rectangle::new(
+            [(x0, 0.0), (x0 + 0.7, *n)],
+            color(i).filled(),
+        )])?;
+        chart.draw_series([Text::new(
+            format!("{name}: {n:.0}"),
+            (x0, n + ymax * 0.04),
+            ("sans-serif", 11),
+        )])?;
+    }
+    root.present()
+}

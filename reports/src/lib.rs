@@ -83,6 +83,16 @@ fn all_figures() -> Vec<Figure> {
         ),
         figure!("drops", "Drops and retransmissions", figures::drops),
         figure!("timeline", "Tunnel states over time", figures::timeline),
+        figure!(
+            "exchanges_over_time",
+            "Exchanges started over time",
+            figures::exchanges_over_time
+        ),
+        figure!(
+            "esp_losses",
+            "ESP packets lost, by reason",
+            figures::esp_losses
+        ),
     ]
 }
 
@@ -180,6 +190,32 @@ pub(crate) fn html_head(title: &str) -> String {
     )
 }
 
+/// ESP traffic per tunnel, as Markdown.
+fn traffic_table(d: &RunData) -> String {
+    let mut t = String::from(
+        "| tunnel | mode | offered | delivered | no Child SA | lost on link | unknown SPI | past hard lifetime | replayed | failed ICV | volume rekeys | hard expiries |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for f in &d.traffic {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {:.3}% | {} | {} | {} | {} | {} | {} | {} | {} |",
+            f.tunnel,
+            f.mode,
+            f.offered_packets,
+            100.0 * f.delivered_packets as f64 / f.offered_packets.max(1) as f64,
+            f.no_sa,
+            f.lost_on_link,
+            f.unknown_spi,
+            f.expired,
+            f.replayed,
+            f.integrity_failures,
+            f.volume_rekeys,
+            f.hard_expiries
+        );
+    }
+    t
+}
+
 pub(crate) fn md_to_html_table(md: &str) -> String {
     let mut html = String::from("<table>\n");
     for (i, line) in md.lines().enumerate().filter(|(i, _)| *i != 1) {
@@ -241,6 +277,13 @@ pub fn write_report(dir: &Path) -> Result<PathBuf, ReportError> {
         "<h2 id=\"tunnels\">Tunnels</h2>\n{}",
         md_to_html_table(&tunnel_table(&d))
     );
+    if !d.traffic.is_empty() {
+        let _ = write!(
+            h,
+            "<h2 id=\"traffic\">ESP traffic</h2>\n{}",
+            md_to_html_table(&traffic_table(&d))
+        );
+    }
     let q = &d.qkd;
     let _ = write!(
         h,

@@ -20,6 +20,7 @@ const RESULTS: &str = r#"{
   "pools": [{"link": "k1-k2", "owner": "k1", "capacity_bits": 65536, "samples": [[0, 16384], [3600000000000, 8192]], "generated_bits": 0, "delivered_keys": 3, "refused_requests": 1}],
   "links": [{"link": "link/a-b", "direction": "a>b", "stats": {"datagrams_sent": 10, "datagrams_delivered": 9, "drops": [0, 0, 1, 0, 0, 0, 0, 0]}}],
   "qkd": {"keys_delivered": 3, "keys_fetched": 2, "keys_wasted": 1, "requests_refused": 1, "relay_keys": 0},
+  "traffic": [{"tunnel": "t1", "mode": "packets", "offered_packets": 120, "delivered_packets": 99, "no_sa": 10, "unknown_spi": 7, "lost_on_link": 4, "volume_rekeys": 2}],
   "some_future_field": true
 }"#;
 
@@ -42,6 +43,7 @@ fn report_and_figures() {
         "id=\"qkd\"",
         "id=\"figures\"",
         "id=\"manifest\"",
+        "id=\"traffic\"",
         "qsafe run s.toml --seed 5",
         "<svg",
     ] {
@@ -76,6 +78,22 @@ fn report_and_figures() {
         (
             "timeline",
             &["Tunnel states over time", "t1", "waiting for a QKD key"][..],
+        ),
+        (
+            "exchanges_over_time",
+            &[
+                "Exchanges started over time",
+                "cumulative exchanges",
+                "IKE_INTERMEDIATE",
+            ][..],
+        ),
+        (
+            "esp_losses",
+            &[
+                "ESP packets lost, by reason",
+                "unknown SPI: 7",
+                "99 of 120 packets delivered",
+            ][..],
         ),
     ] {
         let svg = fs::read_to_string(dir.join("figures").join(format!("{stem}.svg"))).unwrap();

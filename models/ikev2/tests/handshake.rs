@@ -809,3 +809,147 @@ fn hybrid_rekeys_run_their_additional_key_exchanges_in_ike_followup_ke() {
         assert_eq!((p.eps[0].sa_count(), p.eps[1].sa_count()), (1, 1));
     }
 }
+
+#[test]
+fn a_followup_under_an_unknown_link_is_answered_state_not_found() {
+    use ikev2::crypto::RealCrypto;
+    use ikev2::message::{Message, Payload, encode_payloads};
+    use ikev2::protect::{self, Opened};
+    // A hybrid Child SA rekey: X25519 in CREATE_CHILD_SA, ML-KEM-768 in IKE_FOLLOWUP_KE,
+    // unfragmented so that one datagram carries the whole request.
+    let mut p = Pair::new(24, |_, peer| {
+        *peer = peer
+            .clone()
+            .with_esp(&["aes256gcm16-x25519-ke1_mlkem768"])
+            .unwrap();
+        peer.fragmentation = false;
+    });
+    for l in &mut p.links {
+        l.mtu = 9000;
+    }
+    p.handshake(10 * SEC);
+    // The initiator's sending key of the IKE SA (its last key set).
+    let entry = p.events[0]
+        .iter()
+        .rev()
+        .find_map(|e| match &e.1 {
+            Event::Keys { entry, .. } => Some(entry.clone()),
+            _ => None,
+        })
+        .unwrap();
+    // On the way, the IKE_FOLLOWUP_KE request's link gets one bit flipped, and the
+    // message is sealed again with the sender's key, so only the link is wrong.
+    let tampered = std::rc::Rc::new(std::cell::Cell::new(0));
+    let seen = tampered.clone();
+    p.links[0].tamper = Some(Box::new(move |_, d| {
+        let Ok(msg) = Message::decode(d) else { return };
+        if msg.header.exchange != exchange::IKE_FOLLOWUP_KE || msg.header.is_response() {
+            return;
+        }
+        let Ok(Opened::Whole {
+            header,
+            first,
+            inner,
+        }) = protect::open(&RealCrypto, entry.aead, &entry.sk_ei, d)
+        else {
+            return;
+        };
+        let mut payloads = protect::decode_inner(first, &inner).unwrap();
+        for pl in &mut payloads {
+            if let Payload::Notify(n) = pl
+                && n.kind == notify::ADDITIONAL_KEY_EXCHANGE
+            {
+                n.data[0] ^= 1;
+            }
+        }
+        let mut inner = Vec::new();
+        encode_payloads(&payloads, &mut inner);
+        let mut iv = 1 << 40;
+        *d = protect::seal(
+            &RealCrypto,
+            entry.aead,
+            &entry.sk_ei,
+            &mut iv,
+            &header,
+            first,
+            &inner,
+        );
+        seen.set(seen.get() + 1);
+    }));
+    let Some(Event::IkeSaEstablished { sa, .. }) = p.established(0).cloned() else {
+        panic!()
+    };
+    let child = p.child(0).unwrap().clone();
+    assert_eq!(
+        p.eps[0].rekey_child(p.now, sa, child.spi_in),
+        Start::Started
+    );
+    while p.step() {}
+    assert_eq!(tampered.get(), 1, "the request was not seen");
+    // The responder knows no pending exchange under that link: STATE_NOT_FOUND, and the
+    // rekey fails at the initiator; the old Child SA stays on both sides.
+    assert!(
+        p.events[0].iter().any(|e| matches!(
+            e.1,
+            Event::ChildSaFailed { notify: n, .. } if n == notify::STATE_NOT_FOUND
+        )),
+        "{:?}",
+        p.events[0]
+    );
+    assert!(rekeyed_children(&p, 0).is_empty());
+    assert_eq!(live_children(&p, 0).len(), 1);
+}
+
+#[test]
+fn a_child_sa_already_rekeyed_by_the_peer_is_not_rekeyed_again() {
+    for esp in ["aes256gcm16-x25519", "aes256gcm16-x25519-ke1_mlkem768"] {
+        let mut p = Pair::new(25, |_, peer| *peer = peer.clone().with_esp(&[esp]).unwrap());
+        p.handshake(10 * SEC);
+        let first = [p.child(0).unwrap().clone(), p.child(1).unwrap().clone()];
+        let sa = |p: &Pair, i: usize| match p.established(i) {
+            Some(Event::IkeSaEstablished { sa, .. }) => *sa,
+            _ => panic!(),
+        };
+        assert_eq!(
+            p.eps[0].rekey_child(p.now, sa(&p, 0), first[0].spi_in),
+            Start::Started
+        );
+        // Once the request has reached the responder, ask it to rekey the same pair at
+        // every step until it holds the successor.
+        let received = p.eps[1].stats().datagrams_received;
+        let mut answers = Vec::new();
+        while p.step() {
+            if p.eps[1].stats().datagrams_received == received {
+                continue;
+            }
+            let done = !rekeyed_children(&p, 1).is_empty();
+            let s1 = sa(&p, 1);
+            answers.push((done, p.eps[1].rekey_child(p.now, s1, first[1].spi_in)));
+            if done {
+                break;
+            }
+        }
+        // Busy while the peer's IKE_FOLLOWUP_KE runs; never a second rekey once the
+        // successor exists.
+        assert_eq!(
+            answers.last(),
+            Some(&(true, Start::Gone)),
+            "{esp}: {answers:?}"
+        );
+        assert!(
+            answers.iter().all(|a| a.1 != Start::Started),
+            "{esp}: {answers:?}"
+        );
+        if esp.contains("ke1_") {
+            assert!(
+                answers.iter().any(|a| a.1 == Start::Busy),
+                "{esp}: {answers:?}"
+            );
+        }
+        while p.step() {}
+        assert_eq!(
+            (live_children(&p, 0).len(), live_children(&p, 1).len()),
+            (1, 1)
+        );
+    }
+}

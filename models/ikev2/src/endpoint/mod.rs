@@ -435,6 +435,3 @@ fn skf_number(first_payload: u8, bytes: &[u8]) -> Option<u16> {
     (first_payload == pt::SKF && bytes.len() >= 34)
         .then(|| u16::from_be_bytes([bytes[32], bytes[33]]))
 }
-
-#[cfg(test)]
-mod tests;

@@ -255,6 +255,9 @@ pub(crate) struct IkeSa {
     child_spi: u32,
     /// Child SAs of this IKE SA: new ones appended, old ones kept until deleted.
     children: Vec<ChildSa>,
+    /// Inbound SPIs of Child SAs already replaced by a rekey (kept until deleted, never
+    /// rekeyed again).
+    superseded: Vec<u32>,
     /// Our CREATE_CHILD_SA in progress.
     rekey: Option<ChildRekey>,
     /// The peer's rekey that crossed ours.
@@ -518,6 +521,7 @@ impl IkeSa {
             iv: 0,
             child_spi: 0,
             children: Vec::new(),
+            superseded: Vec::new(),
             rekey: None,
             collision: None,
             ike_crossing: None,
@@ -1177,6 +1181,7 @@ impl IkeSa {
                     let spi_in = self.deleting_child.take().expect("checked");
                     if let Some(i) = self.children.iter().position(|c| c.spi_in == spi_in) {
                         self.children.remove(i);
+                        self.superseded.retain(|s| *s != spi_in);
                         ctx.out.events.push_back(Event::ChildSaDeleted {
                             sa: self.our_spi(),
                             spi_in,
@@ -1913,6 +1918,15 @@ impl IkeSa {
         let Some(old) = self.children.iter().find(|c| c.spi_in == spi_in).cloned() else {
             return Ok(Start::Gone); // no such Child SA (any more)
         };
+        if self.superseded.contains(&spi_in) {
+            return Ok(Start::Gone); // replaced already, its Delete to come
+        }
+        let peer_rekeys_it = self.peer_followup.as_ref().is_some_and(
+            |f| matches!(f.creating, Creating::Child { old_spi_in: Some(o), .. } if o == spi_in),
+        );
+        if peer_rekeys_it {
+            return Ok(Start::Busy); // the peer's rekey of it is in its IKE_FOLLOWUP_KE
+        }
         self.start_child(ctx, Some(old))
     }
 
@@ -2232,6 +2246,7 @@ impl IkeSa {
             };
             if let Some(i) = self.children.iter().position(|c| c.spi_out == spi) {
                 let c = self.children.remove(i);
+                self.superseded.retain(|s| *s != c.spi_in);
                 if self.deleting_child != Some(c.spi_in) {
                     ours.push(c.spi_in.to_be_bytes().to_vec());
                 }
@@ -2703,6 +2718,7 @@ impl IkeSa {
                     });
                     return;
                 };
+                self.superseded.push(old_spi_in);
                 ctx.out.events.push_back(Event::ChildSaRekeyed {
                     sa: self.our_spi(),
                     old_spi_in,
@@ -2711,6 +2727,10 @@ impl IkeSa {
                 if !f.initiated {
                     return;
                 }
+                // A crossing rekey whose request came late (during our IKE_FOLLOWUP_KE
+                // exchanges, after a retransmission) is settled here too.
+                let collision =
+                    collision.or_else(|| self.collision.take_if(|c| c.old_spi_in == old_spi_in));
                 // The new SA is in place: delete the old one (RFC 7296 section 2.8).
                 // After a collision, the exchange with the lowest of the four nonces
                 // (octet by octet, a prefix lower) lost: its initiator deletes the new

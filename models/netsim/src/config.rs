@@ -166,6 +166,7 @@ pub struct TunnelSpec {
     pub child_rekey_jitter: SimDuration,
     /// Hard lifetime of each Child SA (strongSwan's `life_time`): a Child SA still there
     /// this long after it came up is deleted, at each end, and carries no more traffic.
+    /// Unset: no time limit (strongSwan's default is 10 % more than its rekey time).
     #[serde(default)]
     pub child_life: Option<SimDuration>,
     /// Volume limits of each Child SA, counted per SA and direction at both ends

@@ -108,6 +108,18 @@ impl DataPlane {
         refused
     }
 
+    /// Every Child SA held: (gateway, tunnel, IKE SA, inbound SPI, outbound SPI).
+    pub fn all(&self) -> impl Iterator<Item = (usize, usize, SaId, u32, u32)> + '_ {
+        self.pairs
+            .iter()
+            .map(|(&(gw, spi_in), p)| (gw, p.tunnel, p.sa, spi_in, p.outbound.spi))
+    }
+
+    /// Whether `gw` holds the Child SA with inbound SPI `spi_in`.
+    pub fn has(&self, gw: usize, spi_in: u32) -> bool {
+        self.pairs.contains_key(&(gw, spi_in))
+    }
+
     /// Whether `gw` holds any Child SA of tunnel `t`.
     pub fn holds(&self, gw: usize, t: usize) -> bool {
         self.range(gw).any(|(_, p)| p.tunnel == t)
@@ -138,7 +150,10 @@ impl DataPlane {
         if let Some(old) = old_spi_in.and_then(|o| self.pairs.get_mut(&(gw, o))) {
             old.retired = true;
         }
-        let sending = old_spi_in.is_none() || ours;
+        // The end that started the rekey sends on the new SA at once; so does an end
+        // whose old SA is gone already (its Delete overtook the rekey's answer).
+        let old_gone = old_spi_in.is_some_and(|old| !self.pairs.contains_key(&(gw, old)));
+        let sending = old_spi_in.is_none() || ours || old_gone;
         self.installed += 1;
         self.pairs.insert(
             (gw, child.spi_in),

@@ -315,6 +315,9 @@ pub struct World {
     /// (sending gateway, receiving gateway) -> (tunnel, direction).
     gw_pair_tunnel: BTreeMap<(usize, usize), (usize, usize)>,
     keylog: Option<Keylog>,
+    /// (gateway, inbound SPI) -> since when that Child SA has had no counterpart at the
+    /// peer, and whether that was reported.
+    orphans: BTreeMap<(usize, u32), (SimTime, bool)>,
 }
 
 /// The pre-shared key both gateways of a tunnel authenticate with (live mode uses it
@@ -664,6 +667,7 @@ impl World {
             esp_crypto,
             gw_pair_tunnel,
             keylog: None,
+            orphans: BTreeMap::new(),
         })
     }
 
@@ -911,6 +915,7 @@ impl World {
     /// together is stuck.
     fn audit(&mut self) {
         let now = self.sim.now();
+        self.audit_child_sas(now);
         for t in 0..self.tunnels.len() {
             let tun = &self.tunnels[t];
             let Some((a, Some(_))) = &tun.attempt else {
@@ -1095,6 +1100,48 @@ impl World {
             self.sim
                 .schedule(entity, after, Ev::ChildExpire { gw, spi_in });
         }
+    }
+
+    /// The oracle: the two ends of an IKE SA hold the same Child SAs. A pair one end
+    /// holds and the other does not is normal for a moment (a rekey's response or Delete
+    /// on its way, with retransmissions); longer than an exchange can take, while both
+    /// ends still hold the IKE SA, it is a broken invariant. (An IKE SA one end gave up
+    /// or forgot in a reboot is dead peer detection's business, not this check's.)
+    fn audit_child_sas(&mut self, now: SimTime) {
+        let mut still = BTreeMap::new();
+        let mut broken = Vec::new();
+        for (gw, t, sa, spi_in, spi_out) in self.dp.all() {
+            let tun = &self.tunnels[t];
+            let peer = if gw == tun.initiator {
+                tun.responder
+            } else {
+                tun.initiator
+            };
+            let both_hold_ike_sa = self.gateways[gw]
+                .ep
+                .peer_spi(sa)
+                .is_some_and(|peer_sa| self.gateways[peer].ep.is_established(peer_sa));
+            if self.dp.has(peer, spi_out) || !both_hold_ike_sa {
+                continue;
+            }
+            let (since, reported) = self
+                .orphans
+                .get(&(gw, spi_in))
+                .copied()
+                .unwrap_or((now, false));
+            let timers = &self.gateways[tun.initiator].peer_cfgs[tun.peer].timers;
+            let limit = SimDuration::from_nanos(timers.exchange_timeout_ns() + 1_000_000_000);
+            let report = !reported && now.saturating_since(since) > limit;
+            if report {
+                broken.push(format!(
+                    "at {now}: tunnel {}: {} holds Child SA {spi_in:08x}, {} has not held its other half since {since}",
+                    tun.name, self.gateways[gw].name, self.gateways[peer].name
+                ));
+            }
+            still.insert((gw, spi_in), (since, reported || report));
+        }
+        self.violations.extend(broken);
+        self.orphans = still;
     }
 
     // ----- tunnels and keys -------------------------------------------------------------
@@ -2074,6 +2121,43 @@ mod tests {
         w.check_child_keys(0, &child(4, 3, 40, 31));
         assert_eq!(w.violations.len(), 1, "{:?}", w.violations);
         assert!(w.violations[0].contains("Child SA 00000003"));
+    }
+
+    #[test]
+    fn the_oracle_reports_a_child_sa_only_one_end_holds() {
+        let cfg: WorldConfig = serde_json::from_str(
+            r#"{"duration": "10m",
+                "gateway": [{"name": "a", "address": "10.0.0.1"}, {"name": "b", "address": "10.0.0.2"}],
+                "link": [{"a": "a", "b": "b"}],
+                "tunnel": [{"name": "t", "initiator": "a", "responder": "b"}]}"#,
+        )
+        .unwrap();
+        let mut w = World::new(cfg, 1, Tracer::new()).unwrap();
+        let run_until = |w: &mut World, s: u64| {
+            while let Some(ev) = w
+                .sim
+                .next_event_until(SimTime::from_nanos(s * 1_000_000_000))
+            {
+                w.handle(ev.event);
+            }
+        };
+        run_until(&mut w, 5);
+        assert!(w.violations.is_empty(), "{:?}", w.violations);
+        // The responder loses its half of the Child SA (its IKE SA stays up).
+        let (_, _, _, spi_in, _) = w.dp.all().find(|p| p.0 == 1).unwrap();
+        w.dp.remove(1, spi_in);
+        // Tolerated while an exchange could still be under way (165 s), then reported,
+        // once.
+        run_until(&mut w, 150);
+        assert!(w.violations.is_empty(), "{:?}", w.violations);
+        run_until(&mut w, 400);
+        assert_eq!(w.violations.len(), 1, "{:?}", w.violations);
+        assert!(
+            w.violations[0].contains("tunnel t: a holds Child SA")
+                && w.violations[0].contains("b has not held its other half since 10s"),
+            "{:?}",
+            w.violations
+        );
     }
 
     #[test]

@@ -107,6 +107,14 @@ impl Endpoint {
             .is_some_and(|s| s.phase == Phase::Established)
     }
 
+    /// The peer's SPI of an established IKE SA: its name for the same SA at the peer.
+    pub fn peer_spi(&self, sa: SaId) -> Option<u64> {
+        self.sas
+            .get(&sa)
+            .filter(|s| s.phase == Phase::Established)
+            .map(|s| s.peer_spi())
+    }
+
     /// Starts an IKE SA with peer `peer` (an index into the peer list).
     pub fn initiate(&mut self, now: u64, peer: usize) -> SaId {
         let spi = self.fresh_spi();

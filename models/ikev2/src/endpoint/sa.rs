@@ -545,6 +545,14 @@ impl IkeSa {
         }
     }
 
+    pub(crate) fn peer_spi(&self) -> u64 {
+        if self.initiator {
+            self.spi_r
+        } else {
+            self.spi_i
+        }
+    }
+
     pub(crate) fn our_spi(&self) -> u64 {
         if self.initiator {
             self.spi_i
@@ -2171,6 +2179,19 @@ impl IkeSa {
                 sa: self.our_spi(),
                 notify: n,
             });
+            // The peer does not hold the Child SA we tried to rekey (its Delete crossed
+            // our request, or it answered our rekey and lost the pair since): neither
+            // should we (RFC 7296 section 2.25).
+            if let (notify::CHILD_SA_NOT_FOUND, Some(old)) = (n, r.old_spi_in)
+                && let Some(i) = self.children.iter().position(|c| c.spi_in == old)
+            {
+                self.children.remove(i);
+                self.superseded.retain(|s| *s != old);
+                ctx.out.events.push_back(Event::ChildSaDeleted {
+                    sa: self.our_spi(),
+                    spi_in: old,
+                });
+            }
             return Ok(());
         }
         let AuthPayloads { esp, tsi, tsr, .. } = AuthPayloads::of(payloads);
@@ -2378,11 +2399,14 @@ impl IkeSa {
                 .as_ref()
                 .is_some_and(|f| matches!(f.creating, Creating::Ike { .. }));
         if self.rekey.is_some()
+            || self.deleting_child.is_some()
             || self.peer_followup.is_some()
             || self.ike_crossing.is_some()
             || (self.followup.is_some() && !ours_running)
         {
-            // Busy with a Child SA rekey: the peer retries later (RFC 7296 section 2.25).
+            // Busy with a Child SA rekey or Delete (whose answer the old SA must still
+            // carry): the peer retries later (RFC 7296 section 2.25; strongSwan refuses
+            // while a Child SA is half-open or being deleted, too).
             return refuse(self, ctx, notify::TEMPORARY_FAILURE, vec![]);
         }
         let offered = AuthPayloads::of(payloads)
@@ -2818,6 +2842,7 @@ impl IkeSa {
         new.emit_keys(ctx);
         if takes_over {
             new.children = std::mem::take(&mut self.children);
+            new.superseded = std::mem::take(&mut self.superseded);
             ctx.out.events.push_back(Event::IkeSaRekeyed {
                 old: self.our_spi(),
                 new: new.our_spi(),

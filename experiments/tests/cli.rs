@@ -263,3 +263,39 @@ fn the_child_rekey_scenario_rekeys_in_fragments_and_draws_keys_only_to_reauthent
         assert_eq!(t["keys_drawn"], t["attempts"], "{t}");
     }
 }
+
+#[test]
+fn generate_writes_a_scenario_that_runs_and_names_bad_settings() {
+    let dir = scratch("generate");
+    let file = dir.join("hub.toml");
+    let o = qsafe(&[
+        "generate",
+        "hub-and-spoke",
+        "--nodes",
+        "3",
+        "--duration",
+        "2m",
+        "--set",
+        "topology.link.mtu=1280",
+        "--set",
+        "topology.tunnel.reauth_every=\"1m\"",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = fs::read_to_string(&file).unwrap();
+    assert_eq!(text.matches("[[gateway]]").count(), 4, "{text}");
+    assert_eq!(text.matches("mtu = 1280").count(), 3, "{text}");
+    let out = stdout(&qsafe(&[
+        "run",
+        file.to_str().unwrap(),
+        "--quiet",
+        "--no-report",
+        "--out",
+        dir.join("out").to_str().unwrap(),
+    ]));
+    assert!(out.contains("gw-2-hub"), "{out}");
+    let o = qsafe(&["generate", "star", "--nodes", "3"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown kind `star`"));
+}

@@ -35,11 +35,21 @@ pub fn parse(text: &str, origin: &str) -> Result<WorldConfig, ScenarioError> {
     let value: Table = text
         .parse()
         .map_err(|e: toml::de::Error| fail(origin, one_line(&e.to_string())))?;
+    let written = value.clone();
     let expanded = expand(value).map_err(|e| fail(origin, e))?;
-    // Expanded values have no spans: report by field when the error is in generated
-    // parts, by line when it is in the text itself.
+    // Expanded values have no spans: the line comes from the text, found by the field's
+    // path (the item written by hand, or the `[topology]` template that generated it).
     if expanded.1 {
-        from_table(expanded.0).map_err(|e| fail(origin, e))
+        serde_path_to_error::deserialize(Value::Table(expanded.0)).map_err(|e| {
+            let path = e.path().to_string();
+            let at = locate(text, &written, &path)
+                .map(|(line, why)| format!("line {line}{why}: "))
+                .unwrap_or_default();
+            fail(
+                origin,
+                format!("{at}field `{path}`: {}", e.inner().message()),
+            )
+        })
     } else {
         let de =
             toml::Deserializer::parse(text).map_err(|e| fail(origin, one_line(&e.to_string())))?;
@@ -55,6 +65,75 @@ pub fn parse(text: &str, origin: &str) -> Result<WorldConfig, ScenarioError> {
             )
         })
     }
+}
+
+/// The line of scenario `text` an error at `path` (`tunnel[3].ppk`) of the expanded
+/// scenario comes from: the hand-written item's key, or for a generated item the
+/// `[topology]` template it was made from (with a note saying so).
+fn locate(text: &str, written: &Table, path: &str) -> Option<(usize, String)> {
+    let (head, rest) = path.split_once('.').unwrap_or((path, ""));
+    let key = rest.split(['.', '[']).next().unwrap_or("");
+    let (section, index) = match head.split_once('[') {
+        Some((name, i)) => (name, i.trim_end_matches(']').parse::<usize>().ok()?),
+        None => (head, 0),
+    };
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    // Within the block that starts at `start`, the line assigning `key`.
+    let key_in_block = |start: usize| {
+        lines[start + 1..]
+            .iter()
+            .take_while(|l| !l.starts_with('['))
+            .position(|l| {
+                !key.is_empty()
+                    && l.starts_with(key)
+                    && l[key.len()..].trim_start().starts_with('=')
+            })
+            .map(|i| start + 1 + i)
+    };
+    let written_items = written
+        .get(section)
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if index < written_items {
+        let header = format!("[[{section}]]");
+        let start = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| **l == header)
+            .nth(index)?
+            .0;
+        return Some((1 + key_in_block(start).unwrap_or(start), String::new()));
+    }
+    let template = match section {
+        "link" => "link",
+        "qkd_link" => "qkd",
+        "kme" => "kme",
+        "tunnel" => "tunnel",
+        _ => "",
+    };
+    let topo = lines.iter().position(|l| *l == "[topology]")?;
+    let note = format!(" (`topology.{template}`, which generated `{head}`)");
+    if let Some(sub) = lines
+        .iter()
+        .position(|l| *l == format!("[topology.{template}]"))
+    {
+        return Some((1 + key_in_block(sub).unwrap_or(sub), note));
+    }
+    let line = lines[topo + 1..]
+        .iter()
+        .take_while(|l| !l.starts_with('['))
+        .position(|l| {
+            !template.is_empty()
+                && l.starts_with(template)
+                && l[template.len()..].trim_start().starts_with('=')
+        })
+        .map_or(topo, |i| topo + 1 + i);
+    let note = if line == topo {
+        format!(" (the `[topology]` that generated `{head}`)")
+    } else {
+        note
+    };
+    Some((1 + line, note))
 }
 
 fn one_line(s: &str) -> String {
@@ -511,7 +590,31 @@ mod tests {
         )
         .unwrap_err()
         .0;
+        assert!(
+            e.contains("line 4 (`topology.link`, which generated `link[0]`)"),
+            "{e}"
+        );
         assert!(e.contains("link[0].params.mtu"), "{e}");
+        // With a topology, hand-written items still get their own line...
+        let e = parse(
+            "duration = \"1m\"\n[topology]\nkind = \"ring\"\n[[tunnel]]\nname = \"t\"\ninitiator = \"gw-0\"\nresponder = \"gw-1\"\nppk = \"maybe\"\n",
+            "s.toml",
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.contains("line 8: field `tunnel[0].ppk`"), "{e}");
+        // ... and a template in its own table points at the key in it.
+        let e = parse(
+            "duration = \"1m\"\n[topology]\nkind = \"ring\"\nnodes = 3\n[topology.tunnel]\nreauth_every = \"1m\"\nppk = \"maybe\"\n",
+            "s.toml",
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            e.contains("line 7 (`topology.tunnel`, which generated `tunnel[0]`)")
+                && e.contains("tunnel[0].ppk"),
+            "{e}"
+        );
         let e = parse("duration = \"1m\"\nspeed = 3", "s.toml")
             .unwrap_err()
             .0;

@@ -57,11 +57,21 @@ pub fn pool_levels<DB: DrawingBackend>(
 ) -> DrawResult<DB> {
     root.fill(&WHITE)?;
     let hours = d.duration_ns as f64 / NS_PER_H;
+    // Up to the highest level seen or threshold drawn (a near-empty pool in a large
+    // store would otherwise be a line on the axis).
     let ymax = d
         .pools
         .iter()
-        .map(|p| p.capacity_bits as f64 / 256.0)
-        .fold(1.0, f64::max);
+        .filter(|p| p.capacity_bits > 0)
+        .flat_map(|p| {
+            let scale = p.key_size_bits.max(1) as f64 / 256.0;
+            p.samples.iter().map(|s| s.1 as f64 / 256.0).chain([
+                p.warning_below_keys as f64 * scale,
+                p.resume_at_keys as f64 * scale,
+            ])
+        })
+        .fold(1.0, f64::max)
+        * 1.1;
     let mut chart = ChartBuilder::on(&root)
         .caption(caption("QKD key pool level").0, caption("").1)
         .margin(12)
@@ -75,7 +85,57 @@ pub fn pool_levels<DB: DrawingBackend>(
         .label_style(("sans-serif", 14))
         .draw()?;
     // Halves with no capacity (all key owned by the other end) carry nothing.
-    for (i, p) in d.pools.iter().filter(|p| p.capacity_bits > 0).enumerate() {
+    let pools: Vec<_> = d.pools.iter().filter(|p| p.capacity_bits > 0).collect();
+    let key_bits = |p: &crate::data::Pool| p.key_size_bits.max(1) as f64;
+    // Periods a pool held less than one key: shaded behind the lines.
+    for (i, p) in pools.iter().enumerate() {
+        let c = color(i);
+        let mut from: Option<f64> = None;
+        let samples = p
+            .samples
+            .iter()
+            .map(|&(t, b)| (t as f64 / NS_PER_H, b as f64));
+        for (t, bits) in samples.chain(std::iter::once((hours, f64::MAX))) {
+            match (from, bits < key_bits(p)) {
+                (None, true) => from = Some(t),
+                (Some(f), false) => {
+                    chart.draw_series([Rectangle::new(
+                        [(f, 0.0), (t, ymax * 1.05)],
+                        c.mix(0.12).filled(),
+                    )])?;
+                    from = None;
+                }
+                _ => {}
+            }
+        }
+    }
+    // The thresholds (in keys of the pool's size): Warning below, and where a pool that
+    // ran empty resumes.
+    for (i, p) in pools.iter().enumerate() {
+        let c = color(i);
+        let scale = key_bits(p) / 256.0;
+        for (keys, what) in [
+            (p.warning_below_keys, "warning"),
+            (p.resume_at_keys, "resume"),
+        ] {
+            if keys == 0 || (keys == 1 && what == "resume") {
+                continue; // no warning level, or no hysteresis
+            }
+            let y = keys as f64 * scale;
+            chart.draw_series(DashedLineSeries::new(
+                [(0.0, y), (hours, y)],
+                6,
+                4,
+                c.stroke_width(1),
+            ))?;
+            chart.draw_series([Text::new(
+                format!("{what} ({keys} keys)"),
+                (hours * 0.01, y + ymax * 0.01),
+                ("sans-serif", 11),
+            )])?;
+        }
+    }
+    for (i, p) in pools.iter().enumerate() {
         let c = color(i);
         // A step function: hold each level until the next sample.
         let mut pts = Vec::new();

@@ -17,7 +17,7 @@ const RESULTS: &str = r#"{
     {"tunnel": "t1", "exchange": "IKE_INTERMEDIATE", "request_bytes": 1249, "request_fragments": 1, "response_bytes": 1153, "response_fragments": 1, "retransmissions": 0}
   ],
   "key_requests": [{"time_ns": 1000, "gateway": "a", "op": "enc_keys", "status": 200, "latency_ns": 5000000}, {"time_ns": 600000000000, "gateway": "a", "op": "enc_keys", "status": 503, "latency_ns": 5000000}],
-  "pools": [{"link": "k1-k2", "owner": "k1", "capacity_bits": 65536, "samples": [[0, 16384], [3600000000000, 8192]], "generated_bits": 0, "delivered_keys": 3, "refused_requests": 1}],
+  "pools": [{"link": "k1-k2", "owner": "k1", "capacity_bits": 65536, "key_size_bits": 256, "warning_below_keys": 16, "resume_at_keys": 4, "samples": [[0, 16384], [3600000000000, 8192], [5400000000000, 0], [6000000000000, 2048]], "generated_bits": 0, "delivered_keys": 3, "refused_requests": 1}],
   "links": [{"link": "link/a-b", "direction": "a>b", "stats": {"datagrams_sent": 10, "datagrams_delivered": 9, "drops": [0, 0, 1, 0, 0, 0, 0, 0]}}],
   "qkd": {"keys_delivered": 3, "keys_fetched": 2, "keys_wasted": 1, "requests_refused": 1, "relay_keys": 0},
   "traffic": [{"tunnel": "t1", "mode": "packets", "offered_packets": 120, "delivered_packets": 99, "no_sa": 10, "unknown_spi": 7, "lost_on_link": 4, "volume_rekeys": 2}],
@@ -56,6 +56,8 @@ fn report_and_figures() {
                 "QKD key pool level",
                 "simulated time (h)",
                 "stored keys (256 bit)",
+                "warning (16 keys)",
+                "resume (4 keys)",
             ][..],
         ),
         (
@@ -108,6 +110,9 @@ fn report_and_figures() {
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{stem}.png");
         assert!(png.len() > 5000, "{stem}.png is suspiciously small");
     }
+    // The pool ran empty once (1.5 h to 1.67 h): one shaded period.
+    let pool = fs::read_to_string(dir.join("figures/pool_levels.svg")).unwrap();
+    assert_eq!(pool.matches("opacity=\"0.12\"").count(), 1, "{pool}");
     let table = reports::tunnel_table(&serde_json::from_str(RESULTS).unwrap());
     assert!(
         table.contains("| t1 | 3 | 2 | 1 | 0 | 3 | 1 | 2.0 | 140.0 |"),

@@ -67,6 +67,11 @@ pub struct PoolSeries {
     /// The KME that owns (draws from) this half.
     pub owner: String,
     pub capacity_bits: u64,
+    /// The half's thresholds: key size, Warning below this many keys, after running
+    /// empty refusing until it holds `resume_at_keys` again.
+    pub key_size_bits: u32,
+    pub warning_below_keys: u64,
+    pub resume_at_keys: u64,
     pub samples: Vec<(u64, u64)>,
     pub generated_bits: u64,
     pub delivered_keys: u64,

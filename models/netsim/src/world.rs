@@ -1936,10 +1936,15 @@ impl World {
                     .sim
                     .metrics
                     .gauge(&format!("qkd/{}/{}/level_bits", l.name, owner));
+                let (key_size_bits, warning_below_keys, resume_at_keys) =
+                    l.halves[end].thresholds();
                 PoolSeries {
                     link: l.name.clone(),
                     owner,
                     capacity_bits: l.halves[end].capacity_bits(),
+                    key_size_bits,
+                    warning_below_keys,
+                    resume_at_keys,
                     samples: self
                         .sim
                         .metrics

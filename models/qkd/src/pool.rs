@@ -204,6 +204,12 @@ impl PoolHalf {
         self.capacity_bits
     }
 
+    /// (key size in bits, warning below this many keys, refusing after empty until
+    /// this many keys): the thresholds of the half's state machine.
+    pub fn thresholds(&self) -> (u32, u64, u64) {
+        (self.key_size, self.warning_below, self.resume_at)
+    }
+
     /// Keys of the default size available now (what ETSI's `stored_key_count` reports).
     pub fn stored_keys(&self) -> u64 {
         if self.charging {

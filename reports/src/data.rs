@@ -81,6 +81,7 @@ pub struct Handshake {
     pub outcome: String,
     pub duration_ns: u64,
     pub ppk: String,
+    pub ppk_id: String,
     pub retransmissions: u32,
 }
 
@@ -118,6 +119,7 @@ pub struct Pool {
     pub warning_below_keys: u64,
     pub resume_at_keys: u64,
     pub samples: Vec<(u64, u64)>,
+    pub generated_samples: Vec<(u64, u64)>,
     pub generated_bits: u64,
     pub delivered_keys: u64,
     pub refused_requests: u64,

@@ -166,38 +166,70 @@ pub fn pool_levels<DB: DrawingBackend>(
     root.present()
 }
 
-/// Keys drawn and requests refused, cumulatively over time.
+/// QKD keys generated (all pools, in keys of each pool's size), drawn by initiators,
+/// wasted (drawn for an IKE SA that failed or came up without it), and requests
+/// refused, cumulatively over time.
 pub fn keys_over_time<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     d: &RunData,
 ) -> DrawResult<DB> {
     root.fill(&WHITE)?;
     let hours = d.duration_ns as f64 / NS_PER_H;
-    let draws = |ok: bool| -> Vec<(f64, f64)> {
-        let mut n = 0.0;
+    // A cumulative count from event times.
+    let cumulative = |mut times: Vec<u64>| -> Vec<(f64, f64)> {
+        times.sort_unstable();
         let mut pts = vec![(0.0, 0.0)];
-        for k in d
-            .key_requests
-            .iter()
-            .filter(|k| k.op == "enc_keys" || k.op == "key")
-        {
-            if (k.status == 200) == ok {
-                n += 1.0;
-                pts.push((k.time_ns as f64 / NS_PER_H, n));
-            }
+        for (n, t) in times.iter().enumerate() {
+            let x = *t as f64 / NS_PER_H;
+            pts.push((x, n as f64));
+            pts.push((x, (n + 1) as f64));
         }
-        pts.push((hours, n));
+        pts.push((hours, times.len() as f64));
         pts
     };
-    let (drawn, refused) = (draws(true), draws(false));
-    let ymax = drawn
-        .last()
-        .map_or(1.0, |p| p.1)
-        .max(refused.last().map_or(1.0, |p| p.1))
-        .max(1.0);
+    let draws = |ok: bool| {
+        d.key_requests
+            .iter()
+            .filter(|k| (k.op == "enc_keys" || k.op == "key") && (k.status == 200) == ok)
+            .map(|k| k.time_ns)
+            .collect::<Vec<u64>>()
+    };
+    let wasted: Vec<u64> = d
+        .handshakes
+        .iter()
+        .filter(|h| {
+            !h.ppk_id.is_empty()
+                && (h.outcome.starts_with("failed") || h.ppk.starts_with("downgraded"))
+        })
+        .map(|h| h.ended_ns)
+        .collect();
+    // Generation: every pool samples at the same times; sum them.
+    let mut generated: BTreeMap<u64, f64> = BTreeMap::new();
+    for p in d.pools.iter().filter(|p| p.capacity_bits > 0) {
+        for &(t, bits) in &p.generated_samples {
+            *generated.entry(t).or_default() += bits as f64 / p.key_size_bits.max(1) as f64;
+        }
+    }
+    let generated: Vec<(f64, f64)> = generated
+        .into_iter()
+        .map(|(t, k)| (t as f64 / NS_PER_H, k))
+        .collect();
+    let series = [
+        ("keys generated (all pools)", generated),
+        ("keys drawn", cumulative(draws(true))),
+        ("keys wasted", cumulative(wasted)),
+        (
+            "requests refused (pool empty or device down)",
+            cumulative(draws(false)),
+        ),
+    ];
+    let ymax = series
+        .iter()
+        .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
+        .fold(1.0, f64::max);
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            caption("QKD keys drawn and requests refused").0,
+            caption("QKD keys generated, drawn and wasted; requests refused").0,
             caption("").1,
         )
         .margin(12)
@@ -210,13 +242,7 @@ pub fn keys_over_time<DB: DrawingBackend>(
         .y_desc("cumulative count")
         .label_style(("sans-serif", 14))
         .draw()?;
-    for (i, (name, pts)) in [
-        ("keys drawn", drawn),
-        ("requests refused (pool empty or device down)", refused),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (i, (name, pts)) in series.into_iter().enumerate() {
         let c = color(i);
         chart
             .draw_series(LineSeries::new(pts, c.stroke_width(2)))?

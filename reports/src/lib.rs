@@ -68,7 +68,7 @@ fn all_figures() -> Vec<Figure> {
         figure!("pool_levels", "QKD key pool level", figures::pool_levels),
         figure!(
             "keys_over_time",
-            "QKD keys drawn and requests refused",
+            "QKD keys generated, drawn and wasted",
             figures::keys_over_time
         ),
         figure!(

@@ -62,7 +62,12 @@ fn report_and_figures() {
         ),
         (
             "keys_over_time",
-            &["QKD keys drawn and requests refused", "cumulative count"][..],
+            &[
+                "QKD keys generated, drawn and wasted",
+                "cumulative count",
+                "keys wasted",
+                "keys generated (all pools)",
+            ][..],
         ),
         (
             "handshake_cdf",

@@ -73,6 +73,8 @@ pub struct PoolSeries {
     pub warning_below_keys: u64,
     pub resume_at_keys: u64,
     pub samples: Vec<(u64, u64)>,
+    /// Bits generated so far, at the same times.
+    pub generated_samples: Vec<(u64, u64)>,
     pub generated_bits: u64,
     pub delivered_keys: u64,
     pub refused_requests: u64,

@@ -803,13 +803,18 @@ impl World {
                 self.qkd.advance(now);
                 for l in &self.qkd.links {
                     for end in 0..2 {
-                        let g = self.sim.metrics.gauge(&format!(
-                            "qkd/{}/{}/level_bits",
-                            l.name, self.qkd.kmes[l.ends[end]].id
-                        ));
-                        self.sim
-                            .metrics
-                            .set(g, self.sim.now(), l.halves[end].level_bits() as f64);
+                        let half = &l.halves[end];
+                        let owner = &self.qkd.kmes[l.ends[end]].id;
+                        for (what, v) in [
+                            ("level_bits", half.level_bits()),
+                            ("generated_bits", half.stats.generated_bits),
+                        ] {
+                            let g = self
+                                .sim
+                                .metrics
+                                .gauge(&format!("qkd/{}/{owner}/{what}", l.name));
+                            self.sim.metrics.set(g, self.sim.now(), v as f64);
+                        }
                     }
                 }
                 let world = self.sim.entities().lookup("world").expect("registered");
@@ -1932,10 +1937,19 @@ impl World {
             .flat_map(|l| (0..2).map(move |end| (l, end)))
             .map(|(l, end)| {
                 let owner = self.qkd.kmes[l.ends[end]].id.clone();
-                let g = self
-                    .sim
-                    .metrics
-                    .gauge(&format!("qkd/{}/{}/level_bits", l.name, owner));
+                let mut series = |what: &str| -> Vec<(u64, u64)> {
+                    let g = self
+                        .sim
+                        .metrics
+                        .gauge(&format!("qkd/{}/{owner}/{what}", l.name));
+                    self.sim
+                        .metrics
+                        .series(g)
+                        .iter()
+                        .map(|&(t, v)| (t.as_nanos(), v as u64))
+                        .collect()
+                };
+                let (samples, generated_samples) = (series("level_bits"), series("generated_bits"));
                 let (key_size_bits, warning_below_keys, resume_at_keys) =
                     l.halves[end].thresholds();
                 PoolSeries {
@@ -1945,13 +1959,8 @@ impl World {
                     key_size_bits,
                     warning_below_keys,
                     resume_at_keys,
-                    samples: self
-                        .sim
-                        .metrics
-                        .series(g)
-                        .iter()
-                        .map(|&(t, v)| (t.as_nanos(), v as u64))
-                        .collect(),
+                    samples,
+                    generated_samples,
                     generated_bits: l.halves[end].stats.generated_bits,
                     delivered_keys: l.halves[end].stats.delivered_keys,
                     refused_requests: l.halves[end].stats.refused_requests,

@@ -67,6 +67,7 @@ pub struct Tunnel {
     pub keys_wasted: u32,
     pub key_wait_ns: u64,
     pub up_ns: u64,
+    pub up_periods: Vec<(u64, u64)>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

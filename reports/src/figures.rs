@@ -440,77 +440,98 @@ pub fn drops<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData) -> D
     root.present()
 }
 
-/// Each tunnel's state over time: up, waiting for a QKD key, establishing, failed.
+/// Each tunnel's state over time: up (with or without its PPK), rekeying, waiting for
+/// a QKD key, establishing, failed; gaps are down. The first 30 tunnels are drawn.
 pub fn timeline<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData) -> DrawResult<DB> {
     root.fill(&WHITE)?;
     let hours = d.duration_ns as f64 / NS_PER_H;
-    let tunnels: Vec<&str> = d
-        .tunnels
-        .iter()
-        .take(30)
-        .map(|t| t.tunnel.as_str())
-        .collect();
+    const ROWS: usize = 30;
+    let tunnels: Vec<&crate::data::Tunnel> = d.tunnels.iter().take(ROWS).collect();
+    let names: Vec<&str> = tunnels.iter().map(|t| t.tunnel.as_str()).collect();
     let mut chart = ChartBuilder::on(&root)
         .caption(caption("Tunnel states over time").0, caption("").1)
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(110)
-        .build_cartesian_2d(0f64..hours.max(1e-9), 0f64..tunnels.len().max(1) as f64)?;
+        .build_cartesian_2d(0f64..hours.max(1e-9), 0f64..names.len().max(1) as f64)?;
+    let x_desc = if d.tunnels.len() > ROWS {
+        format!(
+            "simulated time (h); the first {ROWS} of {} tunnels",
+            d.tunnels.len()
+        )
+    } else {
+        "simulated time (h)".to_string()
+    };
     chart
         .configure_mesh()
         .disable_y_mesh()
         // Ticks every half row; name the rows at their middles.
-        .y_labels(2 * tunnels.len().max(1) + 1)
+        .y_labels(2 * names.len().max(1) + 1)
         .y_label_formatter(&|y| {
             let row = y - 0.5;
             if (row - row.round()).abs() < 1e-6 {
-                tunnels
+                names
                     .get(row.round() as usize)
                     .map_or(String::new(), |t| t.to_string())
             } else {
                 String::new()
             }
         })
-        .x_desc("simulated time (h)")
+        .x_desc(x_desc)
         .label_style(("sans-serif", 13))
         .draw()?;
     let h = |ns: u64| ns as f64 / NS_PER_H;
-    let (up, wait, busy, fail) = (color(2), color(1), color(0), color(3));
-    for (row, tunnel) in tunnels.iter().enumerate() {
+    let (up, wait, busy, fail, downgraded, rekey) =
+        (color(2), color(1), color(0), color(3), color(4), BLACK);
+    let bar = |c: RGBColor, a: u64, b: u64, y: f64, lo: f64, hi: f64| {
+        Rectangle::new(
+            [(h(a), y + lo), (h(b).max(h(a) + hours * 0.002), y + hi)],
+            c.filled(),
+        )
+    };
+    for (row, tun) in tunnels.iter().enumerate() {
         let y = row as f64;
         let mut rows: Vec<_> = d
             .handshakes
             .iter()
-            .filter(|x| x.tunnel == *tunnel)
+            .filter(|x| x.tunnel == tun.tunnel)
             .collect();
         rows.sort_by_key(|x| x.requested_ns);
-        let mut up_since: Option<u64> = None;
+        // Attempts first, the thinner up bar on top: a reauthentication waiting for a
+        // key or running its handshake does not take the tunnel down.
         for x in &rows {
-            let band = |c: RGBColor, a: u64, b: u64| {
-                Rectangle::new(
-                    [(h(a), y + 0.2), (h(b).max(h(a) + hours * 0.002), y + 0.8)],
-                    c.filled(),
-                )
-            };
             if x.key_wait_ns > 0 {
-                chart.draw_series([band(wait, x.requested_ns, x.requested_ns + x.key_wait_ns)])?;
+                let end = x.requested_ns + x.key_wait_ns;
+                chart.draw_series([bar(wait, x.requested_ns, end, y, 0.2, 0.8)])?;
             }
-            chart.draw_series([band(busy, x.ike_started_ns, x.ended_ns)])?;
-            if x.outcome == "established" {
-                up_since.get_or_insert(x.ended_ns);
-            } else if x.outcome != "unfinished" {
-                chart.draw_series([band(fail, x.ended_ns, x.ended_ns)])?;
+            chart.draw_series([bar(busy, x.ike_started_ns, x.ended_ns, y, 0.2, 0.8)])?;
+            if x.outcome.starts_with("failed") {
+                chart.draw_series([bar(fail, x.ended_ns, x.ended_ns, y, 0.2, 0.8)])?;
             }
         }
-        if let Some(s) = up_since {
-            chart.draw_series([Rectangle::new(
-                [(h(s), y + 0.4), (hours, y + 0.6)],
-                up.filled(),
-            )])?;
+        // Up periods, recoloured where the IKE SA came up without its PPK.
+        for &(a, b) in &tun.up_periods {
+            chart.draw_series([bar(up, a, b, y, 0.4, 0.6)])?;
+        }
+        let established: Vec<_> = rows.iter().filter(|x| x.outcome == "established").collect();
+        for (i, x) in established.iter().enumerate() {
+            if x.ppk.starts_with("downgraded") {
+                let until = established.get(i + 1).map_or(d.duration_ns, |n| n.ended_ns);
+                chart.draw_series([bar(downgraded, x.ended_ns, until, y, 0.4, 0.6)])?;
+            }
+        }
+        // Rekeys (CREATE_CHILD_SA and IKE_FOLLOWUP_KE, by either end): thin marks.
+        for e in d.exchanges.iter().filter(|e| {
+            e.tunnel == tun.tunnel
+                && (e.exchange == "CREATE_CHILD_SA" || e.exchange == "IKE_FOLLOWUP_KE")
+        }) {
+            chart.draw_series([bar(rekey, e.started_ns, e.started_ns, y, 0.35, 0.65)])?;
         }
     }
     for (name, c) in [
         ("up", up),
+        ("up without PPK (downgraded)", downgraded),
+        ("rekeying", rekey),
         ("waiting for a QKD key", wait),
         ("establishing", busy),
         ("failed", fail),

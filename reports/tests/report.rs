@@ -84,7 +84,13 @@ fn report_and_figures() {
         ("drops", &["Drops by reason", "IKE retransmissions"][..]),
         (
             "timeline",
-            &["Tunnel states over time", "t1", "waiting for a QKD key"][..],
+            &[
+                "Tunnel states over time",
+                "t1",
+                "waiting for a QKD key",
+                "up without PPK (downgraded)",
+                "rekeying",
+            ][..],
         ),
         (
             "exchanges_over_time",

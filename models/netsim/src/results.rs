@@ -8,6 +8,9 @@ use serde::Serialize;
 pub struct HandshakeRow {
     pub tunnel: String,
     pub attempt: u32,
+    /// Why: `start`, `reauthentication`, `retry` (after a failure), `dead peer` (dead
+    /// peer detection gave up on the SA that was up), `gateway restart`.
+    pub why: String,
     /// When the tunnel wanted an IKE SA.
     pub requested_ns: u64,
     /// Time spent waiting for a QKD key before IKE_SA_INIT.
@@ -93,6 +96,8 @@ pub struct TunnelSummary {
     pub key_wait_ns: u64,
     /// Total time with an established IKE SA.
     pub up_ns: u64,
+    /// The periods with an established IKE SA, (from, to) in ns.
+    pub up_periods: Vec<(u64, u64)>,
     /// IKE SA rekeys completed (CREATE_CHILD_SA).
     pub ike_rekeys: u32,
     /// Established IKE SAs that dead peer detection found dead (then restarted).
@@ -167,13 +172,14 @@ impl Results {
     /// The handshake rows as CSV (header line first).
     pub fn handshakes_csv(&self) -> String {
         let mut out = String::from(
-            "tunnel,attempt,requested_ns,key_wait_ns,ike_started_ns,ended_ns,outcome,duration_ns,proposal,ppk,ppk_id,retransmissions,bytes_sent,bytes_received,fragments_sent,fragments_received\n",
+            "tunnel,attempt,why,requested_ns,key_wait_ns,ike_started_ns,ended_ns,outcome,duration_ns,proposal,ppk,ppk_id,retransmissions,bytes_sent,bytes_received,fragments_sent,fragments_received\n",
         );
         for h in &self.handshakes {
             out += &format!(
-                "{},{},{},{},{},{},\"{}\",{},{},\"{}\",{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},\"{}\",{},{},\"{}\",{},{},{},{},{},{}\n",
                 h.tunnel,
                 h.attempt,
+                h.why,
                 h.requested_ns,
                 h.key_wait_ns,
                 h.ike_started_ns,

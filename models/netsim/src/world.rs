@@ -51,6 +51,7 @@ enum Ev {
     },
     TunnelStart {
         tunnel: usize,
+        why: &'static str,
     },
     /// Time to rekey the Child SA `spi_in` of the tunnel's IKE SA.
     ChildRekey {
@@ -165,6 +166,9 @@ struct SimLink {
 
 #[derive(Default)]
 struct Attempt {
+    /// Why the tunnel wanted an IKE SA: start, reauthentication, retry, dead peer,
+    /// gateway restart.
+    why: &'static str,
     /// When the negotiation last moved on (IKE started, an exchange completed).
     progress: SimTime,
     reported_stuck: bool,
@@ -197,13 +201,32 @@ struct Tunnel {
     traffic_rng: Option<sim_core::SimRng>,
     life_rng: Option<sim_core::SimRng>,
     retry_after: SimDuration,
-    /// The IKE SA that is up, and since when.
+    /// The IKE SA that is up, and since when the tunnel has been up (across
+    /// reauthentications and rekeys).
     current: Option<(SaId, SimTime)>,
     /// The attempt in progress and its SA (once started).
     attempt: Option<(Attempt, Option<SaId>)>,
     pending_ppk: Option<Ppk>,
     consecutive_failures: u32,
     summary: TunnelSummary,
+}
+
+impl Tunnel {
+    /// IKE SA `sa` is up; returns the one it replaces (a reauthentication).
+    fn go_up(&mut self, sa: SaId, now: SimTime) -> Option<SaId> {
+        let since = self.current.map_or(now, |c| c.1);
+        self.current.replace((sa, since)).map(|c| c.0)
+    }
+
+    /// The tunnel has no IKE SA (any more): its up period ends.
+    fn go_down(&mut self, now: SimTime) {
+        if let Some((_, since)) = self.current.take() {
+            self.summary.up_ns += now.saturating_since(since).as_nanos();
+            self.summary
+                .up_periods
+                .push((since.as_nanos(), now.as_nanos()));
+        }
+    }
 }
 
 struct Kme {
@@ -617,7 +640,10 @@ impl World {
             sim.schedule_at(
                 gateways[tunnels[i].initiator].entity,
                 t.start,
-                Ev::TunnelStart { tunnel: i },
+                Ev::TunnelStart {
+                    tunnel: i,
+                    why: "start",
+                },
             );
         }
         for (k, kc) in cfg.kmes.iter().enumerate() {
@@ -753,7 +779,7 @@ impl World {
                 self.gateways[gw].ep.handle_timeout(now);
                 self.drain(gw);
             }
-            Ev::TunnelStart { tunnel } => self.start_attempt(tunnel),
+            Ev::TunnelStart { tunnel, why } => self.start_attempt(tunnel, why),
             Ev::ChildRekey { tunnel, spi_in } => {
                 // On the IKE SA that is up now (an IKE SA rekey moves Child SAs over; a
                 // reauthentication replaces them, and the endpoint ignores an SPI it
@@ -880,9 +906,7 @@ impl World {
             if tun.initiator != gw {
                 continue;
             }
-            if let Some((_, since)) = tun.current.take() {
-                tun.summary.up_ns += now.saturating_since(since).as_nanos();
-            }
+            tun.go_down(now);
             if let Some((a, _)) = tun.attempt.take() {
                 tun.summary.failed += 1;
                 let attempts = tun.summary.attempts;
@@ -908,8 +932,11 @@ impl World {
         for t in 0..self.tunnels.len() {
             if self.tunnels[t].initiator == gw {
                 self.tunnels[t].summary.restarts += 1;
-                self.sim
-                    .schedule(entity, SimDuration::ZERO, Ev::TunnelStart { tunnel: t });
+                let ev = Ev::TunnelStart {
+                    tunnel: t,
+                    why: "gateway restart",
+                };
+                self.sim.schedule(entity, SimDuration::ZERO, ev);
             }
         }
     }
@@ -1151,7 +1178,7 @@ impl World {
 
     // ----- tunnels and keys -------------------------------------------------------------
 
-    fn start_attempt(&mut self, t: usize) {
+    fn start_attempt(&mut self, t: usize, why: &'static str) {
         let tun = &mut self.tunnels[t];
         if tun.attempt.is_some() {
             return; // one attempt at a time
@@ -1159,6 +1186,7 @@ impl World {
         tun.summary.attempts += 1;
         tun.attempt = Some((
             Attempt {
+                why,
                 requested: self.sim.now(),
                 ..Default::default()
             },
@@ -1675,13 +1703,18 @@ impl World {
                 let tun = &mut self.tunnels[t];
                 tun.summary.key_wait_ns += a.key_wait.as_nanos();
                 // A reauthentication replaces the SA that was up.
-                if let Some((old, since)) = tun.current.replace((sa, now)) {
-                    tun.summary.up_ns += now.saturating_since(since).as_nanos();
+                if let Some(old) = tun.go_up(sa, now) {
                     self.gateways[gw].ep.delete(now.as_nanos(), old);
                 }
                 if let Some(every) = self.tunnels[t].reauth_every {
-                    self.sim
-                        .schedule(entity, every, Ev::TunnelStart { tunnel: t });
+                    self.sim.schedule(
+                        entity,
+                        every,
+                        Ev::TunnelStart {
+                            tunnel: t,
+                            why: "reauthentication",
+                        },
+                    );
                 }
                 self.schedule_ike_rekey(t, sa);
             }
@@ -1694,8 +1727,7 @@ impl World {
                     matches!(tun.attempt, Some((_, Some(s))) if s == sa) && gw == tun.initiator;
                 let was_current = tun.current.is_some_and(|(s, _)| s == sa);
                 if was_current {
-                    let (_, since) = tun.current.take().expect("checked");
-                    tun.summary.up_ns += now.saturating_since(since).as_nanos();
+                    tun.go_down(now);
                 }
                 self.sa_tunnel.remove(&(gw, sa));
                 if !is_attempt {
@@ -1705,8 +1737,14 @@ impl World {
                     if lost_current && tun.attempt.is_none() {
                         tun.summary.dead_peers += 1;
                         let entity = self.gateways[gw].entity;
-                        self.sim
-                            .schedule(entity, SimDuration::ZERO, Ev::TunnelStart { tunnel: t });
+                        self.sim.schedule(
+                            entity,
+                            SimDuration::ZERO,
+                            Ev::TunnelStart {
+                                tunnel: t,
+                                why: "dead peer",
+                            },
+                        );
                     }
                     return;
                 }
@@ -1742,15 +1780,20 @@ impl World {
                 let backoff = tun
                     .retry_after
                     .saturating_mul(1 << tun.consecutive_failures.min(5).saturating_sub(1));
-                self.sim
-                    .schedule(entity, backoff, Ev::TunnelStart { tunnel: t });
+                self.sim.schedule(
+                    entity,
+                    backoff,
+                    Ev::TunnelStart {
+                        tunnel: t,
+                        why: "retry",
+                    },
+                );
             }
             Event::IkeSaDeleted { sa, .. } => {
                 if let Some(t) = self.sa_tunnel.remove(&(gw, sa)) {
                     let tun = &mut self.tunnels[t];
                     if tun.current.is_some_and(|(s, _)| s == sa) {
-                        let (_, since) = tun.current.take().expect("checked");
-                        tun.summary.up_ns += now.saturating_since(since).as_nanos();
+                        tun.go_down(now);
                     }
                 }
             }
@@ -1909,9 +1952,7 @@ impl World {
     fn results(mut self) -> Results {
         let now = self.sim.now();
         for t in &mut self.tunnels {
-            if let Some((_, since)) = t.current {
-                t.summary.up_ns += now.saturating_since(since).as_nanos();
-            }
+            t.go_down(now);
             // An attempt still going at the end (often: still waiting for a key).
             if let Some((mut a, sa)) = t.attempt.take() {
                 if sa.is_none() {
@@ -2034,6 +2075,7 @@ fn row(
     HandshakeRow {
         tunnel: name.to_string(),
         attempt,
+        why: a.why.to_string(),
         requested_ns: a.requested.as_nanos(),
         key_wait_ns: a.key_wait.as_nanos(),
         ike_started_ns: a.ike_started.as_nanos(),

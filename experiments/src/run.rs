@@ -157,7 +157,7 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
     };
     write_json(&out.join("manifest.json"), &manifest)?;
     write_json(&out.join("results.json"), &results)?;
-    fs::write(out.join("handshakes.csv"), results.handshakes_csv())?;
+    write_csvs(&out, &results)?;
     print_summary(&results);
     println!("results: {}", out.display());
     if !args.no_report {
@@ -245,6 +245,116 @@ pub fn print_summary(r: &Results) {
             sum(|f| f.hard_expiries as u64),
         );
     }
+}
+
+/// The result tables as CSV beside results.json: per tunnel, gateway, link direction,
+/// QKD pool half, handshake attempt, exchange, key request and traffic flow, and the
+/// pool time series.
+fn write_csvs(out: &Path, r: &Results) -> Result<()> {
+    fn value<T: Serialize>(v: &T) -> serde_json::Value {
+        serde_json::to_value(v).expect("results serialize")
+    }
+    let gateways: Vec<serde_json::Value> = r
+        .endpoints
+        .iter()
+        .map(|(name, stats)| {
+            let mut row = serde_json::json!({ "gateway": name });
+            if let (Some(row), serde_json::Value::Object(s)) = (row.as_object_mut(), value(stats)) {
+                row.extend(s);
+            }
+            row
+        })
+        .collect();
+    let pools: Vec<serde_json::Value> = r
+        .pools
+        .iter()
+        .map(|p| {
+            let mut v = value(p);
+            if let Some(o) = v.as_object_mut() {
+                o.shift_remove("samples");
+                o.shift_remove("generated_samples");
+            }
+            v
+        })
+        .collect();
+    // Drops by reason as named columns.
+    let links: Vec<serde_json::Value> = r
+        .links
+        .iter()
+        .map(|l| {
+            let mut v = value(l);
+            let drops: serde_json::Map<String, serde_json::Value> = link::DropReason::ALL
+                .iter()
+                .map(|d| (d.as_str().to_string(), l.stats.dropped(*d).into()))
+                .collect();
+            v["stats"]["drops"] = drops.into();
+            v
+        })
+        .collect();
+    let mut series = String::from("time_ns,link,owner,level_bits,generated_bits\n");
+    for p in &r.pools {
+        for (i, &(t, level)) in p.samples.iter().enumerate() {
+            let generated = p.generated_samples.get(i).map_or(0, |g| g.1);
+            series += &format!("{t},{},{},{level},{generated}\n", p.link, p.owner);
+        }
+    }
+    let tables: [(&str, Vec<serde_json::Value>); 7] = [
+        ("tunnels", r.tunnels.iter().map(value).collect()),
+        ("gateways", gateways),
+        ("links", links),
+        ("qkd_links", pools),
+        ("exchanges", r.exchanges.iter().map(value).collect()),
+        ("key_requests", r.key_requests.iter().map(value).collect()),
+        ("traffic", r.traffic.iter().map(value).collect()),
+    ];
+    for (name, rows) in tables {
+        let path = out.join(format!("{name}.csv"));
+        fs::write(&path, csv(&rows)).with_context(|| format!("writing {}", path.display()))?;
+    }
+    fs::write(out.join("handshakes.csv"), r.handshakes_csv())?;
+    fs::write(out.join("pool_levels.csv"), series)?;
+    Ok(())
+}
+
+/// Rows (JSON objects) as CSV: a column per field in field order, nested objects as
+/// `outer.inner`, lists as their JSON text; strings quoted when they need it.
+fn csv(rows: &[serde_json::Value]) -> String {
+    fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            serde_json::Value::Object(o) => {
+                for (k, v) in o {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, v, out);
+                }
+            }
+            serde_json::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+            serde_json::Value::Null => out.push((prefix.to_string(), String::new())),
+            other => out.push((prefix.to_string(), other.to_string())),
+        }
+    }
+    let quote = |s: &str| {
+        if s.contains([',', '"', '\n']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    };
+    let mut text = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        let mut cells = Vec::new();
+        flatten("", row, &mut cells);
+        if i == 0 {
+            let header: Vec<String> = cells.iter().map(|c| quote(&c.0)).collect();
+            text += &(header.join(",") + "\n");
+        }
+        let values: Vec<String> = cells.iter().map(|c| quote(&c.1)).collect();
+        text += &(values.join(",") + "\n");
+    }
+    text
 }
 
 fn create(path: &Path) -> Result<fs::File> {

@@ -102,8 +102,12 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
         }
         None => Tracer::new(),
     };
-    let world =
-        World::new(cfg, seed, Tracer::new()).map_err(|e| anyhow::anyhow!("in {origin}: {e}"))?;
+    let world = World::new(cfg, seed, Tracer::new()).map_err(|e| {
+        let at = topologies::line_of(&text, &e.field)
+            .map(|(line, why)| format!("line {line}{why}: "))
+            .unwrap_or_default();
+        anyhow::anyhow!("in {origin}: {at}{e}")
+    })?;
     let mut pcap = match args.pcap {
         true => {
             let w: Box<dyn std::io::Write> =

@@ -218,7 +218,16 @@ fn run_reproduces_a_scenario_and_reports_bad_files_precisely() {
     let o = qsafe(&["run", bad.to_str().unwrap(), "--quiet"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        !o.status.success() && err.contains("tunnel[0].responder"),
+        !o.status.success()
+            && err.contains("bad.toml: line 8: `tunnel[0].responder`: no such name `zz`"),
+        "{err}"
+    );
+    // An unparsable proposal string: the line of the `ike` key.
+    fs::write(&bad, "duration = \"1h\"\n[[gateway]]\nname = \"a\"\naddress = \"10.0.0.1\"\n[[gateway]]\nname = \"b\"\naddress = \"10.0.0.2\"\n[[link]]\na = \"a\"\nb = \"b\"\n[[tunnel]]\nname = \"t\"\ninitiator = \"a\"\nresponder = \"b\"\nike = [\"aes256gcm16-prfsha256-x99999\"]\n").unwrap();
+    let o = qsafe(&["run", bad.to_str().unwrap(), "--quiet"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("line 15: `tunnel[0].ike`") && err.contains("x99999"),
         "{err}"
     );
 }

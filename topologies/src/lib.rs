@@ -67,6 +67,13 @@ pub fn parse(text: &str, origin: &str) -> Result<WorldConfig, ScenarioError> {
     }
 }
 
+/// The line of scenario `text` that the field at `path` (`tunnel[3].responder`, as
+/// configuration errors name fields) comes from, and a note if a `[topology]` template
+/// generated it.
+pub fn line_of(text: &str, path: &str) -> Option<(usize, String)> {
+    locate(text, &text.parse().ok()?, path)
+}
+
 /// The line of scenario `text` an error at `path` (`tunnel[3].ppk`) of the expanded
 /// scenario comes from: the hand-written item's key, or for a generated item the
 /// `[topology]` template it was made from (with a note saying so).

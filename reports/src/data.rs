@@ -81,6 +81,7 @@ pub struct Handshake {
     pub ended_ns: u64,
     pub outcome: String,
     pub duration_ns: u64,
+    pub proposal: String,
     pub ppk: String,
     pub ppk_id: String,
     pub retransmissions: u32,

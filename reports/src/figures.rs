@@ -265,11 +265,12 @@ pub fn handshake_cdf<DB: DrawingBackend>(
     d: &RunData,
 ) -> DrawResult<DB> {
     root.fill(&WHITE)?;
+    // One curve per tunnel, or with more tunnels than curves, one per proposal.
+    let by_proposal = d.tunnels.len() > 12;
     let mut per: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for h in d.handshakes.iter().filter(|h| h.outcome == "established") {
-        per.entry(&h.tunnel)
-            .or_default()
-            .push(h.duration_ns as f64 / 1e6);
+        let key = if by_proposal { &h.proposal } else { &h.tunnel };
+        per.entry(key).or_default().push(h.duration_ns as f64 / 1e6);
     }
     let xmax = per.values().flatten().copied().fold(1.0, f64::max);
     let mut chart = ChartBuilder::on(&root)
@@ -327,16 +328,41 @@ pub fn exchange_bytes<DB: DrawingBackend>(
     d: &RunData,
 ) -> DrawResult<DB> {
     root.fill(&WHITE)?;
-    let mut per: BTreeMap<&str, Sums> = BTreeMap::new();
+    // By exchange and fragment count (which shows the path MTU's effect), and by
+    // proposal when tunnels differ in it (the proposal a tunnel's IKE SAs came up with).
+    let proposal: BTreeMap<&str, &str> = d
+        .handshakes
+        .iter()
+        .filter(|h| h.outcome == "established")
+        .map(|h| (h.tunnel.as_str(), h.proposal.as_str()))
+        .collect();
+    let several = proposal
+        .values()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+        > 1;
+    // (exchange, request fragments, response fragments, proposal) -> totals.
+    type Key<'a> = (&'a str, usize, usize, &'a str);
+    let mut per: BTreeMap<Key<'_>, Sums> = BTreeMap::new();
     for e in &d.exchanges {
-        let s = per.entry(&e.exchange).or_default();
+        let variant = match several {
+            true => proposal.get(e.tunnel.as_str()).copied().unwrap_or("?"),
+            false => "",
+        };
+        let key = (
+            e.exchange.as_str(),
+            e.request_fragments,
+            e.response_fragments,
+            variant,
+        );
+        let s = per.entry(key).or_default();
         s.req_bytes += e.request_bytes as f64;
         s.resp_bytes += e.response_bytes as f64;
         s.req_frags += e.request_fragments as f64;
         s.resp_frags += e.response_fragments as f64;
         s.count += 1.0;
     }
-    let kinds: Vec<(&str, Sums)> = per.into_iter().collect();
+    let kinds: Vec<_> = per.into_iter().take(16).collect();
     let ymax = kinds
         .iter()
         .map(|(_, s)| (s.req_bytes + s.resp_bytes) / s.count)
@@ -358,7 +384,7 @@ pub fn exchange_bytes<DB: DrawingBackend>(
         .y_desc("bytes (request + response)")
         .label_style(("sans-serif", 13))
         .draw()?;
-    for (i, (name, s)) in kinds.iter().enumerate() {
+    for (i, ((name, _, _, variant), s)) in kinds.iter().enumerate() {
         let (req, resp) = (s.req_bytes / s.count, s.resp_bytes / s.count);
         let x0 = i as f64 + 0.15;
         chart.draw_series([Text::new(
@@ -366,6 +392,13 @@ pub fn exchange_bytes<DB: DrawingBackend>(
             (x0, req + resp + ymax * 0.09),
             ("sans-serif", 13, FontStyle::Bold),
         )])?;
+        if !variant.is_empty() {
+            chart.draw_series([Text::new(
+                variant.to_string(),
+                (x0, req + resp + ymax * 0.15),
+                ("sans-serif", 10),
+            )])?;
+        }
         chart.draw_series([
             Rectangle::new([(x0, 0.0), (x0 + 0.7, req)], color(0).filled()),
             Rectangle::new([(x0, req), (x0 + 0.7, req + resp)], color(1).filled()),

@@ -50,6 +50,47 @@ pub(crate) fn caption(title: &str) -> (&str, (&str, u32, FontStyle)) {
 
 const NS_PER_H: f64 = 3.6e12;
 
+type Chart<'a, DB> = ChartContext<
+    'a,
+    DB,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// Draws each (label, points) as a coloured line with a legend entry, then the legend.
+fn draw_lines<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    lines: impl IntoIterator<Item = (String, Vec<(f64, f64)>)>,
+    legend_at: SeriesLabelPosition,
+) -> DrawResult<DB> {
+    for (i, (label, pts)) in lines.into_iter().enumerate() {
+        let c = color(i);
+        chart
+            .draw_series(LineSeries::new(pts, c.stroke_width(2)))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(legend_at)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+}
+
+/// A cumulative count over time (in hours) from event times, as a step line to `hours`.
+fn cumulative(mut times: Vec<u64>, hours: f64) -> Vec<(f64, f64)> {
+    times.sort_unstable();
+    let mut pts = vec![(0.0, 0.0)];
+    for (n, t) in times.iter().enumerate() {
+        let x = *t as f64 / NS_PER_H;
+        pts.push((x, n as f64));
+        pts.push((x, (n + 1) as f64));
+    }
+    pts.push((hours, times.len() as f64));
+    pts
+}
+
 /// Keys (of 256 bits) in each QKD pool half over time.
 pub fn pool_levels<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
@@ -135,8 +176,8 @@ pub fn pool_levels<DB: DrawingBackend>(
             )])?;
         }
     }
-    for (i, p) in pools.iter().enumerate() {
-        let c = color(i);
+    let mut lines = Vec::new();
+    for p in &pools {
         // A step function: hold each level until the next sample.
         let mut pts = Vec::new();
         for (j, &(t, bits)) in p.samples.iter().enumerate() {
@@ -152,17 +193,9 @@ pub fn pool_levels<DB: DrawingBackend>(
         if let Some(&last) = pts.last() {
             pts.push((hours, last.1));
         }
-        chart
-            .draw_series(LineSeries::new(pts, c.stroke_width(2)))?
-            .label(format!("{} (drawn by {})", p.link, p.owner))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+        lines.push((format!("{} (drawn by {})", p.link, p.owner), pts));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()?;
+    draw_lines(&mut chart, lines, SeriesLabelPosition::UpperRight)?;
     root.present()
 }
 
@@ -175,18 +208,6 @@ pub fn keys_over_time<DB: DrawingBackend>(
 ) -> DrawResult<DB> {
     root.fill(&WHITE)?;
     let hours = d.duration_ns as f64 / NS_PER_H;
-    // A cumulative count from event times.
-    let cumulative = |mut times: Vec<u64>| -> Vec<(f64, f64)> {
-        times.sort_unstable();
-        let mut pts = vec![(0.0, 0.0)];
-        for (n, t) in times.iter().enumerate() {
-            let x = *t as f64 / NS_PER_H;
-            pts.push((x, n as f64));
-            pts.push((x, (n + 1) as f64));
-        }
-        pts.push((hours, times.len() as f64));
-        pts
-    };
     let draws = |ok: bool| {
         d.key_requests
             .iter()
@@ -216,11 +237,11 @@ pub fn keys_over_time<DB: DrawingBackend>(
         .collect();
     let series = [
         ("keys generated (all pools)", generated),
-        ("keys drawn", cumulative(draws(true))),
-        ("keys wasted", cumulative(wasted)),
+        ("keys drawn", cumulative(draws(true), hours)),
+        ("keys wasted", cumulative(wasted, hours)),
         (
             "requests refused (pool empty or device down)",
-            cumulative(draws(false)),
+            cumulative(draws(false), hours),
         ),
     ];
     let ymax = series
@@ -242,20 +263,10 @@ pub fn keys_over_time<DB: DrawingBackend>(
         .y_desc("cumulative count")
         .label_style(("sans-serif", 14))
         .draw()?;
-    for (i, (name, pts)) in series.into_iter().enumerate() {
-        let c = color(i);
-        chart
-            .draw_series(LineSeries::new(pts, c.stroke_width(2)))?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()?;
+    let lines = series
+        .into_iter()
+        .map(|(name, pts)| (name.to_string(), pts));
+    draw_lines(&mut chart, lines, SeriesLabelPosition::UpperLeft)?;
     root.present()
 }
 
@@ -288,7 +299,7 @@ pub fn handshake_cdf<DB: DrawingBackend>(
         .y_desc("fraction of handshakes")
         .label_style(("sans-serif", 14))
         .draw()?;
-    for (i, (tunnel, mut v)) in per.into_iter().take(12).enumerate() {
+    let lines = per.into_iter().take(12).map(|(name, mut v)| {
         v.sort_by(f64::total_cmp);
         let n = v.len() as f64;
         let pts: Vec<(f64, f64)> = v
@@ -296,19 +307,9 @@ pub fn handshake_cdf<DB: DrawingBackend>(
             .enumerate()
             .flat_map(|(j, &x)| [(x, j as f64 / n), (x, (j + 1) as f64 / n)])
             .collect();
-        let c = color(i);
-        chart
-            .draw_series(LineSeries::new(pts, c.stroke_width(2)))?
-            .label(tunnel.to_string())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()?;
+        (name.to_string(), pts)
+    });
+    draw_lines(&mut chart, lines, SeriesLabelPosition::LowerRight)?;
     root.present()
 }
 
@@ -612,29 +613,10 @@ pub fn exchanges_over_time<DB: DrawingBackend>(
         .y_desc("cumulative exchanges")
         .label_style(("sans-serif", 14))
         .draw()?;
-    for (i, (kind, mut times)) in per.into_iter().enumerate() {
-        times.sort_unstable();
-        let mut pts = vec![(0.0, 0.0)];
-        pts.extend(
-            times
-                .iter()
-                .enumerate()
-                .map(|(n, &t)| (t as f64 / NS_PER_H, (n + 1) as f64)),
-        );
-        pts.push((hours, times.len() as f64));
-        let c = color(i);
-        chart
-            .draw_series(LineSeries::new(pts, c.stroke_width(2)))?
-            .label(kind.to_string())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()?;
+    let lines = per
+        .into_iter()
+        .map(|(kind, times)| (kind.to_string(), cumulative(times, hours)));
+    draw_lines(&mut chart, lines, SeriesLabelPosition::UpperLeft)?;
     root.present()
 }
 

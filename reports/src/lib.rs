@@ -98,40 +98,67 @@ fn all_figures() -> Vec<Figure> {
 
 pub(crate) const SIZE: (u32, u32) = (900, 520);
 
-/// Draws every figure into `dir/figures/` (SVG and PNG); returns (title, SVG text).
-pub fn draw_figures(d: &RunData, dir: &Path) -> Result<Vec<(&'static str, String)>, ReportError> {
+/// Creates `dir/figures/`, where every figure goes.
+pub(crate) fn figures_dir(dir: &Path) -> Result<PathBuf, ReportError> {
     figures::register_fonts();
     let out = dir.join("figures");
     fs::create_dir_all(&out).map_err(|source| ReportError::Write {
         path: out.display().to_string(),
         source,
     })?;
-    let mut svgs = Vec::new();
-    for f in all_figures() {
-        let mut svg = String::new();
-        (f.svg)(
-            SVGBackend::with_string(&mut svg, SIZE).into_drawing_area(),
-            d,
-        )
-        .map_err(|message| ReportError::Draw {
-            figure: f.stem,
-            message,
-        })?;
-        let svg_path = out.join(format!("{}.svg", f.stem));
-        fs::write(&svg_path, &svg).map_err(|source| ReportError::Write {
-            path: svg_path.display().to_string(),
-            source,
-        })?;
-        let png_path = out.join(format!("{}.png", f.stem));
-        (f.png)(BitMapBackend::new(&png_path, SIZE).into_drawing_area(), d).map_err(|message| {
-            ReportError::Draw {
-                figure: f.stem,
-                message,
-            }
-        })?;
-        svgs.push((f.title, svg));
+    Ok(out)
+}
+
+type SvgArea<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+type PngArea<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+/// Draws one figure twice, as `out/<stem>.svg` and `out/<stem>.png`; returns the SVG.
+pub(crate) fn save_figure(
+    out: &Path,
+    stem: &'static str,
+    svg: impl FnOnce(SvgArea<'_>) -> Result<(), String>,
+    png: impl FnOnce(PngArea<'_>) -> Result<(), String>,
+) -> Result<String, ReportError> {
+    let draw = |message| ReportError::Draw {
+        figure: stem,
+        message,
+    };
+    let mut text = String::new();
+    svg(SVGBackend::with_string(&mut text, SIZE).into_drawing_area()).map_err(draw)?;
+    let svg_path = out.join(format!("{stem}.svg"));
+    fs::write(&svg_path, &text).map_err(|source| ReportError::Write {
+        path: svg_path.display().to_string(),
+        source,
+    })?;
+    let png_path = out.join(format!("{stem}.png"));
+    png(BitMapBackend::new(&png_path, SIZE).into_drawing_area()).map_err(draw)?;
+    Ok(text)
+}
+
+/// The figures section of a report page.
+pub(crate) fn figures_html<T: AsRef<str>>(svgs: &[(T, String)]) -> String {
+    let mut h = String::from("<h2 id=\"figures\">Figures</h2>\n");
+    for (title, svg) in svgs {
+        let _ = write!(
+            h,
+            "<figure>\n<figcaption>{}</figcaption>\n{}\n</figure>\n",
+            esc(title.as_ref()),
+            svg
+        );
     }
-    Ok(svgs)
+    h
+}
+
+/// Draws every figure into `dir/figures/` (SVG and PNG); returns (title, SVG text).
+pub fn draw_figures(d: &RunData, dir: &Path) -> Result<Vec<(&'static str, String)>, ReportError> {
+    let out = figures_dir(dir)?;
+    all_figures()
+        .into_iter()
+        .map(|f| {
+            let svg = save_figure(&out, f.stem, |a| (f.svg)(a, d), |a| (f.png)(a, d))?;
+            Ok((f.title, svg))
+        })
+        .collect()
 }
 
 pub(crate) fn esc(s: &str) -> String {
@@ -291,15 +318,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf, ReportError> {
          <tr><th>keys wasted</th><td>{}</td></tr>\n<tr><th>requests refused</th><td>{}</td></tr>\n<tr><th>relay hops paid</th><td>{}</td></tr>\n</table>\n",
         q.keys_delivered, q.keys_fetched, q.keys_wasted, q.requests_refused, q.relay_keys
     );
-    let _ = writeln!(h, "<h2 id=\"figures\">Figures</h2>");
-    for (title, svg) in &svgs {
-        let _ = write!(
-            h,
-            "<figure>\n<figcaption>{}</figcaption>\n{}\n</figure>\n",
-            esc(title),
-            svg
-        );
-    }
+    h += &figures_html(&svgs);
     let _ = write!(
         h,
         "<h2 id=\"manifest\">Manifest</h2>\n<pre>{}</pre>\n</body></html>\n",

@@ -12,7 +12,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Deserialize;
 
-use crate::figures::{caption, color, register_fonts};
+use crate::figures::{caption, color};
 use crate::{ReportError, esc, md_to_html_table, stats};
 
 /// The parts of a sweep row that reports read (`qsafe sweep`'s `summary.json`).
@@ -253,7 +253,6 @@ fn band_chart<DB: DrawingBackend>(
 
 /// The two sweep figures as (file stem, title, SVG text); PNGs are written beside.
 fn draw(rows: &[SweepRow], dir: &Path) -> Result<Vec<(String, String)>, ReportError> {
-    register_fonts();
     let points = group(rows);
     let Some((x, numeric)) = x_axis(&points) else {
         return Ok(Vec::new());
@@ -279,43 +278,16 @@ fn draw(rows: &[SweepRow], dir: &Path) -> Result<Vec<(String, String)>, ReportEr
             true,
         ),
     ];
-    let out = dir.join("figures");
-    fs::create_dir_all(&out).map_err(|source| ReportError::Write {
-        path: out.display().to_string(),
-        source,
-    })?;
+    let out = crate::figures_dir(dir)?;
     let mut svgs = Vec::new();
     for (stem, title, y_desc, stat, from_zero) in figures {
         let data = lines(&points, &x, numeric, stat);
-        let mut svg = String::new();
-        let draw_err = |e: String| ReportError::Draw {
-            figure: "sweep",
-            message: e,
-        };
-        band_chart(
-            SVGBackend::with_string(&mut svg, crate::SIZE).into_drawing_area(),
-            title,
-            &x_desc,
-            y_desc,
-            &data,
-            from_zero,
-        )
-        .map_err(|e| draw_err(e.to_string()))?;
-        let png = out.join(format!("{stem}.png"));
-        band_chart(
-            BitMapBackend::new(&png, crate::SIZE).into_drawing_area(),
-            title,
-            &x_desc,
-            y_desc,
-            &data,
-            from_zero,
-        )
-        .map_err(|e| draw_err(e.to_string()))?;
-        let svg_path = out.join(format!("{stem}.svg"));
-        fs::write(&svg_path, &svg).map_err(|source| ReportError::Write {
-            path: svg_path.display().to_string(),
-            source,
-        })?;
+        let svg = crate::save_figure(
+            &out,
+            stem,
+            |a| band_chart(a, title, &x_desc, y_desc, &data, from_zero).map_err(|e| e.to_string()),
+            |a| band_chart(a, title, &x_desc, y_desc, &data, from_zero).map_err(|e| e.to_string()),
+        )?;
         svgs.push((title.to_string(), svg));
     }
     Ok(svgs)
@@ -348,15 +320,7 @@ pub fn write_sweep_report(dir: &Path) -> Result<PathBuf, ReportError> {
         "<h2 id=\"points\">Grid points</h2>\n<p>Means over seeds; intervals are 95 % percentile bootstraps of the mean.</p>\n{}",
         md_to_html_table(&point_table(&rows))
     );
-    let _ = writeln!(h, "<h2 id=\"figures\">Figures</h2>");
-    for (title, svg) in &svgs {
-        let _ = write!(
-            h,
-            "<figure>\n<figcaption>{}</figcaption>\n{}\n</figure>\n",
-            esc(title),
-            svg
-        );
-    }
+    h += &crate::figures_html(&svgs);
     let _ = writeln!(h, "<h2 id=\"violations\">Invariant violations</h2>");
     let failing: Vec<&SweepRow> = rows.iter().filter(|r| !r.violations.is_empty()).collect();
     if failing.is_empty() {

@@ -118,17 +118,23 @@ fn hub_and_spoke(
     cfg
 }
 
+/// Runs a configuration; returns its results and the wall time it took.
+fn timed(cfg: WorldConfig) -> (netsim::Results, f64) {
+    let start = Instant::now();
+    let r = World::new(cfg, 1, Tracer::new())
+        .unwrap()
+        .run(Outputs::none());
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    (r, start.elapsed().as_secs_f64())
+}
+
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let (spokes, minutes) = if quick { (5, 2) } else { (200, 30) };
     let mut rates = Vec::new();
     for crypto in [CryptoMode::Real, CryptoMode::Model] {
         let cfg = hub_and_spoke(spokes, SimDuration::from_secs(60 * minutes), crypto, false);
-        let start = Instant::now();
-        let r = World::new(cfg, 1, Tracer::new())
-            .unwrap()
-            .run(Outputs::none());
-        let secs = start.elapsed().as_secs_f64();
+        let (r, secs) = timed(cfg);
         let handshakes: u32 = r.tunnels.iter().map(|t| t.established).sum();
         let rate = handshakes as f64 / secs;
         println!(
@@ -149,12 +155,7 @@ fn main() {
         CryptoMode::Real,
         true,
     );
-    let start = Instant::now();
-    let r = World::new(cfg, 1, Tracer::new())
-        .unwrap()
-        .run(Outputs::none());
-    let secs = start.elapsed().as_secs_f64();
-    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let (r, secs) = timed(cfg);
     let ike: u32 = r.tunnels.iter().map(|t| t.ike_rekeys).sum();
     let all = r
         .exchanges
@@ -182,12 +183,7 @@ fn main() {
         t.child_rekey_every = Some(SimDuration::from_secs(20));
         t.ike_rekey_every = None;
     }
-    let start = Instant::now();
-    let r = World::new(cfg, 1, Tracer::new())
-        .unwrap()
-        .run(Outputs::none());
-    let secs = start.elapsed().as_secs_f64();
-    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let (r, secs) = timed(cfg);
     let packets: u64 = r.traffic.iter().map(|f| f.delivered_packets).sum();
     let sim_rate = packets as f64 / secs;
     // The baseline: the same number of packets sealed and opened by the esp crate alone.

@@ -2128,16 +2128,21 @@ mod tests {
         }
     }
 
+    /// Gateways `a` and `b` on one link, with tunnel `t` between them.
+    fn two_gateways(duration: &str) -> World {
+        let cfg: WorldConfig = serde_json::from_str(&format!(
+            r#"{{"duration": "{duration}",
+                "gateway": [{{"name": "a", "address": "10.0.0.1"}}, {{"name": "b", "address": "10.0.0.2"}}],
+                "link": [{{"a": "a", "b": "b"}}],
+                "tunnel": [{{"name": "t", "initiator": "a", "responder": "b"}}]}}"#
+        ))
+        .unwrap();
+        World::new(cfg, 1, Tracer::new()).unwrap()
+    }
+
     #[test]
     fn the_oracle_catches_different_keys_and_reused_qkd_keys() {
-        let cfg: WorldConfig = serde_json::from_str(
-            r#"{"duration": "1s",
-                "gateway": [{"name": "a", "address": "10.0.0.1"}, {"name": "b", "address": "10.0.0.2"}],
-                "link": [{"a": "a", "b": "b"}],
-                "tunnel": [{"name": "t", "initiator": "a", "responder": "b"}]}"#,
-        )
-        .unwrap();
-        let mut w = World::new(cfg, 1, Tracer::new()).unwrap();
+        let mut w = two_gateways("1s");
         let k = |b: u8| IkeKeys {
             sk_d: vec![b],
             sk_ai: vec![],
@@ -2181,14 +2186,7 @@ mod tests {
 
     #[test]
     fn the_oracle_reports_a_child_sa_only_one_end_holds() {
-        let cfg: WorldConfig = serde_json::from_str(
-            r#"{"duration": "10m",
-                "gateway": [{"name": "a", "address": "10.0.0.1"}, {"name": "b", "address": "10.0.0.2"}],
-                "link": [{"a": "a", "b": "b"}],
-                "tunnel": [{"name": "t", "initiator": "a", "responder": "b"}]}"#,
-        )
-        .unwrap();
-        let mut w = World::new(cfg, 1, Tracer::new()).unwrap();
+        let mut w = two_gateways("10m");
         let run_until = |w: &mut World, s: u64| {
             while let Some(ev) = w
                 .sim
@@ -2218,14 +2216,7 @@ mod tests {
 
     #[test]
     fn the_oracle_reports_a_negotiation_stuck_past_its_timeouts_once() {
-        let cfg: WorldConfig = serde_json::from_str(
-            r#"{"duration": "1h",
-                "gateway": [{"name": "a", "address": "10.0.0.1"}, {"name": "b", "address": "10.0.0.2"}],
-                "link": [{"a": "a", "b": "b"}],
-                "tunnel": [{"name": "t", "initiator": "a", "responder": "b"}]}"#,
-        )
-        .unwrap();
-        let mut w = World::new(cfg, 1, Tracer::new()).unwrap();
+        let mut w = two_gateways("1h");
         // Move the clock to 300 s without running anything.
         let world = w.sim.entities().lookup("world").unwrap();
         w.sim

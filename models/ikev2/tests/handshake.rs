@@ -953,3 +953,45 @@ fn a_child_sa_already_rekeyed_by_the_peer_is_not_rekeyed_again() {
         );
     }
 }
+
+#[test]
+fn a_rekey_crossing_the_peers_delete_leaves_both_sides_without_the_child_sa() {
+    let mut p = Pair::new(26, |_, peer| {
+        *peer = peer.clone().with_esp(&["aes256gcm16-x25519"]).unwrap()
+    });
+    p.handshake(10 * SEC);
+    let first = [p.child(0).unwrap().clone(), p.child(1).unwrap().clone()];
+    let sa = |p: &Pair, i: usize| match p.established(i) {
+        Some(Event::IkeSaEstablished { sa, .. }) => *sa,
+        _ => panic!(),
+    };
+    // At the same moment: side 0 rekeys the pair, side 1 deletes it (a hard lifetime).
+    let (s0, s1) = (sa(&p, 0), sa(&p, 1));
+    assert_eq!(
+        p.eps[0].rekey_child(p.now, s0, first[0].spi_in),
+        Start::Started
+    );
+    assert_eq!(
+        p.eps[1].delete_child(p.now, s1, first[1].spi_in),
+        Start::Started
+    );
+    while p.step() {}
+    // The rekey is refused (the pair is being deleted), the Delete goes through: neither
+    // side holds a Child SA, neither made a new one, and the IKE SA stays.
+    assert!(
+        p.events[0].iter().any(|e| matches!(
+            e.1,
+            Event::ChildSaFailed { notify: n, .. } if n == notify::TEMPORARY_FAILURE
+        )),
+        "{:?}",
+        p.events[0]
+    );
+    assert!(rekeyed_children(&p, 0).is_empty() && rekeyed_children(&p, 1).is_empty());
+    assert!(live_children(&p, 0).is_empty() && live_children(&p, 1).is_empty());
+    assert!(p.eps[0].is_established(s0) && p.eps[1].is_established(s1));
+    // A rekey of it now finds nothing to rekey.
+    assert_eq!(
+        p.eps[0].rekey_child(p.now, s0, first[0].spi_in),
+        Start::Gone
+    );
+}

@@ -195,13 +195,18 @@ impl DataPlane {
             return;
         };
         self.started.remove(&(gw, spi_in));
+        self.promote_successors(gw, spi_in);
+        self.choose_sender(gw, gone.tunnel);
+    }
+
+    /// Pairs that waited for `spi_in` to go may send now.
+    fn promote_successors(&mut self, gw: usize, spi_in: u32) {
         for p in self.range_mut(gw) {
             if p.predecessor == Some(spi_in) {
                 p.predecessor = None;
                 p.sending = true;
             }
         }
-        self.choose_sender(gw, gone.tunnel);
     }
 
     /// `gw` is deleting the pair `spi_in`: it sends on it no more (strongSwan removes
@@ -213,6 +218,7 @@ impl DataPlane {
         p.sending = false;
         p.retired = true;
         let tunnel = p.tunnel;
+        self.promote_successors(gw, spi_in);
         self.choose_sender(gw, tunnel);
     }
 

@@ -193,6 +193,13 @@ pub enum CryptoError {
     WrongState,
 }
 
+/// An AEAD key whose key schedule is expanded once, for the many packets of one SA
+/// (what a kernel's SA holds). Same results as the provider's `seal` and `open`.
+pub trait PreparedAead: Send {
+    fn seal(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>);
+    fn open(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), CryptoError>;
+}
+
 /// Everything IKEv2 asks of cryptography.
 pub trait CryptoProvider {
     /// "real", or a name that says the provider is insecure.
@@ -213,6 +220,9 @@ pub trait CryptoProvider {
         aad: &[u8],
         buf: &mut Vec<u8>,
     ) -> Result<(), CryptoError>;
+
+    /// `key` (key | salt) prepared for repeated `seal`/`open`.
+    fn prepare(&self, alg: AeadAlg, key: &[u8]) -> Box<dyn PreparedAead>;
 
     /// Initiator: a fresh key pair; returns the secret state and the KE data to send.
     fn ke_initiate(&self, method: KeMethod, rng: &mut dyn CryptoRng) -> (KeSecret, Vec<u8>);

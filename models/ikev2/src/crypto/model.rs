@@ -5,7 +5,9 @@
 
 use rand_core::CryptoRng;
 
-use super::{AeadAlg, CryptoError, CryptoProvider, ICV_LEN, IV_LEN, KeMethod, KeSecret, PrfAlg};
+use super::{
+    AeadAlg, CryptoError, CryptoProvider, ICV_LEN, IV_LEN, KeMethod, KeSecret, PreparedAead, PrfAlg,
+};
 
 /// Insecure, cheap, deterministic crypto with real message sizes.
 #[derive(Clone, Copy, Debug, Default)]
@@ -83,6 +85,10 @@ impl CryptoProvider for ModelCrypto {
         Ok(())
     }
 
+    fn prepare(&self, alg: AeadAlg, key: &[u8]) -> Box<dyn PreparedAead> {
+        Box::new(ModelKey(alg, key.to_vec()))
+    }
+
     fn ke_initiate(&self, method: KeMethod, rng: &mut dyn CryptoRng) -> (KeSecret, Vec<u8>) {
         let public = random(rng, method.initiator_len());
         (
@@ -135,5 +141,18 @@ impl CryptoProvider for ModelCrypto {
         } else {
             (0..32).map(|i| peer[i] ^ public[i]).collect()
         })
+    }
+}
+
+/// The model's AEAD key: nothing to expand, the key is kept as it is.
+struct ModelKey(AeadAlg, Vec<u8>);
+
+impl PreparedAead for ModelKey {
+    fn seal(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) {
+        ModelCrypto.seal(self.0, &self.1, iv, aad, buf)
+    }
+
+    fn open(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), CryptoError> {
+        ModelCrypto.open(self.0, &self.1, iv, aad, buf)
     }
 }

@@ -8,7 +8,8 @@ use rand_core::CryptoRng;
 use sha2::{Sha256, Sha384, Sha512};
 
 use super::{
-    AeadAlg, CryptoError, CryptoProvider, ICV_LEN, IV_LEN, KeMethod, KeSecret, PrfAlg, SALT_LEN,
+    AeadAlg, CryptoError, CryptoProvider, ICV_LEN, IV_LEN, KeMethod, KeSecret, PreparedAead,
+    PrfAlg, SALT_LEN,
 };
 
 /// The default provider.
@@ -21,13 +22,6 @@ fn hmac<M: Mac + KeyInit>(key: &[u8], data: &[&[u8]]) -> Vec<u8> {
         m.update(d);
     }
     m.finalize().into_bytes().to_vec()
-}
-
-fn nonce(key: &[u8], iv: &[u8; IV_LEN]) -> [u8; 12] {
-    let mut n = [0u8; 12];
-    n[..SALT_LEN].copy_from_slice(&key[key.len() - SALT_LEN..]);
-    n[SALT_LEN..].copy_from_slice(iv);
-    n
 }
 
 /// Encapsulation against the initiator's key, per parameter set (the crate's generic
@@ -78,19 +72,7 @@ impl CryptoProvider for RealCrypto {
     }
 
     fn seal(&self, alg: AeadAlg, key: &[u8], iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) {
-        assert_eq!(key.len(), alg.keymat_len(), "SK_e must be key | salt");
-        let n = nonce(key, iv);
-        let k = &key[..alg.key_len()];
-        let tag = match alg {
-            AeadAlg::AesGcm16_128 => Aes128Gcm::new_from_slice(k)
-                .expect("key length checked")
-                .encrypt_inout_detached(&n.into(), aad, buf.as_mut_slice().into()),
-            AeadAlg::AesGcm16_256 => Aes256Gcm::new_from_slice(k)
-                .expect("key length checked")
-                .encrypt_inout_detached(&n.into(), aad, buf.as_mut_slice().into()),
-        }
-        .expect("IKE messages are far below the GCM length limit");
-        buf.extend_from_slice(&tag);
+        RealKey::new(alg, key).seal(iv, aad, buf)
     }
 
     fn open(
@@ -101,23 +83,14 @@ impl CryptoProvider for RealCrypto {
         aad: &[u8],
         buf: &mut Vec<u8>,
     ) -> Result<(), CryptoError> {
-        if key.len() != alg.keymat_len() || buf.len() < ICV_LEN {
+        if key.len() != alg.keymat_len() {
             return Err(CryptoError::Integrity);
         }
-        let n = nonce(key, iv);
-        let k = &key[..alg.key_len()];
-        let split = buf.len() - ICV_LEN;
-        let tag: [u8; ICV_LEN] = buf[split..].try_into().expect("16 bytes");
-        buf.truncate(split);
-        let result = match alg {
-            AeadAlg::AesGcm16_128 => Aes128Gcm::new_from_slice(k)
-                .expect("key length checked")
-                .decrypt_inout_detached(&n.into(), aad, buf.as_mut_slice().into(), &tag.into()),
-            AeadAlg::AesGcm16_256 => Aes256Gcm::new_from_slice(k)
-                .expect("key length checked")
-                .decrypt_inout_detached(&n.into(), aad, buf.as_mut_slice().into(), &tag.into()),
-        };
-        result.map_err(|_| CryptoError::Integrity)
+        RealKey::new(alg, key).open(iv, aad, buf)
+    }
+
+    fn prepare(&self, alg: AeadAlg, key: &[u8]) -> Box<dyn PreparedAead> {
+        Box::new(RealKey::new(alg, key))
     }
 
     fn ke_initiate(&self, method: KeMethod, rng: &mut dyn CryptoRng) -> (KeSecret, Vec<u8>) {
@@ -184,5 +157,75 @@ impl CryptoProvider for RealCrypto {
             KeSecret::MlKem1024(dk) => kem_complete!(dk, peer, method),
             KeSecret::Model { .. } => Err(CryptoError::WrongState),
         }
+    }
+}
+
+// Each lives boxed (a prepared SA key) or for one call on the stack: the size
+// difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Gcm {
+    Aes128(Aes128Gcm),
+    Aes256(Aes256Gcm),
+}
+
+/// An AES-GCM key with its round keys expanded, and the salt of its nonces.
+struct RealKey {
+    cipher: Gcm,
+    salt: [u8; SALT_LEN],
+}
+
+impl RealKey {
+    fn new(alg: AeadAlg, key: &[u8]) -> RealKey {
+        assert_eq!(key.len(), alg.keymat_len(), "an AEAD key is key | salt");
+        let k = &key[..alg.key_len()];
+        let cipher = match alg {
+            AeadAlg::AesGcm16_128 => {
+                Gcm::Aes128(Aes128Gcm::new_from_slice(k).expect("key length checked"))
+            }
+            AeadAlg::AesGcm16_256 => {
+                Gcm::Aes256(Aes256Gcm::new_from_slice(k).expect("key length checked"))
+            }
+        };
+        let salt = key[alg.key_len()..].try_into().expect("the salt");
+        RealKey { cipher, salt }
+    }
+
+    /// The GCM nonce: salt | IV (RFC 4106/5282).
+    fn nonce(&self, iv: &[u8; IV_LEN]) -> [u8; 12] {
+        let mut n = [0u8; 12];
+        n[..SALT_LEN].copy_from_slice(&self.salt);
+        n[SALT_LEN..].copy_from_slice(iv);
+        n
+    }
+}
+
+impl PreparedAead for RealKey {
+    fn seal(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) {
+        let n = self.nonce(iv);
+        let tag = match &self.cipher {
+            Gcm::Aes128(c) => c.encrypt_inout_detached(&n.into(), aad, buf.as_mut_slice().into()),
+            Gcm::Aes256(c) => c.encrypt_inout_detached(&n.into(), aad, buf.as_mut_slice().into()),
+        }
+        .expect("IKE and ESP packets are far below the GCM length limit");
+        buf.extend_from_slice(&tag);
+    }
+
+    fn open(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), CryptoError> {
+        if buf.len() < ICV_LEN {
+            return Err(CryptoError::Integrity);
+        }
+        let n = self.nonce(iv);
+        let split = buf.len() - ICV_LEN;
+        let tag: [u8; ICV_LEN] = buf[split..].try_into().expect("16 bytes");
+        buf.truncate(split);
+        match &self.cipher {
+            Gcm::Aes128(c) => {
+                c.decrypt_inout_detached(&n.into(), aad, buf.as_mut_slice().into(), &tag.into())
+            }
+            Gcm::Aes256(c) => {
+                c.decrypt_inout_detached(&n.into(), aad, buf.as_mut_slice().into(), &tag.into())
+            }
+        }
+        .map_err(|_| CryptoError::Integrity)
     }
 }

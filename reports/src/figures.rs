@@ -671,3 +671,66 @@ pub fn esp_losses<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData)
     }
     root.present()
 }
+
+/// How many tunnels are in each state over time: the summary of the timeline for any
+/// number of tunnels (counted at 400 instants across the run).
+pub fn state_counts<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    d: &RunData,
+) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let hours = d.duration_ns as f64 / NS_PER_H;
+    const STEPS: u64 = 400;
+    let at = |i: u64| d.duration_ns / STEPS * i;
+    // Instants 0, d/400, ..., the last just before the end (periods are half-open).
+    let mut up = vec![0.0; STEPS as usize];
+    let mut waiting = up.clone();
+    let mut establishing = up.clone();
+    for (i, slot) in up.iter_mut().enumerate() {
+        let t = at(i as u64);
+        *slot = d
+            .tunnels
+            .iter()
+            .filter(|tun| tun.up_periods.iter().any(|&(a, b)| a <= t && t < b))
+            .count() as f64;
+    }
+    for h in &d.handshakes {
+        for (i, (w, e)) in waiting.iter_mut().zip(establishing.iter_mut()).enumerate() {
+            let t = at(i as u64);
+            if h.requested_ns <= t && t < h.requested_ns + h.key_wait_ns {
+                *w += 1.0;
+            }
+            if h.ike_started_ns <= t && t < h.ended_ns {
+                *e += 1.0;
+            }
+        }
+    }
+    let total = d.tunnels.len() as f64;
+    let series = |v: &[f64]| -> Vec<(f64, f64)> {
+        v.iter()
+            .enumerate()
+            .map(|(i, &n)| (at(i as u64) as f64 / NS_PER_H, n))
+            .collect()
+    };
+    let down: Vec<f64> = up.iter().map(|u| total - u).collect();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption("Tunnels by state over time").0, caption("").1)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..hours.max(1e-9), 0f64..total.max(1.0) * 1.1)?;
+    chart
+        .configure_mesh()
+        .x_desc("simulated time (h)")
+        .y_desc("tunnels")
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    let lines = [
+        ("up".to_string(), series(&up)),
+        ("down (no IKE SA)".to_string(), series(&down)),
+        ("waiting for a QKD key".to_string(), series(&waiting)),
+        ("establishing".to_string(), series(&establishing)),
+    ];
+    draw_lines(&mut chart, lines, SeriesLabelPosition::MiddleRight)?;
+    root.present()
+}

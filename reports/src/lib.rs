@@ -84,6 +84,11 @@ fn all_figures() -> Vec<Figure> {
         figure!("drops", "Drops and retransmissions", figures::drops),
         figure!("timeline", "Tunnel states over time", figures::timeline),
         figure!(
+            "state_counts",
+            "Tunnels by state over time",
+            figures::state_counts
+        ),
+        figure!(
             "exchanges_over_time",
             "Exchanges started over time",
             figures::exchanges_over_time

@@ -93,6 +93,10 @@ fn report_and_figures() {
             ][..],
         ),
         (
+            "state_counts",
+            &["Tunnels by state over time", "down (no IKE SA)", "tunnels"][..],
+        ),
+        (
             "exchanges_over_time",
             &[
                 "Exchanges started over time",

@@ -124,6 +124,38 @@ pub trait RngExt: Rng {
     fn unit_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
+
+    /// Exponentially distributed with mean `mean` (Poisson arrivals), by inversion with
+    /// a logarithm made of IEEE additions, multiplications and divisions only: the
+    /// platform's libm never decides a draw, so every machine gets the same bits.
+    fn exponential(&mut self, mean: f64) -> f64 {
+        // 1 - u is in (0, 1]: the logarithm is finite.
+        -ln(1.0 - self.unit_f64()) * mean
+    }
+}
+
+/// Natural logarithm of a positive, finite `x`: `x = m * 2^e` with `m` in [1, 2), then
+/// `ln m = 2 atanh(z)`, `z = (m - 1) / (m + 1)` in [0, 1/3], summed to double precision.
+fn ln(x: f64) -> f64 {
+    let bits = x.to_bits();
+    let (mut e, mut m) = (((bits >> 52) & 0x7ff) as i64 - 1023, x);
+    if e == -1023 {
+        // Subnormal: scale into the normal range first.
+        return ln(x * (1u64 << 54) as f64) - 54.0 * std::f64::consts::LN_2;
+    }
+    m = f64::from_bits((m.to_bits() & !(0x7ff << 52)) | (1023 << 52));
+    if m > std::f64::consts::SQRT_2 {
+        m /= 2.0;
+        e += 1;
+    }
+    let z = (m - 1.0) / (m + 1.0);
+    let z2 = z * z;
+    let (mut term, mut sum) = (z, 0.0);
+    for k in 0..30 {
+        sum += term / (2 * k + 1) as f64;
+        term *= z2;
+    }
+    e as f64 * std::f64::consts::LN_2 + 2.0 * sum
 }
 
 impl<R: Rng + ?Sized> RngExt for R {}
@@ -182,6 +214,24 @@ mod tests {
         let mut r = stream(1, "gw/a", "ike");
         let first = takes_crypto_rng(&mut r);
         assert_eq!(first, stream(1, "gw/a", "ike").next_u64());
+    }
+
+    #[test]
+    fn the_portable_logarithm_matches_libm_and_exponentials_have_their_mean() {
+        for x in [
+            1e-300, 1e-9, 0.1, 0.5, 0.7, 1.0, 1.5, 2.0, 10.0, 12345.678, 1e300,
+        ] {
+            let (ours, libm) = (super::ln(x), x.ln());
+            assert!(
+                (ours - libm).abs() <= 4.0 * f64::EPSILON * libm.abs().max(1.0),
+                "{x}: {ours} {libm}"
+            );
+        }
+        assert_eq!(super::ln(1.0), 0.0);
+        let mut r = stream(3, "e", "x");
+        let n = 200_000;
+        let mean = (0..n).map(|_| r.exponential(2.0)).sum::<f64>() / n as f64;
+        assert!((mean - 2.0).abs() < 0.02, "{mean}");
     }
 
     #[test]

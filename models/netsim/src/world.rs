@@ -982,8 +982,7 @@ impl World {
         let mean_gap = 1e9 / tr.rate_pps;
         let gap = match tr.pattern {
             TrafficPattern::Cbr => mean_gap,
-            // Exponential gaps; 1 - u is in (0, 1], so the logarithm is finite.
-            TrafficPattern::Poisson => -(1.0 - rng.unit_f64()).ln() * mean_gap,
+            TrafficPattern::Poisson => rng.exponential(mean_gap),
         };
         let (gw, peer) = match dir {
             0 => (tun.initiator, tun.responder),

@@ -100,6 +100,7 @@ fn hub_and_spoke(
             reauth_every: (!rekey).then(|| SimDuration::from_secs(60)),
             child_rekey_every: rekey.then(|| SimDuration::from_secs(30)),
             child_rekey_jitter: SimDuration::ZERO,
+            child_rekey_both_ends: false,
             dpd_delay: None,
             child_life: None,
             rekey_bytes: None,

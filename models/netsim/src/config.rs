@@ -156,6 +156,11 @@ pub struct TunnelSpec {
     /// ESP proposal names a key exchange), again and again.
     #[serde(default)]
     pub child_rekey_every: Option<SimDuration>,
+    /// Both gateways run the `child_rekey_every` timer of each Child SA, as strongSwan
+    /// does (each with its own jitter; crossing rekeys are settled by nonce). Off: only
+    /// the initiator does, the simpler and more common setup in studies.
+    #[serde(default)]
+    pub child_rekey_both_ends: bool,
     /// Rekey the IKE SA this often with CREATE_CHILD_SA (new keys from new key
     /// exchanges, additional ones in IKE_FOLLOWUP_KE; no new QKD key).
     #[serde(default)]

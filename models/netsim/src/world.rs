@@ -1806,8 +1806,10 @@ impl World {
                     return;
                 };
                 self.check_child_keys(t, &child);
+                let both_ends = self.cfg.tunnels[t].child_rekey_both_ends;
                 let tun = &mut self.tunnels[t];
-                if let (true, Some(every)) = (gw == tun.initiator, tun.child_rekey_every) {
+                let rekeys_here = gw == tun.initiator || both_ends;
+                if let (true, Some(every)) = (rekeys_here, tun.child_rekey_every) {
                     let jitter = tun.child_rekey_jitter.as_nanos().min(every.as_nanos());
                     let early = tun
                         .rekey_rng
@@ -1816,9 +1818,14 @@ impl World {
                         .below_or_eq(jitter);
                     let every = SimDuration::from_nanos(every.as_nanos() - early);
                     let entity = self.gateways[gw].entity;
-                    let rekey = Ev::ChildRekey {
-                        tunnel: t,
-                        spi_in: child.spi_in,
+                    let spi_in = child.spi_in;
+                    let rekey = match gw == tun.initiator {
+                        true => Ev::ChildRekey { tunnel: t, spi_in },
+                        false => Ev::RekeyChild {
+                            gw,
+                            spi_in,
+                            volume: false,
+                        },
                     };
                     self.sim.schedule(entity, every, rekey);
                 }

@@ -188,3 +188,53 @@ fn aggregate_mode_counts_against_lifetimes_without_sending_packets() {
     // Each collision ends in two Deletes: the old pair, and the losing new pair.
     assert_eq!(starts(&r, "INFORMATIONAL").len(), rekeys.len());
 }
+
+#[test]
+fn with_both_ends_rekeying_by_time_each_starts_some_and_crossings_are_settled() {
+    let tunnel = |jitter: &str| {
+        format!(
+            "esp = [\"aes256gcm16-x25519\"]\nchild_rekey_every = \"20s\"\nchild_rekey_jitter = \"{jitter}\"\n\
+             child_rekey_both_ends = true\ntraffic = {{ rate_pps = 50, sizes = [200] }}"
+        )
+    };
+    let r = run(&scenario("3m", "", &tunnel("5s")), 7);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let by = |gw: &str| {
+        r.exchanges
+            .iter()
+            .filter(|e| e.exchange == "CREATE_CHILD_SA" && e.gateway == gw)
+            .count()
+    };
+    // Whichever end's timer fires first rekeys; the other's then finds the pair retired.
+    assert!(
+        by("gw-a") > 0 && by("gw-b") > 0,
+        "{} {}",
+        by("gw-a"),
+        by("gw-b")
+    );
+    assert!(
+        (8..=12).contains(&(by("gw-a") + by("gw-b"))),
+        "{} {}",
+        by("gw-a"),
+        by("gw-b")
+    );
+    let f = &r.traffic[0];
+    assert_eq!(f.unknown_spi, 0, "{f:?}");
+    // Without jitter both timers fire within a one-way delay of each other (each end
+    // installed the pair when it sent or got the response): every rekey is a crossing,
+    // settled by nonce, and traffic still flows.
+    let r = run(&scenario("3m", "", &tunnel("0s")), 7);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let mut rekeys = starts(&r, "CREATE_CHILD_SA");
+    rekeys.sort_unstable();
+    assert!(rekeys.len() >= 12 && rekeys.len().is_multiple_of(2), "{rekeys:?}");
+    assert!(
+        rekeys.chunks(2).all(|c| c[1] - c[0] <= 10_000_000),
+        "{rekeys:?}"
+    );
+    assert!(
+        r.traffic[0].delivered_packets > 17_000,
+        "{:?}",
+        r.traffic[0]
+    );
+}

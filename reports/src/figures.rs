@@ -56,6 +56,29 @@ type Chart<'a, DB> = ChartContext<
     Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
 >;
 
+/// A chart over the run's simulated time (hours) from 0 to `ymax`, titled and labelled.
+fn time_chart<'a, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    hours: f64,
+    ymax: f64,
+    y_desc: &str,
+) -> Result<Chart<'a, DB>, DrawingAreaErrorKind<DB::ErrorType>> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, caption("").1)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..hours.max(1e-9), 0f64..ymax)?;
+    chart
+        .configure_mesh()
+        .x_desc("simulated time (h)")
+        .y_desc(y_desc)
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    Ok(chart)
+}
+
 /// Draws each (label, points) as a coloured line with a legend entry, then the legend.
 fn draw_lines<'a, DB: DrawingBackend + 'a>(
     chart: &mut Chart<'a, DB>,
@@ -113,18 +136,13 @@ pub fn pool_levels<DB: DrawingBackend>(
         })
         .fold(1.0, f64::max)
         * 1.1;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(caption("QKD key pool level").0, caption("").1)
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..hours.max(1e-9), 0f64..ymax * 1.05)?;
-    chart
-        .configure_mesh()
-        .x_desc("simulated time (h)")
-        .y_desc("stored keys (256 bit)")
-        .label_style(("sans-serif", 14))
-        .draw()?;
+    let mut chart = time_chart(
+        &root,
+        "QKD key pool level",
+        hours,
+        ymax * 1.05,
+        "stored keys (256 bit)",
+    )?;
     // Halves with no capacity (all key owned by the other end) carry nothing.
     let pools: Vec<_> = d.pools.iter().filter(|p| p.capacity_bits > 0).collect();
     let key_bits = |p: &crate::data::Pool| p.key_size_bits.max(1) as f64;
@@ -248,21 +266,13 @@ pub fn keys_over_time<DB: DrawingBackend>(
         .iter()
         .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
         .fold(1.0, f64::max);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            caption("QKD keys generated, drawn and wasted; requests refused").0,
-            caption("").1,
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..hours.max(1e-9), 0f64..ymax * 1.05)?;
-    chart
-        .configure_mesh()
-        .x_desc("simulated time (h)")
-        .y_desc("cumulative count")
-        .label_style(("sans-serif", 14))
-        .draw()?;
+    let mut chart = time_chart(
+        &root,
+        "QKD keys generated, drawn and wasted; requests refused",
+        hours,
+        ymax * 1.05,
+        "cumulative count",
+    )?;
     let lines = series
         .into_iter()
         .map(|(name, pts)| (name.to_string(), pts));
@@ -598,21 +608,13 @@ pub fn exchanges_over_time<DB: DrawingBackend>(
         per.entry(&e.exchange).or_default().push(e.started_ns);
     }
     let ymax = per.values().map(Vec::len).max().unwrap_or(1).max(1) as f64;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            caption("Exchanges started over time (rekeys, deletes, new IKE SAs)").0,
-            caption("").1,
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..hours.max(1e-9), 0f64..ymax * 1.05)?;
-    chart
-        .configure_mesh()
-        .x_desc("simulated time (h)")
-        .y_desc("cumulative exchanges")
-        .label_style(("sans-serif", 14))
-        .draw()?;
+    let mut chart = time_chart(
+        &root,
+        "Exchanges started over time (rekeys, deletes, new IKE SAs)",
+        hours,
+        ymax * 1.05,
+        "cumulative exchanges",
+    )?;
     let lines = per
         .into_iter()
         .map(|(kind, times)| (kind.to_string(), cumulative(times, hours)));
@@ -713,18 +715,13 @@ pub fn state_counts<DB: DrawingBackend>(
             .collect()
     };
     let down: Vec<f64> = up.iter().map(|u| total - u).collect();
-    let mut chart = ChartBuilder::on(&root)
-        .caption(caption("Tunnels by state over time").0, caption("").1)
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..hours.max(1e-9), 0f64..total.max(1.0) * 1.1)?;
-    chart
-        .configure_mesh()
-        .x_desc("simulated time (h)")
-        .y_desc("tunnels")
-        .label_style(("sans-serif", 14))
-        .draw()?;
+    let mut chart = time_chart(
+        &root,
+        "Tunnels by state over time",
+        hours,
+        total.max(1.0) * 1.1,
+        "tunnels",
+    )?;
     let lines = [
         ("up".to_string(), series(&up)),
         ("down (no IKE SA)".to_string(), series(&down)),

@@ -329,8 +329,13 @@ pub fn write_report(dir: &Path) -> Result<PathBuf, ReportError> {
         "<h2 id=\"manifest\">Manifest</h2>\n<pre>{}</pre>\n</body></html>\n",
         esc(&serde_json::to_string_pretty(&manifest).unwrap_or_default())
     );
+    write_page(dir, &h)
+}
+
+/// Writes `dir/report.html`; returns its path.
+pub(crate) fn write_page(dir: &Path, html: &str) -> Result<PathBuf, ReportError> {
     let path = dir.join("report.html");
-    fs::write(&path, h).map_err(|source| ReportError::Write {
+    fs::write(&path, html).map_err(|source| ReportError::Write {
         path: path.display().to_string(),
         source,
     })?;

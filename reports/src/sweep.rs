@@ -340,10 +340,5 @@ pub fn write_sweep_report(dir: &Path) -> Result<PathBuf, ReportError> {
         h,
         "<h2 id=\"runs\">Runs</h2>\n<p>Every row with its parameters: <code>summary.csv</code>, <code>summary.json</code>.</p>\n</body></html>\n"
     );
-    let path = dir.join("report.html");
-    fs::write(&path, h).map_err(|source| ReportError::Write {
-        path: path.display().to_string(),
-        source,
-    })?;
-    Ok(path)
+    crate::write_page(dir, &h)
 }

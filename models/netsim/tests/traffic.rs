@@ -227,7 +227,10 @@ fn with_both_ends_rekeying_by_time_each_starts_some_and_crossings_are_settled() 
     assert!(r.violations.is_empty(), "{:?}", r.violations);
     let mut rekeys = starts(&r, "CREATE_CHILD_SA");
     rekeys.sort_unstable();
-    assert!(rekeys.len() >= 12 && rekeys.len().is_multiple_of(2), "{rekeys:?}");
+    assert!(
+        rekeys.len() >= 12 && rekeys.len().is_multiple_of(2),
+        "{rekeys:?}"
+    );
     assert!(
         rekeys.chunks(2).all(|c| c[1] - c[0] <= 10_000_000),
         "{rekeys:?}"

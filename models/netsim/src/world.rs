@@ -1216,7 +1216,6 @@ impl World {
     fn key_draw(&mut self, t: usize, asked: SimTime, attempt: u32) {
         let (ini, res) = (self.tunnels[t].initiator, self.tunnels[t].responder);
         let kme = self.gateways[ini].kme.expect("checked");
-        let now = self.now_ns();
         let (me, peer) = (
             self.gateways[ini].name.clone(),
             self.gateways[res].name.clone(),
@@ -1224,41 +1223,12 @@ impl World {
         let (op, response, decoded) = match self.kmes[kme].api {
             KeyApi::Etsi014 => {
                 let path = format!("/api/v1/keys/{peer}/enc_keys");
-                let r = etsi014::handle(
-                    &mut self.qkd,
-                    now,
-                    kme,
-                    etsi014::Limits::default(),
-                    &me,
-                    "POST",
-                    &path,
-                    "",
-                    br#"{"number":1,"size":256}"#,
-                );
-                let key = r
-                    .body
-                    .as_deref()
-                    .filter(|_| r.is_ok())
-                    .and_then(etsi014::KeyContainer::decode)
-                    .and_then(|mut v| v.pop());
+                let (r, key) = self.etsi014_post(kme, &me, &path, r#"{"number":1,"size":256}"#);
                 ("enc_keys", r, key)
             }
             KeyApi::Skip => {
                 let remote = self.kme_id_of(res);
-                let r = skip::handle(
-                    &mut self.qkd,
-                    now,
-                    kme,
-                    &me,
-                    "GET",
-                    "/key",
-                    &format!("remoteSystemID={remote}"),
-                );
-                let key = r
-                    .body
-                    .as_deref()
-                    .filter(|_| r.is_ok())
-                    .and_then(skip::SkipKey::decode);
+                let (r, key) = self.skip_get(kme, &me, "/key", &remote);
                 ("key", r, key)
             }
         };
@@ -1294,6 +1264,57 @@ impl World {
             key,
         });
         self.initiate(t);
+    }
+
+    /// One ETSI GS QKD 014 POST by SAE `caller` to its KME `kme`; the answer and the first
+    /// (key ID, key) it delivered.
+    fn etsi014_post(
+        &mut self,
+        kme: usize,
+        caller: &str,
+        path: &str,
+        body: &str,
+    ) -> (qkd::http::Response, Option<(String, Vec<u8>)>) {
+        let now = self.now_ns();
+        let limits = etsi014::Limits::default();
+        let r = etsi014::handle(
+            &mut self.qkd,
+            now,
+            kme,
+            limits,
+            caller,
+            "POST",
+            path,
+            "",
+            body.as_bytes(),
+        );
+        let key = r
+            .body
+            .as_deref()
+            .filter(|_| r.is_ok())
+            .and_then(etsi014::KeyContainer::decode)
+            .and_then(|mut v| v.pop());
+        (r, key)
+    }
+
+    /// One SKIP GET by `caller` to its KME `kme` about the key provider `remote`; the
+    /// answer and the (key ID, key) it delivered.
+    fn skip_get(
+        &mut self,
+        kme: usize,
+        caller: &str,
+        path: &str,
+        remote: &str,
+    ) -> (qkd::http::Response, Option<(String, Vec<u8>)>) {
+        let now = self.now_ns();
+        let query = format!("remoteSystemID={remote}");
+        let r = skip::handle(&mut self.qkd, now, kme, caller, "GET", path, &query);
+        let key = r
+            .body
+            .as_deref()
+            .filter(|_| r.is_ok())
+            .and_then(skip::SkipKey::decode);
+        (r, key)
     }
 
     fn record_key_request(
@@ -1366,41 +1387,12 @@ impl World {
             KeyApi::Etsi014 => {
                 let path = format!("/api/v1/keys/{}/dec_keys", self.gateways[ini].name);
                 let body = format!(r#"{{"key_IDs":[{{"key_ID":"{id}"}}]}}"#);
-                let r = etsi014::handle(
-                    &mut self.qkd,
-                    now,
-                    kme,
-                    etsi014::Limits::default(),
-                    &me,
-                    "POST",
-                    &path,
-                    "",
-                    body.as_bytes(),
-                );
-                let key = r
-                    .body
-                    .as_deref()
-                    .filter(|_| r.is_ok())
-                    .and_then(etsi014::KeyContainer::decode)
-                    .and_then(|mut v| v.pop());
+                let (r, key) = self.etsi014_post(kme, &me, &path, &body);
                 ("dec_keys", r, key.map(|k| k.1))
             }
             KeyApi::Skip => {
                 let origin = self.kme_id_of(ini);
-                let r = skip::handle(
-                    &mut self.qkd,
-                    now,
-                    kme,
-                    &me,
-                    "GET",
-                    &format!("/key/{id}"),
-                    &format!("remoteSystemID={origin}"),
-                );
-                let key = r
-                    .body
-                    .as_deref()
-                    .filter(|_| r.is_ok())
-                    .and_then(skip::SkipKey::decode);
+                let (r, key) = self.skip_get(kme, &me, &format!("/key/{id}"), &origin);
                 ("key_by_id", r, key.map(|k| k.1))
             }
         };

@@ -13,6 +13,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::Delivered;
 use crate::http::{Response, percent_decode, query_pairs};
 use crate::network::{DrawError, FetchError, QkdNetwork};
 use crate::pool::uuid_text;
@@ -119,6 +120,26 @@ pub struct Error {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<Vec<Value>>,
+}
+
+/// A 200 answer carrying `keys` (enc_keys and dec_keys answer alike).
+fn keys_response(keys: Vec<Delivered>) -> Response {
+    let keys = keys
+        .into_iter()
+        .map(|k| Key {
+            key_ID: uuid_text(k.id),
+            key: B64.encode(&k.key),
+            key_ID_extension: None,
+            key_extension: None,
+        })
+        .collect();
+    Response::json(
+        200,
+        &KeyContainer {
+            keys,
+            key_container_extension: None,
+        },
+    )
 }
 
 fn error(status: u16, message: &str, details: Option<Vec<Value>>) -> Response {
@@ -269,21 +290,7 @@ pub fn enc_keys(
         );
     }
     match net.draw(now_ns, kme, target, caller, Some(slave), number, size) {
-        Ok(keys) => Response::json(
-            200,
-            &KeyContainer {
-                keys: keys
-                    .into_iter()
-                    .map(|k| Key {
-                        key_ID: uuid_text(k.id),
-                        key: B64.encode(&k.key),
-                        key_ID_extension: None,
-                        key_extension: None,
-                    })
-                    .collect(),
-                key_container_extension: None,
-            },
-        ),
+        Ok(keys) => keys_response(keys),
         Err(DrawError::Insufficient) => error(503, INSUFFICIENT, None),
         Err(DrawError::KmeDown) => error(503, "key data access error", None),
         Err(DrawError::NoRoute) => error(400, "slave SAE is not reachable from this KME", None),
@@ -323,21 +330,7 @@ pub fn dec_keys(
         return error(400, NOT_FOUND, None);
     }
     match net.fetch(now_ns, kme, caller, &parsed) {
-        Ok(keys) => Response::json(
-            200,
-            &KeyContainer {
-                keys: keys
-                    .into_iter()
-                    .map(|k| Key {
-                        key_ID: uuid_text(k.id),
-                        key: B64.encode(&k.key),
-                        key_ID_extension: None,
-                        key_extension: None,
-                    })
-                    .collect(),
-                key_container_extension: None,
-            },
-        ),
+        Ok(keys) => keys_response(keys),
         Err(FetchError::NotFound) => error(400, NOT_FOUND, None),
         Err(FetchError::Unauthorized) => Response::empty(401),
         Err(FetchError::KmeDown) => error(503, "key data access error", None),

@@ -138,24 +138,14 @@ impl Endpoint {
     /// PFS when the ESP proposal names a key exchange). [`Event::ChildSaRekeyed`] and
     /// then [`Event::ChildSaDeleted`] for the old one follow, if it [`Start`]ed.
     pub fn rekey_child(&mut self, now: u64, sa: SaId, spi_in: u32) -> Start {
-        let mut start = Start::Gone;
-        self.with_sa(now, sa, |s, ctx| {
-            start = s.rekey_child(ctx, spi_in)?;
-            Ok(())
-        });
-        start
+        self.start(now, sa, |s, ctx| s.rekey_child(ctx, spi_in))
     }
 
     /// Creates an additional Child SA with CREATE_CHILD_SA (the configured traffic
     /// selectors; PFS when the ESP proposal names a key exchange): [`Event::ChildSaReady`]
     /// or [`Event::ChildSaFailed`] follows, if it [`Start`]ed.
     pub fn create_child(&mut self, now: u64, sa: SaId) -> Start {
-        let mut start = Start::Gone;
-        self.with_sa(now, sa, |s, ctx| {
-            start = s.create_child(ctx)?;
-            Ok(())
-        });
-        start
+        self.start(now, sa, |s, ctx| s.create_child(ctx))
     }
 
     /// Rekeys the IKE SA with CREATE_CHILD_SA (a new key exchange of the negotiated
@@ -163,23 +153,13 @@ impl Endpoint {
     /// [`Event::IkeSaDeleted`] for the old SA follow, or [`Event::IkeSaRekeyFailed`].
     /// Additional key exchanges run in IKE_FOLLOWUP_KE exchanges (RFC 9370).
     pub fn rekey_ike(&mut self, now: u64, sa: SaId) -> Start {
-        let mut start = Start::Gone;
-        self.with_sa(now, sa, |s, ctx| {
-            start = s.rekey_ike(ctx)?;
-            Ok(())
-        });
-        start
+        self.start(now, sa, |s, ctx| s.rekey_ike(ctx))
     }
 
     /// Deletes the Child SA whose inbound SPI is `spi_in` (its hard lifetime ran out):
     /// [`Event::ChildSaDeleted`] follows once the peer answered.
     pub fn delete_child(&mut self, now: u64, sa: SaId, spi_in: u32) -> Start {
-        let mut start = Start::Gone;
-        self.with_sa(now, sa, |s, ctx| {
-            start = s.delete_child(ctx, spi_in)?;
-            Ok(())
-        });
-        start
+        self.start(now, sa, |s, ctx| s.delete_child(ctx, spi_in))
     }
 
     /// Checks that the peer is alive with an empty INFORMATIONAL request, as dead peer
@@ -271,6 +251,21 @@ impl Endpoint {
 
     /// Runs `f` on one SA with a context; then removes the SA if it failed or closed,
     /// and re-indexes its timer.
+    /// Asks IKE SA `sa` to start an exchange; `Gone` if there is no such SA.
+    fn start(
+        &mut self,
+        now: u64,
+        sa: SaId,
+        f: impl FnOnce(&mut IkeSa, &mut Ctx<'_>) -> Result<Start, FailReason>,
+    ) -> Start {
+        let mut start = Start::Gone;
+        self.with_sa(now, sa, |s, ctx| {
+            start = f(s, ctx)?;
+            Ok(())
+        });
+        start
+    }
+
     fn with_sa(
         &mut self,
         now: u64,

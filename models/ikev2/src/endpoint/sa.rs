@@ -1046,12 +1046,7 @@ impl IkeSa {
         let wanted = ctx.peer.ppk != PpkPolicy::Disabled;
         self.use_ppk = wanted && msg.notify(notify::USE_PPK).is_some();
         if wanted && !self.use_ppk {
-            if ctx.peer.ppk == PpkPolicy::Required {
-                return Err(FailReason::PpkRejected);
-            }
-            self.ppk_outcome = PpkOutcome::Downgraded {
-                reason: DowngradeReason::PeerLacksPpk,
-            };
+            self.go_without_ppk(ctx, FailReason::PpkRejected, DowngradeReason::PeerLacksPpk)?;
         }
         if self.use_ppk {
             self.ppk = PpkState::Requested {
@@ -1483,17 +1478,27 @@ impl IkeSa {
         }
     }
 
+    /// The SA goes on without the PPK it wanted: a downgrade, or `fail` if the PPK is
+    /// required.
+    fn go_without_ppk(
+        &mut self,
+        ctx: &Ctx<'_>,
+        fail: FailReason,
+        reason: DowngradeReason,
+    ) -> Result<(), FailReason> {
+        if ctx.peer.ppk == PpkPolicy::Required {
+            return Err(fail);
+        }
+        self.ppk_outcome = PpkOutcome::Downgraded { reason };
+        Ok(())
+    }
+
     fn send_auth(&mut self, ctx: &mut Ctx<'_>) -> Result<(), FailReason> {
         let keys = self.keys.clone().expect("derived");
         let ppk = match std::mem::replace(&mut self.ppk, PpkState::NotWanted) {
             PpkState::Have(p) => Some(p),
             PpkState::Unavailable => {
-                if ctx.peer.ppk == PpkPolicy::Required {
-                    return Err(FailReason::PpkUnavailable);
-                }
-                self.ppk_outcome = PpkOutcome::Downgraded {
-                    reason: DowngradeReason::NoKeyHere,
-                };
+                self.go_without_ppk(ctx, FailReason::PpkUnavailable, DowngradeReason::NoKeyHere)?;
                 None
             }
             _ => None,
@@ -1797,12 +1802,7 @@ impl IkeSa {
                 m
             }
             Some(_) => {
-                if ctx.peer.ppk == PpkPolicy::Required {
-                    return Err(FailReason::PpkRejected);
-                }
-                self.ppk_outcome = PpkOutcome::Downgraded {
-                    reason: DowngradeReason::PeerHadNoKey,
-                };
+                self.go_without_ppk(ctx, FailReason::PpkRejected, DowngradeReason::PeerHadNoKey)?;
                 plain
             }
             None => plain,

@@ -995,3 +995,79 @@ fn a_rekey_crossing_the_peers_delete_leaves_both_sides_without_the_child_sa() {
         Start::Gone
     );
 }
+
+#[test]
+fn a_response_claiming_another_exchange_is_dropped() {
+    use ikev2::crypto::RealCrypto;
+    use ikev2::message::Message;
+    use ikev2::protect::{self, Opened};
+    let mut p = Pair::new(26, |_, peer| peer.fragmentation = false);
+    p.handshake(10 * SEC);
+    // The responder's sending key (its last key set).
+    let entry = p.events[1]
+        .iter()
+        .rev()
+        .find_map(|e| match &e.1 {
+            Event::Keys { entry, .. } => Some(entry.clone()),
+            _ => None,
+        })
+        .unwrap();
+    // Every CREATE_CHILD_SA response is sealed again with the responder's key under a
+    // header that claims IKE_INTERMEDIATE: authentic, same message ID, wrong exchange.
+    let tampered = std::rc::Rc::new(std::cell::Cell::new(0));
+    let seen = tampered.clone();
+    p.links[1].tamper = Some(Box::new(move |_, d| {
+        let Ok(msg) = Message::decode(d) else { return };
+        if msg.header.exchange != exchange::CREATE_CHILD_SA || !msg.header.is_response() {
+            return;
+        }
+        let Ok(Opened::Whole {
+            mut header,
+            first,
+            inner,
+        }) = protect::open(&RealCrypto, entry.aead, &entry.sk_er, d)
+        else {
+            return;
+        };
+        header.exchange = exchange::IKE_INTERMEDIATE;
+        let mut iv = 1 << 40;
+        *d = protect::seal(
+            &RealCrypto,
+            entry.aead,
+            &entry.sk_er,
+            &mut iv,
+            &header,
+            first,
+            &inner,
+        );
+        seen.set(seen.get() + 1);
+    }));
+    let Some(Event::IkeSaEstablished { sa, .. }) = p.established(0).cloned() else {
+        panic!()
+    };
+    let child = p.child(0).unwrap().clone();
+    let dropped = p.eps[0].stats().dropped_unexpected;
+    assert_eq!(
+        p.eps[0].rekey_child(p.now, sa, child.spi_in),
+        Start::Started
+    );
+    while p.step() {}
+    // Each answer (the first and its replays) is dropped unopened: no IKE_INTERMEDIATE
+    // handling, no rekey; the request times out as if unanswered.
+    assert!(tampered.get() >= 2, "responses seen: {}", tampered.get());
+    assert_eq!(
+        p.eps[0].stats().dropped_unexpected - dropped,
+        tampered.get() as u64
+    );
+    assert!(
+        !p.events[0]
+            .iter()
+            .any(|e| matches!(e.1, Event::ChildSaRekeyed { .. }))
+    );
+    assert_eq!(
+        fail_reason(&p, 0),
+        &FailReason::RetransmitTimeout {
+            exchange: exchange::CREATE_CHILD_SA
+        }
+    );
+}

@@ -45,10 +45,7 @@ pub(crate) struct Outputs {
 
 /// Many IKE SAs behind one IKE address.
 pub struct Endpoint {
-    config: EndpointConfig,
-    peers: Vec<PeerConfig>,
-    crypto: Box<dyn CryptoProvider>,
-    rng: Box<dyn CryptoRng>,
+    shared: Shared,
     /// IKE SAs by our SPI.
     sas: BTreeMap<SaId, IkeSa>,
     /// Responder SAs by (peer address, initiator SPI), to spot IKE_SA_INIT retransmissions.
@@ -56,7 +53,29 @@ pub struct Endpoint {
     /// (deadline, SA) for every SA with a timer; `IkeSa::indexed` mirrors its entry.
     timers: BTreeSet<(u64, SaId)>,
     cookie_secret: [u8; 32],
+}
+
+/// What every IKE SA works with: configuration, crypto, randomness and the outputs.
+struct Shared {
+    config: EndpointConfig,
+    peers: Vec<PeerConfig>,
+    crypto: Box<dyn CryptoProvider>,
+    rng: Box<dyn CryptoRng>,
     out: Outputs,
+}
+
+impl Shared {
+    /// The context for an SA with peer `peer` at time `now`.
+    fn ctx(&mut self, now: u64, peer: usize) -> Ctx<'_> {
+        Ctx::new(
+            now,
+            &*self.crypto,
+            &mut *self.rng,
+            &self.peers[peer],
+            &self.config,
+            &mut self.out,
+        )
+    }
 }
 
 impl Endpoint {
@@ -71,28 +90,30 @@ impl Endpoint {
         let mut cookie_secret = [0u8; 32];
         rng.fill_bytes(&mut cookie_secret);
         Endpoint {
-            config,
-            peers,
-            crypto,
-            rng,
+            shared: Shared {
+                config,
+                peers,
+                crypto,
+                rng,
+                out: Outputs::default(),
+            },
             sas: BTreeMap::new(),
             by_init: BTreeMap::new(),
             timers: BTreeSet::new(),
             cookie_secret,
-            out: Outputs::default(),
         }
     }
 
     pub fn peers(&self) -> &[PeerConfig] {
-        &self.peers
+        &self.shared.peers
     }
 
     pub fn crypto_name(&self) -> &'static str {
-        self.crypto.name()
+        self.shared.crypto.name()
     }
 
     pub fn stats(&self) -> &EndpointStats {
-        &self.out.stats
+        &self.shared.out.stats
     }
 
     /// IKE SAs currently held (half-open, established, or closing).
@@ -118,18 +139,8 @@ impl Endpoint {
     /// Starts an IKE SA with peer `peer` (an index into the peer list).
     pub fn initiate(&mut self, now: u64, peer: usize) -> SaId {
         let spi = self.fresh_spi();
-        let Endpoint {
-            peers,
-            crypto,
-            rng,
-            out,
-            config,
-            sas,
-            ..
-        } = self;
-        let mut ctx = Ctx::new(now, &**crypto, &mut **rng, &peers[peer], config, out);
-        let sa = IkeSa::initiate(&mut ctx, peer, spi);
-        sas.insert(spi, sa);
+        let sa = IkeSa::initiate(&mut self.shared.ctx(now, peer), peer, spi);
+        self.sas.insert(spi, sa);
         self.reindex(spi);
         spi
     }
@@ -184,11 +195,11 @@ impl Endpoint {
 
     /// One UDP datagram from `from` carrying an IKE message (non-ESP marker removed).
     pub fn handle_datagram(&mut self, now: u64, from: SocketAddr, bytes: &[u8]) {
-        self.out.stats.datagrams_received += 1;
+        self.shared.out.stats.datagrams_received += 1;
         let raw = match Header::parse(bytes) {
             Ok(raw) if raw.length as usize == bytes.len() => raw,
             _ => {
-                self.out.stats.dropped_malformed += 1;
+                self.shared.out.stats.dropped_malformed += 1;
                 return;
             }
         };
@@ -205,7 +216,7 @@ impl Endpoint {
                 if s.spi_i == h.spi_i
                     && (s.spi_r == h.spi_r || h.exchange == exchange::IKE_SA_INIT) => {}
             _ => {
-                self.out.stats.dropped_unknown_spi += 1;
+                self.shared.out.stats.dropped_unknown_spi += 1;
                 return;
             }
         }
@@ -232,17 +243,17 @@ impl Endpoint {
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.transmits.pop_front()
+        self.shared.out.transmits.pop_front()
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.out.events.pop_front()
+        self.shared.out.events.pop_front()
     }
 
     /// A non-zero SPI no SA of ours uses.
     fn fresh_spi(&mut self) -> SaId {
         loop {
-            let spi = self.rng.next_u64();
+            let spi = self.shared.rng.next_u64();
             if spi != 0 && !self.sas.contains_key(&spi) {
                 return spi;
             }
@@ -272,18 +283,10 @@ impl Endpoint {
         spi: SaId,
         f: impl FnOnce(&mut IkeSa, &mut Ctx<'_>) -> Result<(), FailReason>,
     ) {
-        let Endpoint {
-            peers,
-            crypto,
-            rng,
-            out,
-            config,
-            sas,
-            ..
-        } = self;
-        let Some(s) = sas.get_mut(&spi) else { return };
-        let peer = s.peer;
-        let mut ctx = Ctx::new(now, &**crypto, &mut **rng, &peers[peer], config, out);
+        let Some(s) = self.sas.get_mut(&spi) else {
+            return;
+        };
+        let mut ctx = self.shared.ctx(now, s.peer);
         if let Err(reason) = f(s, &mut ctx) {
             s.fail(&mut ctx, reason);
         }
@@ -292,7 +295,7 @@ impl Endpoint {
         } else {
             self.reindex(spi);
         }
-        for s in std::mem::take(&mut self.out.new_sas) {
+        for s in std::mem::take(&mut self.shared.out.new_sas) {
             let spi = s.our_spi();
             // A 64-bit SPI already in use is as likely as guessing a key: drop it.
             if let std::collections::btree_map::Entry::Vacant(e) = self.sas.entry(spi) {
@@ -333,7 +336,7 @@ impl Endpoint {
     /// RFC 7296 section 2.6: a stateless cookie over Ni, the peer's address and SPIi.
     fn cookie_for(&self, ni: &[u8], from: SocketAddr, spi_i: u64) -> Vec<u8> {
         let addr = from.ip().to_string();
-        self.crypto.prf(
+        self.shared.crypto.prf(
             PrfAlg::HmacSha256,
             &self.cookie_secret,
             &[ni, addr.as_bytes(), &spi_i.to_be_bytes()],
@@ -358,8 +361,8 @@ impl Endpoint {
             },
             payloads: vec![Payload::Notify(n)],
         };
-        self.out.transmits.push_back(Transmit {
-            src: self.config.local,
+        self.shared.out.transmits.push_back(Transmit {
+            src: self.shared.config.local,
             dst: to,
             payload: reply.encode(),
         });
@@ -367,31 +370,37 @@ impl Endpoint {
 
     fn on_init_request(&mut self, now: u64, from: SocketAddr, h: Header, bytes: &[u8]) {
         if h.spi_i == 0 || h.spi_r != 0 || h.message_id != 0 {
-            self.out.stats.dropped_malformed += 1;
+            self.shared.out.stats.dropped_malformed += 1;
             return;
         }
         // A retransmission of a request we answered: replay the answer.
         if let Some(&spi) = self.by_init.get(&(from, h.spi_i)) {
-            let s = &self.sas[&spi];
-            if s.init_request == bytes {
-                let payload = s.init_response.clone();
-                self.out.stats.responses_resent += 1;
-                self.out.transmits.push_back(Transmit {
-                    src: self.config.local,
-                    dst: from,
-                    payload,
-                });
-            } else {
-                self.out.stats.dropped_unexpected += 1;
+            let init = self.sas.get(&spi).and_then(IkeSa::init_messages);
+            match init {
+                Some((request, response)) if request == bytes => {
+                    let payload = response.to_vec();
+                    self.shared.out.stats.responses_resent += 1;
+                    self.shared.out.transmits.push_back(Transmit {
+                        src: self.shared.config.local,
+                        dst: from,
+                        payload,
+                    });
+                }
+                _ => self.shared.out.stats.dropped_unexpected += 1,
             }
             return;
         }
         let Ok(msg) = Message::decode(bytes) else {
-            self.out.stats.dropped_malformed += 1;
+            self.shared.out.stats.dropped_malformed += 1;
             return;
         };
-        let Some(peer) = self.peers.iter().position(|p| p.remote.ip() == from.ip()) else {
-            self.out.stats.dropped_no_peer += 1;
+        let Some(peer) = self
+            .shared
+            .peers
+            .iter()
+            .position(|p| p.remote.ip() == from.ip())
+        else {
+            self.shared.out.stats.dropped_no_peer += 1;
             return;
         };
         let ni = msg.payloads.iter().find_map(|p| match p {
@@ -399,28 +408,20 @@ impl Endpoint {
             _ => None,
         });
         let Some(ni) = ni.filter(|n| (16..=256).contains(&n.len())) else {
-            self.out.stats.dropped_malformed += 1;
+            self.shared.out.stats.dropped_malformed += 1;
             return;
         };
-        if self.half_open() >= self.config.cookie_threshold {
+        if self.half_open() >= self.shared.config.cookie_threshold {
             let expected = self.cookie_for(&ni, from, h.spi_i);
             let presented = matches!(msg.payloads.first(), Some(Payload::Notify(n)) if n.kind == notify::COOKIE && n.data == expected);
             if !presented {
-                self.out.stats.cookies_sent += 1;
+                self.shared.out.stats.cookies_sent += 1;
                 self.reply_notify(from, &h, Notify::new(notify::COOKIE, expected));
                 return;
             }
         }
         let spi = self.fresh_spi();
-        let Endpoint {
-            peers,
-            crypto,
-            rng,
-            out,
-            config,
-            ..
-        } = self;
-        let mut ctx = Ctx::new(now, &**crypto, &mut **rng, &peers[peer], config, out);
+        let mut ctx = self.shared.ctx(now, peer);
         match IkeSa::respond(&mut ctx, peer, spi, from, &msg, bytes, ni) {
             Ok(sa) => {
                 self.by_init.insert((from, h.spi_i), spi);

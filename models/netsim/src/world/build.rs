@@ -1,0 +1,465 @@
+//! From a scenario to a world ready to run: key managers and QKD links, one peer
+//! configuration per tunnel at each of its gateways, the gateways' endpoints, traffic
+//! flows, links and direct routes, and the first events (tunnel starts, faults, key
+//! manager schedules, sampling, the oracle's audit). Every check of the configuration
+//! that needs more than one part of it happens here, and a failed one names the field.
+//!
+//! Entities are registered, and first events scheduled, in a fixed order (key
+//! managers, gateways, links, the world), since simultaneous events run in the order of
+//! their source entity.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+
+use ikev2::crypto::{CryptoProvider, ModelCrypto, RealCrypto};
+use ikev2::endpoint::{Endpoint, EndpointConfig, Identity, PeerConfig, PpkPolicy};
+use link::{Channel, LinkState};
+use qkd::QkdNetwork;
+use qkd::network::StreamFactory;
+use sim_core::{EntityId, SimDuration, Simulation, Tracer, entity};
+
+use super::keys::Kme;
+use super::net::{Gateway, IKE_PORT, SimLink};
+use super::oracle::Oracle;
+use super::tunnels::Tunnel;
+use super::{AUDIT_EVERY, Ev, World};
+use crate::config::{CryptoMode, Fault, PpkMode, TrafficMode, WorldConfig};
+use crate::dataplane::{DataPlane, MIN_PACKET};
+use crate::results::{TrafficSummary, TunnelSummary};
+
+/// A configuration error: which field, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}`: {problem}")]
+pub struct BuildError {
+    pub field: String,
+    pub problem: String,
+}
+
+fn err(field: impl Into<String>, problem: impl Into<String>) -> BuildError {
+    BuildError {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// The pre-shared key both gateways of a tunnel authenticate with (live mode uses it
+/// too, so a scenario's gateways also run over real sockets).
+pub fn tunnel_psk(tunnel: &str) -> String {
+    format!("psk:{tunnel}")
+}
+
+/// The crypto provider a run's configuration names.
+pub(super) fn crypto_provider(mode: CryptoMode) -> Box<dyn CryptoProvider> {
+    match mode {
+        CryptoMode::Real => Box::new(RealCrypto),
+        CryptoMode::Model => Box::new(ModelCrypto),
+    }
+}
+
+fn find(names: &[String], name: &str, field: String) -> Result<usize, BuildError> {
+    names
+        .iter()
+        .position(|n| n == name)
+        .ok_or_else(|| err(field, format!("no such name `{name}`")))
+}
+
+/// The configuration's names, for lookups that report the field.
+struct Names {
+    gateways: Vec<String>,
+    kmes: Vec<String>,
+}
+
+impl World {
+    /// Builds the network of `cfg`, every stream derived from `seed`.
+    pub fn new(cfg: WorldConfig, seed: u64, tracer: Tracer) -> Result<World, BuildError> {
+        let mut sim = Simulation::with_tracer(seed, tracer);
+        let names = Names {
+            gateways: cfg.gateways.iter().map(|g| g.name.clone()).collect(),
+            kmes: cfg.kmes.iter().map(|k| k.name.clone()).collect(),
+        };
+        let (qkd, kmes) = key_managers(&cfg, &mut sim, &names, seed)?;
+        let (tunnels, peers) = tunnels(&cfg, &names, seed)?;
+        let gateways = gateways(&cfg, &mut sim, &names, peers)?;
+        let (dp, gw_pair_tunnel) = traffic(&cfg, &mut sim, &tunnels, &gateways)?;
+        let (links, routes) = links(&cfg, &mut sim, &names, seed)?;
+        for (i, t) in tunnels.iter().enumerate() {
+            if !routes.contains_key(&(t.initiator, IpAddr::V4(cfg.gateways[t.responder].address))) {
+                return Err(err(format!("tunnel[{i}]"), "no link joins its gateways"));
+            }
+        }
+        first_events(&cfg, &mut sim, &names, &gateways, &kmes, &tunnels)?;
+        for l in qkd.links.iter() {
+            let g = |end: usize| format!("qkd/{}/{}/level_bits", l.name, qkd.kmes[l.ends[end]].id);
+            sim.metrics.gauge(&g(0));
+            sim.metrics.gauge(&g(1));
+        }
+        let esp_crypto = crypto_provider(cfg.crypto);
+        Ok(World {
+            sim,
+            cfg,
+            gateways,
+            links,
+            routes,
+            tunnels,
+            sa_tunnel: BTreeMap::new(),
+            kmes,
+            qkd,
+            handshakes: Vec::new(),
+            exchanges: Vec::new(),
+            key_requests: Vec::new(),
+            deliveries: Vec::new(),
+            wire: Vec::new(),
+            oracle: Oracle::default(),
+            dp,
+            esp_crypto,
+            gw_pair_tunnel,
+            keylog: None,
+        })
+    }
+}
+
+/// Key managers (each an entity) and QKD links with their pools.
+fn key_managers(
+    cfg: &WorldConfig,
+    sim: &mut Simulation<Ev>,
+    names: &Names,
+    seed: u64,
+) -> Result<(QkdNetwork, Vec<Kme>), BuildError> {
+    let streams = |e: &str, p: &str| entity::stream(seed, e, p);
+    let factory: StreamFactory<'_> = &streams;
+    let mut qkd = QkdNetwork::new();
+    qkd.relay_latency_ns = cfg.relay_latency.as_nanos();
+    let mut kmes = Vec::new();
+    for (i, k) in cfg.kmes.iter().enumerate() {
+        let saes: Vec<&str> = cfg
+            .gateways
+            .iter()
+            .filter(|g| g.kme.as_deref() == Some(&k.name))
+            .map(|g| g.name.as_str())
+            .collect();
+        qkd.add_kme(&k.name, &saes, factory);
+        let entity = sim
+            .register(&format!("kme/{}", k.name))
+            .map_err(|e| err(format!("kme[{i}].name"), e.to_string()))?;
+        if k.schedule.windows(2).any(|w| w[0].at > w[1].at) {
+            return Err(err(
+                format!("kme[{i}].schedule"),
+                "transitions must be in time order",
+            ));
+        }
+        kmes.push(Kme {
+            entity,
+            api: k.api,
+            latency: k.request_latency,
+        });
+    }
+    for (i, l) in cfg.qkd_links.iter().enumerate() {
+        let a = find(&names.kmes, &l.a, format!("qkd_link[{i}].a"))?;
+        let b = find(&names.kmes, &l.b, format!("qkd_link[{i}].b"))?;
+        if l.pool.share_permille > 1000
+            || l.pool.key_size_bits == 0
+            || l.pool.key_size_bits % 8 != 0
+        {
+            return Err(err(
+                format!("qkd_link[{i}].pool"),
+                "share_permille must be <= 1000 and key_size_bits a positive multiple of 8",
+            ));
+        }
+        qkd.add_link(&format!("{}-{}", l.a, l.b), a, b, l.pool.clone(), factory);
+    }
+    Ok((qkd, kmes))
+}
+
+/// The tunnels, and each gateway's peer configurations: one per tunnel it is part of,
+/// with the tunnel's index.
+#[allow(clippy::type_complexity)]
+fn tunnels(
+    cfg: &WorldConfig,
+    names: &Names,
+    seed: u64,
+) -> Result<(Vec<Tunnel>, Vec<Vec<(usize, PeerConfig)>>), BuildError> {
+    let gw_names = &names.gateways;
+    let mut peers: Vec<Vec<(usize, PeerConfig)>> = vec![Vec::new(); cfg.gateways.len()];
+    let mut tunnels = Vec::new();
+    for (i, t) in cfg.tunnels.iter().enumerate() {
+        let ini = find(gw_names, &t.initiator, format!("tunnel[{i}].initiator"))?;
+        let res = find(gw_names, &t.responder, format!("tunnel[{i}].responder"))?;
+        if ini == res {
+            return Err(err(
+                format!("tunnel[{i}].responder"),
+                "a tunnel needs two different gateways",
+            ));
+        }
+        if cfg.tunnels[..i].iter().any(|o| {
+            (o.initiator == t.initiator && o.responder == t.responder)
+                || (o.initiator == t.responder && o.responder == t.initiator)
+        }) {
+            return Err(err(
+                format!("tunnel[{i}]"),
+                "at most one tunnel per pair of gateways",
+            ));
+        }
+        if t.ppk != PpkMode::Disabled {
+            for (who, g) in [("initiator", ini), ("responder", res)] {
+                if cfg.gateways[g].kme.is_none() {
+                    return Err(err(
+                        format!("tunnel[{i}].ppk"),
+                        format!("the {who} `{}` has no kme", gw_names[g]),
+                    ));
+                }
+            }
+        }
+        let psk = tunnel_psk(&t.name);
+        for (me, other) in [(ini, res), (res, ini)] {
+            let remote = SocketAddr::from(SocketAddrV4::new(cfg.gateways[other].address, IKE_PORT));
+            let id = |g: usize| Identity::Fqdn(gw_names[g].clone());
+            let mut p = PeerConfig::new(&t.name, remote, id(me), id(other), psk.as_bytes());
+            let ike: Vec<&str> = t.ike.iter().map(String::as_str).collect();
+            let esp: Vec<&str> = t.esp.iter().map(String::as_str).collect();
+            p = p
+                .with_ike(&ike)
+                .map_err(|e| err(format!("tunnel[{i}].ike"), e.to_string()))?;
+            p = p
+                .with_esp(&esp)
+                .map_err(|e| err(format!("tunnel[{i}].esp"), e.to_string()))?;
+            p.fragment_size = t.fragment_size;
+            p.fragmentation = t.fragmentation;
+            p.timers.dpd_delay_ns = t.dpd_delay.map(|d| d.as_nanos());
+            p.ppk = match t.ppk {
+                PpkMode::Disabled => PpkPolicy::Disabled,
+                PpkMode::Optional => PpkPolicy::Optional,
+                PpkMode::Required => PpkPolicy::Required,
+            };
+            // The driver answers PPK requests itself; waiting for keys happens before
+            // IKE_SA_INIT, so the endpoint never has to wait long.
+            p.timers.ppk_timeout_ns = 60_000_000_000;
+            peers[me].push((i, p));
+        }
+        // The tunnel's own streams, drawn at its initiator's entity.
+        let at_initiator = format!("gw/{}", gw_names[ini]);
+        let stream =
+            |purpose: &str| entity::stream(seed, &at_initiator, &format!("{purpose}/{}", t.name));
+        tunnels.push(Tunnel {
+            name: t.name.clone(),
+            initiator: ini,
+            responder: res,
+            peer: peers[ini].len() - 1,
+            ppk: t.ppk,
+            reauth_every: t.reauth_every,
+            child_rekey_every: t.child_rekey_every,
+            child_rekey_jitter: t.child_rekey_jitter,
+            ike_rekey_every: t.ike_rekey_every,
+            rekey_rng: stream("child-rekey"),
+            traffic_rng: stream("traffic"),
+            life_rng: stream("child-life"),
+            retry_after: t.retry_after,
+            current: None,
+            attempt: None,
+            pending_ppk: None,
+            consecutive_failures: 0,
+            summary: TunnelSummary {
+                tunnel: t.name.clone(),
+                ..Default::default()
+            },
+        });
+    }
+    Ok((tunnels, peers))
+}
+
+/// The gateways (each an entity) with their endpoints.
+fn gateways(
+    cfg: &WorldConfig,
+    sim: &mut Simulation<Ev>,
+    names: &Names,
+    mut peers: Vec<Vec<(usize, PeerConfig)>>,
+) -> Result<Vec<Gateway>, BuildError> {
+    let mut gateways = Vec::new();
+    for (i, g) in cfg.gateways.iter().enumerate() {
+        let entity = sim
+            .register(&format!("gw/{}", g.name))
+            .map_err(|e| err(format!("gateway[{i}].name"), e.to_string()))?;
+        let kme = match &g.kme {
+            Some(k) => Some(find(&names.kmes, k, format!("gateway[{i}].kme"))?),
+            None => None,
+        };
+        let addr = SocketAddrV4::new(g.address, IKE_PORT);
+        let (tunnel_ids, peer_cfgs): (Vec<usize>, Vec<PeerConfig>) =
+            std::mem::take(&mut peers[i]).into_iter().unzip();
+        let rng = Box::new(sim.rng(entity, "ike"));
+        let ep = Endpoint::new(
+            EndpointConfig::new(addr.into()),
+            peer_cfgs.clone(),
+            crypto_provider(cfg.crypto),
+            rng,
+        );
+        gateways.push(Gateway {
+            name: g.name.clone(),
+            entity,
+            addr,
+            ep,
+            peer_cfgs,
+            restarts: 0,
+            down: false,
+            corrupt_next: false,
+            kme,
+            timer: None,
+            peer_tunnel: tunnel_ids,
+        });
+    }
+    Ok(gateways)
+}
+
+/// The tunnels' traffic flows (checked), their first packets or ticks, and which
+/// tunnel and direction a (sender, receiver) pair of gateways means.
+#[allow(clippy::type_complexity)]
+fn traffic(
+    cfg: &WorldConfig,
+    sim: &mut Simulation<Ev>,
+    tunnels: &[Tunnel],
+    gateways: &[Gateway],
+) -> Result<(DataPlane, BTreeMap<(usize, usize), (usize, usize)>), BuildError> {
+    let mut dp = DataPlane::default();
+    let mut gw_pair_tunnel = BTreeMap::new();
+    for (i, (spec, t)) in cfg.tunnels.iter().zip(tunnels).enumerate() {
+        gw_pair_tunnel.insert((t.initiator, t.responder), (i, 0));
+        gw_pair_tunnel.insert((t.responder, t.initiator), (i, 1));
+        let Some(tr) = &spec.traffic else { continue };
+        let field = |f: &str| format!("tunnel[{i}].traffic.{f}");
+        if !(tr.rate_pps.is_finite() && tr.rate_pps > 0.0) {
+            return Err(err(field("rate_pps"), "must be a positive number"));
+        }
+        if tr.sizes.is_empty() || tr.sizes.iter().any(|&n| !(MIN_PACKET..=65000).contains(&n)) {
+            return Err(err(
+                field("sizes"),
+                format!("needs one or more sizes in {MIN_PACKET}..=65000 bytes"),
+            ));
+        }
+        if tr.aggregate_tick.as_nanos() == 0 {
+            return Err(err(field("aggregate_tick"), "must be longer than zero"));
+        }
+        if !(1..=4096).contains(&tr.replay_window) {
+            return Err(err(field("replay_window"), "must be in 1..=4096 packets"));
+        }
+        let mode = match tr.mode {
+            TrafficMode::Packets => "packets",
+            TrafficMode::Aggregate => "aggregate",
+        };
+        let summary = TrafficSummary {
+            tunnel: spec.name.clone(),
+            mode: mode.into(),
+            ..Default::default()
+        };
+        dp.add_flow(i, summary, tr.replay_window);
+        let entity = gateways[t.initiator].entity;
+        match tr.mode {
+            TrafficMode::Packets => {
+                for dir in (0..2).filter(|&d| tr.direction.sends(d)) {
+                    sim.schedule_at(entity, spec.start, Ev::Packet { tunnel: i, dir });
+                }
+            }
+            TrafficMode::Aggregate => sim.schedule_at(
+                entity,
+                spec.start + tr.aggregate_tick,
+                Ev::AggregateTick { tunnel: i },
+            ),
+        }
+    }
+    Ok((dp, gw_pair_tunnel))
+}
+
+/// The links (an entity and a channel per direction) and the direct routes over them:
+/// (gateway, destination address) -> (link, direction).
+#[allow(clippy::type_complexity)]
+fn links(
+    cfg: &WorldConfig,
+    sim: &mut Simulation<Ev>,
+    names: &Names,
+    seed: u64,
+) -> Result<(Vec<SimLink>, BTreeMap<(usize, IpAddr), (usize, usize)>), BuildError> {
+    let gw_names = &names.gateways;
+    let mut links = Vec::new();
+    let mut routes = BTreeMap::new();
+    for (i, l) in cfg.links.iter().enumerate() {
+        let a = find(gw_names, &l.a, format!("link[{i}].a"))?;
+        let b = find(gw_names, &l.b, format!("link[{i}].b"))?;
+        l.params
+            .validate()
+            .map_err(|e| err(format!("link[{i}].params.{}", e.field), e.problem))?;
+        let name = format!("link/{}-{}", l.a, l.b);
+        let mut entities = [EntityId(0); 2];
+        let channels =
+            [(a, b), (b, a)].map(|(x, y)| format!("{name}/{}>{}", gw_names[x], gw_names[y]));
+        for d in 0..2 {
+            entities[d] = sim
+                .register(&channels[d])
+                .map_err(|e| err(format!("link[{i}]"), e.to_string()))?;
+        }
+        let channels = [0, 1].map(|d| Channel::new(l.params.clone(), seed, &channels[d]));
+        routes.insert((a, IpAddr::V4(cfg.gateways[b].address)), (links.len(), 0));
+        routes.insert((b, IpAddr::V4(cfg.gateways[a].address)), (links.len(), 1));
+        links.push(SimLink {
+            name,
+            ends: [a, b],
+            entities,
+            channels,
+        });
+    }
+    Ok((links, routes))
+}
+
+/// The world's entity and the events a run starts with: faults, the audit, tunnel
+/// starts, key manager switches and pool sampling.
+fn first_events(
+    cfg: &WorldConfig,
+    sim: &mut Simulation<Ev>,
+    names: &Names,
+    gateways: &[Gateway],
+    kmes: &[Kme],
+    tunnels: &[Tunnel],
+) -> Result<(), BuildError> {
+    let world_entity = sim.register("world").expect("fresh name");
+    for (i, f) in cfg.faults.iter().enumerate() {
+        match f {
+            Fault::GatewayRestart {
+                at,
+                gateway,
+                down_for,
+            } => {
+                let gw = find(&names.gateways, gateway, format!("fault[{i}].gateway"))?;
+                let down_for = *down_for;
+                sim.schedule_at(world_entity, *at, Ev::GatewayDown { gw, down_for });
+            }
+            Fault::CorruptChildKey { at, gateway } => {
+                let gw = find(&names.gateways, gateway, format!("fault[{i}].gateway"))?;
+                sim.schedule_at(world_entity, *at, Ev::CorruptNextChild { gw });
+            }
+        }
+    }
+    sim.schedule(world_entity, AUDIT_EVERY, Ev::Audit);
+    for (i, t) in cfg.tunnels.iter().enumerate() {
+        sim.schedule_at(
+            gateways[tunnels[i].initiator].entity,
+            t.start,
+            Ev::TunnelStart {
+                tunnel: i,
+                why: "start",
+            },
+        );
+    }
+    for (k, kc) in cfg.kmes.iter().enumerate() {
+        for tr in &kc.schedule {
+            sim.schedule_at(
+                kmes[k].entity,
+                tr.at,
+                Ev::KmeSwitch {
+                    kme: k,
+                    up: tr.state == LinkState::Up,
+                },
+            );
+        }
+    }
+    if !cfg.qkd_links.is_empty() {
+        sim.schedule(world_entity, SimDuration::ZERO, Ev::Sample);
+    }
+    Ok(())
+}

@@ -1,0 +1,293 @@
+//! The gateways' QKD key client: the initiator draws a key from its KME before
+//! IKE_SA_INIT (ETSI 014 `enc_keys` or SKIP `/key`; a required PPK waits with backoff
+//! while the pool is empty, an optional one goes on without), the responder fetches
+//! the key by the received ID (`dec_keys` or `/key/{id}`; retried shortly while it may
+//! not have been relayed yet). Every request is a real JSON request answered by the
+//! `qkd` crate, and each is recorded as a row.
+
+use ikev2::endpoint::{Ppk, SaId};
+use qkd::{etsi014, skip};
+use sim_core::{EntityId, SimDuration, SimTime};
+
+use super::output::NetTrace;
+use super::{Ev, World};
+use crate::config::{KeyApi, PpkMode};
+use crate::results::KeyRequestRow;
+
+/// A key manager as the gateways see it: its API and its request latency.
+pub(super) struct Kme {
+    pub entity: EntityId,
+    pub api: KeyApi,
+    pub latency: SimDuration,
+}
+
+impl World {
+    /// The ID of a gateway's key manager (SKIP's system ID), empty if it has none.
+    pub(super) fn kme_id_of(&self, gw: usize) -> String {
+        self.gateways[gw]
+            .kme
+            .map(|k| self.qkd.kmes[k].id.clone())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn ask_kme_draw(&mut self, t: usize, asked: SimTime, retries: u32) {
+        let gw = self.tunnels[t].initiator;
+        let kme = self.gateways[gw].kme.expect("checked at build");
+        let entity = self.gateways[gw].entity;
+        self.sim.schedule(
+            entity,
+            self.kmes[kme].latency,
+            Ev::KeyDraw {
+                tunnel: t,
+                asked,
+                retries,
+            },
+        );
+    }
+
+    pub(super) fn key_draw(&mut self, t: usize, asked: SimTime, retries: u32) {
+        let (ini, res) = (self.tunnels[t].initiator, self.tunnels[t].responder);
+        let kme = self.gateways[ini].kme.expect("checked");
+        let (me, peer) = (
+            self.gateways[ini].name.clone(),
+            self.gateways[res].name.clone(),
+        );
+        let (op, response, decoded) = match self.kmes[kme].api {
+            KeyApi::Etsi014 => {
+                let path = format!("/api/v1/keys/{peer}/enc_keys");
+                let (r, key) = self.etsi014_post(kme, &me, &path, r#"{"number":1,"size":256}"#);
+                ("enc_keys", r, key)
+            }
+            KeyApi::Skip => {
+                let remote = self.kme_id_of(res);
+                let (r, key) = self.skip_get(kme, &me, "/key", &remote);
+                ("key", r, key)
+            }
+        };
+        self.record_key_request(ini, t, kme, op, response.status, asked);
+        let Some((id, key)) = decoded else {
+            // No key now. Required: wait and ask again (1 s doubling, at most 32 s).
+            if self.tunnels[t].ppk == PpkMode::Required {
+                let entity = self.gateways[ini].entity;
+                let backoff = SimDuration::from_secs(1u64 << retries.min(5));
+                self.sim.schedule(
+                    entity,
+                    backoff,
+                    Ev::KeyDraw {
+                        tunnel: t,
+                        asked: self.sim.now() + backoff,
+                        retries: retries + 1,
+                    },
+                );
+                // The request itself happens after the KME latency again.
+                return;
+            }
+            self.initiate(t); // optional: go on without a key (a downgrade)
+            return;
+        };
+        let tun = &mut self.tunnels[t];
+        tun.summary.keys_drawn += 1;
+        if let Some((a, _)) = tun.attempt.as_mut() {
+            a.key_drawn = true;
+            a.ppk_id = id.clone();
+        }
+        tun.pending_ppk = Some(Ppk {
+            id: id.into_bytes(),
+            key,
+        });
+        self.initiate(t);
+    }
+
+    /// One ETSI GS QKD 014 POST by SAE `caller` to its KME `kme`; the answer and the first
+    /// (key ID, key) it delivered.
+    pub(super) fn etsi014_post(
+        &mut self,
+        kme: usize,
+        caller: &str,
+        path: &str,
+        body: &str,
+    ) -> (qkd::http::Response, Option<(String, Vec<u8>)>) {
+        let now = self.now_ns();
+        let limits = etsi014::Limits::default();
+        let r = etsi014::handle(
+            &mut self.qkd,
+            now,
+            kme,
+            limits,
+            caller,
+            "POST",
+            path,
+            "",
+            body.as_bytes(),
+        );
+        let key = r
+            .body
+            .as_deref()
+            .filter(|_| r.is_ok())
+            .and_then(etsi014::KeyContainer::decode)
+            .and_then(|mut v| v.pop());
+        (r, key)
+    }
+
+    /// One SKIP GET by `caller` to its KME `kme` about the key provider `remote`; the
+    /// answer and the (key ID, key) it delivered.
+    pub(super) fn skip_get(
+        &mut self,
+        kme: usize,
+        caller: &str,
+        path: &str,
+        remote: &str,
+    ) -> (qkd::http::Response, Option<(String, Vec<u8>)>) {
+        let now = self.now_ns();
+        let query = format!("remoteSystemID={remote}");
+        let r = skip::handle(&mut self.qkd, now, kme, caller, "GET", path, &query);
+        let key = r
+            .body
+            .as_deref()
+            .filter(|_| r.is_ok())
+            .and_then(skip::SkipKey::decode);
+        (r, key)
+    }
+
+    pub(super) fn record_key_request(
+        &mut self,
+        gw: usize,
+        t: usize,
+        kme: usize,
+        op: &str,
+        status: u16,
+        asked: SimTime,
+    ) {
+        let api = match self.kmes[kme].api {
+            KeyApi::Etsi014 => "etsi014",
+            KeyApi::Skip => "skip",
+        };
+        let latency = self.sim.now().saturating_since(asked) + self.kmes[kme].latency;
+        self.key_requests.push(KeyRequestRow {
+            time_ns: self.now_ns(),
+            gateway: self.gateways[gw].name.clone(),
+            tunnel: self.tunnels[t].name.clone(),
+            kme: self.qkd.kmes[kme].id.clone(),
+            api: api.into(),
+            op: op.into(),
+            status,
+            latency_ns: latency.as_nanos(),
+        });
+        let entity = self.gateways[gw].entity;
+        let name = self.tunnels[t].name.clone();
+        self.sim.trace(
+            entity,
+            &NetTrace::KeyRequest {
+                tunnel: &name,
+                op,
+                status,
+            },
+        );
+    }
+
+    pub(super) fn key_fetch(
+        &mut self,
+        gw: usize,
+        sa: SaId,
+        t: usize,
+        key_id: Vec<u8>,
+        asked: SimTime,
+        retries: u32,
+    ) {
+        let kme = self.gateways[gw].kme.expect("checked");
+        let now = self.now_ns();
+        let ini = self.tunnels[t].initiator;
+        let me = self.gateways[gw].name.clone();
+        let id = String::from_utf8_lossy(&key_id).to_string();
+        let (op, response, key) = match self.kmes[kme].api {
+            KeyApi::Etsi014 => {
+                let path = format!("/api/v1/keys/{}/dec_keys", self.gateways[ini].name);
+                let body = format!(r#"{{"key_IDs":[{{"key_ID":"{id}"}}]}}"#);
+                let (r, key) = self.etsi014_post(kme, &me, &path, &body);
+                ("dec_keys", r, key.map(|k| k.1))
+            }
+            KeyApi::Skip => {
+                let origin = self.kme_id_of(ini);
+                let (r, key) = self.skip_get(kme, &me, &format!("/key/{id}"), &origin);
+                ("key_by_id", r, key.map(|k| k.1))
+            }
+        };
+        self.record_key_request(gw, t, kme, op, response.status, asked);
+        if key.is_none() && response.status == 400 && retries < 4 {
+            // Perhaps not relayed here yet: ask again shortly.
+            let entity = self.gateways[gw].entity;
+            let wait = SimDuration::from_millis(50 << retries);
+            self.sim.schedule(
+                entity,
+                wait,
+                Ev::KeyFetch {
+                    gw,
+                    sa,
+                    tunnel: t,
+                    key_id,
+                    asked: self.sim.now() + wait,
+                    retries: retries + 1,
+                },
+            );
+            return;
+        }
+        let ppk = key.map(|key| Ppk { id: key_id, key });
+        self.gateways[gw].ep.provide_ppk(now, sa, ppk);
+        self.drain(gw);
+    }
+
+    /// The initiator wants a PPK: the one its key draw brought; the responder wants
+    /// one by ID: it asks its KME.
+    pub(super) fn ppk_needed(&mut self, gw: usize, sa: SaId, peer: usize, key_id: Option<Vec<u8>>) {
+        let now = self.sim.now();
+        let t = self.gateways[gw].peer_tunnel[peer];
+        match key_id {
+            None => {
+                let ppk = self.tunnels[t].pending_ppk.take();
+                self.gateways[gw].ep.provide_ppk(now.as_nanos(), sa, ppk);
+            }
+            Some(key_id) => {
+                let kme = self.gateways[gw].kme.expect("checked at build");
+                let entity = self.gateways[gw].entity;
+                let fetch = Ev::KeyFetch {
+                    gw,
+                    sa,
+                    tunnel: t,
+                    key_id,
+                    asked: now,
+                    retries: 0,
+                };
+                self.sim.schedule(entity, self.kmes[kme].latency, fetch);
+            }
+        }
+    }
+
+    /// A key manager (its QKD device) goes down or comes back.
+    pub(super) fn kme_switch(&mut self, kme: usize, up: bool) {
+        self.qkd.kmes[kme].up = up;
+        let entity = self.kmes[kme].entity;
+        self.sim.trace(entity, &NetTrace::Kme { up });
+    }
+
+    /// Brings the pools up to now and samples each half's level and generated bits.
+    pub(super) fn sample_pools(&mut self) {
+        let now = self.now_ns();
+        self.qkd.advance(now);
+        for l in &self.qkd.links {
+            for end in 0..2 {
+                let half = &l.halves[end];
+                let owner = &self.qkd.kmes[l.ends[end]].id;
+                for (what, v) in [
+                    ("level_bits", half.level_bits()),
+                    ("generated_bits", half.stats.generated_bits),
+                ] {
+                    let g = self
+                        .sim
+                        .metrics
+                        .gauge(&format!("qkd/{}/{owner}/{what}", l.name));
+                    self.sim.metrics.set(g, self.sim.now(), v as f64);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The simulation itself: gateways running the `ikev2` endpoint exchange real IKE
+//! datagrams over link-model channels; key managers serve QKD keys through ETSI 014 or
+//! SKIP (real JSON requests and responses, each with its latency); everything is driven
+//! by one `sim_core::Simulation` event loop.
+//!
+//! This file holds the world's state, the run loop and the dispatch of simulator and
+//! endpoint events. The jobs live in their own modules: [`build`] (scenario to world,
+//! with its checks), [`tunnels`] (handshake attempts, up and down bookkeeping, rekey
+//! schedules), [`keys`] (the gateways' QKD key client: ETSI 014 and SKIP requests,
+//! waits and retries), [`traffic`] (ESP traffic and Child SA lifetimes), [`net`]
+//! (gateways' datagrams on the links), [`faults`], [`oracle`] (the invariant checks)
+//! and [`output`] (trace lines, keylog, results).
+
+mod build;
+mod faults;
+mod keys;
+mod net;
+mod oracle;
+mod output;
+mod traffic;
+mod tunnels;
+
+pub use build::{BuildError, tunnel_psk};
+pub use output::Keylog;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::IpAddr;
+
+use ikev2::crypto::CryptoProvider;
+use ikev2::endpoint::{Event, SaId};
+use link::{Datagram, Delivery, WirePacket};
+use qkd::QkdNetwork;
+use sim_core::pcap::PcapSink;
+use sim_core::progress::Progress;
+use sim_core::{SimDuration, SimTime, Simulation, Tracer};
+
+use crate::config::WorldConfig;
+use crate::dataplane::DataPlane;
+use crate::results::{ExchangeRow, HandshakeRow, KeyRequestRow, Results};
+use keys::Kme;
+use net::{Gateway, SimLink};
+use oracle::Oracle;
+use tunnels::Tunnel;
+
+/// How often the oracle looks for negotiations stuck past their timeouts.
+const AUDIT_EVERY: SimDuration = SimDuration::from_secs(10);
+
+/// The simulator's events.
+enum Ev {
+    Deliver {
+        link: usize,
+        dir: usize,
+        datagram: Datagram,
+    },
+    GatewayTimer {
+        gw: usize,
+    },
+    TunnelStart {
+        tunnel: usize,
+        why: &'static str,
+    },
+    /// The tunnel initiator's periodic rekey of the Child SA `spi_in`, on the IKE SA
+    /// that is up then.
+    TimedChildRekey {
+        tunnel: usize,
+        spi_in: u32,
+    },
+    /// Time to rekey the tunnel's IKE SA `sa` (if it is still the one that is up).
+    IkeRekey {
+        tunnel: usize,
+        sa: SaId,
+    },
+    /// The initiator's key request (`enc_keys` or `/key`) reaches its KME.
+    KeyDraw {
+        tunnel: usize,
+        asked: SimTime,
+        retries: u32,
+    },
+    /// The responder's fetch by key ID reaches its KME.
+    KeyFetch {
+        gw: usize,
+        sa: SaId,
+        tunnel: usize,
+        key_id: Vec<u8>,
+        asked: SimTime,
+        retries: u32,
+    },
+    KmeSwitch {
+        kme: usize,
+        up: bool,
+    },
+    Sample,
+    /// The next packet of a tunnel's traffic in direction `dir` (0: from the initiator).
+    Packet {
+        tunnel: usize,
+        dir: usize,
+    },
+    /// Aggregate traffic: count the packets of the last tick.
+    AggregateTick {
+        tunnel: usize,
+    },
+    /// Gateway `gw` rekeys its Child SA `spi_in` on the IKE SA that holds it: a soft
+    /// volume limit (`volume`), a refused or busy earlier rekey, or the responder's own
+    /// periodic rekey.
+    GatewayChildRekey {
+        gw: usize,
+        spi_in: u32,
+        volume: bool,
+    },
+    /// Delete the Child SA `spi_in` of gateway `gw`: it reached a hard limit.
+    ChildExpire {
+        gw: usize,
+        spi_in: u32,
+    },
+    /// Traffic and no Child SA: the initiator asks for a new one on its IKE SA (as
+    /// strongSwan's trap policies do).
+    CreateChild {
+        tunnel: usize,
+    },
+    /// The gateway reboots (loses all state), or comes back up after it.
+    GatewayDown {
+        gw: usize,
+        down_for: SimDuration,
+    },
+    GatewayUp {
+        gw: usize,
+    },
+    CorruptNextChild {
+        gw: usize,
+    },
+    /// The invariant oracle's periodic look at negotiations in progress.
+    Audit,
+}
+
+/// Optional outputs of a run.
+pub struct Outputs<'a> {
+    pub tracer: Tracer,
+    pub pcap: Option<&'a mut PcapSink<Box<dyn Write>>>,
+    pub keylog: Option<&'a mut Keylog>,
+    pub progress: bool,
+}
+
+impl Outputs<'_> {
+    pub fn none() -> Self {
+        Outputs {
+            tracer: Tracer::new(),
+            pcap: None,
+            keylog: None,
+            progress: false,
+        }
+    }
+}
+
+pub struct World {
+    sim: Simulation<Ev>,
+    cfg: WorldConfig,
+    gateways: Vec<Gateway>,
+    links: Vec<SimLink>,
+    /// (gateway, destination address) -> (link, direction).
+    routes: BTreeMap<(usize, IpAddr), (usize, usize)>,
+    tunnels: Vec<Tunnel>,
+    /// (gateway, SA) -> tunnel.
+    sa_tunnel: BTreeMap<(usize, SaId), usize>,
+    kmes: Vec<Kme>,
+    qkd: QkdNetwork,
+    handshakes: Vec<HandshakeRow>,
+    exchanges: Vec<ExchangeRow>,
+    key_requests: Vec<KeyRequestRow>,
+    /// Scratch buffers of the links: deliveries to schedule, datagrams to capture.
+    deliveries: Vec<Delivery>,
+    wire: Vec<WirePacket>,
+    oracle: Oracle,
+    dp: DataPlane,
+    /// Seals and opens ESP (the gateways' endpoints own their providers).
+    esp_crypto: Box<dyn CryptoProvider>,
+    /// (sending gateway, receiving gateway) -> (tunnel, direction).
+    gw_pair_tunnel: BTreeMap<(usize, usize), (usize, usize)>,
+    keylog: Option<Keylog>,
+}
+
+impl World {
+    /// Runs to the configured duration and returns the results.
+    pub fn run(mut self, outputs: Outputs<'_>) -> Results {
+        let Outputs {
+            tracer,
+            mut pcap,
+            keylog,
+            progress,
+        } = outputs;
+        self.sim.trace = tracer;
+        self.keylog = keylog.as_ref().map(|_| Keylog::default());
+        let capture = pcap.is_some();
+        for l in &mut self.links {
+            for c in &mut l.channels {
+                c.set_capture(capture);
+            }
+        }
+        let end = SimTime::ZERO + self.cfg.duration;
+        let mut progress =
+            progress.then(|| Progress::new(end, std::time::Duration::from_millis(500)));
+        while let Some(ev) = self.sim.next_event_until(end) {
+            self.handle(ev.event);
+            if let Some(sink) = pcap.as_deref_mut() {
+                for p in self.wire.drain(..) {
+                    sink.capture(p.at, p.bytes);
+                }
+                // Capture errors surface when the sink is finished.
+                let _ = sink.advance(self.sim.now());
+            }
+            if let Some(p) = progress.as_mut() {
+                p.tick(self.sim.now(), self.sim.events_processed());
+            }
+        }
+        if let Some(p) = progress.as_mut() {
+            p.finish(self.sim.now(), self.sim.events_processed());
+        }
+        if let (Some(out), Some(mine)) = (keylog, self.keylog.take()) {
+            *out = mine;
+        }
+        self.results()
+    }
+
+    /// Ends the run's trace (flushing its file) and returns the tracer's verdict.
+    pub fn finish_trace(tracer: Tracer) -> std::io::Result<sim_core::Fingerprint> {
+        tracer.finish()
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.sim.now().as_nanos()
+    }
+
+    /// Schedules `ev` after `after` on behalf of the world itself.
+    fn schedule_world(&mut self, after: SimDuration, ev: Ev) {
+        let world = self.sim.entities().lookup("world").expect("registered");
+        self.sim.schedule(world, after, ev);
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Deliver {
+                link,
+                dir,
+                datagram,
+            } => self.deliver(link, dir, datagram),
+            Ev::GatewayTimer { gw } => self.gateway_timer(gw),
+            Ev::TunnelStart { tunnel, why } => self.start_attempt(tunnel, why),
+            Ev::TimedChildRekey { tunnel, spi_in } => self.timed_child_rekey(tunnel, spi_in),
+            Ev::IkeRekey { tunnel, sa } => self.rekey_ike(tunnel, sa),
+            Ev::KeyDraw {
+                tunnel,
+                asked,
+                retries,
+            } => self.key_draw(tunnel, asked, retries),
+            Ev::KeyFetch {
+                gw,
+                sa,
+                tunnel,
+                key_id,
+                asked,
+                retries,
+            } => self.key_fetch(gw, sa, tunnel, key_id, asked, retries),
+            Ev::KmeSwitch { kme, up } => self.kme_switch(kme, up),
+            Ev::Sample => {
+                self.sample_pools();
+                self.schedule_world(self.cfg.sample_every, Ev::Sample);
+            }
+            Ev::Packet { tunnel, dir } => self.send_packet(tunnel, dir),
+            Ev::AggregateTick { tunnel } => self.aggregate_tick(tunnel),
+            Ev::GatewayChildRekey { gw, spi_in, volume } => self.rekey_child(gw, spi_in, volume),
+            Ev::ChildExpire { gw, spi_in } => self.child_expire(gw, spi_in),
+            Ev::GatewayDown { gw, down_for } => self.gateway_down(gw, down_for),
+            Ev::CreateChild { tunnel } => self.create_child(tunnel),
+            Ev::GatewayUp { gw } => self.gateway_up(gw),
+            Ev::CorruptNextChild { gw } => self.gateways[gw].corrupt_next = true,
+            Ev::Audit => {
+                let now = self.sim.now();
+                (self.oracle).audit(now, &mut self.tunnels, &self.gateways, &self.dp);
+                self.schedule_world(AUDIT_EVERY, Ev::Audit);
+            }
+        }
+    }
+
+    /// One event of gateway `gw`'s endpoint: the oracle, the data plane and the keylog
+    /// see every one; then the tunnel bookkeeping and the key client act on it.
+    fn on_endpoint_event(&mut self, gw: usize, mut ev: Event) {
+        if let Event::ChildSaReady { child, .. } | Event::ChildSaRekeyed { child, .. } = &mut ev
+            && std::mem::take(&mut self.gateways[gw].corrupt_next)
+        {
+            child.encr_out[0] ^= 1;
+        }
+        self.oracle.check_ike_keys(self.sim.now(), &ev);
+        self.update_data_plane(gw, &ev);
+        self.record_keys(gw, &ev);
+        match ev {
+            Event::PpkNeeded { sa, peer, key_id } => self.ppk_needed(gw, sa, peer, key_id),
+            Event::Exchange { sa, stats } => self.exchange_done(gw, sa, stats),
+            Event::IkeSaEstablished {
+                sa,
+                initiator: true,
+                proposal,
+                ppk,
+                keylog,
+                ..
+            } => self.tunnel_established(gw, sa, proposal, ppk, keylog),
+            Event::IkeSaEstablished { sa, peer, .. } => {
+                // Responder side: remember the SA for its exchanges and deletes.
+                let t = self.gateways[gw].peer_tunnel[peer];
+                self.sa_tunnel.insert((gw, sa), t);
+            }
+            Event::IkeSaFailed { sa, reason, .. } => self.ike_sa_failed(gw, sa, reason),
+            Event::IkeSaDeleted { sa, .. } => self.ike_sa_deleted(gw, sa),
+            Event::ChildSaReady { sa, child } | Event::ChildSaRekeyed { sa, child, .. } => {
+                self.child_sa_up(gw, sa, &child)
+            }
+            Event::IkeSaRekeyed { old, new, .. } => self.ike_sa_rekeyed(gw, old, new),
+            Event::ExchangeStarted { sa, .. } => self.exchange_started(gw, sa),
+            Event::ChildSaFailed { sa, .. } => self.child_sa_refused(gw, sa),
+            Event::IkeSaRekeyFailed { sa, .. } => self.ike_rekey_refused(gw, sa),
+            Event::Keys { .. } | Event::ChildSaDeleting { .. } | Event::ChildSaDeleted { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The network: gateways (each an `ikev2` endpoint at one address) and links (one
+//! `link` channel per direction), datagrams from an endpoint onto the link towards
+//! their destination, deliveries back into the endpoint, and its timer.
+
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+
+use ikev2::endpoint::{Endpoint, PeerConfig};
+use link::{Channel, Datagram};
+use sim_core::{EntityId, SimTime, TimerId};
+
+use super::{Ev, World};
+use crate::dataplane::ESP_PORT;
+
+pub(super) const IKE_PORT: u16 = 500;
+
+pub(super) struct Gateway {
+    pub name: String,
+    pub entity: EntityId,
+    pub addr: SocketAddrV4,
+    pub ep: Endpoint,
+    /// What a reboot starts again from.
+    pub peer_cfgs: Vec<PeerConfig>,
+    pub restarts: u32,
+    /// Rebooting: everything that arrives is lost.
+    pub down: bool,
+    /// A `corrupt-child-key` fault is armed for the next Child SA.
+    pub corrupt_next: bool,
+    pub kme: Option<usize>,
+    pub timer: Option<TimerId>,
+    /// Peer index in the endpoint -> tunnel.
+    pub peer_tunnel: Vec<usize>,
+}
+
+pub(super) struct SimLink {
+    pub name: String,
+    pub ends: [usize; 2],
+    pub entities: [EntityId; 2],
+    pub channels: [Channel; 2],
+}
+
+impl World {
+    /// Sends what a gateway's endpoint queued, handles its events, re-arms its timer.
+    pub(super) fn drain(&mut self, gw: usize) {
+        loop {
+            while let Some(t) = self.gateways[gw].ep.poll_transmit() {
+                self.send(gw, t.dst, t.payload);
+            }
+            let Some(ev) = self.gateways[gw].ep.poll_event() else {
+                break;
+            };
+            self.on_endpoint_event(gw, ev);
+        }
+        let entity = self.gateways[gw].entity;
+        let old = self.gateways[gw].timer.take();
+        self.gateways[gw].timer = match self.gateways[gw].ep.poll_timeout() {
+            Some(t) => Some(self.sim.reset_timer(
+                old,
+                entity,
+                SimTime::from_nanos(t),
+                Ev::GatewayTimer { gw },
+            )),
+            None => {
+                if let Some(old) = old {
+                    self.sim.cancel_timer(old);
+                }
+                None
+            }
+        };
+    }
+
+    pub(super) fn send(&mut self, gw: usize, dst: SocketAddr, payload: Vec<u8>) {
+        if let SocketAddr::V4(dst) = dst {
+            self.send_from(gw, IKE_PORT, dst, payload);
+        }
+    }
+
+    /// Puts a UDP datagram from `gw`'s port `port` on the link towards `dst`.
+    pub(super) fn send_from(&mut self, gw: usize, port: u16, dst: SocketAddrV4, payload: Vec<u8>) {
+        let Some(&(link, dir)) = self.routes.get(&(gw, IpAddr::V4(*dst.ip()))) else {
+            return; // no route: the datagram is lost at the sender
+        };
+        let src = SocketAddrV4::new(*self.gateways[gw].addr.ip(), port);
+        let now = self.sim.now();
+        let l = &mut self.links[link];
+        let traced = l.channels[dir].send(
+            now,
+            Datagram { src, dst, payload },
+            &mut self.deliveries,
+            &mut self.wire,
+        );
+        let entity = l.entities[dir];
+        self.sim.trace(entity, &traced);
+        for d in std::mem::take(&mut self.deliveries) {
+            self.sim.schedule_at(
+                entity,
+                d.at,
+                Ev::Deliver {
+                    link,
+                    dir,
+                    datagram: d.datagram,
+                },
+            );
+        }
+    }
+
+    /// A datagram arrives at the far end of `link`: ESP goes to the data plane, IKE to
+    /// the gateway's endpoint (nothing, while the gateway is down).
+    pub(super) fn deliver(&mut self, link: usize, dir: usize, datagram: Datagram) {
+        let gw = self.links[link].ends[1 - dir];
+        if self.gateways[gw].down {
+            return;
+        }
+        if datagram.dst.port() == ESP_PORT {
+            let from = self.links[link].ends[dir];
+            self.esp_arrived(from, gw, &datagram.payload);
+            return;
+        }
+        let from = SocketAddr::V4(datagram.src);
+        let now = self.now_ns();
+        self.gateways[gw]
+            .ep
+            .handle_datagram(now, from, &datagram.payload);
+        self.drain(gw);
+    }
+
+    /// The gateway's endpoint timer fired.
+    pub(super) fn gateway_timer(&mut self, gw: usize) {
+        self.gateways[gw].timer = None;
+        let now = self.now_ns();
+        self.gateways[gw].ep.handle_timeout(now);
+        self.drain(gw);
+    }
+}

@@ -3,21 +3,19 @@
 //! With no arguments it runs the built-in demo scenario and writes its results under
 //! `out/demo`.
 
+mod files;
 mod live;
 mod run;
 mod sweep;
 
 use std::fs;
-use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use link::probe::{self, Outputs, ProbeConfig, ProbeReport};
-use serde::Serialize;
-use sha2::{Digest, Sha256};
-use sim_core::pcap::PcapSink;
-use sim_core::{TraceFilter, Tracer};
+
+use crate::files::{Manifest, write_json};
 
 /// The link-probe example, compiled in for `qsafe probe` without a file.
 const PROBE_DEMO: &str = include_str!("../scenarios/demo-link.toml");
@@ -121,17 +119,6 @@ struct RunArgs {
     quiet: bool,
 }
 
-#[derive(Serialize)]
-struct Manifest<'a> {
-    qsafe_version: &'a str,
-    experiment: &'a str,
-    scenario: String,
-    scenario_sha256: String,
-    seed: u64,
-    fingerprint: String,
-    reproduce: &'a str,
-}
-
 fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -216,20 +203,8 @@ fn probe_command(args: &RunArgs) -> Result<()> {
         .unwrap_or_else(|| PathBuf::from("out/probe"));
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
-    let tracer = match &args.trace {
-        Some(filter) => {
-            let filter: TraceFilter = filter.parse()?;
-            let file = create(&out.join("trace.jsonl"))?;
-            Tracer::with_output(filter, Box::new(BufWriter::new(file)))
-        }
-        None => Tracer::new(),
-    };
-    let mut pcap = match args.pcap {
-        true => Some(PcapSink::new(BufWriter::new(create(
-            &out.join("capture.pcap"),
-        )?))?),
-        false => None,
-    };
+    let tracer = files::tracer(&out, args.trace.as_deref())?;
+    let mut pcap = files::capture(&out, args.pcap)?;
     let report = probe::run(
         &cfg,
         args.seed,
@@ -248,15 +223,15 @@ fn probe_command(args: &RunArgs) -> Result<()> {
         Some(path) => format!("qsafe probe {} --seed {}", path.display(), args.seed),
         None => format!("qsafe probe --seed {}", args.seed),
     };
-    let manifest = Manifest {
-        qsafe_version: env!("CARGO_PKG_VERSION"),
-        experiment: "probe",
-        scenario,
-        scenario_sha256: hex(&Sha256::digest(text.as_bytes())),
-        seed: args.seed,
-        fingerprint: report.fingerprint.to_string(),
-        reproduce: &reproduce,
-    };
+    let manifest = Manifest::new(
+        "probe",
+        &scenario,
+        &text,
+        args.seed,
+        None,
+        report.fingerprint.to_string(),
+        &reproduce,
+    );
     write_json(&out.join("manifest.json"), &manifest)?;
     write_json(&out.join("results.json"), &report)?;
     print_summary(&report);
@@ -307,20 +282,6 @@ fn print_summary(r: &ProbeReport) {
             drops.join(" ")
         );
     }
-}
-
-fn create(path: &Path) -> Result<fs::File> {
-    fs::File::create(path).with_context(|| format!("creating {}", path.display()))
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(value)?;
-    text.push('\n');
-    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `qsafe generate`: a topology expanded into a scenario file (checked before writing).

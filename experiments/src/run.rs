@@ -3,15 +3,14 @@
 //! that reproduces the run.
 
 use std::fs;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use netsim::{Keylog, Outputs, Results, World};
+
+use crate::files::{self, Manifest, write_json};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
-use sim_core::pcap::PcapSink;
-use sim_core::{TraceFilter, Tracer};
+use sim_core::Tracer;
 
 /// The demo scenario, compiled in so that `cargo run --release` needs no files.
 pub const DEMO: &str = include_str!("../scenarios/demo.toml");
@@ -50,18 +49,6 @@ pub struct RunArgs {
     pub no_report: bool,
 }
 
-#[derive(Serialize)]
-struct Manifest<'a> {
-    qsafe_version: &'a str,
-    experiment: &'a str,
-    scenario: String,
-    scenario_sha256: String,
-    seed: u64,
-    crypto: &'a str,
-    fingerprint: &'a str,
-    reproduce: &'a str,
-}
-
 pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
     let (text, origin) = match &args.scenario {
         Some(p) => (
@@ -92,30 +79,14 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
         PathBuf::from("out").join(stem.as_deref().unwrap_or(default_out))
     });
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let tracer = match &args.trace {
-        Some(f) => {
-            let filter: TraceFilter = f.parse()?;
-            Tracer::with_output(
-                filter,
-                Box::new(BufWriter::new(create(&out.join("trace.jsonl"))?)),
-            )
-        }
-        None => Tracer::new(),
-    };
+    let tracer = files::tracer(&out, args.trace.as_deref())?;
     let world = World::new(cfg, seed, Tracer::new()).map_err(|e| {
         let at = topologies::line_of(&text, &e.field)
             .map(|(line, why)| format!("line {line}{why}: "))
             .unwrap_or_default();
         anyhow::anyhow!("in {origin}: {at}{e}")
     })?;
-    let mut pcap = match args.pcap {
-        true => {
-            let w: Box<dyn std::io::Write> =
-                Box::new(BufWriter::new(create(&out.join("capture.pcap"))?));
-            Some(PcapSink::new(w)?)
-        }
-        false => None,
-    };
+    let mut pcap = files::capture(&out, args.pcap)?;
     let mut keylog = Keylog::default();
     let results = world.run(Outputs {
         tracer,
@@ -146,19 +117,15 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
     for a in &args.set {
         reproduce += &format!(" --set '{a}'");
     }
-    let manifest = Manifest {
-        qsafe_version: env!("CARGO_PKG_VERSION"),
-        experiment: "run",
-        scenario: origin,
-        scenario_sha256: Sha256::digest(text.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
+    let manifest = Manifest::new(
+        "run",
+        &origin,
+        &text,
         seed,
-        crypto: &results.crypto,
-        fingerprint: &results.fingerprint,
-        reproduce: &reproduce,
-    };
+        Some(&results.crypto),
+        results.fingerprint.clone(),
+        &reproduce,
+    );
     write_json(&out.join("manifest.json"), &manifest)?;
     write_json(&out.join("results.json"), &results)?;
     write_csvs(&out, &results)?;
@@ -233,8 +200,7 @@ pub fn print_summary(r: &Results) {
         count("IKE_FOLLOWUP_KE")
     );
     if !r.traffic.is_empty() {
-        let sum =
-            |f: fn(&netsim::results::TrafficSummary) -> u64| r.traffic.iter().map(f).sum::<u64>();
+        let sum = |f: fn(&results::TrafficSummary) -> u64| r.traffic.iter().map(f).sum::<u64>();
         let (offered, delivered) = (sum(|f| f.offered_packets), sum(|f| f.delivered_packets));
         println!(
             "esp: {delivered} of {offered} packets delivered ({:.3}%); lost: no SA {}, link {}, unknown SPI {}, expired {}, replayed {}, bad ICV {}; {} volume rekeys, {} hard expiries",
@@ -359,14 +325,4 @@ fn csv(rows: &[serde_json::Value]) -> String {
         text += &(values.join(",") + "\n");
     }
     text
-}
-
-fn create(path: &Path) -> Result<fs::File> {
-    fs::File::create(path).with_context(|| format!("creating {}", path.display()))
-}
-
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(value)?;
-    text.push('\n');
-    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }

@@ -27,11 +27,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 use netsim::{Outputs, World};
-use serde::{Deserialize, Serialize};
+use results::SweepRow;
 use sim_core::Tracer;
 use toml::{Table, Value};
 
-use crate::run::write_json;
+use crate::files::write_json;
 
 #[derive(clap::Args)]
 pub struct SweepArgs {
@@ -59,33 +59,6 @@ pub struct SweepArgs {
     /// Do not write report.html and the figures.
     #[arg(long)]
     pub no_report: bool,
-}
-
-/// One run's results, with every parameter it ran with.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Row {
-    pub run_id: String,
-    pub seed: u64,
-    /// Parameter path -> value, as TOML text.
-    pub params: std::collections::BTreeMap<String, String>,
-    pub tunnels: usize,
-    pub attempts: u32,
-    pub established: u32,
-    pub failed: u32,
-    pub downgrades: u32,
-    pub keys_drawn: u32,
-    pub keys_wasted: u32,
-    pub key_wait_s: f64,
-    pub handshake_p50_ms: Option<f64>,
-    pub handshake_p95_ms: Option<f64>,
-    pub retransmissions: u32,
-    pub fingerprint: String,
-    /// Invariants the run broke (empty when it is sound).
-    #[serde(default)]
-    pub violations: Vec<String>,
-    /// The command that replays this run alone, bit for bit.
-    #[serde(default)]
-    pub reproduce: String,
 }
 
 struct Run {
@@ -141,7 +114,7 @@ fn plan(sweep: &Table, seeds_override: Option<u64>) -> Result<Vec<Run>> {
     Ok(runs)
 }
 
-fn execute(scenario: &Table, origin: &str, run: &Run) -> Result<Row> {
+fn execute(scenario: &Table, origin: &str, run: &Run) -> Result<SweepRow> {
     let mut reproduce = format!("qsafe run {origin} --seed {}", run.seed);
     for (path, v) in &run.params {
         reproduce += &format!(" --set '{path}={v}'");
@@ -161,8 +134,8 @@ fn execute(scenario: &Table, origin: &str, run: &Run) -> Result<Row> {
         (!times.is_empty())
             .then(|| times[((times.len() - 1) as f64 * q).round() as usize] as f64 / 1e6)
     };
-    let sum = |f: fn(&netsim::results::TunnelSummary) -> u32| r.tunnels.iter().map(f).sum();
-    Ok(Row {
+    let sum = |f: fn(&results::TunnelSummary) -> u32| r.tunnels.iter().map(f).sum();
+    Ok(SweepRow {
         run_id: run.id.clone(),
         seed: run.seed,
         params: run
@@ -292,7 +265,7 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
     if !args.no_report {
         println!("report: {}", reports::write_sweep_report(&out)?.display());
     }
-    let failing: Vec<&Row> = rows.iter().filter(|r| !r.violations.is_empty()).collect();
+    let failing: Vec<&SweepRow> = rows.iter().filter(|r| !r.violations.is_empty()).collect();
     for r in &failing {
         println!(
             "FAILED run {} (seed {}): {}\n  reproduce: {}",
@@ -312,8 +285,8 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
 
 /// Collects every `runs/*/row.json` under `dirs` into `out/summary.{csv,json}`, sorted
 /// by run id (a run present in several directories must agree); returns the rows.
-pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Vec<Row>> {
-    let mut rows: std::collections::BTreeMap<String, Row> = Default::default();
+pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Vec<SweepRow>> {
+    let mut rows: std::collections::BTreeMap<String, SweepRow> = Default::default();
     for dir in dirs {
         let runs = dir.join("runs");
         let Ok(entries) = fs::read_dir(&runs) else {
@@ -327,7 +300,7 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Vec<Row>> {
             let Ok(text) = fs::read_to_string(&p) else {
                 continue;
             };
-            let row: Row =
+            let row: SweepRow =
                 serde_json::from_str(&text).with_context(|| format!("reading {}", p.display()))?;
             if let Some(old) = rows.get(&row.run_id)
                 && old != &row
@@ -342,7 +315,7 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Vec<Row>> {
         }
     }
     fs::create_dir_all(out)?;
-    let rows: Vec<Row> = rows.into_values().collect();
+    let rows: Vec<SweepRow> = rows.into_values().collect();
     write_json(&out.join("summary.json"), &rows)?;
     let params: std::collections::BTreeSet<&String> =
         rows.iter().flat_map(|r| r.params.keys()).collect();

@@ -47,7 +47,7 @@ fn run_summary_table() {
         "--out",
         dir.to_str().unwrap(),
     ]);
-    let data: reports::RunData =
+    let data: reports::Results =
         serde_json::from_str(&fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
     check("p2p-hybrid-qkd-seed1.md", &reports::tunnel_table(&data));
 }

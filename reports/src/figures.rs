@@ -7,7 +7,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::data::{DROP_REASONS, RunData};
+use results::{DropReason, Results};
 
 type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
@@ -117,7 +117,7 @@ fn cumulative(mut times: Vec<u64>, hours: f64) -> Vec<(f64, f64)> {
 /// Keys (of 256 bits) in each QKD pool half over time.
 pub fn pool_levels<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
-    d: &RunData,
+    d: &Results,
 ) -> DrawResult<DB> {
     root.fill(&WHITE)?;
     let hours = d.duration_ns as f64 / NS_PER_H;
@@ -145,7 +145,7 @@ pub fn pool_levels<DB: DrawingBackend>(
     )?;
     // Halves with no capacity (all key owned by the other end) carry nothing.
     let pools: Vec<_> = d.pools.iter().filter(|p| p.capacity_bits > 0).collect();
-    let key_bits = |p: &crate::data::Pool| p.key_size_bits.max(1) as f64;
+    let key_bits = |p: &results::PoolSeries| p.key_size_bits.max(1) as f64;
     // Periods a pool held less than one key: shaded behind the lines.
     for (i, p) in pools.iter().enumerate() {
         let c = color(i);
@@ -222,7 +222,7 @@ pub fn pool_levels<DB: DrawingBackend>(
 /// refused, cumulatively over time.
 pub fn keys_over_time<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
-    d: &RunData,
+    d: &Results,
 ) -> DrawResult<DB> {
     root.fill(&WHITE)?;
     let hours = d.duration_ns as f64 / NS_PER_H;
@@ -283,7 +283,7 @@ pub fn keys_over_time<DB: DrawingBackend>(
 /// Empirical CDF of handshake completion time per tunnel.
 pub fn handshake_cdf<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
-    d: &RunData,
+    d: &Results,
 ) -> DrawResult<DB> {
     root.fill(&WHITE)?;
     // One curve per tunnel, or with more tunnels than curves, one per proposal.
@@ -336,7 +336,7 @@ struct Sums {
 /// Mean bytes on the wire per exchange type (request and response), with fragments.
 pub fn exchange_bytes<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
-    d: &RunData,
+    d: &Results,
 ) -> DrawResult<DB> {
     root.fill(&WHITE)?;
     // By exchange and fragment count (which shows the path MTU's effect), and by
@@ -431,18 +431,14 @@ pub fn exchange_bytes<DB: DrawingBackend>(
 }
 
 /// Datagrams dropped on links, by reason, and IKE retransmissions.
-pub fn drops<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData) -> DrawResult<DB> {
+pub fn drops<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &Results) -> DrawResult<DB> {
     root.fill(&WHITE)?;
-    let mut bars: Vec<(String, f64)> = DROP_REASONS
+    let mut bars: Vec<(String, f64)> = DropReason::ALL
         .iter()
-        .enumerate()
-        .map(|(i, r)| {
+        .map(|&r| {
             (
-                r.replace('_', " "),
-                d.links
-                    .iter()
-                    .map(|l| l.stats.drops.get(i).copied().unwrap_or(0))
-                    .sum::<u64>() as f64,
+                r.as_str().replace('_', " "),
+                d.links.iter().map(|l| l.stats.dropped(r)).sum::<u64>() as f64,
             )
         })
         .filter(|(_, n)| *n > 0.0)
@@ -486,11 +482,11 @@ pub fn drops<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData) -> D
 
 /// Each tunnel's state over time: up (with or without its PPK), rekeying, waiting for
 /// a QKD key, establishing, failed; gaps are down. The first 30 tunnels are drawn.
-pub fn timeline<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData) -> DrawResult<DB> {
+pub fn timeline<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &Results) -> DrawResult<DB> {
     root.fill(&WHITE)?;
     let hours = d.duration_ns as f64 / NS_PER_H;
     const ROWS: usize = 30;
-    let tunnels: Vec<&crate::data::Tunnel> = d.tunnels.iter().take(ROWS).collect();
+    let tunnels: Vec<&results::TunnelSummary> = d.tunnels.iter().take(ROWS).collect();
     let names: Vec<&str> = tunnels.iter().map(|t| t.tunnel.as_str()).collect();
     let mut chart = ChartBuilder::on(&root)
         .caption(caption("Tunnel states over time").0, caption("").1)
@@ -599,7 +595,7 @@ pub fn timeline<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData) -
 /// Exchanges of each kind started, cumulatively over time: the rekey load.
 pub fn exchanges_over_time<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
-    d: &RunData,
+    d: &Results,
 ) -> DrawResult<DB> {
     root.fill(&WHITE)?;
     let hours = d.duration_ns as f64 / NS_PER_H;
@@ -623,9 +619,9 @@ pub fn exchanges_over_time<DB: DrawingBackend>(
 }
 
 /// ESP packets lost, by reason, over all tunnels with traffic.
-pub fn esp_losses<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData) -> DrawResult<DB> {
+pub fn esp_losses<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &Results) -> DrawResult<DB> {
     root.fill(&WHITE)?;
-    let mut bars: Vec<(&str, f64)> = crate::data::Traffic::default()
+    let mut bars: Vec<(&str, f64)> = results::TrafficSummary::default()
         .losses()
         .iter()
         .map(|(name, _)| (*name, 0.0))
@@ -678,7 +674,7 @@ pub fn esp_losses<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &RunData)
 /// number of tunnels (counted at 400 instants across the run).
 pub fn state_counts<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
-    d: &RunData,
+    d: &Results,
 ) -> DrawResult<DB> {
     root.fill(&WHITE)?;
     let hours = d.duration_ns as f64 / NS_PER_H;

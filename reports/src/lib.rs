@@ -6,7 +6,6 @@
 //! seeded bootstrap intervals, the QKD totals, the manifest and the reproduce command.
 //! [`write_sweep_report`] does the same for a sweep's `summary.json` ([`sweep`]).
 
-pub mod data;
 pub mod figures;
 pub mod stats;
 pub mod sweep;
@@ -17,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-pub use data::RunData;
+pub use results::Results;
 pub use sweep::write_sweep_report;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +47,8 @@ pub enum ReportError {
 struct Figure {
     stem: &'static str,
     title: &'static str,
-    svg: fn(DrawingArea<SVGBackend, plotters::coord::Shift>, &RunData) -> Result<(), String>,
-    png: fn(DrawingArea<BitMapBackend, plotters::coord::Shift>, &RunData) -> Result<(), String>,
+    svg: fn(DrawingArea<SVGBackend, plotters::coord::Shift>, &Results) -> Result<(), String>,
+    png: fn(DrawingArea<BitMapBackend, plotters::coord::Shift>, &Results) -> Result<(), String>,
 }
 
 macro_rules! figure {
@@ -155,7 +154,7 @@ pub(crate) fn figures_html<T: AsRef<str>>(svgs: &[(T, String)]) -> String {
 }
 
 /// Draws every figure into `dir/figures/` (SVG and PNG); returns (title, SVG text).
-pub fn draw_figures(d: &RunData, dir: &Path) -> Result<Vec<(&'static str, String)>, ReportError> {
+pub fn draw_figures(d: &Results, dir: &Path) -> Result<Vec<(&'static str, String)>, ReportError> {
     let out = figures_dir(dir)?;
     all_figures()
         .into_iter()
@@ -174,7 +173,7 @@ pub(crate) fn esc(s: &str) -> String {
 }
 
 /// The per-tunnel table as Markdown (also the golden-snapshot form of a run's summary).
-pub fn tunnel_table(d: &RunData) -> String {
+pub fn tunnel_table(d: &Results) -> String {
     let mut t = String::from(
         "| tunnel | attempts | up | failed | downgrades | keys drawn | keys wasted | key wait (s) | handshake p50 (ms) | 95% CI of p50 | p95 (ms) | up time |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|\n",
     );
@@ -223,7 +222,7 @@ pub(crate) fn html_head(title: &str) -> String {
 }
 
 /// ESP traffic per tunnel, as Markdown.
-fn traffic_table(d: &RunData) -> String {
+fn traffic_table(d: &Results) -> String {
     let mut t = String::from(
         "| tunnel | mode | offered | delivered | no Child SA | lost on link | unknown SPI | past hard lifetime | replayed | failed ICV | volume rekeys | hard expiries |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
@@ -273,7 +272,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf, ReportError> {
         })
     };
     let results_text = read("results.json")?;
-    let d: RunData = serde_json::from_str(&results_text).map_err(|source| ReportError::Parse {
+    let d: Results = serde_json::from_str(&results_text).map_err(|source| ReportError::Parse {
         path: dir.join("results.json").display().to_string(),
         source,
     })?;

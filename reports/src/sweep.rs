@@ -10,28 +10,10 @@ use std::path::{Path, PathBuf};
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use serde::Deserialize;
+pub use results::SweepRow;
 
 use crate::figures::{caption, color};
 use crate::{ReportError, esc, md_to_html_table, stats};
-
-/// The parts of a sweep row that reports read (`qsafe sweep`'s `summary.json`).
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct SweepRow {
-    pub run_id: String,
-    pub seed: u64,
-    pub params: BTreeMap<String, String>,
-    pub attempts: u32,
-    pub established: u32,
-    pub failed: u32,
-    pub downgrades: u32,
-    pub keys_drawn: u32,
-    pub handshake_p50_ms: Option<f64>,
-    pub retransmissions: u32,
-    pub violations: Vec<String>,
-    pub reproduce: String,
-}
 
 /// The runs of one grid point (all its seeds).
 pub struct Point<'a> {

@@ -4,32 +4,139 @@
 use std::fs;
 use std::path::PathBuf;
 
-const RESULTS: &str = r#"{
-  "seed": 5, "crypto": "real", "duration_ns": 7200000000000, "events": 99, "fingerprint": "ab12",
-  "tunnels": [{"tunnel": "t1", "attempts": 3, "established": 2, "failed": 1, "downgrades": 0, "keys_drawn": 3, "keys_wasted": 1, "key_wait_ns": 2000000000, "up_ns": 3600000000000}],
-  "handshakes": [
-    {"tunnel": "t1", "attempt": 1, "requested_ns": 0, "key_wait_ns": 0, "ike_started_ns": 0, "ended_ns": 130000000, "outcome": "established", "duration_ns": 130000000, "ppk": "used", "retransmissions": 0},
-    {"tunnel": "t1", "attempt": 2, "requested_ns": 600000000000, "key_wait_ns": 2000000000, "ike_started_ns": 602000000000, "ended_ns": 767000000000, "outcome": "failed: retransmit timeout in IKE_AUTH", "duration_ns": 165000000000, "ppk": "", "retransmissions": 5},
-    {"tunnel": "t1", "attempt": 3, "requested_ns": 768000000000, "key_wait_ns": 0, "ike_started_ns": 768000000000, "ended_ns": 768140000000, "outcome": "established", "duration_ns": 140000000, "ppk": "used", "retransmissions": 0}
-  ],
-  "exchanges": [
-    {"tunnel": "t1", "exchange": "IKE_SA_INIT", "request_bytes": 232, "request_fragments": 1, "response_bytes": 232, "response_fragments": 1, "retransmissions": 0},
-    {"tunnel": "t1", "exchange": "IKE_INTERMEDIATE", "request_bytes": 1249, "request_fragments": 1, "response_bytes": 1153, "response_fragments": 1, "retransmissions": 0}
-  ],
-  "key_requests": [{"time_ns": 1000, "gateway": "a", "op": "enc_keys", "status": 200, "latency_ns": 5000000}, {"time_ns": 600000000000, "gateway": "a", "op": "enc_keys", "status": 503, "latency_ns": 5000000}],
-  "pools": [{"link": "k1-k2", "owner": "k1", "capacity_bits": 65536, "key_size_bits": 256, "warning_below_keys": 16, "resume_at_keys": 4, "samples": [[0, 16384], [3600000000000, 8192], [5400000000000, 0], [6000000000000, 2048]], "generated_bits": 0, "delivered_keys": 3, "refused_requests": 1}],
-  "links": [{"link": "link/a-b", "direction": "a>b", "stats": {"datagrams_sent": 10, "datagrams_delivered": 9, "drops": [0, 0, 1, 0, 0, 0, 0, 0]}}],
-  "qkd": {"keys_delivered": 3, "keys_fetched": 2, "keys_wasted": 1, "requests_refused": 1, "relay_keys": 0},
-  "traffic": [{"tunnel": "t1", "mode": "packets", "offered_packets": 120, "delivered_packets": 99, "no_sa": 10, "unknown_spi": 7, "lost_on_link": 4, "volume_rekeys": 2}],
-  "some_future_field": true
-}"#;
+use results::{
+    ChannelStats, ExchangeRow, HandshakeRow, KeyRequestRow, LinkSummary, NetworkStats, PoolSeries,
+    Results, TrafficSummary, TunnelSummary,
+};
+
+/// A two-hour run of one tunnel: three attempts (one failed), a pool that ran empty
+/// once, one lossy link direction, ESP traffic with losses.
+fn run_results() -> Results {
+    let handshake =
+        |attempt, requested_s: f64, wait_s: f64, ended_ms: u64, outcome: &str, ppk: &str, rtx| {
+            let requested_ns = (requested_s * 1e9) as u64;
+            let started = requested_ns + (wait_s * 1e9) as u64;
+            HandshakeRow {
+                tunnel: "t1".into(),
+                attempt,
+                requested_ns,
+                key_wait_ns: started - requested_ns,
+                ike_started_ns: started,
+                ended_ns: started + ended_ms * 1_000_000,
+                outcome: outcome.into(),
+                duration_ns: ended_ms * 1_000_000,
+                ppk: ppk.into(),
+                retransmissions: rtx,
+                ..Default::default()
+            }
+        };
+    let exchange = |name: &str, request_bytes, response_bytes| ExchangeRow {
+        tunnel: "t1".into(),
+        exchange: name.into(),
+        request_bytes,
+        request_fragments: 1,
+        response_bytes,
+        response_fragments: 1,
+        ..Default::default()
+    };
+    let key_request = |time_ns, status| KeyRequestRow {
+        time_ns,
+        gateway: "a".into(),
+        op: "enc_keys".into(),
+        status,
+        latency_ns: 5_000_000,
+        ..Default::default()
+    };
+    let h = 3_600_000_000_000u64;
+    Results {
+        seed: 5,
+        crypto: "real".into(),
+        duration_ns: 2 * h,
+        events: 99,
+        fingerprint: "ab12".into(),
+        tunnels: vec![TunnelSummary {
+            tunnel: "t1".into(),
+            attempts: 3,
+            established: 2,
+            failed: 1,
+            keys_drawn: 3,
+            keys_wasted: 1,
+            key_wait_ns: 2_000_000_000,
+            up_ns: h,
+            ..Default::default()
+        }],
+        handshakes: vec![
+            handshake(1, 0.0, 0.0, 130, "established", "used", 0),
+            handshake(
+                2,
+                600.0,
+                2.0,
+                165_000,
+                "failed: retransmit timeout in IKE_AUTH",
+                "",
+                5,
+            ),
+            handshake(3, 768.0, 0.0, 140, "established", "used", 0),
+        ],
+        exchanges: vec![
+            exchange("IKE_SA_INIT", 232, 232),
+            exchange("IKE_INTERMEDIATE", 1249, 1153),
+        ],
+        key_requests: vec![key_request(1000, 200), key_request(600_000_000_000, 503)],
+        pools: vec![PoolSeries {
+            link: "k1-k2".into(),
+            owner: "k1".into(),
+            capacity_bits: 65536,
+            key_size_bits: 256,
+            warning_below_keys: 16,
+            resume_at_keys: 4,
+            samples: vec![(0, 16384), (h, 8192), (h * 3 / 2, 0), (h * 5 / 3, 2048)],
+            delivered_keys: 3,
+            refused_requests: 1,
+            ..Default::default()
+        }],
+        links: vec![LinkSummary {
+            link: "link/a-b".into(),
+            direction: "a>b".into(),
+            stats: ChannelStats {
+                datagrams_sent: 10,
+                datagrams_delivered: 9,
+                drops: [0, 0, 1, 0, 0, 0, 0, 0],
+                ..Default::default()
+            },
+        }],
+        qkd: NetworkStats {
+            keys_delivered: 3,
+            keys_fetched: 2,
+            keys_wasted: 1,
+            requests_refused: 1,
+            relay_keys: 0,
+        },
+        traffic: vec![TrafficSummary {
+            tunnel: "t1".into(),
+            mode: "packets".into(),
+            offered_packets: 120,
+            delivered_packets: 99,
+            no_sa: 10,
+            unknown_spi: 7,
+            lost_on_link: 4,
+            volume_rekeys: 2,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
 
 #[test]
 fn report_and_figures() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("report");
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join("results.json"), RESULTS).unwrap();
+    fs::write(
+        dir.join("results.json"),
+        serde_json::to_string(&run_results()).unwrap(),
+    )
+    .unwrap();
     fs::write(
         dir.join("manifest.json"),
         r#"{"scenario": "s.toml", "reproduce": "qsafe run s.toml --seed 5"}"#,
@@ -128,7 +235,7 @@ fn report_and_figures() {
     // The pool ran empty once (1.5 h to 1.67 h): one shaded period.
     let pool = fs::read_to_string(dir.join("figures/pool_levels.svg")).unwrap();
     assert_eq!(pool.matches("opacity=\"0.12\"").count(), 1, "{pool}");
-    let table = reports::tunnel_table(&serde_json::from_str(RESULTS).unwrap());
+    let table = reports::tunnel_table(&run_results());
     assert!(
         table.contains("| t1 | 3 | 2 | 1 | 0 | 3 | 1 | 2.0 | 140.0 |"),
         "{table}"
@@ -153,6 +260,20 @@ fn a_missing_or_broken_results_file_is_a_clear_error() {
             .to_string()
             .contains("not a results file")
     );
+}
+
+#[test]
+fn a_results_file_with_a_field_missing_is_refused_and_the_field_named() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("report-missing-field");
+    fs::create_dir_all(&dir).unwrap();
+    let mut v = serde_json::to_value(run_results()).unwrap();
+    v["tunnels"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("key_wait_ns");
+    fs::write(dir.join("results.json"), v.to_string()).unwrap();
+    let e = reports::write_report(&dir).unwrap_err().to_string();
+    assert!(e.contains("missing field `key_wait_ns`"), "{e}");
 }
 
 /// A sweep of loss rate x MTU, two seeds each, one run with a violation.

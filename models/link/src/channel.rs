@@ -92,7 +92,7 @@ impl DropReason {
 }
 
 /// Totals for one direction.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ChannelStats {
     pub datagrams_sent: u64,
     pub payload_bytes_sent: u64,

@@ -4,7 +4,7 @@
 
 pub mod config;
 pub mod dataplane;
-pub mod results;
+pub use ::results;
 pub mod world;
 
 pub use config::WorldConfig;

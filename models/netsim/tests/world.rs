@@ -77,6 +77,15 @@ fn tunnels_come_up_with_qkd_ppks_and_reauthenticate() {
 }
 
 #[test]
+fn results_read_back_as_the_same_schema() {
+    // What the simulator writes is what the reports read: every field, no defaults.
+    let r = run(PAIR, 3);
+    let text = serde_json::to_string(&r).unwrap();
+    let back: netsim::Results = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, r);
+}
+
+#[test]
 fn same_seed_same_run_other_seed_other_run() {
     let (a, b, c) = (run(PAIR, 7), run(PAIR, 7), run(PAIR, 8));
     assert_eq!(a.fingerprint, b.fingerprint);

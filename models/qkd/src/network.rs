@@ -71,7 +71,7 @@ pub enum DrawError {
 }
 
 /// Network-wide counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetworkStats {
     /// Keys delivered to masters (first hop).
     pub keys_delivered: u64,

@@ -300,7 +300,7 @@ pub enum Event {
 }
 
 /// Counters of what the endpoint received and dropped.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EndpointStats {
     pub datagrams_received: u64,
     /// Not an IKE message we can parse.

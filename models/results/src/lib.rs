@@ -1,10 +1,21 @@
-//! What a run produces: rows per handshake attempt, per exchange and per key request,
-//! pool levels over time, and totals. Rows, not only totals: studies query them.
+//! The result schema: what a run writes (`results.json`: rows per handshake attempt,
+//! per exchange and per key request, pool levels over time, and totals) and what a
+//! sweep writes (`summary.json`: one [`SweepRow`] per run). The simulator writes these
+//! types and the reports read the same types; no field has a default, so a field that
+//! is missing or renamed is an error when a file is read, never a silent zero. Rows,
+//! not only totals: studies query them.
 
-use serde::Serialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The models' own counters, as results carry them.
+pub use ikev2::endpoint::EndpointStats;
+pub use link::{ChannelStats, DropReason};
+pub use qkd::network::NetworkStats;
 
 /// One attempt to bring a tunnel's IKE SA up (first setup, retry or reauthentication).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HandshakeRow {
     pub tunnel: String,
     pub attempt: u32,
@@ -34,7 +45,7 @@ pub struct HandshakeRow {
 }
 
 /// One exchange an endpoint initiated.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExchangeRow {
     pub tunnel: String,
     pub gateway: String,
@@ -49,7 +60,7 @@ pub struct ExchangeRow {
 }
 
 /// One call to a key manager.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct KeyRequestRow {
     pub time_ns: u64,
     pub gateway: String,
@@ -64,7 +75,7 @@ pub struct KeyRequestRow {
 }
 
 /// One half of a QKD link's pool, sampled.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PoolSeries {
     pub link: String,
     /// The KME that owns (draws from) this half.
@@ -83,7 +94,7 @@ pub struct PoolSeries {
     pub refused_requests: u64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TunnelSummary {
     pub tunnel: String,
     pub attempts: u32,
@@ -109,7 +120,7 @@ pub struct TunnelSummary {
 /// ESP traffic through one tunnel, both directions together. Every offered packet ends
 /// in exactly one of: delivered, `no_sa`, `expired`, `unknown_spi`, `replayed`,
 /// `integrity_failures`, `malformed`, `lost_on_link` (on the link, or in flight at the end).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrafficSummary {
     pub tunnel: String,
     /// `packets` (every packet sealed, sent and opened) or `aggregate` (counted only).
@@ -139,14 +150,29 @@ pub struct TrafficSummary {
     pub hard_expiries: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+impl TrafficSummary {
+    /// The ways a packet is lost, as (label, count), in the order figures show them.
+    pub fn losses(&self) -> [(&'static str, u64); 7] {
+        [
+            ("no SA", self.no_sa),
+            ("link", self.lost_on_link),
+            ("unknown SPI", self.unknown_spi),
+            ("expired", self.expired),
+            ("replayed", self.replayed),
+            ("bad ICV", self.integrity_failures),
+            ("malformed", self.malformed),
+        ]
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LinkSummary {
     pub link: String,
     pub direction: String,
-    pub stats: link::ChannelStats,
+    pub stats: ChannelStats,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Results {
     pub seed: u64,
     pub crypto: String,
@@ -161,8 +187,8 @@ pub struct Results {
     pub key_requests: Vec<KeyRequestRow>,
     pub pools: Vec<PoolSeries>,
     pub links: Vec<LinkSummary>,
-    pub qkd: qkd::network::NetworkStats,
-    pub endpoints: Vec<(String, ikev2::endpoint::EndpointStats)>,
+    pub qkd: NetworkStats,
+    pub endpoints: Vec<(String, EndpointStats)>,
     /// Invariants the run broke (peers with different keys, a QKD key used twice);
     /// empty in a correct run.
     pub violations: Vec<String>,
@@ -198,4 +224,29 @@ impl Results {
         }
         out
     }
+}
+
+/// One run of a sweep: its parameters and a summary of its results.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SweepRow {
+    pub run_id: String,
+    pub seed: u64,
+    /// Parameter path -> value, as TOML text.
+    pub params: BTreeMap<String, String>,
+    pub tunnels: usize,
+    pub attempts: u32,
+    pub established: u32,
+    pub failed: u32,
+    pub downgrades: u32,
+    pub keys_drawn: u32,
+    pub keys_wasted: u32,
+    pub key_wait_s: f64,
+    pub handshake_p50_ms: Option<f64>,
+    pub handshake_p95_ms: Option<f64>,
+    pub retransmissions: u32,
+    pub fingerprint: String,
+    /// Invariants the run broke (empty when it is sound).
+    pub violations: Vec<String>,
+    /// The command that replays this run alone, bit for bit.
+    pub reproduce: String,
 }

@@ -249,7 +249,7 @@ if [ ! -x "$SID/usr/lib/ipsec/charon" ]; then
   rm -rf "$SID"; mkdir -p "$SID"
   debootstrap --variant=minbase \
     --include=strongswan-charon,strongswan-swanctl,libcharon-extra-plugins,libstrongswan-extra-plugins \
-    sid "$SID" http://deb.debian.org/debian > "$WORK/debootstrap.log" 2>&1 \
+    sid "$SID" > "$WORK/debootstrap.log" 2>&1 \
     || { log "debootstrap failed (see $WORK/debootstrap.log)"; rm -rf "$SID"; }
 fi
 if [ -x "$SID/usr/lib/ipsec/charon" ]; then

@@ -1,5 +1,6 @@
-//! IKEv2 codepoints, as registered by IANA and used by strongSwan, libreswan and
-//! Wireshark (see ../shared/spec/ikev2-pqc.md sections 1.3-1.13, 5, 6 and 7).
+//! IKEv2 codepoints, as registered by IANA ("Internet Key Exchange Version 2 (IKEv2)
+//! Parameters") and used by strongSwan, libreswan and Wireshark; each group names the
+//! RFCs that define it.
 
 /// Exchange types (RFC 7296, RFC 9242, RFC 9370).
 pub mod exchange {

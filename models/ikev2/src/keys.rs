@@ -1,7 +1,7 @@
 //! Key derivation: RFC 7296 (SKEYSEED, the seven SA keys, Child SA KEYMAT, PSK AUTH),
 //! RFC 9242 (IntAuth), RFC 9370 (updates after additional key exchanges), RFC 8784 and
-//! RFC 9867 (PPK mixing and confirmation). Formulas as in ../shared/spec/ikev2-pqc.md
-//! sections 1.12-1.16, 4.2, 5.3, 5.5 and 7.
+//! RFC 9867 (PPK mixing and confirmation). Each function's comment gives its formula
+//! and the section that defines it.
 
 use crate::crypto::{CryptoProvider, PrfAlg, Suite, prf_plus};
 
@@ -120,8 +120,9 @@ impl IkeKeys {
     }
 
     /// IKE SA rekey: `SKEYSEED = prf(SK_d_old, g^ir(new) | Ni | Nr | SK(1) | ... | SK(k))`,
-    /// keys from the new SPIs. The PRF is the old SA's, which must equal the new one's
-    /// (strongSwan and libreswan differ otherwise; see the digest's pitfall 10).
+    /// keys from the new SPIs. The PRF is the old SA's, which must equal the new one's:
+    /// were the PRF to change, strongSwan would run prf+ with the old PRF and libreswan
+    /// with the new one, so a rekey that changes it is refused.
     pub fn rekeyed(
         &self,
         c: &dyn CryptoProvider,

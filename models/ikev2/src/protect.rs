@@ -21,7 +21,8 @@ pub const SK_OVERHEAD: usize = HEADER_LEN + GENERIC_HEADER_LEN + IV_LEN + 1 + IC
 pub const SKF_OVERHEAD: usize = HEADER_LEN + SKF_HEADER_LEN + IV_LEN + 1 + ICV_LEN;
 
 /// The largest IKE message (no non-ESP marker) that fits an IP datagram of
-/// `ip_limit` bytes: strongSwan's arithmetic (spec section 3.5).
+/// `ip_limit` bytes, as strongSwan sizes fragments: the limit less the IP header (20
+/// or 40), the UDP header (8) and, on port 4500, the non-ESP marker (4).
 pub fn max_ike_len(ip_limit: usize, ipv6: bool, natt: bool) -> usize {
     ip_limit
         .saturating_sub(if ipv6 { 40 } else { 20 })
@@ -403,8 +404,11 @@ mod tests {
 
     const KEY: [u8; 36] = [3; 36];
 
+    /// One KE payload in SK: IKE header 28, SK header 4, IV 8, the KE payload (8 + the
+    /// public key or ciphertext: 1184/1088, 1568/1568, 800/768 bytes), pad length 1,
+    /// ICV 16.
     #[test]
-    fn intermediate_sizes_match_the_digest() {
+    fn intermediate_sizes_match_the_arithmetic() {
         let c = RealCrypto;
         let mut iv = 0;
         for (method, req, resp) in [
@@ -436,7 +440,7 @@ mod tests {
     }
 
     #[test]
-    fn fragment_counts_match_the_digest() {
+    fn fragment_counts_match_the_arithmetic() {
         // (IP limit, IPv6, NAT-T, inner KE payload) -> fragments and their inner sizes.
         let c = ModelCrypto;
         type Case = (usize, bool, bool, KeMethod, bool, &'static [usize]);
@@ -593,7 +597,7 @@ mod tests {
 
     #[test]
     fn intauth_input_rewrites_lengths_and_next_payload() {
-        // The digest's worked example: ML-KEM-768 request, P = 1192 bytes, A = 32 bytes,
+        // ML-KEM-768 request: P = 8 + 1184 = 1192 bytes, A = 28 + 4 = 32 bytes,
         // IKE Length 1224 and SK Payload Length 1196 (on the wire 1249 and 1221).
         let inner = ke_inner(KeMethod::MlKem768, true);
         let ap = intauth_input(&header(1), pt::KE, &inner);

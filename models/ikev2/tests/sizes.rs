@@ -1,5 +1,6 @@
-//! IKE_SA_INIT sizes against the digest's table (spec section 6.3): one proposal, a
-//! 32-byte nonce, and the fragmentation and IKE_INTERMEDIATE notifies.
+//! IKE_SA_INIT sizes against their arithmetic: one proposal, a 32-byte nonce, and the
+//! fragmentation and IKE_INTERMEDIATE notifies (header 28, SA payload, KE 8 + key
+//! share, Nonce 4 + 32, each notify 8).
 
 use ikev2::consts::{exchange, flags, notify};
 use ikev2::crypto::KeMethod;
@@ -40,7 +41,7 @@ fn ike_sa_init(proposal: &str, method: KeMethod, response: bool) -> Vec<u8> {
 }
 
 #[test]
-fn ike_sa_init_sizes_match_the_digest() {
+fn ike_sa_init_sizes_match_the_arithmetic() {
     for (proposal, method, request, response) in [
         (
             "aes256gcm16-prfsha256-x25519-ke1_mlkem768",

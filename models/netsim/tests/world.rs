@@ -200,7 +200,8 @@ fn ike_fragmentation_gets_ml_kem_1024_through_paths_that_drop_ip_fragments() {
             .find(|e| e.tunnel == tunnel && e.exchange == "IKE_INTERMEDIATE")
             .map(|e| (e.request_fragments, e.response_fragments))
     };
-    // The digest's arithmetic: 2 fragments each way at 1280, 4 at 576.
+    // ML-KEM-1024 (1568-byte key share) over fragments of at most 1280 - 28 - 61 or
+    // 576 - 28 - 61 bytes: 2 fragments each way at 1280, 4 at 576.
     assert_eq!((frags("t1"), frags("t4")), (Some((2, 2)), Some((4, 4))));
     assert!(
         r.handshakes

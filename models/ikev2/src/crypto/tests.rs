@@ -218,7 +218,7 @@ fn ml_kem_matches_an_independent_implementation() {
 }
 
 #[test]
-fn ml_kem_round_trips_with_the_digest_sizes() {
+fn ml_kem_round_trips_with_the_fips_203_sizes() {
     let c = RealCrypto;
     let mut rng = seeded();
     for (m, ek_len, ct_len) in [

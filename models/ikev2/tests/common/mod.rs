@@ -267,3 +267,25 @@ impl Pair {
             .collect()
     }
 }
+
+pub fn established_keys(
+    p: &Pair,
+    i: usize,
+) -> (&ikev2::keys::IkeKeys, &ikev2::endpoint::PpkOutcome, &str) {
+    match p.established(i) {
+        Some(ikev2::endpoint::Event::IkeSaEstablished {
+            keys,
+            ppk,
+            proposal,
+            ..
+        }) => (keys, ppk, proposal),
+        _ => panic!("side {i} not established: {:?}", p.events[i]),
+    }
+}
+
+pub fn fail_reason(p: &Pair, i: usize) -> &ikev2::endpoint::FailReason {
+    match p.failed(i) {
+        Some((_, ikev2::endpoint::Event::IkeSaFailed { reason, .. })) => reason,
+        _ => panic!("side {i} did not fail: {:?}", p.events[i]),
+    }
+}

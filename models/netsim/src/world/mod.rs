@@ -4,12 +4,12 @@
 //! by one `sim_core::Simulation` event loop.
 //!
 //! This file holds the world's state, the run loop and the dispatch of simulator and
-//! endpoint events. The jobs live in their own modules: [`build`] (scenario to world,
-//! with its checks), [`tunnels`] (handshake attempts, up and down bookkeeping, rekey
-//! schedules), [`keys`] (the gateways' QKD key client: ETSI 014 and SKIP requests,
-//! waits and retries), [`traffic`] (ESP traffic and Child SA lifetimes), [`net`]
-//! (gateways' datagrams on the links), [`faults`], [`oracle`] (the invariant checks)
-//! and [`output`] (trace lines, keylog, results).
+//! endpoint events. The jobs live in their own modules: `build` (scenario to world,
+//! with its checks), `tunnels` (handshake attempts, up and down bookkeeping, rekey
+//! schedules), `keys` (the gateways' QKD key client: ETSI 014 and SKIP requests,
+//! waits and retries), `traffic` (ESP traffic and Child SA lifetimes), `net`
+//! (gateways' datagrams on the links), `faults`, `oracle` (the invariant checks)
+//! and `output` (trace lines, keylog, results).
 
 mod build;
 mod faults;

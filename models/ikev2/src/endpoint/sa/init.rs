@@ -324,14 +324,7 @@ impl IkeSa {
         {
             return Err(FailReason::NoProposalChosen { by_peer: false });
         }
-        let secret = hs
-            .ke
-            .take()
-            .ok_or(FailReason::Protocol("no key exchange in progress"))?;
-        let shared = ctx
-            .crypto
-            .ke_complete(secret, ker)
-            .map_err(|_| FailReason::Protocol("responder's KE data is invalid"))?;
+        let shared = hs.complete_ke(ctx, ker, "responder's KE data is invalid")?;
         self.spi_r = msg.header.spi_r;
         let hs = self.hs();
         hs.nr = nr.clone();

@@ -52,14 +52,7 @@ impl IkeSa {
         let ker = ke_data(payloads, method).ok_or(FailReason::Protocol(
             "IKE_INTERMEDIATE response lacks the KE payload",
         ))?;
-        let secret = hs
-            .ke
-            .take()
-            .ok_or(FailReason::Protocol("no key exchange in progress"))?;
-        let shared = ctx
-            .crypto
-            .ke_complete(secret, ker)
-            .map_err(|_| FailReason::Protocol("responder's additional KE data is invalid"))?;
+        let shared = hs.complete_ke(ctx, ker, "responder's additional KE data is invalid")?;
         let request_ap = std::mem::take(&mut hs.intauth_request);
         let response_ap = protect::intauth_input(header, first, inner);
         self.update_keys(ctx, &request_ap, &response_ap, &shared);

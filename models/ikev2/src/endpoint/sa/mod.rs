@@ -147,6 +147,17 @@ impl Handshake {
             half_open_deadline: None,
         }
     }
+
+    /// The shared secret of our key share in flight and the responder's `data`.
+    fn complete_ke(
+        &mut self,
+        ctx: &Ctx<'_>,
+        data: &[u8],
+        invalid: &'static str,
+    ) -> Result<Vec<u8>, FailReason> {
+        let secret = (self.ke.take()).ok_or(FailReason::Protocol("no key exchange in progress"))?;
+        (ctx.crypto.ke_complete(secret, data)).map_err(|_| FailReason::Protocol(invalid))
+    }
 }
 
 /// Rekeys the peer started that are still in progress (ours live in the outstanding

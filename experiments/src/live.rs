@@ -284,8 +284,8 @@ pub fn from_scenario(path: &Path, gateway: &str) -> Result<LiveConfig> {
             ppks: BTreeMap::new(),
             initiate,
             dpd_delay: None,
-            rekey_ike_after: if initiate { t.ike_rekey_every } else { None },
-            rekey_child_after: if initiate { t.child_rekey_every } else { None },
+            rekey_ike_after: if initiate { t.rekey_time } else { None },
+            rekey_child_after: if initiate { t.child_rekey_time } else { None },
             create_child_after: None,
         });
     }

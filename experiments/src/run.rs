@@ -150,16 +150,17 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
 pub fn print_summary(r: &Results) {
     println!("crypto: {}   events: {}", r.crypto, r.events);
     println!(
-        "{:<12} {:>8} {:>6} {:>6} {:>10} {:>6} {:>7} {:>10} {:>8} {:>12}",
+        "{:<12} {:>8} {:>6} {:>6} {:>10} {:>6} {:>7} {:>10} {:>9} {:>8} {:>12}",
         "tunnel",
         "attempts",
-        "up",
+        "estab.",
         "failed",
         "downgrade",
         "keys",
         "wasted",
         "key wait",
-        "up time",
+        "available",
+        "outages",
         "median hs"
     );
     for t in &r.tunnels {
@@ -174,7 +175,7 @@ pub fn print_summary(r: &Results) {
             .get(times.len() / 2)
             .map_or("-".into(), |&ns| format!("{:.1} ms", ns as f64 / 1e6));
         println!(
-            "{:<12} {:>8} {:>6} {:>6} {:>10} {:>6} {:>7} {:>9.1}s {:>7.1}% {:>12}",
+            "{:<12} {:>8} {:>6} {:>6} {:>10} {:>6} {:>7} {:>9.1}s {:>8.2}% {:>8} {:>12}",
             t.tunnel,
             t.attempts,
             t.established,
@@ -183,7 +184,8 @@ pub fn print_summary(r: &Results) {
             t.keys_drawn,
             t.keys_wasted,
             t.key_wait_ns as f64 / 1e9,
-            100.0 * t.up_ns as f64 / r.duration_ns.max(1) as f64,
+            100.0 * t.availability(r.duration_ns),
+            t.outages.len(),
             median
         );
     }

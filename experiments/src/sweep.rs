@@ -153,7 +153,14 @@ fn execute(scenario: &Table, origin: &str, run: &Run) -> Result<SweepRow> {
         key_wait_s: r.tunnels.iter().map(|t| t.key_wait_ns).sum::<u64>() as f64 / 1e9,
         handshake_p50_ms: pct(0.5),
         handshake_p95_ms: pct(0.95),
-        retransmissions: r.handshakes.iter().map(|h| h.retransmissions).sum(),
+        retransmissions: r.exchanges.iter().map(|e| e.retransmissions).sum(),
+        availability: r
+            .tunnels
+            .iter()
+            .map(|t| t.availability(r.duration_ns))
+            .sum::<f64>()
+            / r.tunnels.len().max(1) as f64,
+        outages: r.tunnels.iter().map(|t| t.outages.len() as u32).sum(),
         fingerprint: r.fingerprint,
         violations: r.violations,
         reproduce,
@@ -323,7 +330,7 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Vec<SweepRow>> {
     for p in &params {
         csv += &format!(",\"{p}\"");
     }
-    csv += ",tunnels,attempts,established,failed,downgrades,keys_drawn,keys_wasted,key_wait_s,handshake_p50_ms,handshake_p95_ms,retransmissions,violations,fingerprint\n";
+    csv += ",tunnels,attempts,established,failed,downgrades,keys_drawn,keys_wasted,key_wait_s,handshake_p50_ms,handshake_p95_ms,retransmissions,availability,outages,violations,fingerprint\n";
     let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.3}"));
     for r in &rows {
         csv += &format!("{},{}", r.run_id, r.seed);
@@ -336,7 +343,7 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Vec<SweepRow>> {
             );
         }
         csv += &format!(
-            ",{},{},{},{},{},{},{},{:.3},{},{},{},{},{}\n",
+            ",{},{},{},{},{},{},{},{:.3},{},{},{},{:.6},{},{},{}\n",
             r.tunnels,
             r.attempts,
             r.established,
@@ -348,6 +355,8 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Vec<SweepRow>> {
             opt(r.handshake_p50_ms),
             opt(r.handshake_p95_ms),
             r.retransmissions,
+            r.availability,
+            r.outages,
             r.violations.len(),
             r.fingerprint
         );

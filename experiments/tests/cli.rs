@@ -287,7 +287,7 @@ fn generate_writes_a_scenario_that_runs_and_names_bad_settings() {
         "--set",
         "topology.link.mtu=1280",
         "--set",
-        "topology.tunnel.reauth_every=\"1m\"",
+        "topology.tunnel.reauth_time=\"1m\"",
         "--out",
         file.to_str().unwrap(),
     ]);

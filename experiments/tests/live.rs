@@ -133,7 +133,7 @@ name = "a-b"
 initiator = "gw-a"
 responder = "gw-b"
 esp = ["aes256gcm16-mlkem768"]
-child_rekey_every = "300ms"
+child_rekey_time = "300ms"
 "#,
     )
     .unwrap();

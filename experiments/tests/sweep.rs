@@ -100,7 +100,7 @@ duration = "20s"
 [topology]
 kind = "point-to-point"
 link = { latency = "10ms" }
-tunnel = { ike = ["aes256gcm16-prfsha256-x25519"], child_rekey_every = "4s" }
+tunnel = { ike = ["aes256gcm16-prfsha256-x25519"], child_rekey_time = "4s" }
 [[fault]]
 kind = "corrupt-child-key"
 at = "5s"

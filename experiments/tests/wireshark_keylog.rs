@@ -225,7 +225,7 @@ initiator = "gw-a"
 responder = "gw-b"
 ike = ["aes256gcm16-prfsha256-x25519"]
 esp = ["aes128gcm16-x25519"]
-child_rekey_every = "8s"
+child_rekey_time = "8s"
 traffic = { rate_pps = 5, sizes = [100] }
 "#,
     )

@@ -445,7 +445,7 @@ pub fn drops<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &Results) -> D
         .collect();
     bars.push((
         "IKE retransmissions".into(),
-        d.handshakes.iter().map(|h| h.retransmissions as f64).sum(),
+        d.exchanges.iter().map(|e| e.retransmissions as f64).sum(),
     ));
     let ymax = bars.iter().map(|b| b.1).fold(1.0, f64::max);
     let mut chart = ChartBuilder::on(&root)

@@ -173,24 +173,34 @@ pub(crate) fn esc(s: &str) -> String {
 }
 
 /// The per-tunnel table as Markdown (also the golden-snapshot form of a run's summary).
+/// Handshake times are IKE's (IKE_SA_INIT to established); "to up" adds the wait for a
+/// QKD key (from wanting the IKE SA to having it).
 pub fn tunnel_table(d: &Results) -> String {
     let mut t = String::from(
-        "| tunnel | attempts | up | failed | downgrades | keys drawn | keys wasted | key wait (s) | handshake p50 (ms) | 95% CI of p50 | p95 (ms) | up time |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|\n",
+        "| tunnel | attempts | established | failed | downgrades | keys drawn | keys wasted | key wait (s) | handshake p50 (ms) | 95% CI of p50 | p95 (ms) | to up p50 (ms) | availability | outages | down (s) | first up (s) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n",
     );
+    let sorted = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v
+    };
     for tun in &d.tunnels {
-        let mut v: Vec<f64> = d
+        let up = d
             .handshakes
             .iter()
-            .filter(|h| h.tunnel == tun.tunnel && h.outcome == "established")
-            .map(|h| h.duration_ns as f64 / 1e6)
-            .collect();
-        v.sort_by(f64::total_cmp);
+            .filter(|h| h.tunnel == tun.tunnel && h.outcome == "established");
+        let v = sorted(up.clone().map(|h| h.duration_ns as f64 / 1e6).collect());
+        let to_up = sorted(
+            up.filter_map(|h| h.time_to_up_ns)
+                .map(|ns| ns as f64 / 1e6)
+                .collect(),
+        );
         let fmt = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.1}"));
         let ci =
             stats::median_ci(&v, d.seed).map_or("-".into(), |(a, b)| format!("{a:.1} to {b:.1}"));
+        let down_s: u64 = tun.outages.iter().map(|o| o.to_ns - o.from_ns).sum();
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {:.1}% |",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {:.2}% | {} | {:.1} | {} |",
             tun.tunnel,
             tun.attempts,
             tun.established,
@@ -202,7 +212,11 @@ pub fn tunnel_table(d: &Results) -> String {
             fmt(stats::quantile(&v, 0.5)),
             ci,
             fmt(stats::quantile(&v, 0.95)),
-            100.0 * tun.up_ns as f64 / d.duration_ns.max(1) as f64
+            fmt(stats::quantile(&to_up, 0.5)),
+            100.0 * tun.availability(d.duration_ns),
+            tun.outages.len(),
+            down_s as f64 / 1e9,
+            fmt(tun.first_up_ns.map(|ns| ns as f64 / 1e9)),
         );
     }
     t

@@ -61,9 +61,9 @@ pub fn point_table(rows: &[SweepRow]) -> String {
     for n in &names {
         let _ = write!(t, " {n} |");
     }
-    t += " runs | success rate | 95% CI | handshake p50 (ms) | 95% CI | retransmissions | downgrades | violations |\n|";
+    t += " runs | success rate | 95% CI | handshake p50 (ms) | 95% CI | availability | retransmissions per run | downgrades per run | violations |\n|";
     t += &"---|".repeat(names.len());
-    t += "---:|---:|---|---:|---|---:|---:|---:|\n";
+    t += "---:|---:|---|---:|---|---:|---:|---:|---:|\n";
     let fmt = |x: Option<(f64, Option<(f64, f64)>)>, scale: f64, digits: usize| match x {
         None => ("-".to_string(), "-".to_string()),
         Some((m, ci)) => (
@@ -82,13 +82,17 @@ pub fn point_table(rows: &[SweepRow]) -> String {
         let p50: Vec<f64> = p.runs.iter().filter_map(|r| r.handshake_p50_ms).collect();
         let (rate, rate_ci) = fmt(summarize(&rates, i as u64), 100.0, 1);
         let (time, time_ci) = fmt(summarize(&p50, i as u64), 1.0, 1);
-        let sum = |f: fn(&SweepRow) -> u32| p.runs.iter().map(|r| f(r)).sum::<u32>();
+        // Means over the point's runs, as the other columns are.
+        let mean = |f: fn(&SweepRow) -> u32| {
+            p.runs.iter().map(|r| f(r) as f64).sum::<f64>() / p.runs.len() as f64
+        };
         let _ = writeln!(
             t,
-            " {} | {rate}% | {rate_ci} | {time} | {time_ci} | {} | {} | {} |",
+            " {} | {rate}% | {rate_ci} | {time} | {time_ci} | {:.2}% | {:.1} | {:.1} | {} |",
             p.runs.len(),
-            sum(|r| r.retransmissions),
-            sum(|r| r.downgrades),
+            100.0 * p.runs.iter().map(|r| r.availability).sum::<f64>() / p.runs.len() as f64,
+            mean(|r| r.retransmissions),
+            mean(|r| r.downgrades),
             p.runs.iter().map(|r| r.violations.len()).sum::<usize>()
         );
     }

@@ -296,7 +296,8 @@ fn sweep_rows() -> String {
                     "tunnels": 1, "attempts": 10, "established": established, "failed": 10 - established,
                     "downgrades": 0, "keys_drawn": 10, "keys_wasted": 0, "key_wait_s": 0.0,
                     "handshake_p50_ms": 100.0 + l * 1000.0 + seed as f64, "handshake_p95_ms": 300.0,
-                    "retransmissions": (l * 50.0) as u32, "fingerprint": "ab",
+                    "retransmissions": (l * 50.0) as u32, "availability": 1.0 - l, "outages": 0,
+                    "fingerprint": "ab",
                     "violations": violations, "reproduce": format!("qsafe run s.toml --seed {seed}")
                 }));
                 id += 1;
@@ -356,7 +357,7 @@ fn sweep_report_figures_and_table() {
     // Loss 0.0, MTU 576: seeds give 9 and 10 of 10, mean 95 %; p50 101 and 102 ms.
     assert!(
         table.contains(
-            "| 0.0 | 576 | 2 | 95.0% | 90.0 to 100.0 | 101.5 | 101.0 to 102.0 | 0 | 0 | 0 |"
+            "| 0.0 | 576 | 2 | 95.0% | 90.0 to 100.0 | 101.5 | 101.0 to 102.0 | 100.00% | 0.0 | 0.0 | 0 |"
         ),
         "{table}"
     );

@@ -9,7 +9,7 @@
 //! nodes = 300                 # spokes, mesh size, trusted nodes of a chain, ring size, graph size
 //! link = { latency = "10ms", mtu = 1280 }                  # every IP link
 //! qkd = { rate_bps = 1000, capacity_bits = 1048576 }       # every QKD link (omit: no QKD)
-//! tunnel = { ppk = "required", reauth_every = "10m" }      # every tunnel
+//! tunnel = { ppk = "required", reauth_time = "10m" }      # every tunnel
 //! ```
 //!
 //! Generated items are appended to any written by hand. Expansion works on the TOML
@@ -612,7 +612,7 @@ mod tests {
         assert!(e.contains("line 8: field `tunnel[0].ppk`"), "{e}");
         // ... and a template in its own table points at the key in it.
         let e = parse(
-            "duration = \"1m\"\n[topology]\nkind = \"ring\"\nnodes = 3\n[topology.tunnel]\nreauth_every = \"1m\"\nppk = \"maybe\"\n",
+            "duration = \"1m\"\n[topology]\nkind = \"ring\"\nnodes = 3\n[topology.tunnel]\nreauth_time = \"1m\"\nppk = \"maybe\"\n",
             "s.toml",
         )
         .unwrap_err()

@@ -16,11 +16,11 @@
 use std::time::Instant;
 
 use netsim::config::{
-    CryptoMode, GatewayConfig, KmeConfig, LinkSpec, PpkMode, QkdLinkSpec, TrafficSpec, TunnelSpec,
+    CryptoMode, GatewayConfig, KmeConfig, LinkSpec, QkdLinkSpec, TrafficSpec, TunnelSpec,
     WorldConfig,
 };
 use netsim::{Outputs, World};
-use sim_core::{SimDuration, SimTime, Tracer};
+use sim_core::{SimDuration, Tracer};
 
 fn hub_and_spoke(
     spokes: u32,
@@ -82,39 +82,26 @@ fn hub_and_spoke(
             b: "kme-hub".into(),
             pool,
         });
-        cfg.tunnels.push(TunnelSpec {
-            name: name.clone(),
-            initiator: name,
-            responder: "hub".into(),
-            ike: vec!["aes256gcm16-prfsha256-x25519-ke1_mlkem768".into()],
-            esp: vec![
-                if rekey {
-                    "aes256gcm16-mlkem768"
-                } else {
-                    "aes256gcm16"
-                }
-                .into(),
-            ],
-            ppk: PpkMode::Required,
-            start: SimTime::ZERO + SimDuration::from_millis(i as u64 * 37),
-            reauth_every: (!rekey).then(|| SimDuration::from_secs(60)),
-            child_rekey_every: rekey.then(|| SimDuration::from_secs(30)),
-            child_rekey_jitter: SimDuration::ZERO,
-            child_rekey_both_ends: false,
-            dpd_delay: None,
-            child_life: None,
-            rekey_bytes: None,
-            life_bytes: None,
-            rand_bytes: 0,
-            rekey_packets: None,
-            life_packets: None,
-            rand_packets: 0,
-            traffic: None,
-            ike_rekey_every: rekey.then(|| SimDuration::from_secs(60)),
-            retry_after: SimDuration::from_secs(1),
-            fragment_size: 1280,
-            fragmentation: true,
-        });
+        // Lifetimes as the bench's runs want them exactly: no random part, and no
+        // hard limits that a busy tunnel could reach.
+        let lifetimes = if rekey {
+            "rekey_time = \"60s\"\nchild_rekey_time = \"30s\"\nchild_rand_time = \"0s\"\nchild_life_time = \"0s\"\nrand_time = \"0s\"\nover_time = \"1h\""
+        } else {
+            "reauth_time = \"60s\"\nrand_time = \"0s\"\nover_time = \"1h\""
+        };
+        let esp = if rekey {
+            "aes256gcm16-mlkem768"
+        } else {
+            "aes256gcm16"
+        };
+        let start = SimDuration::from_millis(i as u64 * 37);
+        let tunnel: TunnelSpec = toml::from_str(&format!(
+            "name = \"{name}\"\ninitiator = \"{name}\"\nresponder = \"hub\"\n\
+             ike = [\"aes256gcm16-prfsha256-x25519-ke1_mlkem768\"]\nesp = [\"{esp}\"]\n\
+             ppk = \"required\"\nstart = \"{start}\"\nretry_after = \"1s\"\n{lifetimes}"
+        ))
+        .expect("a valid tunnel");
+        cfg.tunnels.push(tunnel);
     }
     cfg
 }
@@ -181,8 +168,8 @@ fn main() {
     let traffic: TrafficSpec = toml::from_str("rate_pps = 1000\nsizes = [1000]").unwrap();
     for t in &mut cfg.tunnels {
         t.traffic = Some(traffic.clone());
-        t.child_rekey_every = Some(SimDuration::from_secs(20));
-        t.ike_rekey_every = None;
+        t.child_rekey_time = Some(SimDuration::from_secs(20));
+        t.rekey_time = None;
     }
     let (r, secs) = timed(cfg);
     let packets: u64 = r.traffic.iter().map(|f| f.delivered_packets).sum();

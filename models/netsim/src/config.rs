@@ -149,31 +149,60 @@ pub struct TunnelSpec {
     pub ppk: PpkMode,
     #[serde(default)]
     pub start: SimTime,
-    /// Start a fresh IKE SA (a new PPK with RFC 8784) this often, deleting the old one.
+    /// IKE SA lifetimes, with strongSwan's names and meaning (swanctl.conf): rekey the
+    /// IKE SA with CREATE_CHILD_SA (new keys from new key exchanges, no new QKD key)
+    /// `rekey_time` after it came up, re-authenticate (a fresh IKE SA, and with a PPK a
+    /// fresh QKD key) `reauth_time` after, each less a random part of `rand_time`. If
+    /// neither has replaced the IKE SA `over_time` after it was due, the IKE SA is
+    /// deleted with its Child SAs, replacement or not. Unset: no rekey, no
+    /// re-authentication (strongSwan's default rekey_time is 4 h; scenarios say theirs).
+    /// The tunnel's initiator runs these timers; the responder follows its Deletes.
     #[serde(default)]
-    pub reauth_every: Option<SimDuration>,
-    /// Rekey the Child SA this long after it came up (CREATE_CHILD_SA with PFS when the
-    /// ESP proposal names a key exchange), again and again.
+    pub rekey_time: Option<SimDuration>,
     #[serde(default)]
-    pub child_rekey_every: Option<SimDuration>,
-    /// Both gateways run the `child_rekey_every` timer of each Child SA, as strongSwan
+    pub reauth_time: Option<SimDuration>,
+    /// Default: 10 % of the longer of `rekey_time` and `reauth_time`.
+    #[serde(default)]
+    pub over_time: Option<SimDuration>,
+    /// Default: `over_time`.
+    #[serde(default)]
+    pub rand_time: Option<SimDuration>,
+    /// Re-authenticate make-before-break (strongSwan 6's default: the new IKE SA comes
+    /// up beside the old one, then the old one is deleted) or, when false,
+    /// break-before-make (strongSwan 5.9's: the old one is deleted first, a gap each
+    /// time).
+    #[serde(default = "yes")]
+    pub make_before_break: bool,
+    /// Rekey each Child SA `child_rekey_time` after it came up, less a random part of
+    /// `child_rand_time` (CREATE_CHILD_SA with PFS when the ESP proposal names a key
+    /// exchange); strongSwan's child `rekey_time` and `rand_time`. Unset: no rekey.
+    #[serde(default)]
+    pub child_rekey_time: Option<SimDuration>,
+    /// Default: `child_life_time - child_rekey_time`, as strongSwan's.
+    #[serde(default)]
+    pub child_rand_time: Option<SimDuration>,
+    /// Hard lifetime of each Child SA (strongSwan's child `life_time`): a Child SA still
+    /// there this long after it came up is deleted, at each end, and carries no more
+    /// traffic. Default: `child_rekey_time` + 10 %, as strongSwan's; `"0s"` (or no
+    /// `child_rekey_time`): no time limit.
+    #[serde(default)]
+    pub child_life_time: Option<SimDuration>,
+    /// Both gateways run the `child_rekey_time` timer of each Child SA, as strongSwan
     /// does (each with its own jitter; crossing rekeys are settled by nonce). Off: only
     /// the initiator does, the simpler and more common setup in studies.
     #[serde(default)]
     pub child_rekey_both_ends: bool,
-    /// Rekey the IKE SA this often with CREATE_CHILD_SA (new keys from new key
-    /// exchanges, additional ones in IKE_FOLLOWUP_KE; no new QKD key).
-    #[serde(default)]
-    pub ike_rekey_every: Option<SimDuration>,
-    /// Rekey up to this much earlier, uniformly at random (strongSwan's `rand_time`),
-    /// so that tunnels set up together do not rekey together.
-    #[serde(default)]
-    pub child_rekey_jitter: SimDuration,
-    /// Hard lifetime of each Child SA (strongSwan's `life_time`): a Child SA still there
-    /// this long after it came up is deleted, at each end, and carries no more traffic.
-    /// Unset: no time limit (strongSwan's default is 10 % more than its rekey time).
-    #[serde(default)]
-    pub child_life: Option<SimDuration>,
+    /// Keys of earlier versions, refused with the name of the key that replaced them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reauth_every: Option<Renamed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ike_rekey_every: Option<Renamed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_rekey_every: Option<Renamed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_rekey_jitter: Option<Renamed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_life: Option<Renamed>,
     /// Volume limits of each Child SA, counted per SA and direction at both ends
     /// (strongSwan's `rekey_bytes`, `life_bytes`, `rand_bytes` and the `_packets`
     /// forms): the end whose count reaches the soft limit (less a random part of
@@ -211,6 +240,128 @@ pub struct TunnelSpec {
 
 fn yes() -> bool {
     true
+}
+
+/// A key an earlier version had, accepted by the parser only so that building the
+/// world can refuse it with the name of its successor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Renamed;
+
+impl<'de> Deserialize<'de> for Renamed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(Renamed)
+    }
+}
+
+impl Serialize for Renamed {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_unit()
+    }
+}
+
+/// A tunnel's lifetimes with strongSwan's defaults filled in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lifetimes {
+    pub rekey: Option<SimDuration>,
+    pub reauth: Option<SimDuration>,
+    /// Hard limit after the (earlier) rekey or reauthentication was due.
+    pub over: SimDuration,
+    pub rand: SimDuration,
+    pub make_before_break: bool,
+    pub child_rekey: Option<SimDuration>,
+    pub child_rand: SimDuration,
+    pub child_life: Option<SimDuration>,
+}
+
+impl TunnelSpec {
+    /// The lifetimes this tunnel runs, or the key (relative to the tunnel) that is wrong
+    /// and why.
+    pub fn lifetimes(&self) -> Result<Lifetimes, (&'static str, String)> {
+        for (old, new, given) in [
+            ("reauth_every", "reauth_time", self.reauth_every.is_some()),
+            (
+                "ike_rekey_every",
+                "rekey_time",
+                self.ike_rekey_every.is_some(),
+            ),
+            (
+                "child_rekey_every",
+                "child_rekey_time",
+                self.child_rekey_every.is_some(),
+            ),
+            (
+                "child_rekey_jitter",
+                "child_rand_time",
+                self.child_rekey_jitter.is_some(),
+            ),
+            ("child_life", "child_life_time", self.child_life.is_some()),
+        ] {
+            if given {
+                return Err((
+                    old,
+                    format!(
+                        "renamed `{new}` (strongSwan's name); IKE SAs now also have a hard \
+                         limit (`over_time`) and a random part (`rand_time`), see the README"
+                    ),
+                ));
+            }
+        }
+        let positive = |key, d: Option<SimDuration>| match d {
+            Some(d) if d.as_nanos() == 0 => Err((key, "must be longer than zero".to_string())),
+            d => Ok(d),
+        };
+        let rekey = positive("rekey_time", self.rekey_time)?;
+        let reauth = positive("reauth_time", self.reauth_time)?;
+        let longer = rekey.max(reauth).unwrap_or(SimDuration::ZERO);
+        let over = self
+            .over_time
+            .unwrap_or(SimDuration::from_nanos(longer.as_nanos() / 10));
+        let rand = self.rand_time.unwrap_or(over);
+        let shorter = [rekey, reauth].into_iter().flatten().min();
+        if shorter.is_some_and(|t| rand >= t) {
+            return Err((
+                "rand_time",
+                "must be shorter than rekey_time and reauth_time".into(),
+            ));
+        }
+        let child_rekey = positive("child_rekey_time", self.child_rekey_time)?;
+        let child_life = match (self.child_life_time, child_rekey) {
+            (Some(l), _) if l.as_nanos() == 0 => None,
+            (Some(l), _) => Some(l),
+            (None, Some(r)) => Some(SimDuration::from_nanos(r.as_nanos() + r.as_nanos() / 10)),
+            (None, None) => None,
+        };
+        if let (Some(l), Some(r)) = (child_life, child_rekey)
+            && l <= r
+        {
+            return Err((
+                "child_life_time",
+                "must be longer than child_rekey_time".into(),
+            ));
+        }
+        let child_rand = match (self.child_rand_time, child_life, child_rekey) {
+            (Some(d), ..) => d,
+            (None, Some(l), Some(r)) => l - r,
+            _ => SimDuration::ZERO,
+        };
+        if child_rekey.is_some_and(|r| child_rand >= r) {
+            return Err((
+                "child_rand_time",
+                "must be shorter than child_rekey_time".into(),
+            ));
+        }
+        Ok(Lifetimes {
+            rekey,
+            reauth,
+            over,
+            rand,
+            make_before_break: self.make_before_break,
+            child_rekey,
+            child_rand,
+            child_life,
+        })
+    }
 }
 
 fn default_ike() -> Vec<String> {

@@ -120,6 +120,16 @@ impl DataPlane {
         self.pairs.contains_key(&(gw, spi_in))
     }
 
+    /// Whether `gw` can send tunnel `t`'s traffic to `peer`: it has a pair to send on,
+    /// not past its hard lifetime, whose other half `peer` holds.
+    pub fn carries(&self, gw: usize, t: usize, peer: usize) -> bool {
+        let pair = self
+            .sender
+            .get(&(gw, t))
+            .and_then(|spi| self.pairs.get(&(gw, *spi)));
+        pair.is_some_and(|p| !p.expired && self.has(peer, p.outbound.spi))
+    }
+
     /// Whether `gw` holds any Child SA of tunnel `t`.
     pub fn holds(&self, gw: usize, t: usize) -> bool {
         self.range(gw).any(|(_, p)| p.tunnel == t)

@@ -48,7 +48,7 @@ fn traffic_crosses_child_rekeys_without_loss_on_a_clean_link() {
     let text = scenario(
         "2m",
         "",
-        "esp = [\"aes256gcm16-x25519\"]\nchild_rekey_every = \"15s\"\n\
+        "esp = [\"aes256gcm16-x25519\"]\nchild_rekey_time = \"15s\"\n\
          traffic = { rate_pps = 100, sizes = [64, 576, 1400] }",
     );
     let r = run(&text, 1);
@@ -58,10 +58,11 @@ fn traffic_crosses_child_rekeys_without_loss_on_a_clean_link() {
     // 100 packets per second each way for 120 s, the first at 0 s, the last at 120 s.
     assert_eq!(f.offered_packets, 2 * (100 * 120 + 1), "{f:?}");
     // Before the first Child SA (one round trip each for IKE_SA_INIT and IKE_AUTH):
-    // no SA. After it, through seven rekeys: nothing lost, except what is still on the
-    // link when the run ends.
+    // no SA. After it, through a rekey every 13.5 to 15 s (strongSwan's default random
+    // part: a tenth of the rekey time): nothing lost, except what is still on the link
+    // when the run ends.
     assert!((4..=16).contains(&f.no_sa), "{f:?}");
-    assert_eq!(starts(&r, "CREATE_CHILD_SA").len(), 7);
+    assert!((7..=8).contains(&starts(&r, "CREATE_CHILD_SA").len()));
     assert_eq!((f.unknown_spi, f.expired, f.replayed), (0, 0, 0), "{f:?}");
     assert!(f.lost_on_link <= 4, "{f:?}");
     assert_eq!(f.delivered_packets, f.sent_packets - f.lost_on_link);
@@ -121,7 +122,7 @@ fn hard_limits_delete_child_sas_and_a_new_one_takes_over() {
     let text = scenario(
         "30s",
         "",
-        "child_life = \"10s\"\ntraffic = { rate_pps = 100, direction = \"forward\" }",
+        "child_life_time = \"10s\"\ntraffic = { rate_pps = 100, direction = \"forward\" }",
     );
     let r = run(&text, 3);
     assert!(r.violations.is_empty(), "{:?}", r.violations);
@@ -193,7 +194,7 @@ fn aggregate_mode_counts_against_lifetimes_without_sending_packets() {
 fn with_both_ends_rekeying_by_time_each_starts_some_and_crossings_are_settled() {
     let tunnel = |jitter: &str| {
         format!(
-            "esp = [\"aes256gcm16-x25519\"]\nchild_rekey_every = \"20s\"\nchild_rekey_jitter = \"{jitter}\"\n\
+            "esp = [\"aes256gcm16-x25519\"]\nchild_rekey_time = \"20s\"\nchild_rand_time = \"{jitter}\"\n\
              child_rekey_both_ends = true\ntraffic = {{ rate_pps = 50, sizes = [200] }}"
         )
     };

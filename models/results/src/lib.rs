@@ -19,6 +19,9 @@ pub use qkd::network::NetworkStats;
 pub struct HandshakeRow {
     pub tunnel: String,
     pub attempt: u32,
+    /// The initiator's SPI of the attempt's IKE SA (16 hex digits; empty if IKE never
+    /// started): its exchanges are the [`ExchangeRow`]s with this `ike_sa`.
+    pub ike_sa: String,
     /// Why: `start`, `reauthentication`, `retry` (after a failure), `dead peer` (dead
     /// peer detection gave up on the SA that was up), `gateway restart`.
     pub why: String,
@@ -32,31 +35,50 @@ pub struct HandshakeRow {
     pub outcome: String,
     /// IKE_SA_INIT sent to IKE SA established (or failed), at the initiator.
     pub duration_ns: u64,
+    /// For an established attempt: from wanting the IKE SA (`requested_ns`, so the key
+    /// wait included) to established.
+    pub time_to_up_ns: Option<u64>,
     pub proposal: String,
     /// `none`, `used`, or `downgraded (<reason>)`.
     pub ppk: String,
     pub ppk_id: String,
+    /// Requests of the attempt's exchanges sent again: the sum of their rows'
+    /// `retransmissions`.
     pub retransmissions: u32,
-    /// Bytes the initiator sent and received in the handshake's exchanges.
+    /// Bytes the initiator sent and received in the attempt's exchanges, answered or
+    /// not: the sums of their rows' `request_bytes` and `response_bytes`.
     pub bytes_sent: usize,
     pub bytes_received: usize,
     pub fragments_sent: usize,
     pub fragments_received: usize,
 }
 
-/// One exchange an endpoint initiated.
+/// One exchange an endpoint initiated, however it ended. A gateway's rows add up to
+/// its endpoint counters: their `retransmissions` to [`EndpointStats::retransmissions`],
+/// their `retransmitted_datagrams` to [`EndpointStats::retransmitted_datagrams`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExchangeRow {
     pub tunnel: String,
     pub gateway: String,
+    /// The initiating gateway's SPI of the IKE SA (16 hex digits).
+    pub ike_sa: String,
     pub exchange: String,
     pub started_ns: u64,
+    /// When the response completed it, or when it was given up.
     pub completed_ns: u64,
+    /// `answered`, `timed out` (no response after every retransmission), `abandoned`
+    /// (the IKE SA failed otherwise, or was deleted, under it) or `unfinished` (still in
+    /// flight when the run ended).
+    pub outcome: String,
+    /// One copy of the request; the response as received (all its fragments).
     pub request_bytes: usize,
     pub request_fragments: usize,
     pub response_bytes: usize,
     pub response_fragments: usize,
+    /// Times the request was sent again (once per resend, however many fragments).
     pub retransmissions: u32,
+    /// Datagrams those resends took (each fragment counts).
+    pub retransmitted_datagrams: u32,
 }
 
 /// One call to a key manager.
@@ -105,16 +127,52 @@ pub struct TunnelSummary {
     pub keys_wasted: u32,
     /// Total time spent waiting for QKD keys.
     pub key_wait_ns: u64,
-    /// Total time with an established IKE SA.
+    /// When the tunnel was configured to start.
+    pub start_ns: u64,
+    /// When it first came up (`None`: never).
+    pub first_up_ns: Option<u64>,
+    /// Total time up: the initiator held an established IKE SA that meets the tunnel's
+    /// PPK policy, and a Child SA it could send on whose other half the responder held.
     pub up_ns: u64,
-    /// The periods with an established IKE SA, (from, to) in ns.
+    /// The periods up, (from, to) in ns.
     pub up_periods: Vec<(u64, u64)>,
+    /// Every time the tunnel went down after it had first come up, and why.
+    pub outages: Vec<Outage>,
     /// IKE SA rekeys completed (CREATE_CHILD_SA).
     pub ike_rekeys: u32,
+    /// IKE SAs deleted at their hard lifetime (neither rekeyed nor re-authenticated
+    /// within `over_time` of being due).
+    pub ike_expiries: u32,
     /// Established IKE SAs that dead peer detection found dead (then restarted).
     pub dead_peers: u32,
     /// Times its initiator came back from a reboot and started it afresh.
     pub restarts: u32,
+}
+
+impl TunnelSummary {
+    /// The fraction of the time from the tunnel's start to the run's end that it was up.
+    pub fn availability(&self, duration_ns: u64) -> f64 {
+        let span = duration_ns.saturating_sub(self.start_ns);
+        if span == 0 {
+            return 0.0;
+        }
+        self.up_ns as f64 / span as f64
+    }
+}
+
+/// A stretch of time a tunnel was down after it had been up.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Outage {
+    pub from_ns: u64,
+    /// When it came back up, or the run's end.
+    pub to_ns: u64,
+    /// What took it down: `no key` (the IKE SA reached its hard lifetime while its
+    /// re-authentication waited for a QKD key), `handshake in progress` (or `handshake
+    /// failed`: the replacement was still being negotiated, or kept failing),
+    /// `expired` (nothing replaced it), `reauthentication` (break-before-make),
+    /// `peer dead` (dead peer detection), `gateway restart`, `peer restart`, `child SA
+    /// expired` (a Child SA reached its hard lifetime), `deleted by peer`, or `other`.
+    pub cause: String,
 }
 
 /// ESP traffic through one tunnel, both directions together. Every offered packet ends
@@ -243,7 +301,13 @@ pub struct SweepRow {
     pub key_wait_s: f64,
     pub handshake_p50_ms: Option<f64>,
     pub handshake_p95_ms: Option<f64>,
+    /// Requests sent again, in every exchange of the run (the sum of its exchange rows).
     pub retransmissions: u32,
+    /// The mean over the run's tunnels of their availability
+    /// ([`TunnelSummary::availability`]).
+    pub availability: f64,
+    /// Outages of all its tunnels.
+    pub outages: u32,
     pub fingerprint: String,
     /// Invariants the run broke (empty when it is sound).
     pub violations: Vec<String>,

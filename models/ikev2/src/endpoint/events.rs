@@ -182,19 +182,51 @@ impl fmt::Debug for ChildSa {
     }
 }
 
-/// Byte and fragment counts of one exchange we initiated.
+/// How an exchange we initiated ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExchangeOutcome {
+    /// Its response arrived.
+    #[default]
+    Answered,
+    /// No response after every retransmission: the IKE SA failed.
+    TimedOut,
+    /// The IKE SA failed for another reason while the request was outstanding, or was
+    /// deleted or replaced under it.
+    Abandoned,
+    /// Still waiting for its response when the driver stopped ([`crate::endpoint::Endpoint::finish`]).
+    Unfinished,
+}
+
+impl ExchangeOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeOutcome::Answered => "answered",
+            ExchangeOutcome::TimedOut => "timed out",
+            ExchangeOutcome::Abandoned => "abandoned",
+            ExchangeOutcome::Unfinished => "unfinished",
+        }
+    }
+}
+
+/// Byte and fragment counts of one exchange we initiated: every exchange ends in one
+/// [`Event::Exchange`], answered or not.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExchangeStats {
     pub exchange: u8,
     pub message_id: u32,
     pub started_ns: u64,
+    /// When the response completed it, or when it was given up.
     pub completed_ns: u64,
+    pub outcome: ExchangeOutcome,
     /// One copy of the request (retransmissions are counted separately).
     pub request_bytes: usize,
     pub request_fragments: usize,
     pub response_bytes: usize,
     pub response_fragments: usize,
+    /// Times the request was sent again (once per resend, however many fragments).
     pub retransmissions: u32,
+    /// Datagrams those resends took (fragments each count).
+    pub retransmitted_datagrams: u32,
 }
 
 /// What became of a request to start an exchange (a rekey).
@@ -313,7 +345,9 @@ pub struct EndpointStats {
     pub dropped_unexpected: u64,
     /// IKE_SA_INIT from an address with no peer configuration.
     pub dropped_no_peer: u64,
+    /// Requests sent again (once per resend), and the datagrams that took.
     pub retransmissions: u64,
+    pub retransmitted_datagrams: u64,
     pub responses_resent: u64,
     pub cookies_sent: u64,
 }

@@ -19,8 +19,8 @@ mod sa;
 
 pub use config::{EndpointConfig, Identity, PeerConfig, PpkPolicy, Timers};
 pub use events::{
-    ChildSa, DowngradeReason, EndpointStats, Event, ExchangeStats, FailReason, KeylogEntry, Ppk,
-    PpkOutcome, SaId, Start, Transmit,
+    ChildSa, DowngradeReason, EndpointStats, Event, ExchangeOutcome, ExchangeStats, FailReason,
+    KeylogEntry, Ppk, PpkOutcome, SaId, Start, Transmit,
 };
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -237,6 +237,19 @@ impl Endpoint {
         }
     }
 
+    /// The driver stops (a simulation's end): every exchange still in flight is
+    /// reported as [`ExchangeOutcome::Unfinished`], so that counts made from the
+    /// exchanges add up to the endpoint's counters.
+    pub fn finish(&mut self, now: u64) {
+        let spis: Vec<SaId> = self.sas.keys().copied().collect();
+        for spi in spis {
+            self.with_sa(now, spi, |s, ctx| {
+                s.abandon_exchange(ctx, ExchangeOutcome::Unfinished);
+                Ok(())
+            });
+        }
+    }
+
     /// The next instant `handle_timeout` must be called.
     pub fn poll_timeout(&self) -> Option<u64> {
         self.timers.first().map(|&(t, _)| t)
@@ -289,6 +302,10 @@ impl Endpoint {
         let mut ctx = self.shared.ctx(now, s.peer);
         if let Err(reason) = f(s, &mut ctx) {
             s.fail(&mut ctx, reason);
+        }
+        if s.phase == Phase::Gone {
+            // Whatever ended the SA, an exchange in flight is reported as given up.
+            s.abandon_exchange(&mut ctx, ExchangeOutcome::Abandoned);
         }
         if s.phase == Phase::Gone {
             self.remove(spi);

@@ -209,6 +209,9 @@ fn tunnels(
                 }
             }
         }
+        let life = t
+            .lifetimes()
+            .map_err(|(key, problem)| err(format!("tunnel[{i}].{key}"), problem))?;
         let psk = tunnel_psk(&t.name);
         for (me, other) in [(ini, res), (res, ini)] {
             let remote = SocketAddr::from(SocketAddrV4::new(cfg.gateways[other].address, IKE_PORT));
@@ -245,20 +248,22 @@ fn tunnels(
             responder: res,
             peer: peers[ini].len() - 1,
             ppk: t.ppk,
-            reauth_every: t.reauth_every,
-            child_rekey_every: t.child_rekey_every,
-            child_rekey_jitter: t.child_rekey_jitter,
-            ike_rekey_every: t.ike_rekey_every,
+            life,
+            reauth_due: None,
+            ike_life_rng: stream("ike-life"),
             rekey_rng: stream("child-rekey"),
             traffic_rng: stream("traffic"),
             life_rng: stream("child-life"),
             retry_after: t.retry_after,
             current: None,
+            ppk_ok: false,
+            up: Default::default(),
             attempt: None,
             pending_ppk: None,
             consecutive_failures: 0,
             summary: TunnelSummary {
                 tunnel: t.name.clone(),
+                start_ns: t.start.as_nanos(),
                 ..Default::default()
             },
         });

@@ -6,6 +6,7 @@ use ikev2::endpoint::{Endpoint, EndpointConfig, SaId};
 use sim_core::SimDuration;
 
 use super::build::crypto_provider;
+use super::tunnels::AttemptEnd;
 use super::{Ev, World};
 
 impl World {
@@ -35,21 +36,28 @@ impl World {
         }
         for t in 0..self.tunnels.len() {
             let tun = &mut self.tunnels[t];
+            if tun.responder == gw {
+                tun.down_now("peer restart");
+                self.refresh_up(t);
+                continue;
+            }
             if tun.initiator != gw {
                 continue;
             }
-            tun.go_down(now);
-            if let Some((a, _)) = tun.attempt.take() {
+            tun.down_now("gateway restart");
+            tun.current = None;
+            self.refresh_up(t);
+            let tun = &mut self.tunnels[t];
+            if let Some((a, sa)) = tun.attempt.take() {
                 tun.summary.failed += 1;
                 // (Its key wait is not added to the tunnel's total.)
                 let outcome = "failed: gateway restart".to_string();
                 let row = a.row(
                     &tun.name,
                     tun.summary.attempts,
+                    sa,
                     now,
-                    outcome,
-                    String::new(),
-                    String::new(),
+                    AttemptEnd::not_up(outcome),
                 );
                 self.handshakes.push(row);
             }

@@ -71,6 +71,16 @@ enum Ev {
         tunnel: usize,
         sa: SaId,
     },
+    /// Time to re-authenticate the tunnel's IKE SA line that was due then.
+    Reauthenticate {
+        tunnel: usize,
+        due: SimTime,
+    },
+    /// The hard limit of the tunnel's IKE SA `sa`.
+    IkeSaExpire {
+        tunnel: usize,
+        sa: SaId,
+    },
     /// The initiator's key request (`enc_keys` or `/key`) reaches its KME.
     KeyDraw {
         tunnel: usize,
@@ -247,6 +257,8 @@ impl World {
             Ev::TunnelStart { tunnel, why } => self.start_attempt(tunnel, why),
             Ev::TimedChildRekey { tunnel, spi_in } => self.timed_child_rekey(tunnel, spi_in),
             Ev::IkeRekey { tunnel, sa } => self.rekey_ike(tunnel, sa),
+            Ev::Reauthenticate { tunnel, due } => self.reauthenticate(tunnel, due),
+            Ev::IkeSaExpire { tunnel, sa } => self.ike_sa_expire(tunnel, sa),
             Ev::KeyDraw {
                 tunnel,
                 asked,
@@ -290,6 +302,17 @@ impl World {
             child.encr_out[0] ^= 1;
         }
         self.oracle.check_ike_keys(self.sim.now(), &ev);
+        // The tunnel whose up state this event may change.
+        let touched = match &ev {
+            Event::IkeSaEstablished { peer, .. }
+            | Event::IkeSaFailed { peer, .. }
+            | Event::IkeSaDeleted { peer, .. } => Some(self.gateways[gw].peer_tunnel[*peer]),
+            Event::ChildSaReady { sa, .. }
+            | Event::ChildSaRekeyed { sa, .. }
+            | Event::ChildSaDeleting { sa, .. }
+            | Event::ChildSaDeleted { sa, .. } => self.sa_tunnel.get(&(gw, *sa)).copied(),
+            _ => None,
+        };
         self.update_data_plane(gw, &ev);
         self.record_keys(gw, &ev);
         match ev {
@@ -309,7 +332,7 @@ impl World {
                 self.sa_tunnel.insert((gw, sa), t);
             }
             Event::IkeSaFailed { sa, reason, .. } => self.ike_sa_failed(gw, sa, reason),
-            Event::IkeSaDeleted { sa, .. } => self.ike_sa_deleted(gw, sa),
+            Event::IkeSaDeleted { sa, by_peer, .. } => self.ike_sa_deleted(gw, sa, by_peer),
             Event::ChildSaReady { sa, child } | Event::ChildSaRekeyed { sa, child, .. } => {
                 self.child_sa_up(gw, sa, &child)
             }
@@ -318,6 +341,9 @@ impl World {
             Event::ChildSaFailed { sa, .. } => self.child_sa_refused(gw, sa),
             Event::IkeSaRekeyFailed { sa, .. } => self.ike_rekey_refused(gw, sa),
             Event::Keys { .. } | Event::ChildSaDeleting { .. } | Event::ChildSaDeleted { .. } => {}
+        }
+        if let Some(t) = touched {
+            self.refresh_up(t);
         }
     }
 }

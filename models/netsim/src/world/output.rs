@@ -8,6 +8,7 @@ use serde::Serialize;
 use sim_core::TraceEvent;
 
 use super::World;
+use super::tunnels::AttemptEnd;
 use crate::results::{LinkSummary, PoolSeries, Results};
 
 /// Typed trace lines of the network.
@@ -28,6 +29,7 @@ pub(super) enum NetTrace<'a> {
     Exchange {
         tunnel: &'a str,
         exchange: &'a str,
+        outcome: &'a str,
         bytes: usize,
         fragments: usize,
         retransmissions: u32,
@@ -101,8 +103,13 @@ impl World {
 
     pub(super) fn results(mut self) -> Results {
         let now = self.sim.now();
+        // Exchanges still in flight count too (their rows say `unfinished`).
+        for gw in 0..self.gateways.len() {
+            self.gateways[gw].ep.finish(now.as_nanos());
+            self.drain(gw);
+        }
         for t in &mut self.tunnels {
-            t.go_down(now);
+            t.close(now);
             // An attempt still going at the end (often: still waiting for a key).
             if let Some((mut a, sa)) = t.attempt.take() {
                 if sa.is_none() {
@@ -114,10 +121,9 @@ impl World {
                 let row = a.row(
                     &t.name,
                     t.summary.attempts,
+                    sa,
                     now,
-                    outcome,
-                    String::new(),
-                    String::new(),
+                    AttemptEnd::not_up(outcome),
                 );
                 self.handshakes.push(row);
             }

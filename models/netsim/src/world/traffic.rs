@@ -122,6 +122,10 @@ impl World {
         let Some(sa) = self.dp.expire(gw, spi_in) else {
             return;
         };
+        if let Some(&t) = self.sa_tunnel.get(&(gw, sa)) {
+            self.tunnels[t].down_now("child SA expired");
+            self.refresh_up(t);
+        }
         let now = self.now_ns();
         let start = self.gateways[gw].ep.delete_child(now, sa, spi_in);
         self.drain(gw);
@@ -163,7 +167,7 @@ impl World {
     ) {
         let life = self.child_lifetime(t);
         self.dp.install(gw, t, sa, child, old_spi_in, life);
-        if let Some(after) = self.cfg.tunnels[t].child_life {
+        if let Some(after) = self.tunnels[t].life.child_life {
             let entity = self.gateways[gw].entity;
             let spi_in = child.spi_in;
             self.sim
@@ -215,7 +219,7 @@ impl World {
     /// one on the IKE SA that is up.
     pub(super) fn create_child(&mut self, tunnel: usize) {
         let gw = self.tunnels[tunnel].initiator;
-        if let Some((sa, _)) = self.tunnels[tunnel].current
+        if let Some(sa) = self.tunnels[tunnel].current
             && !self.dp.holds(gw, tunnel)
         {
             let now = self.now_ns();

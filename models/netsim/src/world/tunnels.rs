@@ -12,8 +12,8 @@ use sim_core::{RngExt, SimDuration, SimRng, SimTime};
 
 use super::output::NetTrace;
 use super::{Ev, World};
-use crate::config::PpkMode;
-use crate::results::{ExchangeRow, HandshakeRow, TunnelSummary};
+use crate::config::{Lifetimes, PpkMode};
+use crate::results::{ExchangeRow, HandshakeRow, Outage, TunnelSummary};
 
 /// One attempt to bring a tunnel's IKE SA up, from wanting it to its end.
 #[derive(Default)]
@@ -36,20 +36,55 @@ pub(super) struct HandshakeAttempt {
     pub fragments_received: usize,
 }
 
+/// How an attempt ended, for its row.
+pub(super) struct AttemptEnd {
+    outcome: String,
+    proposal: String,
+    ppk: String,
+}
+
+impl AttemptEnd {
+    pub(super) fn established(proposal: String, ppk: String) -> Self {
+        let outcome = "established".into();
+        AttemptEnd {
+            outcome,
+            proposal,
+            ppk,
+        }
+    }
+
+    /// Failed (`failed: <reason>`) or unfinished: no proposal, no PPK.
+    pub(super) fn not_up(outcome: String) -> Self {
+        let (proposal, ppk) = (String::new(), String::new());
+        AttemptEnd {
+            outcome,
+            proposal,
+            ppk,
+        }
+    }
+}
+
 impl HandshakeAttempt {
-    /// The attempt's row, ending at `now` with `outcome`.
+    /// The attempt's row, ending at `now` as `end` says.
     pub(super) fn row(
         &self,
         tunnel: &str,
         number: u32,
+        sa: Option<SaId>,
         now: SimTime,
-        outcome: String,
-        proposal: String,
-        ppk: String,
+        end: AttemptEnd,
     ) -> HandshakeRow {
+        let AttemptEnd {
+            outcome,
+            proposal,
+            ppk,
+        } = end;
+        let time_to_up_ns =
+            (outcome == "established").then(|| now.saturating_since(self.requested).as_nanos());
         HandshakeRow {
             tunnel: tunnel.to_string(),
             attempt: number,
+            ike_sa: sa.map(|sa| format!("{sa:016x}")).unwrap_or_default(),
             why: self.why.to_string(),
             requested_ns: self.requested.as_nanos(),
             key_wait_ns: self.key_wait.as_nanos(),
@@ -57,6 +92,7 @@ impl HandshakeAttempt {
             ended_ns: now.as_nanos(),
             outcome,
             duration_ns: now.saturating_since(self.ike_started).as_nanos(),
+            time_to_up_ns,
             proposal,
             ppk,
             ppk_id: self.ppk_id.clone(),
@@ -76,19 +112,22 @@ pub(super) struct Tunnel {
     /// Peer index at the initiator's endpoint.
     pub peer: usize,
     pub ppk: PpkMode,
-    pub reauth_every: Option<SimDuration>,
-    pub child_rekey_every: Option<SimDuration>,
-    pub child_rekey_jitter: SimDuration,
-    pub ike_rekey_every: Option<SimDuration>,
-    /// The tunnel's own streams: rekey jitter, packet gaps and sizes, volume-limit
-    /// jitter (drawn at the initiator's entity).
+    pub life: Lifetimes,
+    /// When the current IKE SA's line (it and its rekeyed successors) re-authenticates:
+    /// a rekeyed IKE SA inherits it, as strongSwan's does.
+    pub reauth_due: Option<SimTime>,
+    /// The tunnel's own streams: IKE and Child SA rekey jitter, packet gaps and sizes,
+    /// volume-limit jitter (drawn at the initiator's entity).
+    pub ike_life_rng: SimRng,
     pub rekey_rng: SimRng,
     pub traffic_rng: SimRng,
     pub life_rng: SimRng,
     pub retry_after: SimDuration,
-    /// The IKE SA that is up, and since when the tunnel has been up (across
-    /// reauthentications and rekeys).
-    pub current: Option<(SaId, SimTime)>,
+    /// The initiator's IKE SA of the tunnel: the newest established one.
+    pub current: Option<SaId>,
+    /// The current IKE SA meets the tunnel's PPK policy.
+    pub ppk_ok: bool,
+    pub up: UpState,
     /// The attempt in progress and its SA (once started).
     pub attempt: Option<(HandshakeAttempt, Option<SaId>)>,
     pub pending_ppk: Option<Ppk>,
@@ -96,20 +135,72 @@ pub(super) struct Tunnel {
     pub summary: TunnelSummary,
 }
 
+/// Whether a tunnel is up, and what is about to take it down.
+#[derive(Default)]
+pub(super) struct UpState {
+    /// Up since then.
+    since: Option<SimTime>,
+    /// Down, after having been up, since then and for this reason.
+    down: Option<(SimTime, &'static str)>,
+    /// Set by a deliberate Delete of the current IKE SA (answered a round trip later),
+    /// read when the tunnel goes down; dropped when another IKE SA takes over.
+    hint: Option<&'static str>,
+    /// Set by an event that removes state at once, read by the refresh that follows it.
+    now: Option<&'static str>,
+}
+
 impl Tunnel {
-    /// IKE SA `sa` is up; returns the one it replaces (a reauthentication).
-    fn go_up(&mut self, sa: SaId, now: SimTime) -> Option<SaId> {
-        let since = self.current.map_or(now, |c| c.1);
-        self.current.replace((sa, since)).map(|c| c.0)
+    /// What is about to take the tunnel down: a Delete of its IKE SA, sent now.
+    pub(super) fn expect_down(&mut self, cause: &'static str) {
+        self.up.hint.get_or_insert(cause);
     }
 
-    /// The tunnel has no IKE SA (any more): its up period ends.
-    pub(super) fn go_down(&mut self, now: SimTime) {
-        if let Some((_, since)) = self.current.take() {
+    /// What takes the tunnel down, if it goes down now.
+    pub(super) fn down_now(&mut self, cause: &'static str) {
+        self.up.now = Some(cause);
+    }
+
+    /// The tunnel is up or down now: up periods and outages as they change.
+    pub(super) fn set_up(&mut self, up: bool, now: SimTime) {
+        let immediate = self.up.now.take();
+        match (self.up.since, up) {
+            (None, true) => {
+                if let Some((from, cause)) = self.up.down.take() {
+                    self.summary.outages.push(Outage {
+                        from_ns: from.as_nanos(),
+                        to_ns: now.as_nanos(),
+                        cause: cause.into(),
+                    });
+                }
+                self.summary.first_up_ns.get_or_insert(now.as_nanos());
+                self.up.since = Some(now);
+                self.up.hint = None;
+            }
+            (Some(since), false) => {
+                self.summary.up_ns += now.saturating_since(since).as_nanos();
+                let period = (since.as_nanos(), now.as_nanos());
+                self.summary.up_periods.push(period);
+                self.up.since = None;
+                let cause = self.up.hint.take().or(immediate).unwrap_or("other");
+                self.up.down = Some((now, cause));
+            }
+            _ => {}
+        }
+    }
+
+    /// The run ends: the period up, or the outage, in progress ends with it.
+    pub(super) fn close(&mut self, now: SimTime) {
+        if let Some((from, cause)) = self.up.down.take() {
+            self.summary.outages.push(Outage {
+                from_ns: from.as_nanos(),
+                to_ns: now.as_nanos(),
+                cause: cause.into(),
+            });
+        }
+        if let Some(since) = self.up.since.take() {
             self.summary.up_ns += now.saturating_since(since).as_nanos();
-            self.summary
-                .up_periods
-                .push((since.as_nanos(), now.as_nanos()));
+            let period = (since.as_nanos(), now.as_nanos());
+            self.summary.up_periods.push(period);
         }
     }
 
@@ -122,23 +213,10 @@ impl Tunnel {
     }
 
     /// Ends the attempt in progress with `outcome`: its row, and its key wait counted.
-    pub(super) fn end_attempt(
-        &mut self,
-        now: SimTime,
-        outcome: String,
-        proposal: String,
-        ppk: String,
-    ) -> Option<HandshakeRow> {
-        let (a, _) = self.attempt.take()?;
+    pub(super) fn end_attempt(&mut self, now: SimTime, end: AttemptEnd) -> Option<HandshakeRow> {
+        let (a, sa) = self.attempt.take()?;
         self.summary.key_wait_ns += a.key_wait.as_nanos();
-        Some(a.row(
-            &self.name,
-            self.summary.attempts,
-            now,
-            outcome,
-            proposal,
-            ppk,
-        ))
+        Some(a.row(&self.name, self.summary.attempts, sa, now, end))
     }
 }
 
@@ -200,12 +278,78 @@ impl World {
         }
     }
 
-    fn schedule_ike_rekey(&mut self, t: usize, sa: SaId) {
-        if let Some(every) = self.tunnels[t].ike_rekey_every {
-            let entity = self.gateways[self.tunnels[t].initiator].entity;
-            self.sim
-                .schedule(entity, every, Ev::IkeRekey { tunnel: t, sa });
+    /// The lifetimes of the initiator's IKE SA `sa`, as strongSwan runs them: a rekey
+    /// at `rekey_time` less a random part of `rand_time`; a re-authentication likewise
+    /// (a fresh SA only: a rekeyed one inherits its predecessor's); the hard limit
+    /// `over_time` after the earlier of the two.
+    fn schedule_ike_lifetimes(&mut self, t: usize, sa: SaId, fresh: bool) {
+        let now = self.sim.now();
+        let entity = self.gateways[self.tunnels[t].initiator].entity;
+        let tun = &mut self.tunnels[t];
+        let life = tun.life;
+        let rng = &mut tun.ike_life_rng;
+        let mut jittered =
+            |d: SimDuration| d - SimDuration::from_nanos(rng.below_or_eq(life.rand.as_nanos()));
+        let rekey = life.rekey.map(&mut jittered);
+        if fresh {
+            tun.reauth_due = life.reauth.map(|d| now + jittered(d));
+            if let Some(due) = tun.reauth_due {
+                self.sim
+                    .schedule_at(entity, due, Ev::Reauthenticate { tunnel: t, due });
+            }
         }
+        let tun = &self.tunnels[t];
+        if let Some(after) = rekey {
+            self.sim
+                .schedule(entity, after, Ev::IkeRekey { tunnel: t, sa });
+        }
+        let due = [rekey.map(|d| now + d), tun.reauth_due]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(due) = due {
+            self.sim
+                .schedule_at(entity, due + life.over, Ev::IkeSaExpire { tunnel: t, sa });
+        }
+    }
+
+    /// The re-authentication of the current IKE SA's line is due: a new IKE SA, beside
+    /// the old one (make-before-break) or after deleting it.
+    pub(super) fn reauthenticate(&mut self, t: usize, due: SimTime) {
+        let tun = &self.tunnels[t];
+        if tun.reauth_due != Some(due) {
+            return; // a newer IKE SA replaced that line
+        }
+        if let (false, Some(sa)) = (tun.life.make_before_break, tun.current) {
+            self.tunnels[t].expect_down("reauthentication");
+            let gw = self.tunnels[t].initiator;
+            let now = self.now_ns();
+            self.gateways[gw].ep.delete(now, sa);
+            self.drain(gw);
+        }
+        self.start_attempt(t, "reauthentication");
+    }
+
+    /// The hard limit of IKE SA `sa`: if neither its rekey nor its re-authentication
+    /// replaced it, it is deleted with its Child SAs.
+    pub(super) fn ike_sa_expire(&mut self, t: usize, sa: SaId) {
+        let tun = &mut self.tunnels[t];
+        if tun.current != Some(sa) {
+            return;
+        }
+        tun.summary.ike_expiries += 1;
+        // What kept the replacement from coming up in time.
+        let cause = match &tun.attempt {
+            Some((_, None)) if tun.ppk != PpkMode::Disabled => "no key",
+            Some(_) => "handshake in progress",
+            None if tun.consecutive_failures > 0 => "handshake failed",
+            None => "expired",
+        };
+        tun.expect_down(cause);
+        let gw = tun.initiator;
+        let now = self.now_ns();
+        self.gateways[gw].ep.delete(now, sa);
+        self.drain(gw);
     }
 
     /// The initiator's periodic Child SA rekey, on the IKE SA that is up now (an IKE SA
@@ -213,7 +357,7 @@ impl World {
     /// ignores an SPI it no longer has).
     pub(super) fn timed_child_rekey(&mut self, tunnel: usize, spi_in: u32) {
         let gw = self.tunnels[tunnel].initiator;
-        if let Some((sa, _)) = self.tunnels[tunnel].current
+        if let Some(sa) = self.tunnels[tunnel].current
             && self.dp.rekeyable(gw, spi_in).is_some()
         {
             let now = self.now_ns();
@@ -229,7 +373,7 @@ impl World {
     /// The initiator's periodic IKE SA rekey, if `sa` is still the one that is up.
     pub(super) fn rekey_ike(&mut self, tunnel: usize, sa: SaId) {
         let gw = self.tunnels[tunnel].initiator;
-        if self.tunnels[tunnel].current.is_some_and(|(s, _)| s == sa) {
+        if self.tunnels[tunnel].current == Some(sa) {
             let now = self.now_ns();
             let start = self.gateways[gw].ep.rekey_ike(now, sa);
             self.drain(gw);
@@ -267,6 +411,7 @@ impl World {
         let trace = NetTrace::Exchange {
             tunnel: &name,
             exchange: &kind,
+            outcome: stats.outcome.as_str(),
             bytes: stats.request_bytes + stats.response_bytes,
             fragments: stats.request_fragments + stats.response_fragments,
             retransmissions: stats.retransmissions,
@@ -275,14 +420,17 @@ impl World {
         self.exchanges.push(ExchangeRow {
             tunnel: name,
             gateway: self.gateways[gw].name.clone(),
+            ike_sa: format!("{sa:016x}"),
             exchange: kind,
             started_ns: stats.started_ns,
             completed_ns: stats.completed_ns,
+            outcome: stats.outcome.as_str().into(),
             request_bytes: stats.request_bytes,
             request_fragments: stats.request_fragments,
             response_bytes: stats.response_bytes,
             response_fragments: stats.response_fragments,
             retransmissions: stats.retransmissions,
+            retransmitted_datagrams: stats.retransmitted_datagrams,
         });
     }
 
@@ -337,18 +485,17 @@ impl World {
             self.qkd.report_wasted(1);
         }
         let tun = &mut self.tunnels[t];
-        let row = tun.end_attempt(now, "established".into(), proposal, ppk_text);
+        let row = tun.end_attempt(now, AttemptEnd::established(proposal, ppk_text));
         self.handshakes.extend(row);
-        // A reauthentication replaces the SA that was up.
-        if let Some(old) = self.tunnels[t].go_up(sa, now) {
+        let tun = &mut self.tunnels[t];
+        tun.ppk_ok = tun.ppk != PpkMode::Required || matches!(ppk, PpkOutcome::Used { .. });
+        // A reauthentication replaces the SA that was up (and whatever was to take it
+        // down no longer will).
+        tun.up.hint = None;
+        if let Some(old) = tun.current.replace(sa) {
             self.gateways[gw].ep.delete(now.as_nanos(), old);
         }
-        if let Some(every) = self.tunnels[t].reauth_every {
-            let why = "reauthentication";
-            self.sim
-                .schedule(entity, every, Ev::TunnelStart { tunnel: t, why });
-        }
-        self.schedule_ike_rekey(t, sa);
+        self.schedule_ike_lifetimes(t, sa, true);
     }
 
     /// IKE SA `sa` failed: a failed attempt is retried with backoff; the SA that was up
@@ -361,13 +508,14 @@ impl World {
         let tun = &mut self.tunnels[t];
         let is_attempt =
             matches!(tun.attempt, Some((_, Some(s))) if s == sa) && gw == tun.initiator;
-        let was_current = tun.current.is_some_and(|(s, _)| s == sa);
+        let was_current = tun.current == Some(sa);
         if was_current {
-            tun.go_down(now);
+            tun.current = None;
         }
         self.sa_tunnel.remove(&(gw, sa));
         let entity = self.gateways[gw].entity;
         if !is_attempt {
+            tun.down_now("peer dead");
             // The SA that was up died (dead peer detection): the initiator starts the
             // tunnel again unless an attempt is already under way.
             let lost_current = was_current && gw == tun.initiator;
@@ -397,7 +545,7 @@ impl World {
         self.sim.trace(entity, &trace);
         let tun = &mut self.tunnels[t];
         let outcome = format!("failed: {reason}");
-        let row = tun.end_attempt(now, outcome, String::new(), String::new());
+        let row = tun.end_attempt(now, AttemptEnd::not_up(outcome));
         self.handshakes.extend(row);
         let tun = &self.tunnels[t];
         let backoff = tun
@@ -408,14 +556,32 @@ impl World {
             .schedule(entity, backoff, Ev::TunnelStart { tunnel: t, why });
     }
 
-    pub(super) fn ike_sa_deleted(&mut self, gw: usize, sa: SaId) {
-        let now = self.sim.now();
+    pub(super) fn ike_sa_deleted(&mut self, gw: usize, sa: SaId, by_peer: bool) {
         if let Some(t) = self.sa_tunnel.remove(&(gw, sa)) {
             let tun = &mut self.tunnels[t];
-            if tun.current.is_some_and(|(s, _)| s == sa) {
-                tun.go_down(now);
+            if tun.current == Some(sa) {
+                tun.current = None;
+            }
+            if by_peer {
+                tun.down_now("deleted by peer");
             }
         }
+    }
+
+    /// Whether tunnel `t` is up now: its initiator holds an established IKE SA that
+    /// meets the PPK policy, and a Child SA it can send on whose other half the
+    /// responder holds. (The path between them is not asked: a link outage shows in
+    /// the links' counters, and in the tunnel once dead peer detection notices.)
+    fn carries_traffic(&self, t: usize) -> bool {
+        let tun = &self.tunnels[t];
+        tun.current.is_some() && tun.ppk_ok && self.dp.carries(tun.initiator, t, tun.responder)
+    }
+
+    /// Brings tunnel `t`'s up and down bookkeeping to now.
+    pub(super) fn refresh_up(&mut self, t: usize) {
+        let up = self.carries_traffic(t);
+        let now = self.sim.now();
+        self.tunnels[t].set_up(up, now);
     }
 
     /// A Child SA came up (new or a rekey's successor): the oracle compares its keys
@@ -430,8 +596,8 @@ impl World {
         let both_ends = self.cfg.tunnels[t].child_rekey_both_ends;
         let tun = &mut self.tunnels[t];
         let rekeys_here = gw == tun.initiator || both_ends;
-        if let (true, Some(every)) = (rekeys_here, tun.child_rekey_every) {
-            let jitter = tun.child_rekey_jitter.as_nanos().min(every.as_nanos());
+        if let (true, Some(every)) = (rekeys_here, tun.life.child_rekey) {
+            let jitter = tun.life.child_rand.as_nanos().min(every.as_nanos());
             let early = tun.rekey_rng.below_or_eq(jitter);
             let every = SimDuration::from_nanos(every.as_nanos() - early);
             let entity = self.gateways[gw].entity;
@@ -454,12 +620,12 @@ impl World {
         };
         self.sa_tunnel.insert((gw, new), t);
         let tun = &mut self.tunnels[t];
-        if let Some((sa, _)) = tun.current.as_mut().filter(|(s, _)| *s == old) {
-            *sa = new;
+        if tun.current == Some(old) {
+            tun.current = Some(new);
         }
         if gw == tun.initiator {
             tun.summary.ike_rekeys += 1;
-            self.schedule_ike_rekey(t, new);
+            self.schedule_ike_lifetimes(t, new, false);
         }
     }
 

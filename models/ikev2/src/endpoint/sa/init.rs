@@ -255,7 +255,7 @@ impl IkeSa {
             return Ok(());
         };
         if let Some(c) = msg.notify(notify::COOKIE) {
-            return self.retry_init(ctx, |hs| hs.cookie = Some(c.data.clone()));
+            return self.retry_init(ctx, bytes.len(), |hs| hs.cookie = Some(c.data.clone()));
         }
         if let Some(n) = msg.notify(notify::INVALID_KE_PAYLOAD) {
             let requested = n
@@ -271,7 +271,7 @@ impl IkeSa {
             if !offered || requested == current || KeMethod::from_id(requested).is_none() {
                 return Err(FailReason::InvalidKePayload { requested });
             }
-            return self.retry_init(ctx, |hs| hs.ke_method = requested);
+            return self.retry_init(ctx, bytes.len(), |hs| hs.ke_method = requested);
         }
         match first_error(&msg.payloads) {
             Some(notify::NO_PROPOSAL_CHOSEN) => {
@@ -354,10 +354,12 @@ impl IkeSa {
         self.next_step(ctx)
     }
 
-    /// Sends IKE_SA_INIT again after COOKIE or INVALID_KE_PAYLOAD (at most 3 times).
+    /// Sends IKE_SA_INIT again after COOKIE or INVALID_KE_PAYLOAD (at most 3 times);
+    /// the refused exchange is reported as answered with `response_bytes`.
     fn retry_init(
         &mut self,
         ctx: &mut Ctx<'_>,
+        response_bytes: usize,
         change: impl FnOnce(&mut Handshake),
     ) -> Result<(), FailReason> {
         let hs = self.hs();
@@ -366,6 +368,7 @@ impl IkeSa {
         }
         hs.init_retries += 1;
         change(hs);
+        self.finish_exchange(ctx, response_bytes, 1);
         self.send_init(ctx);
         Ok(())
     }

@@ -26,7 +26,7 @@ use rand_core::CryptoRng;
 
 use super::Outputs;
 use super::config::{EndpointConfig, PeerConfig};
-use super::events::{ChildSa, Event, FailReason, KeylogEntry, Ppk, PpkOutcome};
+use super::events::{ChildSa, Event, ExchangeOutcome, FailReason, KeylogEntry, Ppk, PpkOutcome};
 use crate::consts::exchange;
 use crate::crypto::{CryptoProvider, KeSecret, Suite};
 use crate::keys::{IkeKeys, IntAuth, SaIdentity};
@@ -404,14 +404,19 @@ impl IkeSa {
         .min()
     }
 
-    /// Ends the SA: an event, and the SA goes (or lingers to replay an error response).
+    /// Ends the SA: the exchange in flight is given up, an event, and the SA goes (or
+    /// lingers to replay an error response).
     pub fn fail(&mut self, ctx: &mut Ctx<'_>, reason: FailReason) {
+        let outcome = match reason {
+            FailReason::RetransmitTimeout { .. } => ExchangeOutcome::TimedOut,
+            _ => ExchangeOutcome::Abandoned,
+        };
+        self.abandon_exchange(ctx, outcome);
         ctx.out.events.push_back(Event::IkeSaFailed {
             sa: self.our_spi(),
             peer: self.peer,
             reason,
         });
-        self.window.outstanding = None;
         if let Some(hs) = self.handshake.as_mut() {
             hs.pending_auth = None;
             hs.ppk = PpkState::NotWanted;

@@ -10,7 +10,7 @@ use super::followup::Followup;
 use super::ike_rekey::IkeRekey;
 use super::{Ctx, IkeSa};
 use crate::consts::{exchange, payload_type as pt};
-use crate::endpoint::events::{Event, ExchangeStats, FailReason, Transmit};
+use crate::endpoint::events::{Event, ExchangeOutcome, ExchangeStats, FailReason, Transmit};
 use crate::endpoint::skf_number;
 use crate::keys::IkeKeys;
 use crate::message::{Header, Payload, RawHeader, encode_payloads};
@@ -298,9 +298,30 @@ impl IkeSa {
         response_bytes: usize,
         response_fragments: usize,
     ) -> Option<Request> {
+        self.end_exchange(
+            ctx,
+            ExchangeOutcome::Answered,
+            response_bytes,
+            response_fragments,
+        )
+    }
+
+    /// Gives up the outstanding exchange, if any, and reports it.
+    pub(crate) fn abandon_exchange(&mut self, ctx: &mut Ctx<'_>, outcome: ExchangeOutcome) {
+        self.end_exchange(ctx, outcome, 0, 0);
+    }
+
+    fn end_exchange(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        outcome: ExchangeOutcome,
+        response_bytes: usize,
+        response_fragments: usize,
+    ) -> Option<Request> {
         let o = self.window.outstanding.take()?;
         let mut stats = o.stats;
         stats.completed_ns = ctx.now;
+        stats.outcome = outcome;
         stats.response_bytes += response_bytes;
         stats.response_fragments += response_fragments;
         ctx.out.events.push_back(Event::Exchange {
@@ -326,8 +347,10 @@ impl IkeSa {
         }
         o.tries += 1;
         o.stats.retransmissions += 1;
+        o.stats.retransmitted_datagrams += o.datagrams.len() as u32;
         o.deadline = ctx.now + ctx.peer.timers.retransmit_after(o.tries);
         ctx.out.stats.retransmissions += 1;
+        ctx.out.stats.retransmitted_datagrams += o.datagrams.len() as u64;
         let datagrams = o.datagrams.clone();
         self.transmit(ctx, &datagrams);
         Ok(())

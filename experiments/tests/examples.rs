@@ -182,28 +182,29 @@ fn a_hub_exhausts_its_qkd_pools_required_tunnels_wait_optional_ones_downgrade() 
     let availability = |t: &Value| n(&t["up_ns"]) as f64 / (duration - n(&t["start_ns"]) as f64);
     for name in ["branch-1", "branch-2"] {
         let t = tunnel(&r, name);
-        // Eight keys in the pool, then one every 256 s: about 15 IKE SAs in 30 minutes,
-        // and long waits for keys; never without a PPK.
-        assert!((13..=17).contains(&n(&t["established"])), "{t}");
+        // Eight keys in the pool, then one every 256 s on average (in random blocks):
+        // about 15 IKE SAs in 30 minutes, and long waits for keys; never without a PPK.
+        assert!((10..=19).contains(&n(&t["established"])), "{t}");
         assert_eq!(n(&t["downgrades"]), 0);
         assert!(n(&t["key_wait_ns"]) > 600_000_000_000, "{t}");
         // Up for the eight minutes the pool lasts; then each key gives an IKE SA that
         // lives until its re-authentication (54 to 60 s) has waited over_time (6 s) for
-        // the next key, which comes 256 s after the last: up about 60 of every 256 s.
-        // 8 min + 22 min x 60/256 of 30 min is 0.44.
+        // the next key, which comes 256 s after the last on average: up about 60 of
+        // every 256 s. 8 min + 22 min x 60/256 of 30 min is 0.44 (the mean over seeds:
+        // 0.46 over seeds 1 to 5; one run varies with its key arrivals).
         let a = availability(t);
-        assert!((0.40..0.52).contains(&a), "{name}: {a} {t}");
+        assert!((0.30..0.65).contains(&a), "{name}: {a} {t}");
         let outages = t["outages"].as_array().unwrap();
-        assert!(outages.len() >= 4, "{t}");
+        assert!(outages.len() >= 2, "{t}");
         assert!(outages.iter().all(|o| o["cause"] == "no key"), "{t}");
         assert_eq!(n(&t["ike_expiries"]), outages.len() as u64, "{t}");
     }
     for name in ["branch-3", "branch-4"] {
         let t = tunnel(&r, name);
         // One IKE SA every 54 to 60 s regardless, up all along; about half of them
-        // without a key.
+        // without a key (how many depends on when the random key blocks came).
         assert!((30..=33).contains(&n(&t["established"])), "{t}");
-        assert!((10..=20).contains(&n(&t["downgrades"])), "{t}");
+        assert!((5..=20).contains(&n(&t["downgrades"])), "{t}");
         assert_eq!(t["outages"].as_array().unwrap().len(), 0, "{t}");
         assert!(availability(t) > 0.9999, "{t}");
     }

@@ -75,12 +75,13 @@ fn hub_and_spoke(
             request_latency: SimDuration::from_millis(5),
             schedule: vec![],
         });
-        let mut pool = qkd::PoolConfig::fixed(2000, 1 << 20);
+        let mut pool = qkd::PoolConfig::fixed(2000.0, 1 << 20);
         pool.initial_bits = 1 << 19;
         cfg.qkd_links.push(QkdLinkSpec {
             a: kme,
             b: "kme-hub".into(),
             pool,
+            schedule: vec![],
         });
         // Lifetimes as the bench's runs want them exactly: no random part, and no
         // hard limits that a busy tunnel could reach.

@@ -123,6 +123,10 @@ pub struct QkdLinkSpec {
     pub a: String,
     pub b: String,
     pub pool: PoolConfig,
+    /// When the QKD link stops producing key and starts again (fiber cut, device
+    /// alignment): `[{ at = "10m", state = "down" }, { at = "12m", state = "up" }]`.
+    #[serde(default)]
+    pub schedule: Vec<Transition>,
 }
 
 /// Whether a tunnel's IKE SA takes a QKD key as its PPK.

@@ -102,7 +102,7 @@ fn an_empty_pool_makes_required_tunnels_wait_and_optional_ones_downgrade() {
     let starve = |ppk: &str| {
         PAIR.replace(
             "pool = { rate_bps = 1000, capacity_bits = 1000000, initial_bits = 51200 }",
-            "pool = { rate_bps = 256, capacity_bits = 100000 }",
+            "pool = { rate_bps = 256, capacity_bits = 100000, share_permille = 500, supply = \"fixed\" }",
         )
         .replace("reauth_time = \"20s\"", "reauth_time = \"1s\"")
         .replace("ppk = \"required\"", &format!("ppk = \"{ppk}\""))
@@ -496,8 +496,8 @@ responder = "hub"
 
 #[test]
 fn an_ike_sa_whose_reauthentication_gets_no_key_dies_at_its_hard_lifetime() {
-    // One key in the pool, the next 256 s later (1 bit/s); re-authentication due 50 to
-    // 60 s after the IKE SA came up, hard limit 10 s after that.
+    // One key in the pool, the next exactly 256 s later (1 bit/s, fixed supply);
+    // re-authentication due 50 to 60 s after the IKE SA came up, hard limit 10 s after.
     let text = r#"
 duration = "6m"
 [[gateway]]
@@ -519,7 +519,7 @@ name = "kb"
 [[qkd_link]]
 a = "ka"
 b = "kb"
-pool = { rate_bps = 1, capacity_bits = 4096, initial_bits = 256, share_permille = 1000 }
+pool = { rate_bps = 1, capacity_bits = 4096, initial_bits = 256, share_permille = 1000, supply = "fixed" }
 [[tunnel]]
 name = "t"
 initiator = "a"
@@ -587,4 +587,52 @@ fn a_renamed_lifetime_key_is_refused_with_its_new_name() {
         .expect("refused");
     assert_eq!(e.field, "tunnel[0].reauth_every");
     assert!(e.problem.contains("renamed `reauth_time`"), "{e}");
+}
+
+#[test]
+fn a_poisson_supply_varies_with_the_seed_around_its_rate() {
+    // 256 bit/s in 256-bit blocks for an hour: about 3,600 blocks, so the count is
+    // within 5 % of the rate (the standard deviation is 1/60) and differs by seed.
+    let text = PAIR
+        .replace(
+            "pool = { rate_bps = 1000, capacity_bits = 1000000, initial_bits = 51200 }",
+            "pool = { rate_bps = 256, capacity_bits = 100000000 }",
+        )
+        .replace("duration = \"2m\"", "duration = \"1h\"")
+        .replace("reauth_time = \"20s\"", "reauth_time = \"5m\"");
+    let mut generated = Vec::new();
+    for seed in [1, 2, 3] {
+        let r = run(&text, seed);
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        let bits: u64 = r.pools.iter().map(|p| p.generated_bits).sum();
+        let rate = bits as f64 / 3600.0;
+        assert!((243.2..268.8).contains(&rate), "{rate}");
+        assert_eq!(bits % 256, 0, "whole blocks");
+        generated.push(bits);
+    }
+    assert!(generated[0] != generated[1] && generated[1] != generated[2]);
+    // A tunnel that wants a key every 2 s from a supply of one every 4 s on average
+    // waits for keys, and how long differs with the seed.
+    let starved = text
+        .replace("rate_bps = 256", "rate_bps = 64")
+        .replace("reauth_time = \"5m\"", "reauth_time = \"2s\"")
+        .replace("duration = \"1h\"", "duration = \"10m\"");
+    let waits: Vec<u64> = [1, 2, 3]
+        .map(|seed| run(&starved, seed).tunnels[0].key_wait_ns)
+        .to_vec();
+    assert!(waits.iter().all(|&w| w > 60_000_000_000), "{waits:?}");
+    assert!(waits[0] != waits[1] && waits[1] != waits[2], "{waits:?}");
+}
+
+#[test]
+fn a_qkd_link_produces_no_key_while_it_is_down() {
+    // 1000 bit/s, fixed supply, down from 30 s to 90 s of a two-minute run: 60 s of key.
+    let text = PAIR.replace(
+        "pool = { rate_bps = 1000, capacity_bits = 1000000, initial_bits = 51200 }",
+        "pool = { rate_bps = 1000, capacity_bits = 100000000, supply = \"fixed\" }\n\
+         schedule = [{ at = \"30s\", state = \"down\" }, { at = \"90s\", state = \"up\" }]",
+    );
+    let r = run(&text, 1);
+    let bits: u64 = r.pools.iter().map(|p| p.generated_bits).sum();
+    assert_eq!(bits, 60_000);
 }

@@ -20,4 +20,4 @@ pub mod skip;
 
 pub use http::Response;
 pub use network::{Delivered, DrawError, FetchError, QkdNetwork};
-pub use pool::{FiberRate, PoolConfig, PoolState};
+pub use pool::{FiberRate, PoolConfig, PoolState, Supply};

@@ -34,6 +34,30 @@ pub struct QkdLink {
     pub ends: [usize; 2],
     pub halves: [PoolHalf; 2],
     pub config: PoolConfig,
+    /// End 0's part of the blocks so far not yet whole bits, in thousandths of a bit.
+    split_carry: u64,
+}
+
+impl QkdLink {
+    /// A block of `bits` of new key arrives at `now` (with `poisson` supply): each end
+    /// gets its share, no bit lost to rounding over successive blocks.
+    pub fn deposit(&mut self, now_ns: u64, bits: u64) {
+        for h in &mut self.halves {
+            h.advance(now_ns);
+        }
+        let units = bits * self.config.share().min(1000) as u64 + self.split_carry;
+        let first = units / 1000;
+        self.split_carry = units % 1000;
+        self.halves[0].deposit(first);
+        self.halves[1].deposit(bits - first);
+    }
+
+    /// The QKD link goes down (no key produced) or comes back, at `now`.
+    pub fn set_up(&mut self, now_ns: u64, up: bool) {
+        for h in &mut self.halves {
+            h.set_paused(now_ns, !up);
+        }
+    }
 }
 
 /// A key waiting at the receiving KME until the peer gateway fetches it.
@@ -136,10 +160,8 @@ impl QkdNetwork {
         streams: StreamFactory<'_>,
     ) -> usize {
         let entity = format!("qkd/{name}");
-        let shares = [
-            config.share_permille,
-            1000 - config.share_permille.min(1000),
-        ];
+        let share = config.share().min(1000);
+        let shares = [share, 1000 - share];
         let halves = [0, 1]
             .map(|e| PoolHalf::new(&config, shares[e], streams(&entity, &format!("keys/{e}"))));
         let i = self.links.len();
@@ -148,6 +170,7 @@ impl QkdNetwork {
             ends: [a, b],
             halves,
             config,
+            split_carry: 0,
         });
         self.graph.add_edge(self.nodes[a], self.nodes[b], i);
         i

@@ -9,8 +9,16 @@
 //! store; split ownership needs no coordination, at the cost of stranding key in one
 //! half when demand is one-sided (the `share` setting moves the split).
 //!
-//! Levels are integer bits; production is integer arithmetic over nanoseconds with the
-//! remainder carried, so a pool's level is exact and identical on every platform.
+//! Levels are integer bits; production is integer arithmetic over nanoseconds (rates in
+//! millibits per second) with the remainder carried, so a pool's level is exact and
+//! identical on every platform.
+//!
+//! Key arrives in one of two ways ([`Supply`]): continuously at the configured rate
+//! (`fixed`, for teaching and for checking arithmetic), or in blocks of `block_bits` at
+//! random times, the rate on average (`poisson`, as a QKD device's post-processing
+//! delivers it). The pool only takes the blocks ([`PoolHalf::deposit`]); when they
+//! arrive is the driver's business (the simulator draws exponential gaps from the QKD
+//! link's own stream), so this crate stays free of clocks and distributions.
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::Rng;
@@ -38,6 +46,8 @@ fn default_loss() -> f64 {
 }
 
 impl FiberRate {
+    /// Rounded to whole bits per second, so that the one libm call (`powf`) cannot
+    /// make two platforms differ.
     pub fn bits_per_second(&self) -> u64 {
         let db = self.loss_db_per_km * (self.length_km - self.reference_km);
         (self.reference_bps as f64 * 10f64.powf(-db / 10.0))
@@ -46,13 +56,32 @@ impl FiberRate {
     }
 }
 
+/// How key arrives in a pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Supply {
+    /// Continuously, exactly at the rate.
+    Fixed,
+    /// In blocks of `block_bits`, as a Poisson process with the rate as its mean.
+    #[default]
+    Poisson,
+}
+
 /// A pool's configuration (one QKD link).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
-    /// Secret key rate in bit/s (when `fiber` is not given).
+    /// Secret key rate in bit/s (when `fiber` is not given); fractions allowed
+    /// (`1.5`), kept to a thousandth.
     #[serde(default)]
-    pub rate_bps: u64,
+    pub rate_bps: f64,
+    /// `poisson` (default): key arrives in blocks at random times; `fixed`: at exactly
+    /// the rate, continuously.
+    #[serde(default)]
+    pub supply: Supply,
+    /// The size of a key block with `poisson` supply (default: `key_size_bits`).
+    #[serde(default)]
+    pub block_bits: Option<u64>,
     /// Derive the rate from fiber length instead.
     #[serde(default)]
     pub fiber: Option<FiberRate>,
@@ -75,9 +104,13 @@ pub struct PoolConfig {
     /// discarded (and counted as wasted). `None` keeps them forever.
     #[serde(default)]
     pub max_key_age_ns: Option<u64>,
-    /// Share of the rate and capacity owned by end 0, in thousandths (default 500).
-    #[serde(default = "half")]
-    pub share_permille: u32,
+    /// Share of the rate and capacity owned by end `a` (end 0), in thousandths. Each
+    /// end delivers new keys only from its own share (see the module comment), so the
+    /// end whose gateways initiate should own the key: 1000 if only `a`'s draw, 0 if
+    /// only `b`'s, 500 if both. Unset: the simulator decides from the tunnels that draw
+    /// over the link, and the library takes 500.
+    #[serde(default)]
+    pub share_permille: Option<u32>,
 }
 
 fn default_key_size() -> u32 {
@@ -86,21 +119,33 @@ fn default_key_size() -> u32 {
 fn one() -> u64 {
     1
 }
-fn half() -> u32 {
-    500
-}
 
 impl PoolConfig {
-    /// The link's secret key rate in bit/s.
-    pub fn rate(&self) -> u64 {
-        self.fiber
-            .as_ref()
-            .map_or(self.rate_bps, FiberRate::bits_per_second)
+    /// The link's secret key rate in millibits per second.
+    pub fn rate_millibits(&self) -> u64 {
+        match &self.fiber {
+            Some(f) => f.bits_per_second() * 1000,
+            None => (self.rate_bps * 1000.0).round().max(0.0) as u64,
+        }
     }
-    /// A pool of `rate_bps` and `capacity_bits`, starting empty, 256-bit keys.
-    pub fn fixed(rate_bps: u64, capacity_bits: u64) -> Self {
+
+    /// The key block size with `poisson` supply.
+    pub fn block(&self) -> u64 {
+        self.block_bits.unwrap_or(self.key_size_bits as u64).max(1)
+    }
+
+    /// The share of end 0, in thousandths.
+    pub fn share(&self) -> u32 {
+        self.share_permille.unwrap_or(500)
+    }
+
+    /// A pool of `rate_bps` and `capacity_bits` with `fixed` supply, starting empty,
+    /// 256-bit keys, shared evenly.
+    pub fn fixed(rate_bps: f64, capacity_bits: u64) -> Self {
         PoolConfig {
             rate_bps,
+            supply: Supply::Fixed,
+            block_bits: None,
             fiber: None,
             capacity_bits,
             initial_bits: 0,
@@ -108,7 +153,7 @@ impl PoolConfig {
             warning_below_keys: 0,
             resume_at_keys: 1,
             max_key_age_ns: None,
-            share_permille: 500,
+            share_permille: None,
         }
     }
 }
@@ -139,10 +184,16 @@ pub struct PoolStats {
 
 /// One owner's half of a link's store.
 pub struct PoolHalf {
-    rate_bps: u64,
+    /// Continuous production in millibits per second (0 with `poisson` supply, whose
+    /// blocks are deposited).
+    rate_millibits: u64,
+    /// The link's nominal rate share, in millibits per second, as reported.
+    nominal_millibits: u64,
+    /// Not producing (the QKD link is down).
+    paused: bool,
     capacity_bits: u64,
     level_bits: u64,
-    /// Production not yet whole bits, in bit-nanoseconds per second (< 1e9).
+    /// Production not yet whole bits, in millibit-nanoseconds per second (< 1e12).
     carry: u64,
     updated_ns: u64,
     charging: bool,
@@ -154,13 +205,20 @@ pub struct PoolHalf {
     pub stats: PoolStats,
 }
 
-const NS: u128 = 1_000_000_000;
+/// Millibit-nanoseconds per second in a bit.
+const UNIT: u128 = 1_000_000_000_000;
 
 impl PoolHalf {
     pub(crate) fn new(cfg: &PoolConfig, share_permille: u32, stream: ChaCha20Rng) -> Self {
         let share = |x: u64| (x as u128 * share_permille as u128 / 1000) as u64;
+        let nominal = share(cfg.rate_millibits());
         PoolHalf {
-            rate_bps: share(cfg.rate()),
+            rate_millibits: match cfg.supply {
+                Supply::Fixed => nominal,
+                Supply::Poisson => 0,
+            },
+            nominal_millibits: nominal,
+            paused: false,
             capacity_bits: share(cfg.capacity_bits),
             level_bits: share(cfg.initial_bits).min(share(cfg.capacity_bits)),
             carry: 0,
@@ -179,25 +237,38 @@ impl PoolHalf {
         if now_ns <= self.updated_ns {
             return;
         }
-        let units = self.rate_bps as u128 * (now_ns - self.updated_ns) as u128 + self.carry as u128;
+        let rate = if self.paused { 0 } else { self.rate_millibits };
+        let units = rate as u128 * (now_ns - self.updated_ns) as u128 + self.carry as u128;
         self.updated_ns = now_ns;
-        self.carry = (units % NS) as u64;
-        let produced = (units / NS).min(u64::MAX as u128) as u64;
-        self.stats.generated_bits += produced;
+        self.carry = (units % UNIT) as u64;
+        self.deposit((units / UNIT).min(u64::MAX as u128) as u64);
+    }
+
+    /// Adds `bits` of new key (a block), up to the capacity; the rest overflows.
+    pub fn deposit(&mut self, bits: u64) {
+        self.stats.generated_bits += bits;
         let room = self.capacity_bits - self.level_bits;
-        self.stats.overflow_bits += produced.saturating_sub(room);
-        self.level_bits += produced.min(room);
+        self.stats.overflow_bits += bits.saturating_sub(room);
+        self.level_bits += bits.min(room);
         if self.charging && self.level_bits / self.key_size as u64 >= self.resume_at {
             self.charging = false;
         }
+    }
+
+    /// Stops or restarts continuous production (the QKD link went down or came back),
+    /// from `now`.
+    pub fn set_paused(&mut self, now_ns: u64, paused: bool) {
+        self.advance(now_ns);
+        self.paused = paused;
     }
 
     pub fn level_bits(&self) -> u64 {
         self.level_bits
     }
 
-    pub fn rate_bps(&self) -> u64 {
-        self.rate_bps
+    /// The half's nominal share of the link rate, in bit/s.
+    pub fn rate_bps(&self) -> f64 {
+        self.nominal_millibits as f64 / 1000.0
     }
 
     pub fn capacity_bits(&self) -> u64 {
@@ -289,7 +360,7 @@ mod tests {
 
     #[test]
     fn level_is_rate_times_time_up_to_capacity() {
-        let mut p = half(&PoolConfig::fixed(1000, 50_000));
+        let mut p = half(&PoolConfig::fixed(1000.0, 50_000));
         p.advance(SEC / 3);
         assert_eq!(p.level_bits(), 333);
         p.advance(SEC);
@@ -304,7 +375,7 @@ mod tests {
 
     #[test]
     fn thresholds_change_state_where_configured() {
-        let mut cfg = PoolConfig::fixed(256, 1 << 20);
+        let mut cfg = PoolConfig::fixed(256.0, 1 << 20);
         cfg.warning_below_keys = 3;
         cfg.resume_at_keys = 2;
         let mut p = half(&cfg);
@@ -327,6 +398,41 @@ mod tests {
     }
 
     #[test]
+    fn fractional_rates_produce_exactly_on_average() {
+        // 1.5 bit/s: 3 bits every 2 s, none lost to rounding.
+        let mut p = half(&PoolConfig::fixed(1.5, 50_000));
+        p.advance(SEC);
+        assert_eq!(p.level_bits(), 1);
+        p.advance(2 * SEC);
+        assert_eq!(p.level_bits(), 3);
+        p.advance(1000 * SEC);
+        assert_eq!(p.level_bits(), 1500);
+        assert_eq!(p.rate_bps(), 1.5);
+    }
+
+    #[test]
+    fn poisson_supply_produces_only_what_is_deposited() {
+        let mut cfg = PoolConfig::fixed(1000.0, 4096);
+        cfg.supply = Supply::Poisson;
+        let mut p = half(&cfg);
+        p.advance(100 * SEC);
+        assert_eq!(p.level_bits(), 0);
+        p.deposit(3000);
+        p.deposit(3000);
+        assert_eq!((p.level_bits(), p.stats.overflow_bits), (4096, 1904));
+        assert_eq!(p.rate_bps(), 1000.0);
+    }
+
+    #[test]
+    fn a_paused_half_produces_nothing() {
+        let mut p = half(&PoolConfig::fixed(1000.0, 1 << 20));
+        p.set_paused(SEC, true);
+        p.set_paused(3 * SEC, false);
+        p.advance(4 * SEC);
+        assert_eq!(p.level_bits(), 2000);
+    }
+
+    #[test]
     fn fiber_rate_follows_transmittance() {
         let rate = |km| {
             FiberRate {
@@ -344,7 +450,7 @@ mod tests {
 
     #[test]
     fn key_ids_are_version_4_uuids() {
-        let mut p = half(&PoolConfig::fixed(1000, 50_000));
+        let mut p = half(&PoolConfig::fixed(1000.0, 50_000));
         p.advance(SEC);
         let u = uuid_text(p.take(256).0);
         assert_eq!(u.len(), 36);

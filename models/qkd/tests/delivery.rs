@@ -33,7 +33,7 @@ fn pair(cfg: PoolConfig) -> QkdNetwork {
 }
 
 fn full(capacity_keys: u64, rate_bps: u64) -> PoolConfig {
-    let mut c = PoolConfig::fixed(rate_bps, capacity_keys * 256);
+    let mut c = PoolConfig::fixed(rate_bps as f64, capacity_keys * 256);
     c.initial_bits = capacity_keys * 256;
     c
 }
@@ -55,7 +55,7 @@ fn known_demand_empties_the_pool_when_the_arithmetic_says() {
     // every 10 s: 100 keys/s out, 3.906 keys/s in, so empty after
     // 100,000 / 96.09 = 1040.6 s (17.3 minutes).
     let mut cfg = full(100_000, 1000);
-    cfg.share_permille = 1000; // every tunnel initiates at KME-A: give it the whole pool
+    cfg.share_permille = Some(1000); // every tunnel initiates at KME-A: give it the whole pool
     let mut net = pair(cfg);
     let mut t = 0;
     let empty_at = loop {

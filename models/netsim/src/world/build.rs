@@ -18,7 +18,7 @@ use qkd::QkdNetwork;
 use qkd::network::StreamFactory;
 use sim_core::{EntityId, SimDuration, Simulation, Tracer, entity};
 
-use super::keys::Kme;
+use super::keys::{Kme, Supply};
 use super::net::{Gateway, IKE_PORT, SimLink};
 use super::oracle::Oracle;
 use super::tunnels::Tunnel;
@@ -78,6 +78,7 @@ impl World {
             kmes: cfg.kmes.iter().map(|k| k.name.clone()).collect(),
         };
         let (qkd, kmes) = key_managers(&cfg, &mut sim, &names, seed)?;
+        let mut supplies = supplies(&qkd, &kmes, seed);
         let (tunnels, peers) = tunnels(&cfg, &names, seed)?;
         let gateways = gateways(&cfg, &mut sim, &names, peers)?;
         let (dp, gw_pair_tunnel) = traffic(&cfg, &mut sim, &tunnels, &gateways)?;
@@ -88,6 +89,7 @@ impl World {
             }
         }
         first_events(&cfg, &mut sim, &names, &gateways, &kmes, &tunnels)?;
+        first_blocks(&cfg, &mut sim, &mut supplies);
         for l in qkd.links.iter() {
             let g = |end: usize| format!("qkd/{}/{}/level_bits", l.name, qkd.kmes[l.ends[end]].id);
             sim.metrics.gauge(&g(0));
@@ -104,6 +106,7 @@ impl World {
             sa_tunnel: BTreeMap::new(),
             kmes,
             qkd,
+            supplies,
             handshakes: Vec::new(),
             exchanges: Vec::new(),
             key_requests: Vec::new(),
@@ -153,21 +156,101 @@ fn key_managers(
             latency: k.request_latency,
         });
     }
+    let mut ends = Vec::new();
     for (i, l) in cfg.qkd_links.iter().enumerate() {
         let a = find(&names.kmes, &l.a, format!("qkd_link[{i}].a"))?;
         let b = find(&names.kmes, &l.b, format!("qkd_link[{i}].b"))?;
-        if l.pool.share_permille > 1000
-            || l.pool.key_size_bits == 0
-            || l.pool.key_size_bits % 8 != 0
-        {
+        let field = |f: &str| format!("qkd_link[{i}].pool.{f}");
+        let pool = &l.pool;
+        if pool.share_permille.is_some_and(|s| s > 1000) {
+            return Err(err(field("share_permille"), "must be at most 1000"));
+        }
+        if pool.key_size_bits == 0 || pool.key_size_bits % 8 != 0 {
             return Err(err(
-                format!("qkd_link[{i}].pool"),
-                "share_permille must be <= 1000 and key_size_bits a positive multiple of 8",
+                field("key_size_bits"),
+                "must be a positive multiple of 8",
             ));
         }
-        qkd.add_link(&format!("{}-{}", l.a, l.b), a, b, l.pool.clone(), factory);
+        if !(pool.rate_bps.is_finite() && pool.rate_bps >= 0.0) {
+            return Err(err(field("rate_bps"), "must be a number of at least 0"));
+        }
+        if pool.block_bits == Some(0) {
+            return Err(err(field("block_bits"), "must be at least 1"));
+        }
+        if l.schedule.windows(2).any(|w| w[0].at > w[1].at) {
+            return Err(err(
+                format!("qkd_link[{i}].schedule"),
+                "transitions must be in time order",
+            ));
+        }
+        ends.push((a, b));
+    }
+    // A link whose share is not given goes to the end that draws over it: the KMEs of
+    // the tunnels' initiators, along each key's route (trusted-node hops included).
+    let mut probe = QkdNetwork::new();
+    for k in &cfg.kmes {
+        probe.add_kme(&k.name, &[], factory);
+    }
+    for (l, &(a, b)) in cfg.qkd_links.iter().zip(&ends) {
+        probe.add_link(&format!("{}-{}", l.a, l.b), a, b, l.pool.clone(), factory);
+    }
+    let mut draws = vec![[false; 2]; ends.len()];
+    let kme_of = |gw: &str| {
+        let g = cfg.gateways.iter().find(|g| g.name == gw)?;
+        names.kmes.iter().position(|k| Some(k) == g.kme.as_ref())
+    };
+    for t in cfg.tunnels.iter().filter(|t| t.ppk != PpkMode::Disabled) {
+        let (Some(from), Some(to)) = (kme_of(&t.initiator), kme_of(&t.responder)) else {
+            continue;
+        };
+        for (link, end) in probe.route(from, to).unwrap_or_default() {
+            draws[link][end] = true;
+        }
+    }
+    for (i, (l, &(a, b))) in cfg.qkd_links.iter().zip(&ends).enumerate() {
+        let mut pool = l.pool.clone();
+        pool.share_permille.get_or_insert(match draws[i] {
+            [true, false] => 1000,
+            [false, true] => 0,
+            _ => 500,
+        });
+        qkd.add_link(&format!("{}-{}", l.a, l.b), a, b, pool, factory);
     }
     Ok((qkd, kmes))
+}
+
+/// Each QKD link's key supply: its stream (`qkd/<link>`, purpose `supply`), its mean
+/// block gap with `poisson` supply.
+fn supplies(qkd: &QkdNetwork, kmes: &[Kme], seed: u64) -> Vec<Supply> {
+    qkd.links
+        .iter()
+        .map(|l| {
+            let rate = l.config.rate_millibits();
+            let block_bits = l.config.block();
+            let poisson = l.config.supply == qkd::Supply::Poisson && rate > 0;
+            Supply {
+                rng: entity::stream(seed, &format!("qkd/{}", l.name), "supply"),
+                // block / (rate / 1000) seconds, in ns.
+                mean_gap_ns: poisson.then(|| block_bits as f64 * 1e12 / rate as f64),
+                block_bits,
+                up: true,
+                entity: kmes[l.ends[0]].entity,
+            }
+        })
+        .collect()
+}
+
+/// The first block of each `poisson` supply, and the QKD links' up and down schedules.
+fn first_blocks(cfg: &WorldConfig, sim: &mut Simulation<Ev>, supplies: &mut [Supply]) {
+    for (link, (s, spec)) in supplies.iter_mut().zip(&cfg.qkd_links).enumerate() {
+        if let Some(gap) = s.next_gap() {
+            sim.schedule(s.entity, gap, Ev::QkdBlock { link });
+        }
+        for tr in &spec.schedule {
+            let up = tr.state == LinkState::Up;
+            sim.schedule_at(s.entity, tr.at, Ev::QkdLinkSwitch { link, up });
+        }
+    }
 }
 
 /// The tunnels, and each gateway's peer configurations: one per tunnel it is part of,

@@ -100,6 +100,15 @@ enum Ev {
         kme: usize,
         up: bool,
     },
+    /// A block of key arrives on a QKD link with `poisson` supply.
+    QkdBlock {
+        link: usize,
+    },
+    /// A QKD link stops producing key, or starts again.
+    QkdLinkSwitch {
+        link: usize,
+        up: bool,
+    },
     Sample,
     /// The next packet of a tunnel's traffic in direction `dir` (0: from the initiator).
     Packet {
@@ -174,6 +183,8 @@ pub struct World {
     sa_tunnel: BTreeMap<(usize, SaId), usize>,
     kmes: Vec<Kme>,
     qkd: QkdNetwork,
+    /// Per QKD link: its key supply's random arrivals and whether it produces.
+    supplies: Vec<keys::Supply>,
     handshakes: Vec<HandshakeRow>,
     exchanges: Vec<ExchangeRow>,
     key_requests: Vec<KeyRequestRow>,
@@ -273,6 +284,8 @@ impl World {
                 retries,
             } => self.key_fetch(gw, sa, tunnel, key_id, asked, retries),
             Ev::KmeSwitch { kme, up } => self.kme_switch(kme, up),
+            Ev::QkdBlock { link } => self.qkd_block(link),
+            Ev::QkdLinkSwitch { link, up } => self.qkd_link_switch(link, up),
             Ev::Sample => {
                 self.sample_pools();
                 self.schedule_world(self.cfg.sample_every, Ev::Sample);

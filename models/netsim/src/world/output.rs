@@ -103,6 +103,8 @@ impl World {
 
     pub(super) fn results(mut self) -> Results {
         let now = self.sim.now();
+        // The pools' counters up to the end.
+        self.qkd.advance(now.as_nanos());
         // Exchanges still in flight count too (their rows say `unfinished`).
         for gw in 0..self.gateways.len() {
             self.gateways[gw].ep.finish(now.as_nanos());

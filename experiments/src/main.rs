@@ -3,6 +3,7 @@
 //! With no arguments it runs the built-in demo scenario and writes its results under
 //! `out/demo`.
 
+mod calibrate;
 mod files;
 mod live;
 mod run;
@@ -71,6 +72,9 @@ enum Command {
     /// Run gateways over real UDP sockets (ports 500 and 4500) with the simulator's IKEv2
     /// code, e.g. against strongSwan. Exits non-zero if an IKE SA fails.
     Live(LiveArgs),
+    /// Measure the crypto costs of the CPU model on this machine and print them as a
+    /// gateway's `cpu = { ... }` for a scenario file.
+    Calibrate,
 }
 
 #[derive(clap::Args)]
@@ -151,6 +155,11 @@ fn run(cli: Cli) -> Result<()> {
             out,
         }) => generate(&kind, nodes, &duration, &set, out.as_deref()),
         Some(Command::Probe(args)) => probe_command(&args),
+        Some(Command::Calibrate) => {
+            println!("# measured on this machine (real crypto, medians); paste into a [[gateway]]");
+            println!("{}", calibrate::scenario_line(&calibrate::measure()));
+            Ok(())
+        }
         Some(Command::Live(args)) => {
             let mut cfg = match &args.gateway {
                 Some(g) => live::from_scenario(&args.config, g)?,

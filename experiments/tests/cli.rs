@@ -308,3 +308,38 @@ fn generate_writes_a_scenario_that_runs_and_names_bad_settings() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown kind `star`"));
 }
+
+#[test]
+fn calibrate_prints_a_cpu_line_a_scenario_takes() {
+    let o = qsafe(&["calibrate"]);
+    let out = stdout(&o);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("cpu = "))
+        .expect("a cpu line");
+    // Pasted into a gateway, the line runs: the handshake takes longer than its round
+    // trips by the work the measured costs add.
+    let scenario = format!(
+        "duration = \"10s\"\n[[gateway]]\nname = \"a\"\naddress = \"10.0.0.1\"\n{line}\n\
+         [[gateway]]\nname = \"b\"\naddress = \"10.0.0.2\"\n{line}\n\
+         [[link]]\na = \"a\"\nb = \"b\"\nparams = {{ latency = \"10ms\" }}\n\
+         [[tunnel]]\nname = \"t\"\ninitiator = \"a\"\nresponder = \"b\"\n"
+    );
+    let dir = scratch("calibrated");
+    fs::write(dir.join("s.toml"), scenario).unwrap();
+    let s = dir.join("s.toml");
+    let o = qsafe(&[
+        "run",
+        s.to_str().unwrap(),
+        "--quiet",
+        "--no-report",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    let d = r["handshakes"][0]["duration_ns"].as_u64().unwrap();
+    assert!(d > 60_000_000 + 100_000, "{d}");
+    assert_eq!(r["cpus"].as_array().unwrap().len(), 2);
+}

@@ -261,3 +261,27 @@ fn a_rekey_storm_keeps_both_ends_of_every_sa_in_step() {
     let delivered: u64 = traffic.iter().map(|f| n(&f["delivered_packets"])).sum();
     assert!(delivered * 100 > offered * 99, "{delivered} of {offered}");
 }
+
+#[test]
+fn a_one_core_hub_under_a_start_up_storm_answers_one_handshake_after_another() {
+    let r = run("cpu-hub-storm");
+    let cpus = r["cpus"].as_array().unwrap();
+    let hub = cpus.iter().find(|c| c["gateway"] == "hub").unwrap();
+    let mut times: Vec<u64> = r["handshakes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| n(&h["duration_ns"]))
+        .collect();
+    times.sort_unstable();
+    assert_eq!(times.len(), 400);
+    // Three round trips of 20 ms plus each spoke's own work; the queue at the hub adds
+    // up to all of the hub's work for the others: the last one comes up no sooner
+    // than the hub's core is done with everyone.
+    let busy = n(&hub["busy_ns"]);
+    assert!(busy > 400 * 100_000, "hub work {busy}");
+    assert!(times[0] >= 60_000_000);
+    assert!(times[399] >= busy, "{} < {busy}", times[399]);
+    // Handshake time grows along the queue: the median waits for about half of it.
+    assert!(times[200] > 60_000_000 + busy / 3, "{times:?}");
+}

@@ -235,6 +235,28 @@ pub(crate) fn html_head(title: &str) -> String {
     )
 }
 
+/// The gateways with a CPU model, as Markdown: core time spent, its share of the run's
+/// core time, jobs, and the longest wait for a core.
+fn cpu_table(d: &Results) -> String {
+    let mut t = String::from(
+        "| gateway | cores | busy (s) | utilization | jobs | longest wait (ms) |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    for c in &d.cpus {
+        let capacity = (c.cores as u64 * d.duration_ns).max(1);
+        let _ = writeln!(
+            t,
+            "| {} | {} | {:.3} | {:.2}% | {} | {:.3} |",
+            c.gateway,
+            c.cores,
+            c.busy_ns as f64 / 1e9,
+            100.0 * c.busy_ns as f64 / capacity as f64,
+            c.jobs,
+            c.max_wait_ns as f64 / 1e6
+        );
+    }
+    t
+}
+
 /// ESP traffic per tunnel, as Markdown.
 fn traffic_table(d: &Results) -> String {
     let mut t = String::from(
@@ -327,6 +349,13 @@ pub fn write_report(dir: &Path) -> Result<PathBuf, ReportError> {
             h,
             "<h2 id=\"traffic\">ESP traffic</h2>\n{}",
             md_to_html_table(&traffic_table(&d))
+        );
+    }
+    if !d.cpus.is_empty() {
+        let _ = write!(
+            h,
+            "<h2 id=\"cpu\">Gateway CPUs</h2>\n{}",
+            md_to_html_table(&cpu_table(&d))
         );
     }
     let q = &d.qkd;

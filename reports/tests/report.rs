@@ -5,8 +5,8 @@ use std::fs;
 use std::path::PathBuf;
 
 use results::{
-    ChannelStats, ExchangeRow, HandshakeRow, KeyRequestRow, LinkSummary, NetworkStats, PoolSeries,
-    Results, TrafficSummary, TunnelSummary,
+    ChannelStats, CpuSummary, ExchangeRow, HandshakeRow, KeyRequestRow, LinkSummary, NetworkStats,
+    PoolSeries, Results, TrafficSummary, TunnelSummary,
 };
 
 /// A two-hour run of one tunnel: three attempts (one failed), a pool that ran empty
@@ -112,6 +112,13 @@ fn run_results() -> Results {
             requests_refused: 1,
             relay_keys: 0,
         },
+        cpus: vec![CpuSummary {
+            gateway: "a".into(),
+            cores: 2,
+            busy_ns: 1_500_000_000,
+            jobs: 40,
+            max_wait_ns: 3_000_000,
+        }],
         traffic: vec![TrafficSummary {
             tunnel: "t1".into(),
             mode: "packets".into(),
@@ -151,6 +158,8 @@ fn report_and_figures() {
         "id=\"figures\"",
         "id=\"manifest\"",
         "id=\"traffic\"",
+        "id=\"cpu\"",
+        "<td>1.500</td><td>0.01%</td><td>40</td><td>3.000</td>",
         "qsafe run s.toml --seed 5",
         "<svg",
     ] {

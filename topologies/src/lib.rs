@@ -10,6 +10,8 @@
 //! link = { latency = "10ms", mtu = 1280 }                  # every IP link
 //! qkd = { rate_bps = 1000, capacity_bits = 1048576 }       # every QKD link (omit: no QKD)
 //! tunnel = { ppk = "required", reauth_time = "10m" }      # every tunnel
+//! gateway = { cpu = { cores = 4 } }                        # every gateway
+//! hub = { cpu = { cores = 1 } }                            # the hub, after `gateway`
 //! ```
 //!
 //! Generated items are appended to any written by hand. Expansion works on the TOML
@@ -116,6 +118,7 @@ fn locate(text: &str, written: &Table, path: &str) -> Option<(usize, String)> {
         "qkd_link" => "qkd",
         "kme" => "kme",
         "tunnel" => "tunnel",
+        "gateway" => "gateway",
         _ => "",
     };
     let topo = lines.iter().position(|l| *l == "[topology]")?;
@@ -211,6 +214,8 @@ impl Generated {
             "qkd",
             "tunnel",
             "kme",
+            "gateway",
+            "hub",
             "edge_probability",
             "graph_seed",
             "stagger",
@@ -246,6 +251,7 @@ impl Generated {
             sub("tunnel")?,
             sub("kme")?,
         );
+        let (gateway, hub) = (sub("gateway")?, sub("hub")?);
         let stagger = topo
             .get("stagger")
             .and_then(Value::as_str)
@@ -260,7 +266,12 @@ impl Generated {
                 i / 250 % 250,
                 i % 250 + 1
             );
-            let mut t = table(&[("name", s(name)), ("address", s(addr))]);
+            let mut t = gateway.clone();
+            if name == "hub" {
+                t.extend(hub.clone());
+            }
+            t.insert("name".into(), s(name));
+            t.insert("address".into(), s(addr));
             if qkd.is_some() {
                 t.insert("kme".into(), s(format!("kme-{name}")));
                 let mut k = kme.clone();

@@ -38,6 +38,7 @@ fn hub_and_spoke(
             name: "hub".into(),
             address: "10.0.0.1".parse().unwrap(),
             kme: Some("kme-hub".into()),
+            cpu: None,
         }],
         links: Vec::new(),
         kmes: vec![KmeConfig {
@@ -57,6 +58,7 @@ fn hub_and_spoke(
             name: name.clone(),
             address: format!("10.{}.{}.1", 1 + i / 250, i % 250).parse().unwrap(),
             kme: Some(kme.clone()),
+            cpu: None,
         });
         let mut params = link::LinkConfig {
             latency: SimDuration::from_millis(10 + (i % 20) as u64),

@@ -5,6 +5,8 @@ use std::net::Ipv4Addr;
 
 use link::{LinkConfig, Transition};
 use qkd::PoolConfig;
+
+pub use crate::cpu::CpuConfig;
 use serde::{Deserialize, Serialize};
 use sim_core::{SimDuration, SimTime};
 
@@ -78,6 +80,10 @@ pub struct GatewayConfig {
     /// The key manager this gateway takes QKD keys from.
     #[serde(default)]
     pub kme: Option<String>,
+    /// A finite CPU: its IKE crypto costs time on `cores` cores (see [`crate::cpu`]).
+    /// Unset: infinitely fast.
+    #[serde(default)]
+    pub cpu: Option<CpuConfig>,
 }
 
 /// A link between two gateways, with the link model's settings.

@@ -3,6 +3,7 @@
 //! SKIP; `sim-core` drives it all deterministically from one seed.
 
 pub mod config;
+pub mod cpu;
 pub mod dataplane;
 pub use ::results;
 pub mod world;

@@ -160,6 +160,19 @@ impl TunnelSummary {
     }
 }
 
+/// A gateway's cores over the run (with the CPU model).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CpuSummary {
+    pub gateway: String,
+    pub cores: u32,
+    /// Core time spent on IKE work.
+    pub busy_ns: u64,
+    /// Jobs run (one per input that needed work).
+    pub jobs: u64,
+    /// The longest a job waited for a free core.
+    pub max_wait_ns: u64,
+}
+
 /// A stretch of time a tunnel was down after it had been up.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Outage {
@@ -247,6 +260,8 @@ pub struct Results {
     pub links: Vec<LinkSummary>,
     pub qkd: NetworkStats,
     pub endpoints: Vec<(String, EndpointStats)>,
+    /// The gateways with a CPU model, what their cores did.
+    pub cpus: Vec<CpuSummary>,
     /// Invariants the run broke (peers with different keys, a QKD key used twice);
     /// empty in a correct run.
     pub violations: Vec<String>,

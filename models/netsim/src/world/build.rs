@@ -24,6 +24,7 @@ use super::oracle::Oracle;
 use super::tunnels::Tunnel;
 use super::{AUDIT_EVERY, Ev, World};
 use crate::config::{CryptoMode, Fault, PpkMode, TrafficMode, WorldConfig};
+use crate::cpu::{Cpu, Meter, Metered};
 use crate::dataplane::{DataPlane, MIN_PACKET};
 use crate::results::{TrafficSummary, TunnelSummary};
 
@@ -53,6 +54,15 @@ pub(super) fn crypto_provider(mode: CryptoMode) -> Box<dyn CryptoProvider> {
     match mode {
         CryptoMode::Real => Box::new(RealCrypto),
         CryptoMode::Model => Box::new(ModelCrypto),
+    }
+}
+
+/// A gateway endpoint's crypto: charged to its CPU's meter if it has one.
+pub(super) fn gateway_crypto(mode: CryptoMode, cpu: Option<&Cpu>) -> Box<dyn CryptoProvider> {
+    let crypto = crypto_provider(mode);
+    match cpu {
+        Some(cpu) => Box::new(Metered::new(crypto, cpu.costs.clone(), cpu.meter.clone())),
+        None => crypto,
     }
 }
 
@@ -117,6 +127,7 @@ impl World {
             esp_crypto,
             gw_pair_tunnel,
             keylog: None,
+            ending: false,
         })
     }
 }
@@ -374,10 +385,11 @@ fn gateways(
         let (tunnel_ids, peer_cfgs): (Vec<usize>, Vec<PeerConfig>) =
             std::mem::take(&mut peers[i]).into_iter().unzip();
         let rng = Box::new(sim.rng(entity, "ike"));
+        let cpu = g.cpu.as_ref().map(|c| Cpu::new(c, Meter::default()));
         let ep = Endpoint::new(
             EndpointConfig::new(addr.into()),
             peer_cfgs.clone(),
-            crypto_provider(cfg.crypto),
+            gateway_crypto(cfg.crypto, cpu.as_ref()),
             rng,
         );
         gateways.push(Gateway {
@@ -392,6 +404,7 @@ fn gateways(
             kme,
             timer: None,
             peer_tunnel: tunnel_ids,
+            cpu,
         });
     }
     Ok(gateways)

@@ -5,7 +5,7 @@
 use ikev2::endpoint::{Endpoint, EndpointConfig, SaId};
 use sim_core::SimDuration;
 
-use super::build::crypto_provider;
+use super::build::gateway_crypto;
 use super::tunnels::AttemptEnd;
 use super::{Ev, World};
 
@@ -22,7 +22,7 @@ impl World {
         }
         let entity = g.entity;
         let rng = Box::new(self.sim.rng(entity, &format!("ike/restart-{}", g.restarts)));
-        let crypto = crypto_provider(self.cfg.crypto);
+        let crypto = gateway_crypto(self.cfg.crypto, g.cpu.as_ref());
         let config = EndpointConfig::new(g.addr.into());
         g.ep = Endpoint::new(config, g.peer_cfgs.clone(), crypto, rng);
         let gone: Vec<SaId> = self

@@ -56,6 +56,16 @@ enum Ev {
     GatewayTimer {
         gw: usize,
     },
+    /// A gateway's CPU finished a job: it goes on with what the job's inputs produced.
+    Resume {
+        gw: usize,
+    },
+    /// A datagram a gateway's CPU finished producing goes out.
+    Send {
+        gw: usize,
+        dst: std::net::SocketAddr,
+        payload: Vec<u8>,
+    },
     TunnelStart {
         tunnel: usize,
         why: &'static str,
@@ -198,6 +208,8 @@ pub struct World {
     /// (sending gateway, receiving gateway) -> (tunnel, direction).
     gw_pair_tunnel: BTreeMap<(usize, usize), (usize, usize)>,
     keylog: Option<Keylog>,
+    /// The run is over: gateways act on everything at once, whatever their CPU owes.
+    ending: bool,
 }
 
 impl World {
@@ -265,6 +277,13 @@ impl World {
                 datagram,
             } => self.deliver(link, dir, datagram),
             Ev::GatewayTimer { gw } => self.gateway_timer(gw),
+            Ev::Resume { gw } => self.drain(gw),
+            Ev::Send { gw, dst, payload } => {
+                // A gateway that rebooted meanwhile sends nothing it made before.
+                if !self.gateways[gw].down {
+                    self.send(gw, dst, payload);
+                }
+            }
             Ev::TunnelStart { tunnel, why } => self.start_attempt(tunnel, why),
             Ev::TimedChildRekey { tunnel, spi_in } => self.timed_child_rekey(tunnel, spi_in),
             Ev::IkeRekey { tunnel, sa } => self.rekey_ike(tunnel, sa),

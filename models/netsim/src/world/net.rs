@@ -9,6 +9,7 @@ use link::{Channel, Datagram};
 use sim_core::{EntityId, SimTime, TimerId};
 
 use super::{Ev, World};
+use crate::cpu::Cpu;
 use crate::dataplane::ESP_PORT;
 
 pub(super) const IKE_PORT: u16 = 500;
@@ -29,6 +30,8 @@ pub(super) struct Gateway {
     pub timer: Option<TimerId>,
     /// Peer index in the endpoint -> tunnel.
     pub peer_tunnel: Vec<usize>,
+    /// A finite CPU, if the scenario gives it one.
+    pub cpu: Option<Cpu>,
 }
 
 pub(super) struct SimLink {
@@ -41,9 +44,31 @@ pub(super) struct SimLink {
 impl World {
     /// Sends what a gateway's endpoint queued, handles its events, re-arms its timer.
     pub(super) fn drain(&mut self, gw: usize) {
+        let now = self.sim.now();
+        let mut ready = now;
         loop {
+            // With a CPU model, the work just done is a job on the gateway's cores; what
+            // it sends leaves when the job ends.
+            if let Some(cpu) = self.gateways[gw].cpu.as_mut() {
+                let cost = cpu.meter.take();
+                if cost > 0 {
+                    ready = cpu.run(ready, cost);
+                }
+            }
+            let entity = self.gateways[gw].entity;
             while let Some(t) = self.gateways[gw].ep.poll_transmit() {
-                self.send(gw, t.dst, t.payload);
+                if ready == now {
+                    self.send(gw, t.dst, t.payload);
+                } else {
+                    let (dst, payload) = (t.dst, t.payload);
+                    self.sim
+                        .schedule_at(entity, ready, Ev::Send { gw, dst, payload });
+                }
+            }
+            if ready > now && !self.ending {
+                // The gateway acts on what the work found once the work is done.
+                self.sim.schedule_at(entity, ready, Ev::Resume { gw });
+                break;
             }
             let Some(ev) = self.gateways[gw].ep.poll_event() else {
                 break;
@@ -117,6 +142,9 @@ impl World {
         }
         let from = SocketAddr::V4(datagram.src);
         let now = self.now_ns();
+        if let Some(cpu) = &self.gateways[gw].cpu {
+            cpu.meter.add(cpu.costs.message.as_nanos());
+        }
         self.gateways[gw]
             .ep
             .handle_datagram(now, from, &datagram.payload);

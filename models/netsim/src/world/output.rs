@@ -9,7 +9,7 @@ use sim_core::TraceEvent;
 
 use super::World;
 use super::tunnels::AttemptEnd;
-use crate::results::{LinkSummary, PoolSeries, Results};
+use crate::results::{CpuSummary, LinkSummary, PoolSeries, Results};
 
 /// Typed trace lines of the network.
 #[derive(Serialize)]
@@ -106,6 +106,7 @@ impl World {
         // The pools' counters up to the end.
         self.qkd.advance(now.as_nanos());
         // Exchanges still in flight count too (their rows say `unfinished`).
+        self.ending = true;
         for gw in 0..self.gateways.len() {
             self.gateways[gw].ep.finish(now.as_nanos());
             self.drain(gw);
@@ -211,6 +212,20 @@ impl World {
                 .gateways
                 .iter()
                 .map(|g| (g.name.clone(), g.ep.stats().clone()))
+                .collect(),
+            cpus: self
+                .gateways
+                .iter()
+                .filter_map(|g| {
+                    let cpu = g.cpu.as_ref()?;
+                    Some(CpuSummary {
+                        gateway: g.name.clone(),
+                        cores: cpu.cores(),
+                        busy_ns: cpu.busy_ns,
+                        jobs: cpu.jobs,
+                        max_wait_ns: cpu.max_wait_ns,
+                    })
+                })
                 .collect(),
             violations: self.oracle.violations,
         }

@@ -285,3 +285,52 @@ fn a_one_core_hub_under_a_start_up_storm_answers_one_handshake_after_another() {
     // Handshake time grows along the queue: the median waits for about half of it.
     assert!(times[200] > 60_000_000 + busy / 3, "{times:?}");
 }
+
+#[test]
+fn an_overloaded_key_manager_makes_handshakes_wait_and_tunnels_go_down() {
+    let r = run("kme-overload");
+    let latencies = |op: &str| {
+        let mut v: Vec<u64> = r["key_requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["op"] == op && k["status"] == 200)
+            .map(|k| n(&k["latency_ns"]))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    // The spokes' KMEs serve their one request in 150 ms (plus 5 ms each way); the
+    // hub's, asked for 10 a second and able to serve 6.7, makes its fetches queue for
+    // seconds.
+    let (enc, dec) = (latencies("enc_keys"), latencies("dec_keys"));
+    assert!(enc[enc.len() / 2] < 200_000_000, "{enc:?}");
+    assert!(dec[dec.len() / 2] > 1_500_000_000, "{dec:?}");
+    // The responders wait that long for their PPKs: handshakes take seconds, beyond
+    // the IKE SAs' hard limit (1 s after the re-authentication was due), so the
+    // tunnels go down while their replacements are still negotiating.
+    let mut times: Vec<u64> = r["handshakes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["outcome"] == "established")
+        .map(|h| n(&h["duration_ns"]))
+        .collect();
+    times.sort_unstable();
+    assert!(times[times.len() / 2] > 1_000_000_000, "{times:?}");
+    let tunnels = r["tunnels"].as_array().unwrap();
+    let duration = n(&r["duration_ns"]) as f64;
+    let mean_availability = tunnels
+        .iter()
+        .map(|t| n(&t["up_ns"]) as f64 / (duration - n(&t["start_ns"]) as f64))
+        .sum::<f64>()
+        / tunnels.len() as f64;
+    assert!(mean_availability < 0.9, "{mean_availability}");
+    assert!(tunnels.iter().all(|t| {
+        t["outages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["cause"] == "handshake in progress")
+    }));
+}

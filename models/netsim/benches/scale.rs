@@ -46,6 +46,8 @@ fn hub_and_spoke(
             api: Default::default(),
             request_latency: SimDuration::from_millis(5),
             schedule: vec![],
+            service_time: SimDuration::ZERO,
+            concurrency: 0,
         }],
         qkd_links: Vec::new(),
         tunnels: Vec::new(),
@@ -76,6 +78,8 @@ fn hub_and_spoke(
             api: Default::default(),
             request_latency: SimDuration::from_millis(5),
             schedule: vec![],
+            service_time: SimDuration::ZERO,
+            concurrency: 0,
         });
         let mut pool = qkd::PoolConfig::fixed(2000.0, 1 << 20);
         pool.initial_bits = 1 << 19;

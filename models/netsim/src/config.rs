@@ -117,6 +117,13 @@ pub struct KmeConfig {
     /// Down/up transitions in time order; the device starts up.
     #[serde(default)]
     pub schedule: Vec<Transition>,
+    /// Time the KME takes to serve one request (beyond `request_latency`), and how many
+    /// it serves at once (0: any number); requests beyond that wait in line, so key
+    /// waits include queueing at a busy KME.
+    #[serde(default)]
+    pub service_time: SimDuration,
+    #[serde(default)]
+    pub concurrency: u32,
 }
 
 fn default_request_latency() -> SimDuration {

@@ -93,6 +93,8 @@ pub struct KeyRequestRow {
     /// `enc_keys` / `dec_keys` (ETSI), `key` / `key_by_id` (SKIP).
     pub op: String,
     pub status: u16,
+    /// From the gateway asking to its answer: the KME's `request_latency`, plus any
+    /// wait in line and service at a busy KME.
     pub latency_ns: u64,
 }
 

@@ -16,7 +16,7 @@ use ikev2::endpoint::{Endpoint, EndpointConfig, Identity, PeerConfig, PpkPolicy}
 use link::{Channel, LinkState};
 use qkd::QkdNetwork;
 use qkd::network::StreamFactory;
-use sim_core::{EntityId, SimDuration, Simulation, Tracer, entity};
+use sim_core::{EntityId, SimDuration, SimTime, Simulation, Tracer, entity};
 
 use super::keys::{Kme, Supply};
 use super::net::{Gateway, IKE_PORT, SimLink};
@@ -165,6 +165,8 @@ fn key_managers(
             entity,
             api: k.api,
             latency: k.request_latency,
+            service: k.service_time,
+            free_at: vec![SimTime::ZERO; k.concurrency as usize],
         });
     }
     let mut ends = Vec::new();

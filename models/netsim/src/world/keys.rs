@@ -35,14 +35,37 @@ impl Supply {
     }
 }
 
-/// A key manager as the gateways see it: its API and its request latency.
+/// A key manager as the gateways see it: its API, its request latency, and how it
+/// serves requests (`service` each, on `free_at.len()` servers, or any number at once
+/// when there are none).
 pub(super) struct Kme {
     pub entity: EntityId,
     pub api: KeyApi,
     pub latency: SimDuration,
+    pub service: SimDuration,
+    pub free_at: Vec<SimTime>,
 }
 
 impl World {
+    /// The KME of gateway `gw` (which the build checked it has).
+    pub(super) fn kme_of(&self, gw: usize) -> usize {
+        self.gateways[gw].kme.expect("checked at build")
+    }
+
+    /// A request reaches KME `kme` now: when its service ends, if it takes time.
+    pub(super) fn kme_queue(&mut self, kme: usize) -> Option<SimTime> {
+        let now = self.sim.now();
+        let k = &mut self.kmes[kme];
+        if k.service == SimDuration::ZERO {
+            return None;
+        }
+        let Some(slot) = (0..k.free_at.len()).min_by_key(|&i| (k.free_at[i], i)) else {
+            return Some(now + k.service); // any number at once: no waiting in line
+        };
+        let end = k.free_at[slot].max(now) + k.service;
+        k.free_at[slot] = end;
+        Some(end)
+    }
     /// The ID of a gateway's key manager (SKIP's system ID), empty if it has none.
     pub(super) fn kme_id_of(&self, gw: usize) -> String {
         self.gateways[gw]
@@ -62,6 +85,7 @@ impl World {
                 tunnel: t,
                 asked,
                 retries,
+                served: false,
             },
         );
     }
@@ -91,16 +115,17 @@ impl World {
             if self.tunnels[t].ppk == PpkMode::Required {
                 let entity = self.gateways[ini].entity;
                 let backoff = SimDuration::from_secs(1u64 << retries.min(5));
+                // The new request is answered a request latency after it is made.
                 self.sim.schedule(
                     entity,
-                    backoff,
+                    backoff + self.kmes[kme].latency,
                     Ev::KeyDraw {
                         tunnel: t,
                         asked: self.sim.now() + backoff,
                         retries: retries + 1,
+                        served: false,
                     },
                 );
-                // The request itself happens after the KME latency again.
                 return;
             }
             self.initiate(t); // optional: go on without a key (a downgrade)
@@ -183,7 +208,8 @@ impl World {
             KeyApi::Etsi014 => "etsi014",
             KeyApi::Skip => "skip",
         };
-        let latency = self.sim.now().saturating_since(asked) + self.kmes[kme].latency;
+        // From asking to the answer: the request latency, and any wait at a busy KME.
+        let latency = self.sim.now().saturating_since(asked);
         self.key_requests.push(KeyRequestRow {
             time_ns: self.now_ns(),
             gateway: self.gateways[gw].name.clone(),
@@ -240,7 +266,7 @@ impl World {
             let wait = SimDuration::from_millis(50 << retries);
             self.sim.schedule(
                 entity,
-                wait,
+                wait + self.kmes[kme].latency,
                 Ev::KeyFetch {
                     gw,
                     sa,
@@ -248,6 +274,7 @@ impl World {
                     key_id,
                     asked: self.sim.now() + wait,
                     retries: retries + 1,
+                    served: false,
                 },
             );
             return;
@@ -277,6 +304,7 @@ impl World {
                     key_id,
                     asked: now,
                     retries: 0,
+                    served: false,
                 };
                 self.sim.schedule(entity, self.kmes[kme].latency, fetch);
             }

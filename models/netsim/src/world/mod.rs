@@ -91,11 +91,13 @@ enum Ev {
         tunnel: usize,
         sa: SaId,
     },
-    /// The initiator's key request (`enc_keys` or `/key`) reaches its KME.
+    /// The initiator's key request (`enc_keys` or `/key`) reaches its KME (`served`:
+    /// and its turn came at a KME that serves one at a time).
     KeyDraw {
         tunnel: usize,
         asked: SimTime,
         retries: u32,
+        served: bool,
     },
     /// The responder's fetch by key ID reaches its KME.
     KeyFetch {
@@ -105,6 +107,7 @@ enum Ev {
         key_id: Vec<u8>,
         asked: SimTime,
         retries: u32,
+        served: bool,
     },
     KmeSwitch {
         kme: usize,
@@ -293,7 +296,22 @@ impl World {
                 tunnel,
                 asked,
                 retries,
-            } => self.key_draw(tunnel, asked, retries),
+                served,
+            } => {
+                let kme = self.kme_of(self.tunnels[tunnel].initiator);
+                if !served && let Some(end) = self.kme_queue(kme) {
+                    let served = true;
+                    let ev = Ev::KeyDraw {
+                        tunnel,
+                        asked,
+                        retries,
+                        served,
+                    };
+                    self.sim.schedule_at(self.kmes[kme].entity, end, ev);
+                    return;
+                }
+                self.key_draw(tunnel, asked, retries)
+            }
             Ev::KeyFetch {
                 gw,
                 sa,
@@ -301,7 +319,25 @@ impl World {
                 key_id,
                 asked,
                 retries,
-            } => self.key_fetch(gw, sa, tunnel, key_id, asked, retries),
+                served,
+            } => {
+                let kme = self.kme_of(gw);
+                if !served && let Some(end) = self.kme_queue(kme) {
+                    let served = true;
+                    let ev = Ev::KeyFetch {
+                        gw,
+                        sa,
+                        tunnel,
+                        key_id,
+                        asked,
+                        retries,
+                        served,
+                    };
+                    self.sim.schedule_at(self.kmes[kme].entity, end, ev);
+                    return;
+                }
+                self.key_fetch(gw, sa, tunnel, key_id, asked, retries)
+            }
             Ev::KmeSwitch { kme, up } => self.kme_switch(kme, up),
             Ev::QkdBlock { link } => self.qkd_block(link),
             Ev::QkdLinkSwitch { link, up } => self.qkd_link_switch(link, up),

@@ -12,6 +12,7 @@
 //! tunnel = { ppk = "required", reauth_time = "10m" }      # every tunnel
 //! gateway = { cpu = { cores = 4 } }                        # every gateway
 //! hub = { cpu = { cores = 1 } }                            # the hub, after `gateway`
+//! tunnels_per_pair = 2        # tunnels between each pair of gateways (default 1)
 //! ```
 //!
 //! Generated items are appended to any written by hand. Expansion works on the TOML
@@ -216,6 +217,7 @@ impl Generated {
             "kme",
             "gateway",
             "hub",
+            "tunnels_per_pair",
             "edge_probability",
             "graph_seed",
             "stagger",
@@ -252,6 +254,14 @@ impl Generated {
             sub("kme")?,
         );
         let (gateway, hub) = (sub("gateway")?, sub("hub")?);
+        let per_pair = match topo.get("tunnels_per_pair") {
+            None => 1,
+            Some(v) => v
+                .as_integer()
+                .filter(|&k| (1..=100).contains(&k))
+                .ok_or("field `topology.tunnels_per_pair`: expected an integer in 1..=100")?
+                as usize,
+        };
         let stagger = topo
             .get("stagger")
             .and_then(Value::as_str)
@@ -297,15 +307,21 @@ impl Generated {
             }
         };
         let tun = |g: &mut Generated, a: &str, b: &str| {
-            let i = g.tunnels.len() as u64;
-            let mut t = tunnel.clone();
-            t.insert("name".into(), s(format!("{a}-{b}")));
-            t.insert("initiator".into(), s(a));
-            t.insert("responder".into(), s(b));
-            t.entry("start").or_insert_with(|| {
-                s(sim_core::SimDuration::from_nanos(stagger.as_nanos() * i).to_string())
-            });
-            g.tunnels.push(t);
+            for k in 0..per_pair {
+                let i = g.tunnels.len() as u64;
+                let mut t = tunnel.clone();
+                let name = match k {
+                    0 => format!("{a}-{b}"),
+                    k => format!("{a}-{b}-{k}"),
+                };
+                t.insert("name".into(), s(name));
+                t.insert("initiator".into(), s(a));
+                t.insert("responder".into(), s(b));
+                t.entry("start").or_insert_with(|| {
+                    s(sim_core::SimDuration::from_nanos(stagger.as_nanos() * i).to_string())
+                });
+                g.tunnels.push(t);
+            }
         };
         let names: Vec<String> = (0..n).map(|i| format!("gw-{i}")).collect();
         let kme_of = |name: &str| format!("kme-{name}");

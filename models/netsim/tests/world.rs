@@ -693,3 +693,29 @@ fn a_one_core_hub_serves_simultaneous_handshakes_one_after_another() {
         "{times:?}"
     );
 }
+
+#[test]
+fn two_tunnels_between_one_pair_of_gateways_each_come_up_and_carry_their_traffic() {
+    // Two tunnels from gw-a to gw-b, each with its own PPKs from the shared KMEs and
+    // pool, and its own traffic.
+    let traffic = "traffic = { rate_pps = 50, sizes = [200] }\nchild_rekey_time = \"30s\"\n";
+    let text = format!(
+        "{PAIR}{traffic}[[tunnel]]\nname = \"t2\"\ninitiator = \"gw-a\"\nresponder = \"gw-b\"\n\
+         ppk = \"required\"\nreauth_time = \"25s\"\n{traffic}"
+    );
+    let r = run(&text, 3);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    for t in &r.tunnels {
+        assert!(t.established >= 4, "{t:?}");
+        assert_eq!(t.keys_drawn, t.attempts, "{t:?}");
+        assert!(t.up_ns > 100_000_000_000, "{t:?}");
+    }
+    for f in &r.traffic {
+        // Every packet ends in one count, and most are delivered, per tunnel.
+        assert!(f.delivered_packets > f.offered_packets * 9 / 10, "{f:?}");
+    }
+    // Each IKE SA carries its tunnel's identities.
+    let ids: std::collections::BTreeSet<&str> =
+        r.handshakes.iter().map(|h| h.tunnel.as_str()).collect();
+    assert_eq!(ids.len(), 2);
+}

@@ -71,7 +71,8 @@ impl Shared {
             now,
             &*self.crypto,
             &mut *self.rng,
-            &self.peers[peer],
+            &self.peers,
+            peer,
             &self.config,
             &mut self.out,
         )
@@ -306,8 +307,6 @@ impl Endpoint {
         if s.phase == Phase::Gone {
             // Whatever ended the SA, an exchange in flight is reported as given up.
             s.abandon_exchange(&mut ctx, ExchangeOutcome::Abandoned);
-        }
-        if s.phase == Phase::Gone {
             self.remove(spi);
         } else {
             self.reindex(spi);

@@ -91,7 +91,7 @@ impl World {
         let mut supplies = supplies(&qkd, &kmes, seed);
         let (tunnels, peers) = tunnels(&cfg, &names, seed)?;
         let gateways = gateways(&cfg, &mut sim, &names, peers)?;
-        let (dp, gw_pair_tunnel) = traffic(&cfg, &mut sim, &tunnels, &gateways)?;
+        let dp = traffic(&cfg, &mut sim, &tunnels, &gateways)?;
         let (links, routes) = links(&cfg, &mut sim, &names, seed)?;
         for (i, t) in tunnels.iter().enumerate() {
             if !routes.contains_key(&(t.initiator, IpAddr::V4(cfg.gateways[t.responder].address))) {
@@ -125,7 +125,6 @@ impl World {
             oracle: Oracle::default(),
             dp,
             esp_crypto,
-            gw_pair_tunnel,
             keylog: None,
             ending: false,
         })
@@ -286,15 +285,18 @@ fn tunnels(
                 "a tunnel needs two different gateways",
             ));
         }
-        if cfg.tunnels[..i].iter().any(|o| {
-            (o.initiator == t.initiator && o.responder == t.responder)
-                || (o.initiator == t.responder && o.responder == t.initiator)
-        }) {
-            return Err(err(
-                format!("tunnel[{i}]"),
-                "at most one tunnel per pair of gateways",
-            ));
-        }
+        // Several tunnels between the same two gateways are told apart by their IDs
+        // (the responder picks the tunnel by the initiator's ID in IKE_AUTH): then each
+        // end is `gateway/tunnel`; a lone tunnel's ends are the gateways' names.
+        let shared = cfg
+            .tunnels
+            .iter()
+            .filter(|o| {
+                (o.initiator == t.initiator && o.responder == t.responder)
+                    || (o.initiator == t.responder && o.responder == t.initiator)
+            })
+            .count()
+            > 1;
         if t.ppk != PpkMode::Disabled {
             for (who, g) in [("initiator", ini), ("responder", res)] {
                 if cfg.gateways[g].kme.is_none() {
@@ -311,7 +313,10 @@ fn tunnels(
         let psk = tunnel_psk(&t.name);
         for (me, other) in [(ini, res), (res, ini)] {
             let remote = SocketAddr::from(SocketAddrV4::new(cfg.gateways[other].address, IKE_PORT));
-            let id = |g: usize| Identity::Fqdn(gw_names[g].clone());
+            let id = |g: usize| match shared {
+                true => Identity::Fqdn(format!("{}/{}", gw_names[g], t.name)),
+                false => Identity::Fqdn(gw_names[g].clone()),
+            };
             let mut p = PeerConfig::new(&t.name, remote, id(me), id(other), psk.as_bytes());
             let ike: Vec<&str> = t.ike.iter().map(String::as_str).collect();
             let esp: Vec<&str> = t.esp.iter().map(String::as_str).collect();
@@ -412,20 +417,15 @@ fn gateways(
     Ok(gateways)
 }
 
-/// The tunnels' traffic flows (checked), their first packets or ticks, and which
-/// tunnel and direction a (sender, receiver) pair of gateways means.
-#[allow(clippy::type_complexity)]
+/// The tunnels' traffic flows (checked), and their first packets or ticks.
 fn traffic(
     cfg: &WorldConfig,
     sim: &mut Simulation<Ev>,
     tunnels: &[Tunnel],
     gateways: &[Gateway],
-) -> Result<(DataPlane, BTreeMap<(usize, usize), (usize, usize)>), BuildError> {
+) -> Result<DataPlane, BuildError> {
     let mut dp = DataPlane::default();
-    let mut gw_pair_tunnel = BTreeMap::new();
     for (i, (spec, t)) in cfg.tunnels.iter().zip(tunnels).enumerate() {
-        gw_pair_tunnel.insert((t.initiator, t.responder), (i, 0));
-        gw_pair_tunnel.insert((t.responder, t.initiator), (i, 1));
         let Some(tr) = &spec.traffic else { continue };
         let field = |f: &str| format!("tunnel[{i}].traffic.{f}");
         if !(tr.rate_pps.is_finite() && tr.rate_pps > 0.0) {
@@ -467,7 +467,7 @@ fn traffic(
             ),
         }
     }
-    Ok((dp, gw_pair_tunnel))
+    Ok(dp)
 }
 
 /// The links (an entity and a channel per direction) and the direct routes over them:

@@ -52,6 +52,8 @@ enum Ev {
         link: usize,
         dir: usize,
         datagram: Datagram,
+        /// The tunnel an ESP packet belongs to.
+        tunnel: Option<usize>,
     },
     GatewayTimer {
         gw: usize,
@@ -208,8 +210,6 @@ pub struct World {
     dp: DataPlane,
     /// Seals and opens ESP (the gateways' endpoints own their providers).
     esp_crypto: Box<dyn CryptoProvider>,
-    /// (sending gateway, receiving gateway) -> (tunnel, direction).
-    gw_pair_tunnel: BTreeMap<(usize, usize), (usize, usize)>,
     keylog: Option<Keylog>,
     /// The run is over: gateways act on everything at once, whatever their CPU owes.
     ending: bool,
@@ -278,7 +278,8 @@ impl World {
                 link,
                 dir,
                 datagram,
-            } => self.deliver(link, dir, datagram),
+                tunnel,
+            } => self.deliver(link, dir, datagram, tunnel),
             Ev::GatewayTimer { gw } => self.gateway_timer(gw),
             Ev::Resume { gw } => self.drain(gw),
             Ev::Send { gw, dst, payload } => {

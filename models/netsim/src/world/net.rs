@@ -95,12 +95,21 @@ impl World {
 
     pub(super) fn send(&mut self, gw: usize, dst: SocketAddr, payload: Vec<u8>) {
         if let SocketAddr::V4(dst) = dst {
-            self.send_from(gw, IKE_PORT, dst, payload);
+            self.send_from(gw, IKE_PORT, dst, payload, None);
         }
     }
 
-    /// Puts a UDP datagram from `gw`'s port `port` on the link towards `dst`.
-    pub(super) fn send_from(&mut self, gw: usize, port: u16, dst: SocketAddrV4, payload: Vec<u8>) {
+    /// Puts a UDP datagram from `gw`'s port `port` on the link towards `dst`; an ESP
+    /// packet carries the tunnel it belongs to along (the simulator's bookkeeping, not
+    /// on the wire), so that several tunnels between two gateways are told apart.
+    pub(super) fn send_from(
+        &mut self,
+        gw: usize,
+        port: u16,
+        dst: SocketAddrV4,
+        payload: Vec<u8>,
+        tunnel: Option<usize>,
+    ) {
         let Some(&(link, dir)) = self.routes.get(&(gw, IpAddr::V4(*dst.ip()))) else {
             return; // no route: the datagram is lost at the sender
         };
@@ -123,6 +132,7 @@ impl World {
                     link,
                     dir,
                     datagram: d.datagram,
+                    tunnel,
                 },
             );
         }
@@ -130,14 +140,19 @@ impl World {
 
     /// A datagram arrives at the far end of `link`: ESP goes to the data plane, IKE to
     /// the gateway's endpoint (nothing, while the gateway is down).
-    pub(super) fn deliver(&mut self, link: usize, dir: usize, datagram: Datagram) {
+    pub(super) fn deliver(
+        &mut self,
+        link: usize,
+        dir: usize,
+        datagram: Datagram,
+        tunnel: Option<usize>,
+    ) {
         let gw = self.links[link].ends[1 - dir];
         if self.gateways[gw].down {
             return;
         }
-        if datagram.dst.port() == ESP_PORT {
-            let from = self.links[link].ends[dir];
-            self.esp_arrived(from, gw, &datagram.payload);
+        if let (ESP_PORT, Some(t)) = (datagram.dst.port(), tunnel) {
+            self.esp_arrived(t, gw, &datagram.payload);
             return;
         }
         let from = SocketAddr::V4(datagram.src);

@@ -45,16 +45,16 @@ impl World {
             return;
         };
         let dst = SocketAddrV4::new(*self.gateways[peer].addr.ip(), ESP_PORT);
-        self.send_from(gw, ESP_PORT, dst, esp);
+        self.send_from(gw, ESP_PORT, dst, esp, Some(t));
         if let Some(c) = crossed {
             self.on_limit(gw, c);
         }
     }
 
-    pub(super) fn esp_arrived(&mut self, from: usize, gw: usize, packet: &[u8]) {
-        let Some(&(t, dir)) = self.gw_pair_tunnel.get(&(from, gw)) else {
-            return;
-        };
+    /// An ESP packet of tunnel `t` reached gateway `gw`.
+    pub(super) fn esp_arrived(&mut self, t: usize, gw: usize, packet: &[u8]) {
+        // Direction 0 runs from the tunnel's initiator to its responder.
+        let dir = usize::from(gw != self.tunnels[t].responder);
         match self.dp.open(&*self.esp_crypto, gw, t, dir, packet) {
             Ok(Some(c)) => self.on_limit(gw, c),
             Ok(None) => {}

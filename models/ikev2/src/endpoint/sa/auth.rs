@@ -132,6 +132,7 @@ impl IkeSa {
                 "IKE_AUTH before every additional key exchange",
             ));
         }
+        self.select_peer_by_id(ctx, &payloads);
         let ppk_id = find_notify(&payloads, notify::PPK_IDENTITY).map(|n| n.data.clone());
         if self.hs().use_ppk
             && let Some(id) = ppk_id
@@ -153,6 +154,29 @@ impl IkeSa {
             }
         }
         self.finish_auth(ctx, header, payloads, None)
+    }
+
+    /// Several peer configurations may share the peer's address (several tunnels between
+    /// two gateways): the initiator's ID says which one this IKE SA is for, as strongSwan
+    /// picks its peer config by identities in IKE_AUTH. (IKE_SA_INIT was answered with
+    /// the first configuration for the address; its proposals should agree.)
+    fn select_peer_by_id(&mut self, ctx: &mut Ctx<'_>, payloads: &[Payload]) {
+        let Some((id_type, id)) = Found::of(payloads).idi else {
+            return;
+        };
+        let wanted = (id_type, id.clone());
+        if ctx.peer.remote_id.to_wire() == wanted {
+            return;
+        }
+        let address = ctx.peer.remote.ip();
+        let peers = ctx.peers;
+        if let Some(p) = peers
+            .iter()
+            .position(|c| c.remote.ip() == address && c.remote_id.to_wire() == wanted)
+        {
+            self.peer = p;
+            ctx.peer = &peers[p];
+        }
     }
 
     /// The driver's PPK answer.

@@ -43,6 +43,9 @@ pub(crate) struct Ctx<'a> {
     pub crypto: &'a dyn CryptoProvider,
     pub rng: &'a mut dyn CryptoRng,
     pub peer: &'a PeerConfig,
+    /// Every peer configuration of the endpoint (a responder may switch to another
+    /// with the same address once the initiator's ID is known).
+    pub peers: &'a [PeerConfig],
     pub local: SocketAddr,
     /// Our port for UDP encapsulation, and the peer's (4500 unless configured).
     pub natt_port: u16,
@@ -54,7 +57,8 @@ impl<'a> Ctx<'a> {
         now: u64,
         crypto: &'a dyn CryptoProvider,
         rng: &'a mut dyn CryptoRng,
-        peer: &'a PeerConfig,
+        peers: &'a [PeerConfig],
+        peer: usize,
         config: &EndpointConfig,
         out: &'a mut Outputs,
     ) -> Self {
@@ -62,7 +66,8 @@ impl<'a> Ctx<'a> {
             now,
             crypto,
             rng,
-            peer,
+            peer: &peers[peer],
+            peers,
             local: config.local,
             natt_port: config.natt_port,
             out,

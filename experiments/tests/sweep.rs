@@ -206,3 +206,32 @@ gateway = "gw-b"
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("check: all 3 runs kept every invariant"));
 }
+
+#[test]
+fn availability_falls_once_key_consumption_exceeds_the_qkd_supply() {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sweep-qkd-rate");
+    let _ = fs::remove_dir_all(&out);
+    let sweep = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/sweep-qkd-rate.toml");
+    qsafe(&["sweep", sweep, "--out", out.to_str().unwrap(), "--quiet"]);
+    let rows: Vec<results::SweepRow> =
+        serde_json::from_str(&fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    // Mean availability over the seeds, by key rate.
+    let mut by_rate: Vec<(f64, f64)> = Vec::new();
+    for rate in ["0.5", "1", "2", "4", "8"] {
+        let runs: Vec<&results::SweepRow> = rows
+            .iter()
+            .filter(|r| r.params["topology.qkd.rate_bps"] == rate)
+            .collect();
+        let mean = runs.iter().map(|r| r.availability).sum::<f64>() / runs.len() as f64;
+        by_rate.push((rate.parse().unwrap(), mean));
+    }
+    // Each tunnel consumes 2.1 bit/s. Above that the tunnels stay up; below it only
+    // the re-authentications that find a key bring an IKE SA (about rate / 2.1 of
+    // them), so availability falls with the rate.
+    assert!(by_rate.windows(2).all(|w| w[0].1 <= w[1].1), "{by_rate:?}");
+    assert!(by_rate[4].1 > 0.99 && by_rate[3].1 > 0.97, "{by_rate:?}");
+    assert!(by_rate[1].1 < 0.7 && by_rate[0].1 < 0.5, "{by_rate:?}");
+    // The sweep report draws it.
+    let svg = fs::read_to_string(out.join("figures/sweep_availability.svg")).unwrap();
+    assert!(svg.contains("Tunnel availability") && svg.contains("topology.qkd.rate_bps"));
+}

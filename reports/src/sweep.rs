@@ -248,7 +248,14 @@ fn draw(rows: &[SweepRow], dir: &Path) -> Result<Vec<(String, String)>, ReportEr
     } else {
         format!("{x} (by position)")
     };
-    let figures: [(&str, &str, &str, Statistic, bool); 2] = [
+    let figures: [(&str, &str, &str, Statistic, bool); 3] = [
+        (
+            "sweep_availability",
+            "Tunnel availability (mean over seeds, 95% CI)",
+            "time up / time since start",
+            |r| Some(r.availability),
+            false,
+        ),
         (
             "sweep_success",
             "Handshake success rate (mean over seeds, 95% CI)",

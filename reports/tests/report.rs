@@ -350,6 +350,10 @@ fn sweep_report_figures_and_table() {
             "sweep_time",
             &["Handshake completion time p50", "completion time (ms)"][..],
         ),
+        (
+            "sweep_availability",
+            &["Tunnel availability", "time up / time since start"][..],
+        ),
     ] {
         let svg = fs::read_to_string(dir.join("figures").join(format!("{stem}.svg"))).unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));

@@ -39,6 +39,7 @@ fn hub_and_spoke(
             address: "10.0.0.1".parse().unwrap(),
             kme: Some("kme-hub".into()),
             cpu: None,
+            key_cache: None,
         }],
         links: Vec::new(),
         kmes: vec![KmeConfig {
@@ -61,6 +62,7 @@ fn hub_and_spoke(
             address: format!("10.{}.{}.1", 1 + i / 250, i % 250).parse().unwrap(),
             kme: Some(kme.clone()),
             cpu: None,
+            key_cache: None,
         });
         let mut params = link::LinkConfig {
             latency: SimDuration::from_millis(10 + (i % 20) as u64),

@@ -84,6 +84,29 @@ pub struct GatewayConfig {
     /// Unset: infinitely fast.
     #[serde(default)]
     pub cpu: Option<CpuConfig>,
+    /// Keep QKD keys at hand for each peer, fetched ahead in batches with ETSI 014's
+    /// `number`, as commercial encryptors do. Unset: one request per key, when needed.
+    #[serde(default)]
+    pub key_cache: Option<KeyCacheConfig>,
+}
+
+/// A gateway's QKD key cache, per peer gateway it initiates tunnels to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyCacheConfig {
+    /// Keys it holds when full.
+    pub keys: u32,
+    /// It fetches more (up to `keys`, in one request) when it holds fewer than this.
+    #[serde(default = "one_key")]
+    pub refill_below: u32,
+    /// A key older than this is thrown away unused (counted as wasted): keep it below
+    /// the key managers' `max_key_age_ns`, or the peer cannot fetch it any more.
+    #[serde(default)]
+    pub max_age: Option<SimDuration>,
+}
+
+fn one_key() -> u32 {
+    1
 }
 
 /// A link between two gateways, with the link model's settings.

@@ -719,3 +719,37 @@ fn two_tunnels_between_one_pair_of_gateways_each_come_up_and_carry_their_traffic
         r.handshakes.iter().map(|h| h.tunnel.as_str()).collect();
     assert_eq!(ids.len(), 2);
 }
+
+#[test]
+fn a_key_cache_fetches_keys_in_batches_ahead_of_need() {
+    let cached = |cache: &str| {
+        PAIR.replace(
+            "name = \"gw-a\"\naddress = \"10.0.0.1\"",
+            &format!("name = \"gw-a\"\naddress = \"10.0.0.1\"\nkey_cache = {cache}"),
+        )
+    };
+    let r = run(&cached("{ keys = 8, refill_below = 3 }"), 1);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let t = &r.tunnels[0];
+    assert!(t.established >= 6 && t.downgrades == 0, "{t:?}");
+    // Every IKE SA used a QKD key, but the initiator asked its KME only now and then,
+    // for several keys at a time, and never waited for one: every attempt but the
+    // first found its key at hand.
+    let enc = r.key_requests.iter().filter(|k| k.op == "enc_keys").count();
+    assert!(enc <= 3, "{enc} requests for {} keys", t.keys_drawn);
+    let waits: Vec<u64> = r.handshakes.iter().map(|h| h.key_wait_ns).collect();
+    assert!(waits[1..].iter().all(|&w| w == 0), "{waits:?}");
+    // The responder still fetches each key by its ID.
+    let dec = r
+        .key_requests
+        .iter()
+        .filter(|k| k.op == "dec_keys" && k.status == 200);
+    assert_eq!(dec.count() as u32, t.established);
+    // Keys kept too long are thrown away, and count as wasted.
+    let stale = run(
+        &cached("{ keys = 8, refill_below = 3, max_age = \"15s\" }"),
+        1,
+    );
+    assert!(stale.qkd.keys_wasted > 0, "{:?}", stale.qkd);
+    assert!(stale.tunnels[0].established >= 6);
+}

@@ -117,6 +117,7 @@ impl World {
             kmes,
             qkd,
             supplies,
+            caches: BTreeMap::new(),
             handshakes: Vec::new(),
             exchanges: Vec::new(),
             key_requests: Vec::new(),
@@ -298,6 +299,18 @@ fn tunnels(
             .count()
             > 1;
         if t.ppk != PpkMode::Disabled {
+            let ini_kme = cfg.gateways[ini].kme.as_ref();
+            let api = cfg
+                .kmes
+                .iter()
+                .find(|k| Some(&k.name) == ini_kme)
+                .map(|k| k.api);
+            if cfg.gateways[ini].key_cache.is_some() && api == Some(crate::config::KeyApi::Skip) {
+                return Err(err(
+                    format!("gateway[{ini}].key_cache"),
+                    "needs an ETSI 014 key manager (SKIP delivers one key per request)",
+                ));
+            }
             for (who, g) in [("initiator", ini), ("responder", res)] {
                 if cfg.gateways[g].kme.is_none() {
                     return Err(err(

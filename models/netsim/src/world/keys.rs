@@ -35,6 +35,17 @@ impl Supply {
     }
 }
 
+/// A gateway's QKD keys at hand for one peer: (fetched at, key ID, key), oldest first.
+#[derive(Default)]
+pub(super) struct KeyCache {
+    pub keys: std::collections::VecDeque<(SimTime, String, Vec<u8>)>,
+    /// A refill request is under way.
+    pub refilling: bool,
+    /// Keys fetched into it, and thrown away too old.
+    pub fetched: u64,
+    pub wasted: u64,
+}
+
 /// A key manager as the gateways see it: its API, its request latency, and how it
 /// serves requests (`service` each, on `free_at.len()` servers, or any number at once
 /// when there are none).
@@ -100,8 +111,8 @@ impl World {
         let (op, response, decoded) = match self.kmes[kme].api {
             KeyApi::Etsi014 => {
                 let path = format!("/api/v1/keys/{peer}/enc_keys");
-                let (r, key) = self.etsi014_post(kme, &me, &path, r#"{"number":1,"size":256}"#);
-                ("enc_keys", r, key)
+                let (r, keys) = self.etsi014_post(kme, &me, &path, r#"{"number":1,"size":256}"#);
+                ("enc_keys", r, keys.into_iter().next())
             }
             KeyApi::Skip => {
                 let remote = self.kme_id_of(res);
@@ -131,6 +142,11 @@ impl World {
             self.initiate(t); // optional: go on without a key (a downgrade)
             return;
         };
+        self.use_key(t, id, key);
+    }
+
+    /// The attempt of tunnel `t` has its key: IKE_SA_INIT goes out.
+    fn use_key(&mut self, t: usize, id: String, key: Vec<u8>) {
         let tun = &mut self.tunnels[t];
         tun.summary.keys_drawn += 1;
         if let Some((a, _)) = tun.attempt.as_mut() {
@@ -144,15 +160,113 @@ impl World {
         self.initiate(t);
     }
 
-    /// One ETSI GS QKD 014 POST by SAE `caller` to its KME `kme`; the answer and the first
-    /// (key ID, key) it delivered.
+    /// With a key cache at tunnel `t`'s initiator: a key from it, if it holds a fresh
+    /// one (older ones are thrown away, wasted), and a refill if it runs low. True if
+    /// the attempt got its key.
+    pub(super) fn key_from_cache(&mut self, t: usize) -> bool {
+        let (ini, res) = (self.tunnels[t].initiator, self.tunnels[t].responder);
+        let Some(cfg) = self.cfg.gateways[ini].key_cache.clone() else {
+            return false;
+        };
+        let now = self.sim.now();
+        let cache = self.caches.entry((ini, res)).or_default();
+        let fresh = |at: SimTime| {
+            cfg.max_age
+                .is_none_or(|age| now.saturating_since(at) <= age)
+        };
+        let mut stale = 0;
+        let key = loop {
+            match cache.keys.pop_front() {
+                Some((at, id, key)) if fresh(at) => break Some((id, key)),
+                Some(_) => stale += 1,
+                None => break None,
+            }
+        };
+        cache.wasted += stale;
+        self.qkd.report_wasted(stale);
+        self.maybe_refill(ini, res);
+        match key {
+            Some((id, key)) => {
+                self.use_key(t, id, key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Asks for enough keys to fill `gw`'s cache for `peer` if it holds fewer than its
+    /// threshold and no request is under way.
+    fn maybe_refill(&mut self, gw: usize, peer: usize) {
+        let Some(cfg) = &self.cfg.gateways[gw].key_cache else {
+            return;
+        };
+        let cache = self.caches.entry((gw, peer)).or_default();
+        if cache.refilling || cache.keys.len() >= cfg.refill_below as usize {
+            return;
+        }
+        cache.refilling = true;
+        let kme = self.kme_of(gw);
+        let (entity, asked) = (self.gateways[gw].entity, self.sim.now());
+        let retries = 0;
+        let ev = Ev::KeyRefill {
+            gw,
+            peer,
+            asked,
+            retries,
+        };
+        self.sim.schedule(entity, self.kmes[kme].latency, ev);
+    }
+
+    /// A cache refill reaches the KME: ETSI 014 `enc_keys` with `number`; on refusal,
+    /// again later (1 s doubling, at most 32 s).
+    pub(super) fn key_refill(&mut self, gw: usize, peer: usize, asked: SimTime, retries: u32) {
+        let Some(cfg) = self.cfg.gateways[gw].key_cache.clone() else {
+            return;
+        };
+        let kme = self.kme_of(gw);
+        let held = self.caches.get(&(gw, peer)).map_or(0, |c| c.keys.len());
+        let number = (cfg.keys as usize).saturating_sub(held).max(1);
+        let (me, them) = (
+            self.gateways[gw].name.clone(),
+            self.gateways[peer].name.clone(),
+        );
+        let path = format!("/api/v1/keys/{them}/enc_keys");
+        let body = format!(r#"{{"number":{number},"size":256}}"#);
+        let (response, keys) = self.etsi014_post(kme, &me, &path, &body);
+        // A refill serves no one tunnel in particular: its row names the peer gateway.
+        let tunnel = format!("(cache for {them})");
+        self.record_request(gw, &tunnel, kme, "enc_keys", response.status, asked);
+        let now = self.sim.now();
+        let cache = self.caches.entry((gw, peer)).or_default();
+        if keys.is_empty() {
+            let entity = self.gateways[gw].entity;
+            let backoff = SimDuration::from_secs(1u64 << retries.min(5));
+            let ev = Ev::KeyRefill {
+                gw,
+                peer,
+                asked: now + backoff,
+                retries: retries + 1,
+            };
+            self.sim
+                .schedule(entity, backoff + self.kmes[kme].latency, ev);
+            return;
+        }
+        cache.refilling = false;
+        cache.fetched += keys.len() as u64;
+        cache
+            .keys
+            .extend(keys.into_iter().map(|(id, key)| (now, id, key)));
+    }
+
+    /// One ETSI GS QKD 014 POST by SAE `caller` to its KME `kme`; the answer and the
+    /// (key ID, key) pairs it delivered.
     pub(super) fn etsi014_post(
         &mut self,
         kme: usize,
         caller: &str,
         path: &str,
         body: &str,
-    ) -> (qkd::http::Response, Option<(String, Vec<u8>)>) {
+    ) -> (qkd::http::Response, Vec<(String, Vec<u8>)>) {
         let now = self.now_ns();
         let limits = etsi014::Limits::default();
         let r = etsi014::handle(
@@ -166,13 +280,13 @@ impl World {
             "",
             body.as_bytes(),
         );
-        let key = r
+        let keys = r
             .body
             .as_deref()
             .filter(|_| r.is_ok())
             .and_then(etsi014::KeyContainer::decode)
-            .and_then(|mut v| v.pop());
-        (r, key)
+            .unwrap_or_default();
+        (r, keys)
     }
 
     /// One SKIP GET by `caller` to its KME `kme` about the key provider `remote`; the
@@ -204,6 +318,20 @@ impl World {
         status: u16,
         asked: SimTime,
     ) {
+        let tunnel = self.tunnels[t].name.clone();
+        self.record_request(gw, &tunnel, kme, op, status, asked);
+    }
+
+    /// A key request's row and trace line (`tunnel` names who it served).
+    fn record_request(
+        &mut self,
+        gw: usize,
+        tunnel: &str,
+        kme: usize,
+        op: &str,
+        status: u16,
+        asked: SimTime,
+    ) {
         let api = match self.kmes[kme].api {
             KeyApi::Etsi014 => "etsi014",
             KeyApi::Skip => "skip",
@@ -213,7 +341,7 @@ impl World {
         self.key_requests.push(KeyRequestRow {
             time_ns: self.now_ns(),
             gateway: self.gateways[gw].name.clone(),
-            tunnel: self.tunnels[t].name.clone(),
+            tunnel: tunnel.to_string(),
             kme: self.qkd.kmes[kme].id.clone(),
             api: api.into(),
             op: op.into(),
@@ -221,15 +349,8 @@ impl World {
             latency_ns: latency.as_nanos(),
         });
         let entity = self.gateways[gw].entity;
-        let name = self.tunnels[t].name.clone();
-        self.sim.trace(
-            entity,
-            &NetTrace::KeyRequest {
-                tunnel: &name,
-                op,
-                status,
-            },
-        );
+        self.sim
+            .trace(entity, &NetTrace::KeyRequest { tunnel, op, status });
     }
 
     pub(super) fn key_fetch(
@@ -250,7 +371,8 @@ impl World {
             KeyApi::Etsi014 => {
                 let path = format!("/api/v1/keys/{}/dec_keys", self.gateways[ini].name);
                 let body = format!(r#"{{"key_IDs":[{{"key_ID":"{id}"}}]}}"#);
-                let (r, key) = self.etsi014_post(kme, &me, &path, &body);
+                let (r, keys) = self.etsi014_post(kme, &me, &path, &body);
+                let key = keys.into_iter().next();
                 ("dec_keys", r, key.map(|k| k.1))
             }
             KeyApi::Skip => {

@@ -101,6 +101,14 @@ enum Ev {
         retries: u32,
         served: bool,
     },
+    /// A gateway's key cache for peer `peer` asks its KME for `number` keys (answered
+    /// now).
+    KeyRefill {
+        gw: usize,
+        peer: usize,
+        asked: SimTime,
+        retries: u32,
+    },
     /// The responder's fetch by key ID reaches its KME.
     KeyFetch {
         gw: usize,
@@ -200,6 +208,8 @@ pub struct World {
     qkd: QkdNetwork,
     /// Per QKD link: its key supply's random arrivals and whether it produces.
     supplies: Vec<keys::Supply>,
+    /// (gateway, peer gateway) -> the gateway's cached keys for that peer.
+    caches: BTreeMap<(usize, usize), keys::KeyCache>,
     handshakes: Vec<HandshakeRow>,
     exchanges: Vec<ExchangeRow>,
     key_requests: Vec<KeyRequestRow>,
@@ -340,6 +350,12 @@ impl World {
                 self.key_fetch(gw, sa, tunnel, key_id, asked, retries)
             }
             Ev::KmeSwitch { kme, up } => self.kme_switch(kme, up),
+            Ev::KeyRefill {
+                gw,
+                peer,
+                asked,
+                retries,
+            } => self.key_refill(gw, peer, asked, retries),
             Ev::QkdBlock { link } => self.qkd_block(link),
             Ev::QkdLinkSwitch { link, up } => self.qkd_link_switch(link, up),
             Ev::Sample => {

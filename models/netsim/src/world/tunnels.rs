@@ -247,7 +247,7 @@ impl World {
         ));
         if tun.ppk == PpkMode::Disabled {
             self.initiate(t);
-        } else {
+        } else if !self.key_from_cache(t) {
             self.ask_kme_draw(t, self.sim.now(), 0);
         }
     }

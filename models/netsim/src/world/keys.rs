@@ -63,8 +63,24 @@ impl World {
         self.gateways[gw].kme.expect("checked at build")
     }
 
+    /// A key request (`KeyDraw` or `KeyFetch`) reaches its KME: served now, or, at a
+    /// KME whose service takes time, when its turn ends.
+    pub(super) fn queue_at_kme(&mut self, mut ev: Ev) {
+        let (gw, served) = match &mut ev {
+            Ev::KeyDraw { tunnel, served, .. } => (self.tunnels[*tunnel].initiator, served),
+            Ev::KeyFetch { gw, served, .. } => (*gw, served),
+            _ => return,
+        };
+        *served = true;
+        let kme = self.kme_of(gw);
+        match self.kme_queue(kme) {
+            Some(end) => self.sim.schedule_at(self.kmes[kme].entity, end, ev),
+            None => self.handle(ev),
+        }
+    }
+
     /// A request reaches KME `kme` now: when its service ends, if it takes time.
-    pub(super) fn kme_queue(&mut self, kme: usize) -> Option<SimTime> {
+    fn kme_queue(&mut self, kme: usize) -> Option<SimTime> {
         let now = self.sim.now();
         let k = &mut self.kmes[kme];
         if k.service == SimDuration::ZERO {

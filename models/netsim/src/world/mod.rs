@@ -303,26 +303,15 @@ impl World {
             Ev::IkeRekey { tunnel, sa } => self.rekey_ike(tunnel, sa),
             Ev::Reauthenticate { tunnel, due } => self.reauthenticate(tunnel, due),
             Ev::IkeSaExpire { tunnel, sa } => self.ike_sa_expire(tunnel, sa),
+            ev @ (Ev::KeyDraw { served: false, .. } | Ev::KeyFetch { served: false, .. }) => {
+                self.queue_at_kme(ev)
+            }
             Ev::KeyDraw {
                 tunnel,
                 asked,
                 retries,
-                served,
-            } => {
-                let kme = self.kme_of(self.tunnels[tunnel].initiator);
-                if !served && let Some(end) = self.kme_queue(kme) {
-                    let served = true;
-                    let ev = Ev::KeyDraw {
-                        tunnel,
-                        asked,
-                        retries,
-                        served,
-                    };
-                    self.sim.schedule_at(self.kmes[kme].entity, end, ev);
-                    return;
-                }
-                self.key_draw(tunnel, asked, retries)
-            }
+                ..
+            } => self.key_draw(tunnel, asked, retries),
             Ev::KeyFetch {
                 gw,
                 sa,
@@ -330,25 +319,8 @@ impl World {
                 key_id,
                 asked,
                 retries,
-                served,
-            } => {
-                let kme = self.kme_of(gw);
-                if !served && let Some(end) = self.kme_queue(kme) {
-                    let served = true;
-                    let ev = Ev::KeyFetch {
-                        gw,
-                        sa,
-                        tunnel,
-                        key_id,
-                        asked,
-                        retries,
-                        served,
-                    };
-                    self.sim.schedule_at(self.kmes[kme].entity, end, ev);
-                    return;
-                }
-                self.key_fetch(gw, sa, tunnel, key_id, asked, retries)
-            }
+                ..
+            } => self.key_fetch(gw, sa, tunnel, key_id, asked, retries),
             Ev::KmeSwitch { kme, up } => self.kme_switch(kme, up),
             Ev::KeyRefill {
                 gw,

@@ -422,3 +422,78 @@ fn dead_peer_detection_checks_a_quiet_peer_and_fails_a_dead_one() {
     assert_eq!(p.failed(0).unwrap().0, heard + 30 * SEC + 165_061_120_000);
     assert_eq!(p.links[0].offered - offered, 6);
 }
+
+#[test]
+fn an_empty_ppk_identity_is_refused_cleanly() {
+    use ikev2::crypto::RealCrypto;
+    use ikev2::message::{Message, Payload, encode_payloads};
+    use ikev2::protect::{self, Opened};
+    // X25519 only and no fragmentation, so IKE_AUTH is one message under the first keys;
+    // a first run with the same seed learns them.
+    let setup = || {
+        let mut p = Pair::new(31, |_, peer| {
+            *peer = peer
+                .clone()
+                .with_ike(&["aes256gcm16-prfsha256-x25519"])
+                .unwrap();
+            peer.fragmentation = false;
+            peer.ppk = PpkPolicy::Optional;
+        });
+        p.ppk = [
+            PpkSource::with("key-1", &[1; 32]),
+            PpkSource::with("key-1", &[1; 32]),
+        ];
+        p
+    };
+    let mut learn = setup();
+    learn.handshake(10 * SEC);
+    let entry = learn.events[0]
+        .iter()
+        .find_map(|e| match &e.1 {
+            Event::Keys { entry, .. } => Some(entry.clone()),
+            _ => None,
+        })
+        .unwrap();
+    // On the way, the initiator's PPK_IDENTITY loses its data (sealed again with the
+    // initiator's key, so only that is wrong).
+    let mut p = setup();
+    p.links[0].tamper = Some(Box::new(move |_, d| {
+        let Ok(msg) = Message::decode(d) else { return };
+        if msg.header.exchange != exchange::IKE_AUTH || msg.header.is_response() {
+            return;
+        }
+        let Ok(Opened::Whole {
+            header,
+            first,
+            inner,
+        }) = protect::open(&RealCrypto, entry.aead, &entry.sk_ei, d)
+        else {
+            return;
+        };
+        let mut payloads = protect::decode_inner(first, &inner).unwrap();
+        for pl in &mut payloads {
+            if let Payload::Notify(n) = pl
+                && n.kind == notify::PPK_IDENTITY
+            {
+                n.data.clear();
+            }
+        }
+        let mut inner = Vec::new();
+        encode_payloads(&payloads, &mut inner);
+        let mut iv = 1 << 40;
+        *d = protect::seal(
+            &RealCrypto,
+            entry.aead,
+            &entry.sk_ei,
+            &mut iv,
+            &header,
+            first,
+            &inner,
+        );
+    }));
+    p.handshake(10 * SEC);
+    // The responder neither panics nor takes the empty ID for a key: without a usable
+    // PPK ID, only NO_PPK_AUTH (optional policy) can bring the SA up, downgraded.
+    let (_, ppk, _) = established_keys(&p, 1);
+    assert!(matches!(ppk, PpkOutcome::Downgraded { .. }), "{ppk:?}");
+}

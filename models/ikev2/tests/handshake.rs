@@ -497,3 +497,22 @@ fn an_empty_ppk_identity_is_refused_cleanly() {
     let (_, ppk, _) = established_keys(&p, 1);
     assert!(matches!(ppk, PpkOutcome::Downgraded { .. }), "{ppk:?}");
 }
+
+#[test]
+fn a_required_responder_refuses_an_initiator_without_ppk_support() {
+    // The initiator has PPKs off (sends no USE_PPK); the responder requires one.
+    let mut p = Pair::new(32, |i, peer| {
+        peer.ppk = [PpkPolicy::Disabled, PpkPolicy::Required][i];
+    });
+    p.ppk = [PpkSource::default(), PpkSource::with("key-1", &[1; 32])];
+    p.handshake(10 * SEC);
+    assert_eq!(
+        fail_reason(&p, 0),
+        &FailReason::AuthenticationFailed { by_peer: true }
+    );
+    assert_eq!(
+        fail_reason(&p, 1),
+        &FailReason::AuthenticationFailed { by_peer: false }
+    );
+    assert!(p.established(1).is_none());
+}

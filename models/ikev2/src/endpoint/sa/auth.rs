@@ -258,7 +258,9 @@ impl IkeSa {
                 Some(keys)
             }
             (_, false) => {
-                if use_ppk && ctx.peer.ppk == PpkPolicy::Required {
+                // `required` means no IKE SA without a PPK: not when the initiator sent
+                // no PPK_IDENTITY, nor when it never offered USE_PPK at all.
+                if ctx.peer.ppk == PpkPolicy::Required {
                     return None;
                 }
                 if !verify(self, &keys, auth) {

@@ -516,3 +516,30 @@ fn a_required_responder_refuses_an_initiator_without_ppk_support() {
     );
     assert!(p.established(1).is_none());
 }
+
+#[test]
+fn a_responder_that_moved_to_port_4500_forgets_its_sa_entirely() {
+    // With UDP encapsulation forced, the responder's SA moves to port 4500 after
+    // IKE_SA_INIT; once deleted, nothing of it may stay behind: the same IKE_SA_INIT
+    // again is a new request, not a retransmission of a gone SA.
+    let mut p = Pair::new(33, |i, peer| peer.nat_t = i == 0);
+    let first = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let keep = first.clone();
+    p.links[0].tamper = Some(Box::new(move |n, d| {
+        if n == 0 {
+            *keep.borrow_mut() = d.clone();
+        }
+    }));
+    p.handshake(10 * SEC);
+    let Some(Event::IkeSaEstablished { sa, .. }) = p.established(0).cloned() else {
+        panic!()
+    };
+    p.eps[0].delete(p.now, sa);
+    while p.step() {}
+    assert_eq!(p.eps[1].sa_count(), 0);
+    let dropped = p.eps[1].stats().dropped_unexpected;
+    let init = first.borrow().clone();
+    p.eps[1].handle_datagram(p.now, p.addrs[0], &init);
+    assert_eq!(p.eps[1].stats().dropped_unexpected, dropped);
+    assert_eq!(p.eps[1].sa_count(), 1, "answered as a new IKE_SA_INIT");
+}

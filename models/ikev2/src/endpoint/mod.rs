@@ -327,7 +327,7 @@ impl Endpoint {
                 self.timers.remove(&(t, spi));
             }
             if !s.initiator {
-                self.by_init.remove(&(s.remote, s.spi_i));
+                self.by_init.remove(&(s.init_remote, s.spi_i));
             }
         }
     }

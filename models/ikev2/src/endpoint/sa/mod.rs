@@ -184,6 +184,9 @@ pub(crate) struct IkeSa {
     pub spi_i: u64,
     pub spi_r: u64,
     pub remote: SocketAddr,
+    /// The address its IKE_SA_INIT came from or went to (`remote` may move later, to
+    /// port 4500 or behind a NAT): the responder's key in the endpoint's index.
+    pub init_remote: SocketAddr,
     pub phase: Phase,
     /// The deadline under which the endpoint's timer index holds this SA.
     pub indexed: Option<u64>,
@@ -287,6 +290,7 @@ impl IkeSa {
             spi_i,
             spi_r,
             remote,
+            init_remote: remote,
             phase: if initiator {
                 Phase::Initiating
             } else {

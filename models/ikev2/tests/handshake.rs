@@ -543,3 +543,91 @@ fn a_responder_that_moved_to_port_4500_forgets_its_sa_entirely() {
     assert_eq!(p.eps[1].stats().dropped_unexpected, dropped);
     assert_eq!(p.eps[1].sa_count(), 1, "answered as a new IKE_SA_INIT");
 }
+
+#[test]
+fn an_unknown_critical_payload_is_answered_not_ignored() {
+    use ikev2::crypto::RealCrypto;
+    use ikev2::message::{Message, Payload, encode_payloads};
+    use ikev2::protect::{self, Opened};
+    let unknown = Payload::Other {
+        kind: 200,
+        critical: true,
+        body: vec![],
+    };
+    // In IKE_SA_INIT: the responder answers UNSUPPORTED_CRITICAL_PAYLOAD at once, and
+    // the initiator gives up on it (instead of retransmitting into silence).
+    let mut p = Pair::new(34, |_, _| {});
+    let extra = unknown.clone();
+    p.links[0].tamper = Some(Box::new(move |n, d| {
+        if n == 0 {
+            let mut m = Message::decode(d).unwrap();
+            m.payloads.push(extra.clone());
+            *d = m.encode();
+        }
+    }));
+    p.handshake(10 * SEC);
+    assert_eq!(
+        fail_reason(&p, 0),
+        &FailReason::PeerError {
+            notify: notify::UNSUPPORTED_CRITICAL_PAYLOAD
+        }
+    );
+    assert!(p.failed(0).unwrap().0 < SEC);
+    // Inside SK, in an INFORMATIONAL request of an established SA: refused, and the
+    // IKE SA goes on at both ends.
+    let mut p = Pair::new(35, |_, peer| {
+        *peer = peer
+            .clone()
+            .with_ike(&["aes256gcm16-prfsha256-x25519"])
+            .unwrap();
+        peer.fragmentation = false;
+    });
+    p.handshake(10 * SEC);
+    let entry = p.events[0]
+        .iter()
+        .rev()
+        .find_map(|e| match &e.1 {
+            Event::Keys { entry, .. } => Some(entry.clone()),
+            _ => None,
+        })
+        .unwrap();
+    p.links[0].tamper = Some(Box::new(move |_, d| {
+        let Ok(msg) = Message::decode(d) else { return };
+        if msg.header.exchange != exchange::INFORMATIONAL || msg.header.is_response() {
+            return;
+        }
+        let Ok(Opened::Whole {
+            header,
+            first,
+            inner,
+        }) = protect::open(&RealCrypto, entry.aead, &entry.sk_ei, d)
+        else {
+            return;
+        };
+        let mut payloads = protect::decode_inner(first, &inner).unwrap();
+        payloads.push(unknown.clone());
+        let first = payloads[0].kind();
+        let mut inner = Vec::new();
+        encode_payloads(&payloads, &mut inner);
+        let mut iv = 1 << 40;
+        *d = protect::seal(
+            &RealCrypto,
+            entry.aead,
+            &entry.sk_ei,
+            &mut iv,
+            &header,
+            first,
+            &inner,
+        );
+    }));
+    let Some(Event::IkeSaEstablished { sa, .. }) = p.established(0).cloned() else {
+        panic!()
+    };
+    p.eps[0].check_liveness(p.now, sa);
+    for _ in 0..20 {
+        p.step();
+    }
+    assert!(p.failed(0).is_none() && p.failed(1).is_none());
+    assert_eq!((p.eps[0].sa_count(), p.eps[1].sa_count()), (1, 1));
+    assert!(p.eps[1].stats().dropped_malformed == 0);
+}

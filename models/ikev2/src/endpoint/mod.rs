@@ -30,7 +30,7 @@ use rand_core::CryptoRng;
 
 use crate::consts::{exchange, flags, notify, payload_type as pt};
 use crate::crypto::{CryptoProvider, PrfAlg};
-use crate::message::{Header, Message, Notify, Payload};
+use crate::message::{DecodeErrorKind, Header, Message, Notify, Payload};
 use sa::{Ctx, IkeSa, Phase};
 
 /// Transmits and events waiting to be polled, and counters.
@@ -406,9 +406,18 @@ impl Endpoint {
             }
             return;
         }
-        let Ok(msg) = Message::decode(bytes) else {
-            self.shared.out.stats.dropped_malformed += 1;
-            return;
+        let msg = match Message::decode(bytes) {
+            Ok(msg) => msg,
+            // RFC 7296 section 2.5: a critical payload we do not know is answered.
+            Err(e) if let DecodeErrorKind::UnsupportedCriticalPayload(kind) = e.kind => {
+                let n = Notify::new(notify::UNSUPPORTED_CRITICAL_PAYLOAD, vec![kind]);
+                self.reply_notify(from, &h, n);
+                return;
+            }
+            Err(_) => {
+                self.shared.out.stats.dropped_malformed += 1;
+                return;
+            }
         };
         let Some(peer) = self
             .shared

@@ -27,10 +27,10 @@ use rand_core::CryptoRng;
 use super::Outputs;
 use super::config::{EndpointConfig, PeerConfig};
 use super::events::{ChildSa, Event, ExchangeOutcome, FailReason, KeylogEntry, Ppk, PpkOutcome};
-use crate::consts::exchange;
+use crate::consts::{exchange, notify};
 use crate::crypto::{CryptoProvider, KeSecret, Suite};
 use crate::keys::{IkeKeys, IntAuth, SaIdentity};
-use crate::message::{Header, Notify, Payload, RawHeader, TrafficSelector};
+use crate::message::{DecodeErrorKind, Header, Notify, Payload, RawHeader, TrafficSelector};
 use crate::proposal::ProposalSpec;
 use crate::protect;
 
@@ -501,8 +501,27 @@ impl IkeSa {
             self.floated = from.port() == ctx.natt_port;
         }
         self.heard_from_peer(ctx);
-        let payloads = protect::decode_inner(first, &inner)
-            .map_err(|_| FailReason::Protocol("authenticated message with undecodable payloads"))?;
+        let payloads = match protect::decode_inner(first, &inner) {
+            Ok(p) => p,
+            // RFC 7296 section 2.5: a request with a critical payload we do not know is
+            // refused with UNSUPPORTED_CRITICAL_PAYLOAD, and the IKE SA goes on.
+            Err(e)
+                if !header.is_response()
+                    && let DecodeErrorKind::UnsupportedCriticalPayload(kind) = e.kind =>
+            {
+                return self.refuse(
+                    ctx,
+                    &header,
+                    notify::UNSUPPORTED_CRITICAL_PAYLOAD,
+                    vec![kind],
+                );
+            }
+            Err(_) => {
+                return Err(FailReason::Protocol(
+                    "authenticated message with undecodable payloads",
+                ));
+            }
+        };
         if header.is_response() {
             let Some(request) = self.finish_exchange(ctx, 0, 0) else {
                 return Ok(());

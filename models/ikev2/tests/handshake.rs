@@ -631,3 +631,16 @@ fn an_unknown_critical_payload_is_answered_not_ignored() {
     assert_eq!((p.eps[0].sa_count(), p.eps[1].sa_count()), (1, 1));
     assert!(p.eps[1].stats().dropped_malformed == 0);
 }
+
+#[test]
+fn esn_is_negotiated_into_the_child_sa() {
+    for (esp, esn) in [("aes256gcm16-esn", true), ("aes256gcm16", false)] {
+        let mut p = Pair::new(36, |_, peer| *peer = peer.clone().with_esp(&[esp]).unwrap());
+        p.handshake(10 * SEC);
+        assert_eq!(
+            (p.child(0).unwrap().esn, p.child(1).unwrap().esn),
+            (esn, esn),
+            "{esp}"
+        );
+    }
+}

@@ -142,6 +142,8 @@ pub struct ChildSa {
     pub spi_out: u32,
     pub proposal: String,
     pub aead: AeadAlg,
+    /// Extended (64-bit) sequence numbers were negotiated (RFC 4303 section 2.2.1).
+    pub esn: bool,
     pub encr_in: Vec<u8>,
     pub encr_out: Vec<u8>,
     pub local_ts: Vec<TrafficSelector>,

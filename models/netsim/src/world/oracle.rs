@@ -251,6 +251,7 @@ mod tests {
             spi_out,
             proposal: String::new(),
             aead: AeadAlg::AesGcm16_256,
+            esn: false,
             encr_in: vec![k_in],
             encr_out: vec![k_out],
             local_ts: vec![],

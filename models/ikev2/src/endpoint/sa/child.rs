@@ -175,6 +175,10 @@ impl IkeSa {
             spi_out: n.spi_out,
             proposal: n.chosen.to_string(),
             aead,
+            esn: n
+                .chosen
+                .chosen(tt::ESN)
+                .is_some_and(|a| a.id == crate::consts::esn::ESN),
             encr_in: encr_in.to_vec(),
             encr_out: encr_out.to_vec(),
             local_ts: n.local_ts,

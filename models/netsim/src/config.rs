@@ -438,7 +438,8 @@ pub struct TrafficSpec {
     pub mode: TrafficMode,
     #[serde(default = "default_tick")]
     pub aggregate_tick: SimDuration,
-    /// Anti-replay window of every inbound SA, in packets.
+    /// Anti-replay window of every inbound SA, in packets (32 to 4096; RFC 4303 asks
+    /// for at least 32).
     #[serde(default = "default_replay_window")]
     pub replay_window: u64,
 }

@@ -176,6 +176,14 @@ fn bad_configurations_name_the_field() {
         )),
         "tunnel[0].ike"
     );
+    // A replay window below RFC 4303's 32 packets is refused, not quietly widened.
+    assert_eq!(
+        bad(PAIR.replace(
+            "ppk = \"required\"",
+            "ppk = \"required\"\ntraffic = { rate_pps = 10, replay_window = 16 }"
+        )),
+        "tunnel[0].traffic.replay_window"
+    );
 }
 
 #[test]

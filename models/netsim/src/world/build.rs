@@ -453,8 +453,9 @@ fn traffic(
         if tr.aggregate_tick.as_nanos() == 0 {
             return Err(err(field("aggregate_tick"), "must be longer than zero"));
         }
-        if !(1..=4096).contains(&tr.replay_window) {
-            return Err(err(field("replay_window"), "must be in 1..=4096 packets"));
+        // RFC 4303 section 3.4.3: a window of at least 32 packets.
+        if !(32..=4096).contains(&tr.replay_window) {
+            return Err(err(field("replay_window"), "must be in 32..=4096 packets"));
         }
         let mode = match tr.mode {
             TrafficMode::Packets => "packets",

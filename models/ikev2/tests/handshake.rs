@@ -644,3 +644,80 @@ fn esn_is_negotiated_into_the_child_sa() {
         );
     }
 }
+
+#[test]
+fn a_child_sa_error_in_ike_auth_leaves_the_ike_sa_up() {
+    use ikev2::crypto::RealCrypto;
+    use ikev2::message::{Message, Notify, Payload, encode_payloads};
+    use ikev2::protect::{self, Opened};
+    for kind in [
+        notify::SINGLE_PAIR_REQUIRED,
+        notify::INTERNAL_ADDRESS_FAILURE,
+        notify::FAILED_CP_REQUIRED,
+    ] {
+        let setup = || {
+            Pair::new(37, |_, peer| {
+                *peer = peer
+                    .clone()
+                    .with_ike(&["aes256gcm16-prfsha256-x25519"])
+                    .unwrap();
+                peer.fragmentation = false;
+            })
+        };
+        let mut learn = setup();
+        learn.handshake(10 * SEC);
+        let entry = learn.events[1]
+            .iter()
+            .find_map(|e| match &e.1 {
+                Event::Keys { entry, .. } => Some(entry.clone()),
+                _ => None,
+            })
+            .unwrap();
+        // The responder's IKE_AUTH response loses its Child SA and says `kind` instead.
+        let mut p = setup();
+        p.links[1].tamper = Some(Box::new(move |_, d| {
+            let Ok(msg) = Message::decode(d) else { return };
+            if msg.header.exchange != exchange::IKE_AUTH || !msg.header.is_response() {
+                return;
+            }
+            let Ok(Opened::Whole {
+                header,
+                inner,
+                first,
+            }) = protect::open(&RealCrypto, entry.aead, &entry.sk_er, d)
+            else {
+                return;
+            };
+            let mut payloads: Vec<Payload> = protect::decode_inner(first, &inner)
+                .unwrap()
+                .into_iter()
+                .filter(|p| matches!(p, Payload::IdR { .. } | Payload::Auth { .. }))
+                .collect();
+            payloads.push(Payload::Notify(Notify::new(kind, vec![])));
+            let first = payloads[0].kind();
+            let mut inner = Vec::new();
+            encode_payloads(&payloads, &mut inner);
+            let mut iv = 1 << 40;
+            *d = protect::seal(
+                &RealCrypto,
+                entry.aead,
+                &entry.sk_er,
+                &mut iv,
+                &header,
+                first,
+                &inner,
+            );
+        }));
+        p.handshake(10 * SEC);
+        // The initiator has its IKE SA (the responder's AUTH still verifies), without a
+        // Child SA, and reports why.
+        assert!(p.established(0).is_some(), "{kind}: {:?}", p.events[0]);
+        assert!(p.failed(0).is_none());
+        assert!(
+            p.events[0]
+                .iter()
+                .any(|e| matches!(e.1, Event::ChildSaFailed { notify: n, .. } if n == kind)),
+            "{kind}"
+        );
+    }
+}

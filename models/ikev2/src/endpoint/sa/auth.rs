@@ -14,6 +14,16 @@ use crate::keys::{IkeKeys, SignedOctets, psk_auth};
 use crate::message::{Header, Payload, find_notify};
 use crate::proposal::{self, Preference, ProposalSpec};
 
+/// Errors in an IKE_AUTH response about the first Child SA only: the IKE SA comes up
+/// without it (RFC 7296 section 2.21.2).
+const CHILD_SA_ERRORS: [u16; 5] = [
+    notify::NO_PROPOSAL_CHOSEN,
+    notify::TS_UNACCEPTABLE,
+    notify::SINGLE_PAIR_REQUIRED,
+    notify::INTERNAL_ADDRESS_FAILURE,
+    notify::FAILED_CP_REQUIRED,
+];
+
 impl IkeSa {
     /// The AUTH data of one side: `prf(prf(PSK, "Key Pad for IKEv2"), <signed octets>)`.
     fn auth(
@@ -400,7 +410,8 @@ impl IkeSa {
             Some(notify::AUTHENTICATION_FAILED) => {
                 return Err(FailReason::AuthenticationFailed { by_peer: true });
             }
-            Some(notify::NO_PROPOSAL_CHOSEN | notify::TS_UNACCEPTABLE) | None => {}
+            Some(n) if CHILD_SA_ERRORS.contains(&n) => {}
+            None => {}
             Some(n) => return Err(FailReason::PeerError { notify: n }),
         }
         let ppk_confirmed = find_notify(payloads, notify::PPK_IDENTITY).is_some();
@@ -432,7 +443,7 @@ impl IkeSa {
         let hs = self.hs();
         let (ni, nr, spi_in) = (hs.ni.clone(), hs.nr.clone(), hs.child_spi);
         self.established(ctx);
-        if let Some(n) = [notify::NO_PROPOSAL_CHOSEN, notify::TS_UNACCEPTABLE]
+        if let Some(n) = CHILD_SA_ERRORS
             .into_iter()
             .find(|&k| find_notify(payloads, k).is_some())
         {

@@ -639,3 +639,82 @@ fn a_response_claiming_another_exchange_is_dropped() {
         }
     );
 }
+
+#[test]
+fn a_create_child_sa_with_a_short_nonce_is_refused() {
+    use ikev2::crypto::RealCrypto;
+    use ikev2::message::{Message, Payload, encode_payloads};
+    use ikev2::protect::{self, Opened};
+    let mut p = Pair::new(38, |_, peer| {
+        *peer = peer
+            .clone()
+            .with_ike(&["aes256gcm16-prfsha256-x25519"])
+            .unwrap();
+        peer.fragmentation = false;
+    });
+    p.handshake(10 * SEC);
+    let entry = p.events[0]
+        .iter()
+        .rev()
+        .find_map(|e| match &e.1 {
+            Event::Keys { entry, .. } => Some(entry.clone()),
+            _ => None,
+        })
+        .unwrap();
+    // The rekey request's nonce is cut to 4 octets (RFC 7296 2.10 asks for 16 to 256).
+    p.links[0].tamper = Some(Box::new(move |_, d| {
+        let Ok(msg) = Message::decode(d) else { return };
+        if msg.header.exchange != exchange::CREATE_CHILD_SA || msg.header.is_response() {
+            return;
+        }
+        let Ok(Opened::Whole {
+            header,
+            first,
+            inner,
+        }) = protect::open(&RealCrypto, entry.aead, &entry.sk_ei, d)
+        else {
+            return;
+        };
+        let mut payloads = protect::decode_inner(first, &inner).unwrap();
+        for pl in &mut payloads {
+            if let Payload::Nonce(n) = pl {
+                n.truncate(4);
+            }
+        }
+        let mut inner = Vec::new();
+        encode_payloads(&payloads, &mut inner);
+        let mut iv = 1 << 40;
+        *d = protect::seal(
+            &RealCrypto,
+            entry.aead,
+            &entry.sk_ei,
+            &mut iv,
+            &header,
+            first,
+            &inner,
+        );
+    }));
+    let Some(Event::IkeSaEstablished { sa, .. }) = p.established(0).cloned() else {
+        panic!()
+    };
+    let child = p.child(0).unwrap().clone();
+    assert_eq!(
+        p.eps[0].rekey_child(p.now, sa, child.spi_in),
+        Start::Started
+    );
+    while p.step() {}
+    assert!(
+        p.events[0].iter().any(|e| matches!(
+            e.1,
+            Event::ChildSaFailed { notify: n, .. } if n == notify::INVALID_SYNTAX
+        )),
+        "{:?}",
+        p.events[0]
+    );
+    assert!(
+        !p.events[1]
+            .iter()
+            .any(|e| matches!(e.1, Event::ChildSaRekeyed { .. }))
+    );
+    assert!(p.failed(0).is_none() && p.failed(1).is_none());
+}

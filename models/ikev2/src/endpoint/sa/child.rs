@@ -9,7 +9,9 @@ use std::net::IpAddr;
 
 use super::followup::{Creating, Followup};
 use super::transport::random_esp_spi;
-use super::{Ctx, Found, IkeSa, Phase, Request, first_error, ke_data, notify_payload, random};
+use super::{
+    Ctx, Found, IkeSa, Phase, Request, first_error, ke_data, notify_payload, random, valid_nonce,
+};
 use crate::consts::{notify, protocol, transform_type as tt};
 use crate::crypto::{AeadAlg, KeMethod, KeSecret};
 use crate::endpoint::events::{ChildSa, Event, FailReason, Start};
@@ -317,7 +319,8 @@ impl IkeSa {
             _ => None,
         });
         let found = Found::of(&payloads);
-        let (Some(offered), Some(ni)) = (found.sa, found.nonce.cloned()) else {
+        let ni = found.nonce.filter(valid_nonce).cloned();
+        let (Some(offered), Some(ni)) = (found.sa, ni) else {
             return self.refuse(ctx, &header, notify::INVALID_SYNTAX, vec![]);
         };
         // A rekey names the SA it replaces; without REKEY_SA it is an additional one.
@@ -459,9 +462,13 @@ impl IkeSa {
             .sa
             .and_then(|reply| reply.first())
             .and_then(|p| esp_spi(&p.spi));
-        let (Some(chosen), Some(spi_out), Some(nr), Some(tsi), Some(tsr)) =
-            (chosen, spi_out, found.nonce, found.tsi, found.tsr)
-        else {
+        let (Some(chosen), Some(spi_out), Some(nr), Some(tsi), Some(tsr)) = (
+            chosen,
+            spi_out,
+            found.nonce.filter(valid_nonce),
+            found.tsi,
+            found.tsr,
+        ) else {
             return failed(self, ctx, notify::NO_PROPOSAL_CHOSEN);
         };
         let mut shared = None;

@@ -7,7 +7,9 @@
 use rand_core::CryptoRng;
 
 use super::followup::{Creating, Followup, IkeCrossing};
-use super::{Ctx, Found, IkeSa, Phase, Request, first_error, ke_data, notify_payload, random};
+use super::{
+    Ctx, Found, IkeSa, Phase, Request, first_error, ke_data, notify_payload, random, valid_nonce,
+};
 use crate::consts::{notify, transform_type as tt};
 use crate::crypto::{KeMethod, KeSecret, Suite};
 use crate::endpoint::events::{FailReason, Start};
@@ -98,6 +100,9 @@ impl IkeSa {
             return self.refuse(ctx, header, notify::TEMPORARY_FAILURE, vec![]);
         }
         let found = Found::of(payloads);
+        if found.nonce.is_some_and(|n| !valid_nonce(&n)) {
+            return self.refuse(ctx, header, notify::INVALID_SYNTAX, vec![]);
+        }
         let prf = self.suite().prf;
         // Same PRF as before (the old SK_d keys it), and known additional methods.
         let sel = found.sa.and_then(|offered| {
@@ -186,7 +191,7 @@ impl IkeSa {
             .map(u64::from_be_bytes);
         let ker = ke_data(payloads, r.ke.method().id());
         let (Some(chosen), Some(peer_spi), Some(nr), Some(ker)) =
-            (chosen, peer_spi, found.nonce, ker)
+            (chosen, peer_spi, found.nonce.filter(valid_nonce), ker)
         else {
             return failed(self, ctx, notify::NO_PROPOSAL_CHOSEN);
         };

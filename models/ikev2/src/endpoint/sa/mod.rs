@@ -274,6 +274,11 @@ impl<'a> Found<'a> {
     }
 }
 
+/// A nonce of a length RFC 7296 section 2.10 allows: 16 to 256 octets.
+fn valid_nonce(n: &&Vec<u8>) -> bool {
+    (16..=256).contains(&n.len())
+}
+
 /// The data of the first KE payload of method `method`.
 fn ke_data(payloads: &[Payload], method: u16) -> Option<&Vec<u8>> {
     payloads.iter().find_map(|p| match p {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{MS, Pair, PpkSource, SEC, established_keys, fail_reason};
+use common::{MS, Pair, PpkSource, SEC, established_keys, fail_reason, key_set, reseal};
 use ikev2::consts::{exchange, notify};
 use ikev2::endpoint::{DowngradeReason, Event, FailReason, PpkOutcome, PpkPolicy};
 
@@ -425,9 +425,7 @@ fn dead_peer_detection_checks_a_quiet_peer_and_fails_a_dead_one() {
 
 #[test]
 fn an_empty_ppk_identity_is_refused_cleanly() {
-    use ikev2::crypto::RealCrypto;
-    use ikev2::message::{Message, Payload, encode_payloads};
-    use ikev2::protect::{self, Opened};
+    use ikev2::message::{Message, Payload};
     // X25519 only and no fragmentation, so IKE_AUTH is one message under the first keys;
     // a first run with the same seed learns them.
     let setup = || {
@@ -447,13 +445,7 @@ fn an_empty_ppk_identity_is_refused_cleanly() {
     };
     let mut learn = setup();
     learn.handshake(10 * SEC);
-    let entry = learn.events[0]
-        .iter()
-        .find_map(|e| match &e.1 {
-            Event::Keys { entry, .. } => Some(entry.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let entry = key_set(&learn, 0, false);
     // On the way, the initiator's PPK_IDENTITY loses its data (sealed again with the
     // initiator's key, so only that is wrong).
     let mut p = setup();
@@ -462,34 +454,15 @@ fn an_empty_ppk_identity_is_refused_cleanly() {
         if msg.header.exchange != exchange::IKE_AUTH || msg.header.is_response() {
             return;
         }
-        let Ok(Opened::Whole {
-            header,
-            first,
-            inner,
-        }) = protect::open(&RealCrypto, entry.aead, &entry.sk_ei, d)
-        else {
-            return;
-        };
-        let mut payloads = protect::decode_inner(first, &inner).unwrap();
-        for pl in &mut payloads {
-            if let Payload::Notify(n) = pl
-                && n.kind == notify::PPK_IDENTITY
-            {
-                n.data.clear();
+        reseal(d, entry.aead, &entry.sk_ei, |_, payloads| {
+            for pl in payloads.iter_mut() {
+                if let Payload::Notify(n) = pl
+                    && n.kind == notify::PPK_IDENTITY
+                {
+                    n.data.clear();
+                }
             }
-        }
-        let mut inner = Vec::new();
-        encode_payloads(&payloads, &mut inner);
-        let mut iv = 1 << 40;
-        *d = protect::seal(
-            &RealCrypto,
-            entry.aead,
-            &entry.sk_ei,
-            &mut iv,
-            &header,
-            first,
-            &inner,
-        );
+        });
     }));
     p.handshake(10 * SEC);
     // The responder neither panics nor takes the empty ID for a key: without a usable
@@ -546,9 +519,7 @@ fn a_responder_that_moved_to_port_4500_forgets_its_sa_entirely() {
 
 #[test]
 fn an_unknown_critical_payload_is_answered_not_ignored() {
-    use ikev2::crypto::RealCrypto;
-    use ikev2::message::{Message, Payload, encode_payloads};
-    use ikev2::protect::{self, Opened};
+    use ikev2::message::{Message, Payload};
     let unknown = Payload::Other {
         kind: 200,
         critical: true,
@@ -583,42 +554,15 @@ fn an_unknown_critical_payload_is_answered_not_ignored() {
         peer.fragmentation = false;
     });
     p.handshake(10 * SEC);
-    let entry = p.events[0]
-        .iter()
-        .rev()
-        .find_map(|e| match &e.1 {
-            Event::Keys { entry, .. } => Some(entry.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let entry = key_set(&p, 0, true);
     p.links[0].tamper = Some(Box::new(move |_, d| {
         let Ok(msg) = Message::decode(d) else { return };
         if msg.header.exchange != exchange::INFORMATIONAL || msg.header.is_response() {
             return;
         }
-        let Ok(Opened::Whole {
-            header,
-            first,
-            inner,
-        }) = protect::open(&RealCrypto, entry.aead, &entry.sk_ei, d)
-        else {
-            return;
-        };
-        let mut payloads = protect::decode_inner(first, &inner).unwrap();
-        payloads.push(unknown.clone());
-        let first = payloads[0].kind();
-        let mut inner = Vec::new();
-        encode_payloads(&payloads, &mut inner);
-        let mut iv = 1 << 40;
-        *d = protect::seal(
-            &RealCrypto,
-            entry.aead,
-            &entry.sk_ei,
-            &mut iv,
-            &header,
-            first,
-            &inner,
-        );
+        reseal(d, entry.aead, &entry.sk_ei, |_, payloads| {
+            payloads.push(unknown.clone())
+        });
     }));
     let Some(Event::IkeSaEstablished { sa, .. }) = p.established(0).cloned() else {
         panic!()
@@ -647,9 +591,7 @@ fn esn_is_negotiated_into_the_child_sa() {
 
 #[test]
 fn a_child_sa_error_in_ike_auth_leaves_the_ike_sa_up() {
-    use ikev2::crypto::RealCrypto;
-    use ikev2::message::{Message, Notify, Payload, encode_payloads};
-    use ikev2::protect::{self, Opened};
+    use ikev2::message::{Message, Notify, Payload};
     for kind in [
         notify::SINGLE_PAIR_REQUIRED,
         notify::INTERNAL_ADDRESS_FAILURE,
@@ -666,13 +608,7 @@ fn a_child_sa_error_in_ike_auth_leaves_the_ike_sa_up() {
         };
         let mut learn = setup();
         learn.handshake(10 * SEC);
-        let entry = learn.events[1]
-            .iter()
-            .find_map(|e| match &e.1 {
-                Event::Keys { entry, .. } => Some(entry.clone()),
-                _ => None,
-            })
-            .unwrap();
+        let entry = key_set(&learn, 1, false);
         // The responder's IKE_AUTH response loses its Child SA and says `kind` instead.
         let mut p = setup();
         p.links[1].tamper = Some(Box::new(move |_, d| {
@@ -680,33 +616,10 @@ fn a_child_sa_error_in_ike_auth_leaves_the_ike_sa_up() {
             if msg.header.exchange != exchange::IKE_AUTH || !msg.header.is_response() {
                 return;
             }
-            let Ok(Opened::Whole {
-                header,
-                inner,
-                first,
-            }) = protect::open(&RealCrypto, entry.aead, &entry.sk_er, d)
-            else {
-                return;
-            };
-            let mut payloads: Vec<Payload> = protect::decode_inner(first, &inner)
-                .unwrap()
-                .into_iter()
-                .filter(|p| matches!(p, Payload::IdR { .. } | Payload::Auth { .. }))
-                .collect();
-            payloads.push(Payload::Notify(Notify::new(kind, vec![])));
-            let first = payloads[0].kind();
-            let mut inner = Vec::new();
-            encode_payloads(&payloads, &mut inner);
-            let mut iv = 1 << 40;
-            *d = protect::seal(
-                &RealCrypto,
-                entry.aead,
-                &entry.sk_er,
-                &mut iv,
-                &header,
-                first,
-                &inner,
-            );
+            reseal(d, entry.aead, &entry.sk_er, |_, payloads| {
+                payloads.retain(|p| matches!(p, Payload::IdR { .. } | Payload::Auth { .. }));
+                payloads.push(Payload::Notify(Notify::new(kind, vec![])));
+            });
         }));
         p.handshake(10 * SEC);
         // The initiator has its IKE SA (the responder's AUTH still verifies), without a

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Pair, SEC, fail_reason};
+use common::{Pair, SEC, fail_reason, key_set, reseal};
 use ikev2::consts::{exchange, notify};
 use ikev2::endpoint::{Event, FailReason, Start};
 
@@ -380,9 +380,7 @@ fn hybrid_rekeys_run_their_additional_key_exchanges_in_ike_followup_ke() {
 
 #[test]
 fn a_followup_under_an_unknown_link_is_answered_state_not_found() {
-    use ikev2::crypto::RealCrypto;
-    use ikev2::message::{Message, Payload, encode_payloads};
-    use ikev2::protect::{self, Opened};
+    use ikev2::message::{Message, Payload};
     // A hybrid Child SA rekey: X25519 in CREATE_CHILD_SA, ML-KEM-768 in IKE_FOLLOWUP_KE,
     // unfragmented so that one datagram carries the whole request.
     let mut p = Pair::new(24, |_, peer| {
@@ -397,14 +395,7 @@ fn a_followup_under_an_unknown_link_is_answered_state_not_found() {
     }
     p.handshake(10 * SEC);
     // The initiator's sending key of the IKE SA (its last key set).
-    let entry = p.events[0]
-        .iter()
-        .rev()
-        .find_map(|e| match &e.1 {
-            Event::Keys { entry, .. } => Some(entry.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let entry = key_set(&p, 0, true);
     // On the way, the IKE_FOLLOWUP_KE request's link gets one bit flipped, and the
     // message is sealed again with the sender's key, so only the link is wrong.
     let tampered = std::rc::Rc::new(std::cell::Cell::new(0));
@@ -414,34 +405,17 @@ fn a_followup_under_an_unknown_link_is_answered_state_not_found() {
         if msg.header.exchange != exchange::IKE_FOLLOWUP_KE || msg.header.is_response() {
             return;
         }
-        let Ok(Opened::Whole {
-            header,
-            first,
-            inner,
-        }) = protect::open(&RealCrypto, entry.aead, &entry.sk_ei, d)
-        else {
-            return;
-        };
-        let mut payloads = protect::decode_inner(first, &inner).unwrap();
-        for pl in &mut payloads {
-            if let Payload::Notify(n) = pl
-                && n.kind == notify::ADDITIONAL_KEY_EXCHANGE
-            {
-                n.data[0] ^= 1;
+        if !reseal(d, entry.aead, &entry.sk_ei, |_, payloads| {
+            for pl in payloads.iter_mut() {
+                if let Payload::Notify(n) = pl
+                    && n.kind == notify::ADDITIONAL_KEY_EXCHANGE
+                {
+                    n.data[0] ^= 1;
+                }
             }
+        }) {
+            return;
         }
-        let mut inner = Vec::new();
-        encode_payloads(&payloads, &mut inner);
-        let mut iv = 1 << 40;
-        *d = protect::seal(
-            &RealCrypto,
-            entry.aead,
-            &entry.sk_ei,
-            &mut iv,
-            &header,
-            first,
-            &inner,
-        );
         seen.set(seen.get() + 1);
     }));
     let Some(Event::IkeSaEstablished { sa, .. }) = p.established(0).cloned() else {
@@ -566,20 +540,11 @@ fn a_rekey_crossing_the_peers_delete_leaves_both_sides_without_the_child_sa() {
 
 #[test]
 fn a_response_claiming_another_exchange_is_dropped() {
-    use ikev2::crypto::RealCrypto;
     use ikev2::message::Message;
-    use ikev2::protect::{self, Opened};
     let mut p = Pair::new(26, |_, peer| peer.fragmentation = false);
     p.handshake(10 * SEC);
     // The responder's sending key (its last key set).
-    let entry = p.events[1]
-        .iter()
-        .rev()
-        .find_map(|e| match &e.1 {
-            Event::Keys { entry, .. } => Some(entry.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let entry = key_set(&p, 1, true);
     // Every CREATE_CHILD_SA response is sealed again with the responder's key under a
     // header that claims IKE_INTERMEDIATE: authentic, same message ID, wrong exchange.
     let tampered = std::rc::Rc::new(std::cell::Cell::new(0));
@@ -589,25 +554,11 @@ fn a_response_claiming_another_exchange_is_dropped() {
         if msg.header.exchange != exchange::CREATE_CHILD_SA || !msg.header.is_response() {
             return;
         }
-        let Ok(Opened::Whole {
-            mut header,
-            first,
-            inner,
-        }) = protect::open(&RealCrypto, entry.aead, &entry.sk_er, d)
-        else {
+        if !reseal(d, entry.aead, &entry.sk_er, |header, _| {
+            header.exchange = exchange::IKE_INTERMEDIATE
+        }) {
             return;
-        };
-        header.exchange = exchange::IKE_INTERMEDIATE;
-        let mut iv = 1 << 40;
-        *d = protect::seal(
-            &RealCrypto,
-            entry.aead,
-            &entry.sk_er,
-            &mut iv,
-            &header,
-            first,
-            &inner,
-        );
+        }
         seen.set(seen.get() + 1);
     }));
     let Some(Event::IkeSaEstablished { sa, .. }) = p.established(0).cloned() else {
@@ -642,9 +593,7 @@ fn a_response_claiming_another_exchange_is_dropped() {
 
 #[test]
 fn a_create_child_sa_with_a_short_nonce_is_refused() {
-    use ikev2::crypto::RealCrypto;
-    use ikev2::message::{Message, Payload, encode_payloads};
-    use ikev2::protect::{self, Opened};
+    use ikev2::message::{Message, Payload};
     let mut p = Pair::new(38, |_, peer| {
         *peer = peer
             .clone()
@@ -653,46 +602,20 @@ fn a_create_child_sa_with_a_short_nonce_is_refused() {
         peer.fragmentation = false;
     });
     p.handshake(10 * SEC);
-    let entry = p.events[0]
-        .iter()
-        .rev()
-        .find_map(|e| match &e.1 {
-            Event::Keys { entry, .. } => Some(entry.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let entry = key_set(&p, 0, true);
     // The rekey request's nonce is cut to 4 octets (RFC 7296 2.10 asks for 16 to 256).
     p.links[0].tamper = Some(Box::new(move |_, d| {
         let Ok(msg) = Message::decode(d) else { return };
         if msg.header.exchange != exchange::CREATE_CHILD_SA || msg.header.is_response() {
             return;
         }
-        let Ok(Opened::Whole {
-            header,
-            first,
-            inner,
-        }) = protect::open(&RealCrypto, entry.aead, &entry.sk_ei, d)
-        else {
-            return;
-        };
-        let mut payloads = protect::decode_inner(first, &inner).unwrap();
-        for pl in &mut payloads {
-            if let Payload::Nonce(n) = pl {
-                n.truncate(4);
+        reseal(d, entry.aead, &entry.sk_ei, |_, payloads| {
+            for pl in payloads.iter_mut() {
+                if let Payload::Nonce(n) = pl {
+                    n.truncate(4);
+                }
             }
-        }
-        let mut inner = Vec::new();
-        encode_payloads(&payloads, &mut inner);
-        let mut iv = 1 << 40;
-        *d = protect::seal(
-            &RealCrypto,
-            entry.aead,
-            &entry.sk_ei,
-            &mut iv,
-            &header,
-            first,
-            &inner,
-        );
+        });
     }));
     let Some(Event::IkeSaEstablished { sa, .. }) = p.established(0).cloned() else {
         panic!()

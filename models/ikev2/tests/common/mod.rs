@@ -289,3 +289,47 @@ pub fn fail_reason(p: &Pair, i: usize) -> &ikev2::endpoint::FailReason {
         _ => panic!("side {i} did not fail: {:?}", p.events[i]),
     }
 }
+
+/// The first (or, with `last`, the latest) IKE key set side `i` reported.
+pub fn key_set(p: &Pair, i: usize, last: bool) -> ikev2::endpoint::KeylogEntry {
+    let mut sets = p.events[i].iter().filter_map(|e| match &e.1 {
+        ikev2::endpoint::Event::Keys { entry, .. } => Some(entry.clone()),
+        _ => None,
+    });
+    let set = if last { sets.next_back() } else { sets.next() };
+    set.expect("a key set")
+}
+
+/// Opens the protected, unfragmented message `d` sealed with `key`, lets `edit` change
+/// its header and payloads, and seals it again with the same key, so that only what
+/// `edit` changed is wrong. False (and `d` as it was) if `d` is no such message.
+pub fn reseal(
+    d: &mut Vec<u8>,
+    aead: ikev2::crypto::AeadAlg,
+    key: &[u8],
+    edit: impl FnOnce(&mut ikev2::message::Header, &mut Vec<ikev2::message::Payload>),
+) -> bool {
+    use ikev2::protect::{self, Opened};
+    let Ok(Opened::Whole {
+        mut header,
+        first,
+        inner,
+    }) = protect::open(&RealCrypto, aead, key, d)
+    else {
+        return false;
+    };
+    let Ok(mut payloads) = protect::decode_inner(first, &inner) else {
+        return false;
+    };
+    edit(&mut header, &mut payloads);
+    let first = payloads.first().map_or(
+        ikev2::consts::payload_type::NONE,
+        ikev2::message::Payload::kind,
+    );
+    let mut inner = Vec::new();
+    ikev2::message::encode_payloads(&payloads, &mut inner);
+    // An IV counter far from the sender's own, so no IV repeats under the key.
+    let mut iv = 1 << 40;
+    *d = protect::seal(&RealCrypto, aead, key, &mut iv, &header, first, &inner);
+    true
+}

@@ -196,19 +196,12 @@ pub fn status(
         Ok(t) => t,
         Err(r) => return r,
     };
-    net.advance(now_ns);
-    let key_size = net
-        .links
+    let route = net.route(kme, target).unwrap_or_default();
+    let key_size = net.key_size(kme, target);
+    let max_key_count = route
         .iter()
-        .find(|l| l.ends.contains(&kme))
-        .map_or(256, |l| l.config.key_size_bits as u64);
-    let max_key_count = net
-        .route(kme, target)
-        .and_then(|r| {
-            r.iter()
-                .map(|&(l, e)| net.links[l].halves[e].capacity_bits() / key_size)
-                .min()
-        })
+        .map(|&(l, e)| net.links[l].halves[e].capacity_bits() / key_size)
+        .min()
         .unwrap_or(0);
     Response::json(
         200,
@@ -218,7 +211,7 @@ pub fn status(
             master_SAE_ID: caller.to_string(),
             slave_SAE_ID: slave.to_string(),
             key_size,
-            stored_key_count: net.available_keys(kme, target, key_size),
+            stored_key_count: net.available_keys(now_ns, kme, target, key_size),
             max_key_count,
             max_key_per_request: limits.max_key_per_request,
             max_key_size: limits.max_key_size,
@@ -263,11 +256,7 @@ pub fn enc_keys(
             None,
         );
     }
-    let key_size = net
-        .links
-        .iter()
-        .find(|l| l.ends.contains(&kme))
-        .map_or(256, |l| l.config.key_size_bits as u64);
+    let key_size = net.key_size(kme, target);
     let number = req.number.unwrap_or(1);
     let size = req.size.unwrap_or(key_size);
     if !size.is_multiple_of(8) {

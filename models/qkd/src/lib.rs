@@ -12,6 +12,7 @@
 //! No simulator dependency: time is integer nanoseconds from the caller, and every
 //! random stream comes from a factory the caller supplies.
 
+mod blocks;
 pub mod etsi014;
 pub mod http;
 pub mod network;

@@ -8,13 +8,18 @@
 //! the next node removes its own `k_out`, until the destination holds `k1`. Every hop
 //! pays the key, and the destination sees the key only after the relay latency.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use petgraph::graph::{NodeIndex, UnGraph};
 use rand_chacha::ChaCha20Rng;
 use rand_core::Rng;
 
-use crate::pool::{PoolConfig, PoolHalf, PoolState};
+use crate::blocks::Blocks;
+use crate::pool::{PoolConfig, PoolHalf, PoolState, Supply};
+
+/// A route: (link, owner end) per hop, from the drawing KME on.
+pub type Route = Vec<(usize, usize)>;
 
 /// Where every random stream comes from: (entity name, purpose) -> stream. The simulator
 /// passes its seeded per-entity streams.
@@ -36,24 +41,42 @@ pub struct QkdLink {
     pub config: PoolConfig,
     /// End 0's part of the blocks so far not yet whole bits, in thousandths of a bit.
     split_carry: u64,
+    /// Block arrivals with `poisson` supply.
+    blocks: Option<Blocks>,
+    /// Producing key (not switched off by a schedule).
+    up: bool,
 }
 
 impl QkdLink {
-    /// A block of `bits` of new key arrives at `now` (with `poisson` supply): each end
-    /// gets its share, no bit lost to rounding over successive blocks.
-    pub fn deposit(&mut self, now_ns: u64, bits: u64) {
+    /// Brings both halves up to `now`: continuous production, or the blocks that
+    /// arrived since the last time (none while the link is down).
+    pub fn advance(&mut self, now_ns: u64) {
         for h in &mut self.halves {
             h.advance(now_ns);
         }
-        let units = bits * self.config.share().min(1000) as u64 + self.split_carry;
-        let first = units / 1000;
-        self.split_carry = units % 1000;
+        let Some(blocks) = &mut self.blocks else {
+            return;
+        };
+        let arrived = blocks.arrived_until(now_ns);
+        if self.up && arrived > 0 {
+            self.deposit(arrived * self.config.block());
+        }
+    }
+
+    /// `bits` of new key: each end gets its share, no bit lost to rounding over
+    /// successive blocks.
+    fn deposit(&mut self, bits: u64) {
+        let units = bits as u128 * self.config.share().min(1000) as u128 + self.split_carry as u128;
+        let first = (units / 1000) as u64;
+        self.split_carry = (units % 1000) as u64;
         self.halves[0].deposit(first);
         self.halves[1].deposit(bits - first);
     }
 
     /// The QKD link goes down (no key produced) or comes back, at `now`.
     pub fn set_up(&mut self, now_ns: u64, up: bool) {
+        self.advance(now_ns);
+        self.up = up;
         for h in &mut self.halves {
             h.set_paused(now_ns, !up);
         }
@@ -118,6 +141,11 @@ pub struct QkdNetwork {
     pub(crate) pending: BTreeMap<(usize, [u8; 16]), PendingKey>,
     /// (deadline, KME, key ID) of pending keys that expire.
     expiries: std::collections::BTreeSet<(u64, usize, [u8; 16])>,
+    /// KME indices by KME ID and by the ID of an SAE attached to it.
+    by_name: BTreeMap<String, usize>,
+    by_sae: BTreeMap<String, usize>,
+    /// Routes found so far, by (from, to); forgotten when the graph grows.
+    routes: RefCell<BTreeMap<(usize, usize), Option<Route>>>,
     /// Time a relayed key spends per trusted-node hop.
     pub relay_latency_ns: u64,
     pub stats: NetworkStats,
@@ -132,6 +160,9 @@ impl QkdNetwork {
             nodes: Vec::new(),
             pending: BTreeMap::new(),
             expiries: Default::default(),
+            routes: Default::default(),
+            by_name: BTreeMap::new(),
+            by_sae: BTreeMap::new(),
             relay_latency_ns: 0,
             stats: NetworkStats::default(),
         }
@@ -140,6 +171,10 @@ impl QkdNetwork {
     /// Adds a KME serving `saes`; returns its index.
     pub fn add_kme(&mut self, id: &str, saes: &[&str], streams: StreamFactory<'_>) -> usize {
         let i = self.kmes.len();
+        self.by_name.entry(id.to_string()).or_insert(i);
+        for sae in saes {
+            self.by_sae.entry(sae.to_string()).or_insert(i);
+        }
         self.kmes.push(Kme {
             id: id.to_string(),
             saes: saes.iter().map(|s| s.to_string()).collect(),
@@ -147,6 +182,7 @@ impl QkdNetwork {
             entropy: streams(&format!("kme/{id}"), "entropy"),
         });
         self.nodes.push(self.graph.add_node(i));
+        self.routes.get_mut().clear();
         i
     }
 
@@ -164,6 +200,16 @@ impl QkdNetwork {
         let shares = [share, 1000 - share];
         let halves = [0, 1]
             .map(|e| PoolHalf::new(&config, shares[e], streams(&entity, &format!("keys/{e}"))));
+        let rate = config.rate_millibits();
+        let blocks = (config.supply == Supply::Poisson && rate > 0).then(|| {
+            // block / (rate / 1000) seconds, in ns.
+            let mean_gap_ns = config.block() as f64 * 1e12 / rate as f64;
+            Blocks::new(
+                mean_gap_ns,
+                streams(&entity, "supply"),
+                streams(&entity, "supply/times"),
+            )
+        });
         let i = self.links.len();
         self.links.push(QkdLink {
             name: name.to_string(),
@@ -171,29 +217,33 @@ impl QkdNetwork {
             halves,
             config,
             split_carry: 0,
+            blocks,
+            up: true,
         });
         self.graph.add_edge(self.nodes[a], self.nodes[b], i);
+        self.routes.get_mut().clear();
         i
     }
 
     pub fn kme_index(&self, id: &str) -> Option<usize> {
-        self.kmes.iter().position(|k| k.id == id)
+        self.by_name.get(id).copied()
     }
 
-    /// The KME an SAE is attached to.
+    /// The KME an SAE is attached to (the first one added, if several claim it).
     pub fn kme_of_sae(&self, sae: &str) -> Option<usize> {
-        self.kmes
-            .iter()
-            .position(|k| k.saes.iter().any(|s| s == sae))
+        self.by_sae.get(sae).copied()
     }
 
     /// Brings every pool up to `now` and drops keys that waited too long.
     pub fn advance(&mut self, now_ns: u64) {
         for l in &mut self.links {
-            for h in &mut l.halves {
-                h.advance(now_ns);
-            }
+            l.advance(now_ns);
         }
+        self.expire(now_ns);
+    }
+
+    /// Drops keys that waited too long for their fetch.
+    fn expire(&mut self, now_ns: u64) {
         while let Some(&(deadline, kme, id)) = self.expiries.first() {
             if deadline >= now_ns {
                 break;
@@ -206,7 +256,16 @@ impl QkdNetwork {
     }
 
     /// The route from KME `from` to KME `to` as (link, owner end) pairs, fewest hops.
-    pub fn route(&self, from: usize, to: usize) -> Option<Vec<(usize, usize)>> {
+    pub fn route(&self, from: usize, to: usize) -> Option<Route> {
+        if let Some(r) = self.routes.borrow().get(&(from, to)) {
+            return r.clone();
+        }
+        let route = self.find_route(from, to);
+        self.routes.borrow_mut().insert((from, to), route.clone());
+        route
+    }
+
+    fn find_route(&self, from: usize, to: usize) -> Option<Route> {
         let (_, path) = petgraph::algo::astar(
             &self.graph,
             self.nodes[from],
@@ -214,15 +273,15 @@ impl QkdNetwork {
             |_| 1u32,
             |_| 0,
         )?;
-        let kmes: Vec<usize> = path.iter().map(|n| self.graph[*n]).collect();
-        kmes.windows(2)
+        path.windows(2)
             .map(|w| {
                 // The lowest-numbered link between the two, for a stable choice.
                 let link = self
-                    .links
-                    .iter()
-                    .position(|l| l.ends == [w[0], w[1]] || l.ends == [w[1], w[0]])?;
-                let end = if self.links[link].ends[0] == w[0] {
+                    .graph
+                    .edges_connecting(w[0], w[1])
+                    .map(|e| *e.weight())
+                    .min()?;
+                let end = if self.links[link].ends[0] == self.graph[w[0]] {
                     0
                 } else {
                     1
@@ -232,12 +291,24 @@ impl QkdNetwork {
             .collect()
     }
 
-    /// Keys of `size_bits` that could be drawn now from `from` towards `to`.
-    pub fn available_keys(&self, from: usize, to: usize, size_bits: u64) -> u64 {
+    /// The default key size from `from` towards `to`: that of the route's first link
+    /// (256 bits without a route).
+    pub fn key_size(&self, from: usize, to: usize) -> u64 {
+        self.route(from, to)
+            .and_then(|r| {
+                r.first()
+                    .map(|&(l, _)| self.links[l].config.key_size_bits as u64)
+            })
+            .unwrap_or(256)
+    }
+
+    /// Keys of `size_bits` that could be drawn at `now` from `from` towards `to`.
+    pub fn available_keys(&mut self, now_ns: u64, from: usize, to: usize, size_bits: u64) -> u64 {
         match self.route(from, to) {
             Some(r) if !r.is_empty() => r
                 .iter()
                 .map(|&(l, e)| {
+                    self.links[l].advance(now_ns);
                     let h = &self.links[l].halves[e];
                     if h.state() == PoolState::Charging {
                         0
@@ -265,7 +336,7 @@ impl QkdNetwork {
         number: u64,
         size_bits: u64,
     ) -> Result<Vec<Delivered>, DrawError> {
-        self.advance(now_ns);
+        self.expire(now_ns);
         if !self.kmes[from].up || !self.kmes[to].up {
             return Err(DrawError::KmeDown);
         }
@@ -273,6 +344,9 @@ impl QkdNetwork {
             .route(from, to)
             .filter(|r| !r.is_empty())
             .ok_or(DrawError::NoRoute)?;
+        for &(l, _) in &route {
+            self.links[l].advance(now_ns);
+        }
         let need = number * size_bits;
         if let Some(&(l, e)) = route
             .iter()
@@ -332,7 +406,7 @@ impl QkdNetwork {
         caller: &str,
         ids: &[[u8; 16]],
     ) -> Result<Vec<Delivered>, FetchError> {
-        self.advance(now_ns);
+        self.expire(now_ns);
         if !self.kmes[at].up {
             return Err(FetchError::KmeDown);
         }

@@ -16,9 +16,8 @@
 //! Key arrives in one of two ways ([`Supply`]): continuously at the configured rate
 //! (`fixed`, for teaching and for checking arithmetic), or in blocks of `block_bits` at
 //! random times, the rate on average (`poisson`, as a QKD device's post-processing
-//! delivers it). The pool only takes the blocks ([`PoolHalf::deposit`]); when they
-//! arrive is the driver's business (the simulator draws exponential gaps from the QKD
-//! link's own stream), so this crate stays free of clocks and distributions.
+//! delivers it). The pool only takes the blocks ([`PoolHalf::deposit`]); the link draws
+//! when they arrive (`crate::blocks`).
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::Rng;

@@ -641,3 +641,80 @@ fn undelivered_keys_expire_as_waste() {
     net.advance(61 * SEC);
     assert_eq!(net.stats.keys_wasted, 1);
 }
+
+/// A `poisson` link delivers its rate on average, in whole blocks split between the
+/// halves by share, nothing while it is down, and the same bits whether its level is
+/// read often or once.
+#[test]
+fn poisson_blocks_arrive_at_the_rate_and_not_while_down() {
+    let mut cfg = PoolConfig::fixed(2000.0, 1 << 40);
+    cfg.supply = qkd::Supply::Poisson;
+    cfg.block_bits = Some(1000);
+    let mut often = pair(cfg.clone());
+    let mut once = pair(cfg);
+    let hour = 3600 * SEC;
+    for t in (0..=hour).step_by((7 * SEC) as usize) {
+        often.links[0].advance(t);
+    }
+    often.links[0].advance(hour);
+    once.links[0].advance(hour);
+    assert_eq!(state(&often), state(&once));
+    let generated: u64 = once.links[0]
+        .halves
+        .iter()
+        .map(|h| h.stats.generated_bits)
+        .sum();
+    // 7,200 blocks expected; the count's standard deviation is about 85.
+    assert_eq!(generated % 1000, 0);
+    let blocks = generated / 1000;
+    assert!(
+        (7200 - 340..=7200 + 340).contains(&blocks),
+        "{blocks} blocks"
+    );
+    assert_eq!(once.links[0].halves[0].stats.generated_bits, generated / 2);
+    // Down for an hour: nothing arrives; back up: blocks again.
+    once.links[0].set_up(hour, false);
+    once.links[0].advance(2 * hour);
+    assert_eq!(state(&once), vec![generated / 2; 2]);
+    once.links[0].set_up(2 * hour, true);
+    once.links[0].advance(3 * hour);
+    assert!(state(&once)[0] > generated / 2 + 1_000_000);
+}
+
+/// `status` reports the key size and capacity of the route to the slave SAE, not of
+/// whichever link of the KME comes first.
+#[test]
+fn etsi014_status_reports_the_route_of_the_slave_sae() {
+    let s = streams(3);
+    let f: StreamFactory<'_> = &s;
+    let mut net = QkdNetwork::new();
+    let a = net.add_kme("KME-A", &["gw-a"], f);
+    let b = net.add_kme("KME-B", &["gw-b"], f);
+    let c = net.add_kme("KME-C", &["gw-c"], f);
+    net.add_link("a-b", a, b, full(10, 0), f);
+    let mut big = PoolConfig::fixed(0.0, 40 * 512);
+    big.key_size_bits = 512;
+    big.initial_bits = 40 * 512;
+    net.add_link("a-c", a, c, big, f);
+    let st = body(&etsi014::status(
+        &mut net,
+        0,
+        a,
+        Limits::default(),
+        "gw-a",
+        "gw-c",
+    ));
+    assert_eq!(st["key_size"], 512);
+    assert_eq!(st["max_key_count"], 20);
+    assert_eq!(st["stored_key_count"], 20);
+    let st = body(&etsi014::status(
+        &mut net,
+        0,
+        a,
+        Limits::default(),
+        "gw-a",
+        "gw-b",
+    ));
+    assert_eq!(st["key_size"], 256);
+    assert_eq!(st["stored_key_count"], 5);
+}

@@ -18,7 +18,7 @@ use qkd::QkdNetwork;
 use qkd::network::StreamFactory;
 use sim_core::{EntityId, SimDuration, SimTime, Simulation, Tracer, entity};
 
-use super::keys::{Kme, Supply};
+use super::keys::Kme;
 use super::net::{Gateway, IKE_PORT, SimLink};
 use super::oracle::Oracle;
 use super::tunnels::Tunnel;
@@ -88,7 +88,6 @@ impl World {
             kmes: cfg.kmes.iter().map(|k| k.name.clone()).collect(),
         };
         let (qkd, kmes) = key_managers(&cfg, &mut sim, &names, seed)?;
-        let mut supplies = supplies(&qkd, &kmes, seed);
         let (tunnels, peers) = tunnels(&cfg, &names, seed)?;
         let gateways = gateways(&cfg, &mut sim, &names, peers)?;
         let dp = traffic(&cfg, &mut sim, &tunnels, &gateways)?;
@@ -99,7 +98,7 @@ impl World {
             }
         }
         first_events(&cfg, &mut sim, &names, &gateways, &kmes, &tunnels)?;
-        first_blocks(&cfg, &mut sim, &mut supplies);
+        qkd_schedules(&cfg, &mut sim, &qkd, &kmes);
         for l in qkd.links.iter() {
             let g = |end: usize| format!("qkd/{}/{}/level_bits", l.name, qkd.kmes[l.ends[end]].id);
             sim.metrics.gauge(&g(0));
@@ -116,7 +115,6 @@ impl World {
             sa_tunnel: BTreeMap::new(),
             kmes,
             qkd,
-            supplies,
             caches: BTreeMap::new(),
             handshakes: Vec::new(),
             exchanges: Vec::new(),
@@ -232,36 +230,13 @@ fn key_managers(
     Ok((qkd, kmes))
 }
 
-/// Each QKD link's key supply: its stream (`qkd/<link>`, purpose `supply`), its mean
-/// block gap with `poisson` supply.
-fn supplies(qkd: &QkdNetwork, kmes: &[Kme], seed: u64) -> Vec<Supply> {
-    qkd.links
-        .iter()
-        .map(|l| {
-            let rate = l.config.rate_millibits();
-            let block_bits = l.config.block();
-            let poisson = l.config.supply == qkd::Supply::Poisson && rate > 0;
-            Supply {
-                rng: entity::stream(seed, &format!("qkd/{}", l.name), "supply"),
-                // block / (rate / 1000) seconds, in ns.
-                mean_gap_ns: poisson.then(|| block_bits as f64 * 1e12 / rate as f64),
-                block_bits,
-                up: true,
-                entity: kmes[l.ends[0]].entity,
-            }
-        })
-        .collect()
-}
-
-/// The first block of each `poisson` supply, and the QKD links' up and down schedules.
-fn first_blocks(cfg: &WorldConfig, sim: &mut Simulation<Ev>, supplies: &mut [Supply]) {
-    for (link, (s, spec)) in supplies.iter_mut().zip(&cfg.qkd_links).enumerate() {
-        if let Some(gap) = s.next_gap() {
-            sim.schedule(s.entity, gap, Ev::QkdBlock { link });
-        }
+/// The QKD links' up and down schedules.
+fn qkd_schedules(cfg: &WorldConfig, sim: &mut Simulation<Ev>, qkd: &QkdNetwork, kmes: &[Kme]) {
+    for (link, (l, spec)) in qkd.links.iter().zip(&cfg.qkd_links).enumerate() {
+        let entity = kmes[l.ends[0]].entity;
         for tr in &spec.schedule {
             let up = tr.state == LinkState::Up;
-            sim.schedule_at(s.entity, tr.at, Ev::QkdLinkSwitch { link, up });
+            sim.schedule_at(entity, tr.at, Ev::QkdLinkSwitch { link, up });
         }
     }
 }

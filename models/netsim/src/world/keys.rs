@@ -7,33 +7,12 @@
 
 use ikev2::endpoint::{Ppk, SaId};
 use qkd::{etsi014, skip};
-use sim_core::{EntityId, RngExt, SimDuration, SimRng, SimTime};
+use sim_core::{EntityId, SimDuration, SimTime};
 
 use super::output::NetTrace;
 use super::{Ev, World};
 use crate::config::{KeyApi, PpkMode};
 use crate::results::KeyRequestRow;
-
-/// The key supply of one QKD link: with `poisson` supply, blocks arrive after
-/// exponential gaps drawn from the link's own stream; none arrive while it is down.
-pub(super) struct Supply {
-    pub rng: SimRng,
-    /// Mean gap between blocks in ns (`None`: `fixed` supply, or no rate).
-    pub mean_gap_ns: Option<f64>,
-    pub block_bits: u64,
-    pub up: bool,
-    /// The entity its events come from (the KME at end `a`).
-    pub entity: EntityId,
-}
-
-impl Supply {
-    /// The gap until the next block.
-    pub fn next_gap(&mut self) -> Option<SimDuration> {
-        let mean = self.mean_gap_ns?;
-        let gap = self.rng.exponential(mean).round().max(1.0) as u64;
-        Some(SimDuration::from_nanos(gap))
-    }
-}
 
 /// A gateway's QKD keys at hand for one peer: (fetched at, key ID, key), oldest first.
 #[derive(Default)]
@@ -478,25 +457,10 @@ impl World {
         }
     }
 
-    /// A block of key arrives on QKD link `link` (unless it is down); the next one is
-    /// scheduled.
-    pub(super) fn qkd_block(&mut self, link: usize) {
-        let now = self.now_ns();
-        let supply = &mut self.supplies[link];
-        if supply.up {
-            self.qkd.links[link].deposit(now, supply.block_bits);
-        }
-        if let Some(gap) = supply.next_gap() {
-            let entity = supply.entity;
-            self.sim.schedule(entity, gap, Ev::QkdBlock { link });
-        }
-    }
-
     /// QKD link `link` stops producing key, or starts again.
     pub(super) fn qkd_link_switch(&mut self, link: usize, up: bool) {
         let now = self.now_ns();
         self.qkd.links[link].set_up(now, up);
-        self.supplies[link].up = up;
     }
 }
 

@@ -123,10 +123,6 @@ enum Ev {
         kme: usize,
         up: bool,
     },
-    /// A block of key arrives on a QKD link with `poisson` supply.
-    QkdBlock {
-        link: usize,
-    },
     /// A QKD link stops producing key, or starts again.
     QkdLinkSwitch {
         link: usize,
@@ -206,8 +202,6 @@ pub struct World {
     sa_tunnel: BTreeMap<(usize, SaId), usize>,
     kmes: Vec<Kme>,
     qkd: QkdNetwork,
-    /// Per QKD link: its key supply's random arrivals and whether it produces.
-    supplies: Vec<keys::Supply>,
     /// (gateway, peer gateway) -> the gateway's cached keys for that peer.
     caches: BTreeMap<(usize, usize), keys::KeyCache>,
     handshakes: Vec<HandshakeRow>,
@@ -328,7 +322,6 @@ impl World {
                 asked,
                 retries,
             } => self.key_refill(gw, peer, asked, retries),
-            Ev::QkdBlock { link } => self.qkd_block(link),
             Ev::QkdLinkSwitch { link, up } => self.qkd_link_switch(link, up),
             Ev::Sample => {
                 self.sample_pools();

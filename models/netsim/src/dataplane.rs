@@ -56,11 +56,33 @@ pub enum Crossed {
     Hard(u32),
 }
 
+/// A change to the pairs held, for the invariant oracle to look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairChange {
+    Installed {
+        gw: usize,
+        tunnel: usize,
+        spi_in: u32,
+    },
+    /// Removed at `gw`: the peer's half (inbound `spi_out` there) should go too.
+    Removed {
+        gw: usize,
+        tunnel: usize,
+        spi_out: u32,
+    },
+}
+
 #[derive(Default)]
 pub struct DataPlane {
+    /// Pairs installed or removed since the driver last took this list.
+    pub changed: Vec<PairChange>,
     pairs: BTreeMap<(usize, u32), Pair>,
     /// (gateway, tunnel) -> inbound SPI of the pair it sends on.
     sender: BTreeMap<(usize, usize), u32>,
+    /// (gateway, tunnel) -> inbound SPIs of its pairs, and (gateway, IKE SA) -> tunnel:
+    /// so that what concerns one tunnel costs the same at a hub of thousands.
+    by_tunnel: BTreeMap<(usize, usize), Vec<u32>>,
+    tunnel_of_sa: BTreeMap<(usize, SaId), usize>,
     /// Rekeys a gateway started, by the old pair's inbound SPI.
     started: BTreeSet<(usize, u32)>,
     installed: u64,
@@ -132,7 +154,13 @@ impl DataPlane {
 
     /// Whether `gw` holds any Child SA of tunnel `t`.
     pub fn holds(&self, gw: usize, t: usize) -> bool {
-        self.range(gw).any(|(_, p)| p.tunnel == t)
+        self.by_tunnel.contains_key(&(gw, t))
+    }
+
+    /// The pair `gw` holds with inbound SPI `spi_in`: (tunnel, IKE SA, outbound SPI).
+    pub fn pair(&self, gw: usize, spi_in: u32) -> Option<(usize, SaId, u32)> {
+        let p = self.pairs.get(&(gw, spi_in))?;
+        Some((p.tunnel, p.sa, p.outbound.spi))
     }
 
     /// The IKE SA of the pair, if it exists and was neither rekeyed nor expired (so a
@@ -165,6 +193,16 @@ impl DataPlane {
         let old_gone = old_spi_in.is_some_and(|old| !self.pairs.contains_key(&(gw, old)));
         let sending = old_spi_in.is_none() || ours || old_gone;
         self.installed += 1;
+        self.changed.push(PairChange::Installed {
+            gw,
+            tunnel,
+            spi_in: child.spi_in,
+        });
+        let spis = self.by_tunnel.entry((gw, tunnel)).or_default();
+        if !spis.contains(&child.spi_in) {
+            spis.push(child.spi_in);
+        }
+        self.tunnel_of_sa.insert((gw, sa), tunnel);
         self.pairs.insert(
             (gw, child.spi_in),
             Pair {
@@ -204,15 +242,37 @@ impl DataPlane {
         let Some(gone) = self.pairs.remove(&(gw, spi_in)) else {
             return;
         };
+        self.changed.push(PairChange::Removed {
+            gw,
+            tunnel: gone.tunnel,
+            spi_out: gone.outbound.spi,
+        });
+        let key = (gw, gone.tunnel);
+        if let Some(spis) = self.by_tunnel.get_mut(&key) {
+            spis.retain(|&s| s != spi_in);
+            if spis.is_empty() {
+                self.by_tunnel.remove(&key);
+            }
+        }
         self.started.remove(&(gw, spi_in));
-        self.promote_successors(gw, spi_in);
+        self.promote_successors(gw, gone.tunnel, spi_in);
         self.choose_sender(gw, gone.tunnel);
     }
 
+    /// The inbound SPIs of the pairs `gw` holds for `tunnel`.
+    fn spis(&self, gw: usize, tunnel: usize) -> Vec<u32> {
+        self.by_tunnel
+            .get(&(gw, tunnel))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Pairs that waited for `spi_in` to go may send now.
-    fn promote_successors(&mut self, gw: usize, spi_in: u32) {
-        for p in self.range_mut(gw) {
-            if p.predecessor == Some(spi_in) {
+    fn promote_successors(&mut self, gw: usize, tunnel: usize, spi_in: u32) {
+        for spi in self.spis(gw, tunnel) {
+            if let Some(p) = self.pairs.get_mut(&(gw, spi))
+                && p.predecessor == Some(spi_in)
+            {
                 p.predecessor = None;
                 p.sending = true;
             }
@@ -228,16 +288,19 @@ impl DataPlane {
         p.sending = false;
         p.retired = true;
         let tunnel = p.tunnel;
-        self.promote_successors(gw, spi_in);
+        self.promote_successors(gw, tunnel, spi_in);
         self.choose_sender(gw, tunnel);
     }
 
     /// The IKE SA `sa` of `gw` is gone, and its Child SAs with it.
     pub fn remove_sa(&mut self, gw: usize, sa: SaId) {
+        let Some(tunnel) = self.tunnel_of_sa.remove(&(gw, sa)) else {
+            return;
+        };
         let doomed: Vec<u32> = self
-            .range(gw)
-            .filter(|(_, p)| p.sa == sa)
-            .map(|(spi, _)| spi)
+            .spis(gw, tunnel)
+            .into_iter()
+            .filter(|spi| self.pairs.get(&(gw, *spi)).is_some_and(|p| p.sa == sa))
             .collect();
         for spi in doomed {
             self.remove(gw, spi);
@@ -246,8 +309,14 @@ impl DataPlane {
 
     /// An IKE SA rekey moved the Child SAs of `old` to `new`.
     pub fn move_sa(&mut self, gw: usize, old: SaId, new: SaId) {
-        for p in self.range_mut(gw) {
-            if p.sa == old {
+        let Some(tunnel) = self.tunnel_of_sa.remove(&(gw, old)) else {
+            return;
+        };
+        self.tunnel_of_sa.insert((gw, new), tunnel);
+        for spi in self.spis(gw, tunnel) {
+            if let Some(p) = self.pairs.get_mut(&(gw, spi))
+                && p.sa == old
+            {
                 p.sa = new;
             }
         }
@@ -262,22 +331,14 @@ impl DataPlane {
         Some(p.sa)
     }
 
-    fn range(&self, gw: usize) -> impl Iterator<Item = (u32, &Pair)> {
-        self.pairs
-            .range((gw, 0)..=(gw, u32::MAX))
-            .map(|(&(_, spi), p)| (spi, p))
-    }
-
-    fn range_mut(&mut self, gw: usize) -> impl Iterator<Item = &mut Pair> {
-        self.pairs
-            .range_mut((gw, 0)..=(gw, u32::MAX))
-            .map(|(_, p)| p)
-    }
-
     fn choose_sender(&mut self, gw: usize, tunnel: usize) {
         let best = self
-            .range(gw)
-            .filter(|(_, p)| p.tunnel == tunnel && p.sending)
+            .by_tunnel
+            .get(&(gw, tunnel))
+            .into_iter()
+            .flatten()
+            .filter_map(|&spi| Some((spi, self.pairs.get(&(gw, spi))?)))
+            .filter(|(_, p)| p.sending)
             .max_by_key(|(_, p)| p.order)
             .map(|(spi, _)| spi);
         match best {

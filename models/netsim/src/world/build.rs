@@ -22,7 +22,7 @@ use super::keys::Kme;
 use super::net::{Gateway, IKE_PORT, SimLink};
 use super::oracle::Oracle;
 use super::tunnels::Tunnel;
-use super::{AUDIT_EVERY, Ev, World};
+use super::{Ev, World};
 use crate::config::{CryptoMode, Fault, PpkMode, TrafficMode, WorldConfig};
 use crate::cpu::{Cpu, Meter, Metered};
 use crate::dataplane::{DataPlane, MIN_PACKET};
@@ -527,7 +527,6 @@ fn first_events(
             }
         }
     }
-    sim.schedule(world_entity, AUDIT_EVERY, Ev::Audit);
     for (i, t) in cfg.tunnels.iter().enumerate() {
         sim.schedule_at(
             gateways[tunnels[i].initiator].entity,

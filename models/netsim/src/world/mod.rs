@@ -43,9 +43,6 @@ use net::{Gateway, SimLink};
 use oracle::Oracle;
 use tunnels::Tunnel;
 
-/// How often the oracle looks for negotiations stuck past their timeouts.
-const AUDIT_EVERY: SimDuration = SimDuration::from_secs(10);
-
 /// The simulator's events.
 enum Ev {
     Deliver {
@@ -167,8 +164,17 @@ enum Ev {
     CorruptNextChild {
         gw: usize,
     },
-    /// The invariant oracle's periodic look at negotiations in progress.
-    Audit,
+    /// The invariant oracle looks at a Child SA pair again after a change to it.
+    CheckPair {
+        gw: usize,
+        spi_in: u32,
+        since: SimTime,
+    },
+    /// The invariant oracle looks at a negotiation in progress.
+    CheckStuck {
+        tunnel: usize,
+        attempt: u32,
+    },
 }
 
 /// Optional outputs of a run.
@@ -241,6 +247,7 @@ impl World {
             progress.then(|| Progress::new(end, std::time::Duration::from_millis(500)));
         while let Some(ev) = self.sim.next_event_until(end) {
             self.handle(ev.event);
+            self.watch_changed_pairs();
             if let Some(sink) = pcap.as_deref_mut() {
                 for p in self.wire.drain(..) {
                     sink.capture(p.at, p.bytes);
@@ -335,11 +342,8 @@ impl World {
             Ev::CreateChild { tunnel } => self.create_child(tunnel),
             Ev::GatewayUp { gw } => self.gateway_up(gw),
             Ev::CorruptNextChild { gw } => self.gateways[gw].corrupt_next = true,
-            Ev::Audit => {
-                let now = self.sim.now();
-                (self.oracle).audit(now, &mut self.tunnels, &self.gateways, &self.dp);
-                self.schedule_world(AUDIT_EVERY, Ev::Audit);
-            }
+            Ev::CheckPair { gw, spi_in, since } => self.check_pair(gw, spi_in, since),
+            Ev::CheckStuck { tunnel, attempt } => self.check_stuck(tunnel, attempt),
         }
     }
 

@@ -150,6 +150,15 @@ pub(super) struct UpState {
 }
 
 impl Tunnel {
+    /// The tunnel's gateway at the other end from `gw`.
+    pub(super) fn other_end(&self, gw: usize) -> usize {
+        if gw == self.initiator {
+            self.responder
+        } else {
+            self.initiator
+        }
+    }
+
     /// What is about to take the tunnel down: a Delete of its IKE SA, sent now.
     pub(super) fn expect_down(&mut self, cause: &'static str) {
         self.up.hint.get_or_insert(cause);
@@ -265,6 +274,8 @@ impl World {
         self.sa_tunnel.insert((gw, sa), t);
         if let Some((_, s)) = self.tunnels[t].attempt.as_mut() {
             *s = Some(sa);
+            let attempt = self.tunnels[t].summary.attempts;
+            self.check_stuck(t, attempt);
         }
         self.drain(gw);
     }

@@ -191,6 +191,7 @@ fn run(cli: Cli) -> Result<()> {
                 keylog: false,
                 quiet: false,
                 no_report: false,
+                rows: Default::default(),
             },
             "demo",
         ),

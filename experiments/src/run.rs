@@ -47,6 +47,12 @@ pub struct RunArgs {
     /// Do not write report.html and the figures.
     #[arg(long)]
     pub no_report: bool,
+    /// Rows written as they happen to handshakes.csv, exchanges.csv, key_requests.csv
+    /// and pool_levels.csv: `all`, `sample` (the rows of about 1,000 tunnels and the
+    /// pool levels of about 100 QKD links), or `none`. results.json holds the totals
+    /// over every row either way.
+    #[arg(long, default_value = "all")]
+    pub rows: results::RowSelection,
 }
 
 pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
@@ -88,12 +94,16 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
     })?;
     let mut pcap = files::capture(&out, args.pcap)?;
     let mut keylog = Keylog::default();
+    let mut rows = results::CsvRows::create(&out)?;
     let results = world.run(Outputs {
         tracer,
         pcap: pcap.as_mut(),
         keylog: args.keylog.then_some(&mut keylog),
         progress: !args.quiet,
+        rows: args.rows,
+        row_sink: Some(&mut rows),
     });
+    rows.finish()?;
     if let Some(p) = pcap {
         p.finish()?.flush().context("writing capture.pcap")?;
     }
@@ -147,6 +157,9 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
     Ok(())
 }
 
+/// Tunnels listed one per line in the summary; the rest are in tunnels.csv.
+const SHOWN_TUNNELS: usize = 40;
+
 pub fn print_summary(r: &Results) {
     println!("crypto: {}   events: {}", r.crypto, r.events);
     println!(
@@ -161,19 +174,15 @@ pub fn print_summary(r: &Results) {
         "key wait",
         "available",
         "outages",
-        "median hs"
+        "mean hs"
     );
-    for t in &r.tunnels {
-        let mut times: Vec<u64> = r
-            .handshakes
-            .iter()
-            .filter(|h| h.tunnel == t.tunnel && h.outcome == "established")
-            .map(|h| h.duration_ns)
-            .collect();
-        times.sort_unstable();
-        let median = times
-            .get(times.len() / 2)
-            .map_or("-".into(), |&ns| format!("{:.1} ms", ns as f64 / 1e6));
+    for t in r.tunnels.iter().take(SHOWN_TUNNELS) {
+        let mean = (t.established > 0).then(|| {
+            format!(
+                "{:.1} ms",
+                t.handshake_ns as f64 / t.established as f64 / 1e6
+            )
+        });
         println!(
             "{:<12} {:>8} {:>6} {:>6} {:>10} {:>6} {:>7} {:>9.1}s {:>8.2}% {:>8} {:>12}",
             t.tunnel,
@@ -186,7 +195,26 @@ pub fn print_summary(r: &Results) {
             t.key_wait_ns as f64 / 1e9,
             100.0 * t.availability(r.duration_ns),
             t.outages.len(),
-            median
+            mean.as_deref().unwrap_or("-")
+        );
+    }
+    if r.tunnels.len() > SHOWN_TUNNELS {
+        println!(
+            "... and {} more tunnels (tunnels.csv)",
+            r.tunnels.len() - SHOWN_TUNNELS
+        );
+    }
+    let hs = &r.totals.handshake_ns;
+    if let (Some(p50), Some(p99)) = (hs.p50, hs.p99) {
+        let error = match hs.relative_error {
+            0.0 => String::new(),
+            e => format!(" (within {:.1}%)", 100.0 * e),
+        };
+        println!(
+            "handshakes: {} established, IKE time p50 {:.1} ms, p99 {:.1} ms{error}",
+            hs.count,
+            p50 as f64 / 1e6,
+            p99 as f64 / 1e6
         );
     }
     let q = &r.qkd;
@@ -194,7 +222,7 @@ pub fn print_summary(r: &Results) {
         "qkd: {} keys delivered, {} fetched, {} wasted, {} requests refused, {} relay hops",
         q.keys_delivered, q.keys_fetched, q.keys_wasted, q.requests_refused, q.relay_keys
     );
-    let count = |x: &str| r.exchanges.iter().filter(|e| e.exchange == x).count();
+    let count = |x: &str| r.totals.exchange(x).count;
     let ike_rekeys: u32 = r.tunnels.iter().map(|t| t.ike_rekeys).sum();
     println!(
         "rekeys: {} CREATE_CHILD_SA ({ike_rekeys} of them IKE SA rekeys), {} IKE_FOLLOWUP_KE",
@@ -219,9 +247,8 @@ pub fn print_summary(r: &Results) {
     }
 }
 
-/// The result tables as CSV beside results.json: per tunnel, gateway, link direction,
-/// QKD pool half, handshake attempt, exchange, key request and traffic flow, and the
-/// pool time series.
+/// The summary tables as CSV beside results.json: per tunnel, gateway, link direction,
+/// QKD pool half and traffic flow (the row files were written during the run).
 fn write_csvs(out: &Path, r: &Results) -> Result<()> {
     fn value<T: Serialize>(v: &T) -> serde_json::Value {
         serde_json::to_value(v).expect("results serialize")
@@ -237,18 +264,7 @@ fn write_csvs(out: &Path, r: &Results) -> Result<()> {
             row
         })
         .collect();
-    let pools: Vec<serde_json::Value> = r
-        .pools
-        .iter()
-        .map(|p| {
-            let mut v = value(p);
-            if let Some(o) = v.as_object_mut() {
-                o.shift_remove("samples");
-                o.shift_remove("generated_samples");
-            }
-            v
-        })
-        .collect();
+    let pools: Vec<serde_json::Value> = r.pools.iter().map(value).collect();
     // Drops by reason as named columns.
     let links: Vec<serde_json::Value> = r
         .links
@@ -263,28 +279,17 @@ fn write_csvs(out: &Path, r: &Results) -> Result<()> {
             v
         })
         .collect();
-    let mut series = String::from("time_ns,link,owner,level_bits,generated_bits\n");
-    for p in &r.pools {
-        for (i, &(t, level)) in p.samples.iter().enumerate() {
-            let generated = p.generated_samples.get(i).map_or(0, |g| g.1);
-            series += &format!("{t},{},{},{level},{generated}\n", p.link, p.owner);
-        }
-    }
-    let tables: [(&str, Vec<serde_json::Value>); 7] = [
+    let tables: [(&str, Vec<serde_json::Value>); 5] = [
         ("tunnels", r.tunnels.iter().map(value).collect()),
         ("gateways", gateways),
         ("links", links),
         ("qkd_links", pools),
-        ("exchanges", r.exchanges.iter().map(value).collect()),
-        ("key_requests", r.key_requests.iter().map(value).collect()),
         ("traffic", r.traffic.iter().map(value).collect()),
     ];
     for (name, rows) in tables {
         let path = out.join(format!("{name}.csv"));
         fs::write(&path, csv(&rows)).with_context(|| format!("writing {}", path.display()))?;
     }
-    fs::write(out.join("handshakes.csv"), r.handshakes_csv())?;
-    fs::write(out.join("pool_levels.csv"), series)?;
     Ok(())
 }
 

@@ -122,18 +122,11 @@ fn execute(scenario: &Table, origin: &str, run: &Run) -> Result<SweepRow> {
     let cfg = topologies::with_params(scenario, &run.params, origin)?;
     let r = World::new(cfg, run.seed, Tracer::new())
         .map_err(|e| anyhow::anyhow!("in {origin}, run {}: {e}", run.id))?
-        .run(Outputs::none());
-    let mut times: Vec<u64> = r
-        .handshakes
-        .iter()
-        .filter(|h| h.outcome == "established")
-        .map(|h| h.duration_ns)
-        .collect();
-    times.sort_unstable();
-    let pct = |q: f64| {
-        (!times.is_empty())
-            .then(|| times[((times.len() - 1) as f64 * q).round() as usize] as f64 / 1e6)
-    };
+        .run(Outputs {
+            rows: results::RowSelection::None,
+            ..Outputs::none()
+        });
+    let ms = |ns: Option<u64>| ns.map(|ns| ns as f64 / 1e6);
     let sum = |f: fn(&results::TunnelSummary) -> u32| r.tunnels.iter().map(f).sum();
     Ok(SweepRow {
         run_id: run.id.clone(),
@@ -151,9 +144,9 @@ fn execute(scenario: &Table, origin: &str, run: &Run) -> Result<SweepRow> {
         keys_drawn: sum(|t| t.keys_drawn),
         keys_wasted: sum(|t| t.keys_wasted),
         key_wait_s: r.tunnels.iter().map(|t| t.key_wait_ns).sum::<u64>() as f64 / 1e9,
-        handshake_p50_ms: pct(0.5),
-        handshake_p95_ms: pct(0.95),
-        retransmissions: r.exchanges.iter().map(|e| e.retransmissions).sum(),
+        handshake_p50_ms: ms(r.totals.handshake_ns.p50),
+        handshake_p95_ms: ms(r.totals.handshake_ns.p95),
+        retransmissions: r.totals.retransmissions() as u32,
         availability: r
             .tunnels
             .iter()

@@ -5,6 +5,8 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+mod common;
+
 const SHORT: &str = r#"
 duration = "20s"
 interval = "5ms"
@@ -195,7 +197,7 @@ fn run_reproduces_a_scenario_and_reports_bad_files_precisely() {
     );
     let csv = fs::read_to_string(dir.join("a/handshakes.csv")).unwrap();
     assert!(
-        csv.lines().count() > 50 && csv.contains(",\"established\","),
+        csv.lines().count() > 50 && csv.contains(",established,"),
         "{csv}"
     );
 
@@ -247,8 +249,7 @@ fn the_child_rekey_scenario_rekeys_in_fragments_and_draws_keys_only_to_reauthent
         "--out",
         out.to_str().unwrap(),
     ]));
-    let r: serde_json::Value =
-        serde_json::from_slice(&fs::read(out.join("results.json")).unwrap()).unwrap();
+    let r = common::read_run(&out);
     assert_eq!(r["violations"].as_array().unwrap().len(), 0);
     let rekeys: Vec<&serde_json::Value> = r["exchanges"]
         .as_array()
@@ -337,8 +338,7 @@ fn calibrate_prints_a_cpu_line_a_scenario_takes() {
         dir.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    let r = common::read_run(&dir);
     let d = r["handshakes"][0]["duration_ns"].as_u64().unwrap();
     assert!(d > 60_000_000 + 100_000, "{d}");
     assert_eq!(r["cpus"].as_array().unwrap().len(), 2);

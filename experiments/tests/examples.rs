@@ -6,7 +6,9 @@ use std::process::Command;
 
 use serde_json::Value;
 
-/// Runs an example; returns its results.json.
+mod common;
+
+/// Runs an example; returns its results.json with its rows.
 fn run(name: &str) -> Value {
     let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("examples")
@@ -29,8 +31,7 @@ fn run(name: &str) -> Value {
         "{name}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let r = common::read_run(&out);
     assert_eq!(r["violations"].as_array().unwrap().len(), 0, "{name}");
     r
 }
@@ -132,7 +133,7 @@ fn point_to_point_with_qkd_keys_over_etsi_014_and_skip() {
             "time_ns,link,owner,level_bits,generated_bits",
             0,
         ),
-        ("handshakes.csv", "tunnel,attempt,why", attempts),
+        ("handshakes.csv", "tunnel,attempt,ike_sa,why", attempts),
         (
             "key_requests.csv",
             "time_ns,gateway,tunnel,kme,api,op,status",

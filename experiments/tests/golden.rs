@@ -47,8 +47,9 @@ fn run_summary_table() {
         "--out",
         dir.to_str().unwrap(),
     ]);
-    let data: reports::Results =
+    let mut data: reports::Results =
         serde_json::from_str(&fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    data.rows = results::Rows::read_csv(&dir).unwrap();
     check("p2p-hybrid-qkd-seed1.md", &reports::tunnel_table(&data));
 }
 

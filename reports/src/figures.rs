@@ -114,6 +114,16 @@ fn cumulative(mut times: Vec<u64>, hours: f64) -> Vec<(f64, f64)> {
     pts
 }
 
+/// The (time, level) rows of one pool half.
+fn levels(d: &Results, p: &results::PoolSummary) -> Vec<(u64, u64)> {
+    d.rows
+        .pool_samples
+        .iter()
+        .filter(|s| s.link == p.link && s.owner == p.owner)
+        .map(|s| (s.time_ns, s.level_bits))
+        .collect()
+}
+
 /// Keys (of 256 bits) in each QKD pool half over time.
 pub fn pool_levels<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
@@ -129,7 +139,7 @@ pub fn pool_levels<DB: DrawingBackend>(
         .filter(|p| p.capacity_bits > 0)
         .flat_map(|p| {
             let scale = p.key_size_bits.max(1) as f64 / 256.0;
-            p.samples.iter().map(|s| s.1 as f64 / 256.0).chain([
+            levels(d, p).into_iter().map(|s| s.1 as f64 / 256.0).chain([
                 p.warning_below_keys as f64 * scale,
                 p.resume_at_keys as f64 * scale,
             ])
@@ -145,15 +155,14 @@ pub fn pool_levels<DB: DrawingBackend>(
     )?;
     // Halves with no capacity (all key owned by the other end) carry nothing.
     let pools: Vec<_> = d.pools.iter().filter(|p| p.capacity_bits > 0).collect();
-    let key_bits = |p: &results::PoolSeries| p.key_size_bits.max(1) as f64;
+    let key_bits = |p: &results::PoolSummary| p.key_size_bits.max(1) as f64;
     // Periods a pool held less than one key: shaded behind the lines.
     for (i, p) in pools.iter().enumerate() {
         let c = color(i);
         let mut from: Option<f64> = None;
-        let samples = p
-            .samples
-            .iter()
-            .map(|&(t, b)| (t as f64 / NS_PER_H, b as f64));
+        let samples = levels(d, p)
+            .into_iter()
+            .map(|(t, b)| (t as f64 / NS_PER_H, b as f64));
         for (t, bits) in samples.chain(std::iter::once((hours, f64::MAX))) {
             match (from, bits < key_bits(p)) {
                 (None, true) => from = Some(t),
@@ -198,7 +207,7 @@ pub fn pool_levels<DB: DrawingBackend>(
     for p in &pools {
         // A step function: hold each level until the next sample.
         let mut pts = Vec::new();
-        for (j, &(t, bits)) in p.samples.iter().enumerate() {
+        for (j, (t, bits)) in levels(d, p).into_iter().enumerate() {
             let y = bits as f64 / 256.0;
             if j > 0 {
                 pts.push((
@@ -227,13 +236,15 @@ pub fn keys_over_time<DB: DrawingBackend>(
     root.fill(&WHITE)?;
     let hours = d.duration_ns as f64 / NS_PER_H;
     let draws = |ok: bool| {
-        d.key_requests
+        d.rows
+            .key_requests
             .iter()
             .filter(|k| (k.op == "enc_keys" || k.op == "key") && (k.status == 200) == ok)
             .map(|k| k.time_ns)
             .collect::<Vec<u64>>()
     };
     let wasted: Vec<u64> = d
+        .rows
         .handshakes
         .iter()
         .filter(|h| {
@@ -242,17 +253,25 @@ pub fn keys_over_time<DB: DrawingBackend>(
         })
         .map(|h| h.ended_ns)
         .collect();
-    // Generation: every pool samples at the same times; sum them.
-    let mut generated: BTreeMap<u64, f64> = BTreeMap::new();
-    for p in d.pools.iter().filter(|p| p.capacity_bits > 0) {
-        for &(t, bits) in &p.generated_samples {
-            *generated.entry(t).or_default() += bits as f64 / p.key_size_bits.max(1) as f64;
+    // Generation: a pool half's row comes when it changed; the total at a time holds
+    // each half's latest value.
+    let key_size: BTreeMap<(&str, &str), f64> = d
+        .pools
+        .iter()
+        .map(|p| ((&p.link[..], &p.owner[..]), p.key_size_bits.max(1) as f64))
+        .collect();
+    let mut latest: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+    let mut generated: Vec<(f64, f64)> = Vec::new();
+    for s in &d.rows.pool_samples {
+        let half = (&s.link[..], &s.owner[..]);
+        let keys = s.generated_bits as f64 / key_size.get(&half).copied().unwrap_or(256.0);
+        latest.insert(half, keys);
+        let point = (s.time_ns as f64 / NS_PER_H, latest.values().sum());
+        match generated.last_mut() {
+            Some(last) if last.0 == point.0 => *last = point,
+            _ => generated.push(point),
         }
     }
-    let generated: Vec<(f64, f64)> = generated
-        .into_iter()
-        .map(|(t, k)| (t as f64 / NS_PER_H, k))
-        .collect();
     let series = [
         ("keys generated (all pools)", generated),
         ("keys drawn", cumulative(draws(true), hours)),
@@ -289,7 +308,12 @@ pub fn handshake_cdf<DB: DrawingBackend>(
     // One curve per tunnel, or with more tunnels than curves, one per proposal.
     let by_proposal = d.tunnels.len() > 12;
     let mut per: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    for h in d.handshakes.iter().filter(|h| h.outcome == "established") {
+    for h in d
+        .rows
+        .handshakes
+        .iter()
+        .filter(|h| h.outcome == "established")
+    {
         let key = if by_proposal { &h.proposal } else { &h.tunnel };
         per.entry(key).or_default().push(h.duration_ns as f64 / 1e6);
     }
@@ -342,6 +366,7 @@ pub fn exchange_bytes<DB: DrawingBackend>(
     // By exchange and fragment count (which shows the path MTU's effect), and by
     // proposal when tunnels differ in it (the proposal a tunnel's IKE SAs came up with).
     let proposal: BTreeMap<&str, &str> = d
+        .rows
         .handshakes
         .iter()
         .filter(|h| h.outcome == "established")
@@ -355,7 +380,7 @@ pub fn exchange_bytes<DB: DrawingBackend>(
     // (exchange, request fragments, response fragments, proposal) -> totals.
     type Key<'a> = (&'a str, usize, usize, &'a str);
     let mut per: BTreeMap<Key<'_>, Sums> = BTreeMap::new();
-    for e in &d.exchanges {
+    for e in &d.rows.exchanges {
         let variant = match several {
             true => proposal.get(e.tunnel.as_str()).copied().unwrap_or("?"),
             false => "",
@@ -445,7 +470,11 @@ pub fn drops<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &Results) -> D
         .collect();
     bars.push((
         "IKE retransmissions".into(),
-        d.exchanges.iter().map(|e| e.retransmissions as f64).sum(),
+        d.rows
+            .exchanges
+            .iter()
+            .map(|e| e.retransmissions as f64)
+            .sum(),
     ));
     let ymax = bars.iter().map(|b| b.1).fold(1.0, f64::max);
     let mut chart = ChartBuilder::on(&root)
@@ -532,6 +561,7 @@ pub fn timeline<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &Results) -
     for (row, tun) in tunnels.iter().enumerate() {
         let y = row as f64;
         let mut rows: Vec<_> = d
+            .rows
             .handshakes
             .iter()
             .filter(|x| x.tunnel == tun.tunnel)
@@ -561,7 +591,7 @@ pub fn timeline<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &Results) -
             }
         }
         // Rekeys (CREATE_CHILD_SA and IKE_FOLLOWUP_KE, by either end): thin marks.
-        for e in d.exchanges.iter().filter(|e| {
+        for e in d.rows.exchanges.iter().filter(|e| {
             e.tunnel == tun.tunnel
                 && (e.exchange == "CREATE_CHILD_SA" || e.exchange == "IKE_FOLLOWUP_KE")
         }) {
@@ -600,7 +630,7 @@ pub fn exchanges_over_time<DB: DrawingBackend>(
     root.fill(&WHITE)?;
     let hours = d.duration_ns as f64 / NS_PER_H;
     let mut per: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-    for e in &d.exchanges {
+    for e in &d.rows.exchanges {
         per.entry(&e.exchange).or_default().push(e.started_ns);
     }
     let ymax = per.values().map(Vec::len).max().unwrap_or(1).max(1) as f64;
@@ -692,7 +722,7 @@ pub fn state_counts<DB: DrawingBackend>(
             .filter(|tun| tun.up_periods.iter().any(|&(a, b)| a <= t && t < b))
             .count() as f64;
     }
-    for h in &d.handshakes {
+    for h in &d.rows.handshakes {
         for (i, (w, e)) in waiting.iter_mut().zip(establishing.iter_mut()).enumerate() {
             let t = at(i as u64);
             if h.requested_ns <= t && t < h.requested_ns + h.key_wait_ns {

@@ -31,6 +31,8 @@ pub enum ReportError {
         path: String,
         source: serde_json::Error,
     },
+    #[error("reading the rows: {0}")]
+    Rows(#[from] results::rows::RowsError),
     #[error("drawing {figure}: {message}")]
     Draw {
         figure: &'static str,
@@ -185,6 +187,7 @@ pub fn tunnel_table(d: &Results) -> String {
     };
     for tun in &d.tunnels {
         let up = d
+            .rows
             .handshakes
             .iter()
             .filter(|h| h.tunnel == tun.tunnel && h.outcome == "established");
@@ -297,7 +300,8 @@ pub(crate) fn md_to_html_table(md: &str) -> String {
     html + "</table>\n"
 }
 
-/// Reads `dir/results.json` (and `dir/manifest.json` if present) and writes
+/// Reads `dir/results.json`, the row files (see [`results::rows`]; figures of rows
+/// the run did not write are empty) and `dir/manifest.json` if present, and writes
 /// `dir/report.html` with the figures beside it. Returns the report's path.
 pub fn write_report(dir: &Path) -> Result<PathBuf, ReportError> {
     let read = |name: &str| {
@@ -308,10 +312,12 @@ pub fn write_report(dir: &Path) -> Result<PathBuf, ReportError> {
         })
     };
     let results_text = read("results.json")?;
-    let d: Results = serde_json::from_str(&results_text).map_err(|source| ReportError::Parse {
-        path: dir.join("results.json").display().to_string(),
-        source,
-    })?;
+    let mut d: Results =
+        serde_json::from_str(&results_text).map_err(|source| ReportError::Parse {
+            path: dir.join("results.json").display().to_string(),
+            source,
+        })?;
+    d.rows = results::Rows::read_csv(dir)?;
     let manifest: serde_json::Value = read("manifest.json")
         .ok()
         .and_then(|m| serde_json::from_str(&m).ok())

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use results::{
     ChannelStats, CpuSummary, ExchangeRow, HandshakeRow, KeyRequestRow, LinkSummary, NetworkStats,
-    PoolSeries, Results, TrafficSummary, TunnelSummary,
+    PoolSample, PoolSummary, Results, Rows, TrafficSummary, TunnelSummary,
 };
 
 /// A two-hour run of one tunnel: three attempts (one failed), a pool that ran empty
@@ -65,32 +65,43 @@ fn run_results() -> Results {
             up_ns: h,
             ..Default::default()
         }],
-        handshakes: vec![
-            handshake(1, 0.0, 0.0, 130, "established", "used", 0),
-            handshake(
-                2,
-                600.0,
-                2.0,
-                165_000,
-                "failed: retransmit timeout in IKE_AUTH",
-                "",
-                5,
-            ),
-            handshake(3, 768.0, 0.0, 140, "established", "used", 0),
-        ],
-        exchanges: vec![
-            exchange("IKE_SA_INIT", 232, 232),
-            exchange("IKE_INTERMEDIATE", 1249, 1153),
-        ],
-        key_requests: vec![key_request(1000, 200), key_request(600_000_000_000, 503)],
-        pools: vec![PoolSeries {
+        rows: Rows {
+            handshakes: vec![
+                handshake(1, 0.0, 0.0, 130, "established", "used", 0),
+                handshake(
+                    2,
+                    600.0,
+                    2.0,
+                    165_000,
+                    "failed: retransmit timeout in IKE_AUTH",
+                    "",
+                    5,
+                ),
+                handshake(3, 768.0, 0.0, 140, "established", "used", 0),
+            ],
+            exchanges: vec![
+                exchange("IKE_SA_INIT", 232, 232),
+                exchange("IKE_INTERMEDIATE", 1249, 1153),
+            ],
+            key_requests: vec![key_request(1000, 200), key_request(600_000_000_000, 503)],
+            pool_samples: [(0, 16384), (h, 8192), (h * 3 / 2, 0), (h * 5 / 3, 2048)]
+                .into_iter()
+                .map(|(time_ns, level_bits)| PoolSample {
+                    time_ns,
+                    link: "k1-k2".into(),
+                    owner: "k1".into(),
+                    level_bits,
+                    generated_bits: 0,
+                })
+                .collect(),
+        },
+        pools: vec![PoolSummary {
             link: "k1-k2".into(),
             owner: "k1".into(),
             capacity_bits: 65536,
             key_size_bits: 256,
             warning_below_keys: 16,
             resume_at_keys: 4,
-            samples: vec![(0, 16384), (h, 8192), (h * 3 / 2, 0), (h * 5 / 3, 2048)],
             delivered_keys: 3,
             refused_requests: 1,
             ..Default::default()
@@ -139,11 +150,11 @@ fn report_and_figures() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("report");
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
-    fs::write(
-        dir.join("results.json"),
-        serde_json::to_string(&run_results()).unwrap(),
-    )
-    .unwrap();
+    let mut r = run_results();
+    fs::write(dir.join("results.json"), serde_json::to_string(&r).unwrap()).unwrap();
+    let mut rows = results::CsvRows::create(&dir).unwrap();
+    r.rows.drain_into(&mut rows);
+    rows.finish().unwrap();
     fs::write(
         dir.join("manifest.json"),
         r#"{"scenario": "s.toml", "reproduce": "qsafe run s.toml --seed 5"}"#,

@@ -155,6 +155,7 @@ fn main() {
     let (r, secs) = timed(cfg);
     let ike: u32 = r.tunnels.iter().map(|t| t.ike_rekeys).sum();
     let all = r
+        .rows
         .exchanges
         .iter()
         .filter(|e| e.exchange == "CREATE_CHILD_SA")

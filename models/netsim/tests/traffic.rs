@@ -36,7 +36,8 @@ ike = ["aes256gcm16-prfsha256-x25519"]
 }
 
 fn starts(r: &netsim::Results, exchange: &str) -> Vec<u64> {
-    r.exchanges
+    r.rows
+        .exchanges
         .iter()
         .filter(|e| e.exchange == exchange)
         .map(|e| e.started_ns)
@@ -201,7 +202,8 @@ fn with_both_ends_rekeying_by_time_each_starts_some_and_crossings_are_settled() 
     let r = run(&scenario("3m", "", &tunnel("5s")), 7);
     assert!(r.violations.is_empty(), "{:?}", r.violations);
     let by = |gw: &str| {
-        r.exchanges
+        r.rows
+            .exchanges
             .iter()
             .filter(|e| e.exchange == "CREATE_CHILD_SA" && e.gateway == gw)
             .count()

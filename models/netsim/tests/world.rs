@@ -1,5 +1,6 @@
 //! Whole simulated networks: gateways, lossy links, QKD key managers and tunnels.
 
+use netsim::results::RowSelection;
 use netsim::{Outputs, World, WorldConfig};
 
 fn config(text: &str) -> WorldConfig {
@@ -51,14 +52,16 @@ fn tunnels_come_up_with_qkd_ppks_and_reauthenticate() {
     assert!(t.established >= 6, "{t:?}");
     assert_eq!(t.keys_drawn, t.attempts);
     assert!(
-        r.handshakes
+        r.rows
+            .handshakes
             .iter()
             .filter(|h| h.outcome == "established")
             .all(|h| h.ppk == "used" && h.ppk_id.len() == 36)
     );
-    assert!(r.handshakes[0].proposal.contains("ke1_mlkem768"));
+    assert!(r.rows.handshakes[0].proposal.contains("ke1_mlkem768"));
     // Keys went through real ETSI 014 calls: enc_keys at A, dec_keys at B.
     let ops: Vec<(&str, u16)> = r
+        .rows
         .key_requests
         .iter()
         .map(|k| (k.op.as_str(), k.status))
@@ -67,22 +70,33 @@ fn tunnels_come_up_with_qkd_ppks_and_reauthenticate() {
     assert_eq!(r.qkd.keys_delivered, r.qkd.keys_fetched + r.qkd.keys_wasted);
     // IKE_INTERMEDIATE exchanges carried the ML-KEM-768 key shares.
     assert!(
-        r.exchanges
+        r.rows
+            .exchanges
             .iter()
             .any(|e| e.exchange == "IKE_INTERMEDIATE" && e.request_bytes == 1249)
     );
     // The pool was sampled and went down with every key.
     let a_half = r.pools.iter().find(|p| p.owner == "kme-a").unwrap();
-    assert!(a_half.samples.len() > 5 && a_half.delivered_keys as u32 == t.keys_drawn);
+    let samples = r.rows.pool_samples.iter().filter(|p| p.owner == "kme-a");
+    assert!(samples.count() > 5 && a_half.delivered_keys as u32 == t.keys_drawn);
 }
 
 #[test]
 fn results_read_back_as_the_same_schema() {
     // What the simulator writes is what the reports read: every field, no defaults.
-    let r = run(PAIR, 3);
+    let mut r = run(PAIR, 3);
+    let rows = std::mem::take(&mut r.rows);
     let text = serde_json::to_string(&r).unwrap();
     let back: netsim::Results = serde_json::from_str(&text).unwrap();
     assert_eq!(back, r);
+    // The rows go to CSV files as they happen and read back the same.
+    assert!(!rows.handshakes.is_empty() && !rows.pool_samples.is_empty());
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("rows-read-back");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut csv = netsim::results::CsvRows::create(&dir).unwrap();
+    rows.clone().drain_into(&mut csv);
+    csv.finish().unwrap();
+    assert_eq!(netsim::results::Rows::read_csv(&dir).unwrap(), rows);
 }
 
 #[test]
@@ -115,7 +129,7 @@ fn an_empty_pool_makes_required_tunnels_wait_and_optional_ones_downgrade() {
     let t = &r.tunnels[0];
     assert!(t.key_wait_ns > 30_000_000_000, "{t:?}");
     assert_eq!(t.downgrades, 0);
-    assert!(r.key_requests.iter().any(|k| k.status == 503));
+    assert!(r.rows.key_requests.iter().any(|k| k.status == 503));
     let r = run(&starve("optional"), 1);
     let t = &r.tunnels[0];
     assert!(t.downgrades > 10, "{t:?}");
@@ -146,7 +160,8 @@ fn keys_are_relayed_through_a_trusted_node_and_skip_works_too() {
     let r = run(&skip, 3);
     assert!(r.tunnels[0].established >= 6);
     assert!(
-        r.key_requests
+        r.rows
+            .key_requests
             .iter()
             .any(|k| k.api == "skip" && k.op == "key_by_id" && k.status == 200)
     );
@@ -203,7 +218,8 @@ fn ike_fragmentation_gets_ml_kem_1024_through_paths_that_drop_ip_fragments() {
     };
     assert_eq!((up("t1"), up("t2"), up("t3"), up("t4")), (1, 0, 0, 1));
     let frags = |tunnel: &str| {
-        r.exchanges
+        r.rows
+            .exchanges
             .iter()
             .find(|e| e.tunnel == tunnel && e.exchange == "IKE_INTERMEDIATE")
             .map(|e| (e.request_fragments, e.response_fragments))
@@ -212,13 +228,15 @@ fn ike_fragmentation_gets_ml_kem_1024_through_paths_that_drop_ip_fragments() {
     // 576 - 28 - 61 bytes: 2 fragments each way at 1280, 4 at 576.
     assert_eq!((frags("t1"), frags("t4")), (Some((2, 2)), Some((4, 4))));
     assert!(
-        r.handshakes
+        r.rows
+            .handshakes
             .iter()
             .any(|h| h.tunnel == "t2"
                 && h.outcome == "failed: retransmit timeout in IKE_INTERMEDIATE")
     );
     assert!(
-        r.handshakes
+        r.rows
+            .handshakes
             .iter()
             .any(|h| h.tunnel == "t3" && h.outcome == "failed: retransmit timeout in IKE_SA_INIT")
     );
@@ -241,6 +259,7 @@ fn child_sas_rekey_on_schedule_with_ml_kem_pfs_in_fragments() {
     assert!(r.violations.is_empty(), "{:?}", r.violations);
     assert_eq!(r.tunnels[0].established, 1);
     let rekeys: Vec<_> = r
+        .rows
         .exchanges
         .iter()
         .filter(|e| e.exchange == "CREATE_CHILD_SA")
@@ -266,6 +285,7 @@ fn child_sas_rekey_on_schedule_with_ml_kem_pfs_in_fragments() {
     );
     // Each rekey deletes the old pair.
     let deletes = r
+        .rows
         .exchanges
         .iter()
         .filter(|e| e.exchange == "INFORMATIONAL")
@@ -291,15 +311,21 @@ fn dead_peer_detection_restarts_a_tunnel_after_a_link_outage() {
     // Up, dead once the liveness check after 60 s goes unanswered through every
     // retransmission (165 s), restarted over the repaired link.
     assert_eq!((t.established, t.dead_peers), (2, 1), "{t:?}");
-    let rows: Vec<_> = r.handshakes.iter().map(|h| h.outcome.as_str()).collect();
+    let rows: Vec<_> = r
+        .rows
+        .handshakes
+        .iter()
+        .map(|h| h.outcome.as_str())
+        .collect();
     assert_eq!(rows, ["established", "established"]);
     // The restart: the first check after the outage began (60 to 80 s) plus 165.06 s.
-    let restart = r.handshakes[1].requested_ns;
+    let restart = r.rows.handshakes[1].requested_ns;
     assert!(
         (225_061_120_000..=245_061_120_000).contains(&restart),
         "{restart}"
     );
     let checks = r
+        .rows
         .exchanges
         .iter()
         .filter(|e| e.exchange == "INFORMATIONAL" && e.retransmissions == 0)
@@ -322,6 +348,7 @@ fn ike_sas_rekey_on_schedule_and_child_rekeys_carry_on_across_them() {
     assert_eq!(t.established, 1);
     assert!((5..=6).contains(&t.ike_rekeys), "{t:?}");
     let creates = r
+        .rows
         .exchanges
         .iter()
         .filter(|e| e.exchange == "CREATE_CHILD_SA")
@@ -335,6 +362,7 @@ fn ike_sas_rekey_on_schedule_and_child_rekeys_carry_on_across_them() {
     let t = &r.tunnels[0];
     assert!(t.ike_rekeys >= 3 && t.keys_drawn == 1, "{t:?}");
     let followups: Vec<_> = r
+        .rows
         .exchanges
         .iter()
         .filter(|e| e.exchange == "IKE_FOLLOWUP_KE")
@@ -382,7 +410,7 @@ fn a_gateway_that_restarts_loses_its_sas_and_the_tunnel_comes_back() {
     assert!(r.violations.is_empty(), "{:?}", r.violations);
     let t = &r.tunnels[0];
     assert_eq!((t.established, t.restarts), (2, 1), "{t:?}");
-    let second = &r.handshakes[1];
+    let second = &r.rows.handshakes[1];
     assert_eq!(second.requested_ns, 65_000_000_000, "{second:?}");
     // Bad fault: an unknown gateway is named by its field.
     let bad = PAIR.to_string()
@@ -444,7 +472,7 @@ responder = "hub"
     // Every exchange a gateway initiated is a row, answered or not: the rows add up to
     // the gateway's counters.
     for (gw, stats) in &r.endpoints {
-        let rows = r.exchanges.iter().filter(|e| &e.gateway == gw);
+        let rows = r.rows.exchanges.iter().filter(|e| &e.gateway == gw);
         let (msgs, datagrams) = rows.fold((0, 0), |(m, d), e| {
             (
                 m + e.retransmissions as u64,
@@ -454,10 +482,18 @@ responder = "hub"
         assert_eq!(msgs, stats.retransmissions, "{gw}");
         assert_eq!(datagrams, stats.retransmitted_datagrams, "{gw}");
     }
-    assert!(r.exchanges.iter().map(|e| e.retransmissions).sum::<u32>() > 10);
+    assert!(
+        r.rows
+            .exchanges
+            .iter()
+            .map(|e| e.retransmissions)
+            .sum::<u32>()
+            > 10
+    );
     // A handshake row is the sum of its IKE SA's exchanges at the initiator.
-    for h in r.handshakes.iter().filter(|h| !h.ike_sa.is_empty()) {
+    for h in r.rows.handshakes.iter().filter(|h| !h.ike_sa.is_empty()) {
         let rows: Vec<_> = r
+            .rows
             .exchanges
             .iter()
             .filter(|e| e.ike_sa == h.ike_sa)
@@ -477,6 +513,7 @@ responder = "hub"
     // The failed handshake carries its real exchanges: IKE_SA_INIT answered, then
     // IKE_INTERMEDIATE sent six times and given up.
     let failed = r
+        .rows
         .handshakes
         .iter()
         .find(|h| h.tunnel == "t3")
@@ -487,6 +524,7 @@ responder = "hub"
     );
     assert_eq!(failed.retransmissions, 5);
     let rows: Vec<(&str, &str)> = r
+        .rows
         .exchanges
         .iter()
         .filter(|e| e.ike_sa == failed.ike_sa)
@@ -542,7 +580,7 @@ rand_time = "10s"
         assert!(r.violations.is_empty(), "{:?}", r.violations);
         let t = &r.tunnels[0];
         let up = t.first_up_ns.expect("up once");
-        let reauth = &r.handshakes[1];
+        let reauth = &r.rows.handshakes[1];
         assert_eq!(reauth.why, "reauthentication");
         let due = reauth.requested_ns - up;
         assert!((50_000_000_000..=60_000_000_000).contains(&due), "{due}");
@@ -667,7 +705,7 @@ fn cpu_scenario(spokes: usize, cpu: bool) -> String {
 #[test]
 fn with_a_cpu_model_a_lone_handshake_takes_its_round_trips_plus_its_work() {
     let r = run(&cpu_scenario(1, true), 1);
-    let h = &r.handshakes[0];
+    let h = &r.rows.handshakes[0];
     assert_eq!(h.outcome, "established");
     // Every job of a lone handshake is on its critical path: two round trips of 20 ms,
     // plus all the work of both gateways, one job after another.
@@ -676,7 +714,7 @@ fn with_a_cpu_model_a_lone_handshake_takes_its_round_trips_plus_its_work() {
     // X25519 twice at each end and the rest (prf, AES-GCM): about 0.15 ms.
     assert!((130_000..200_000).contains(&work), "{work}");
     assert_eq!(
-        run(&cpu_scenario(1, false), 1).handshakes[0].duration_ns,
+        run(&cpu_scenario(1, false), 1).rows.handshakes[0].duration_ns,
         40_000_000
     );
 }
@@ -686,7 +724,7 @@ fn a_one_core_hub_serves_simultaneous_handshakes_one_after_another() {
     let n = 200;
     let r = run(&cpu_scenario(n, true), 1);
     let hub = r.cpus.iter().find(|c| c.gateway == "hub").unwrap();
-    let last_up = r.handshakes.iter().map(|h| h.ended_ns).max().unwrap();
+    let last_up = r.rows.handshakes.iter().map(|h| h.ended_ns).max().unwrap();
     // The hub's work for all of them queues on its one core: the last one can come up
     // no sooner than all of it is done.
     assert_eq!(r.tunnels.iter().filter(|t| t.established == 1).count(), n);
@@ -695,7 +733,7 @@ fn a_one_core_hub_serves_simultaneous_handshakes_one_after_another() {
     // Without the CPU model they all come up after two round trips (three for those
     // the hub asked for a COOKIE: that many half-open SAs at once pass its threshold).
     let free = run(&cpu_scenario(n, false), 1);
-    let times: Vec<u64> = free.handshakes.iter().map(|h| h.duration_ns).collect();
+    let times: Vec<u64> = free.rows.handshakes.iter().map(|h| h.duration_ns).collect();
     assert!(
         times.iter().all(|&d| d == 40_000_000 || d == 60_000_000),
         "{times:?}"
@@ -723,8 +761,12 @@ fn two_tunnels_between_one_pair_of_gateways_each_come_up_and_carry_their_traffic
         assert!(f.delivered_packets > f.offered_packets * 9 / 10, "{f:?}");
     }
     // Each IKE SA carries its tunnel's identities.
-    let ids: std::collections::BTreeSet<&str> =
-        r.handshakes.iter().map(|h| h.tunnel.as_str()).collect();
+    let ids: std::collections::BTreeSet<&str> = r
+        .rows
+        .handshakes
+        .iter()
+        .map(|h| h.tunnel.as_str())
+        .collect();
     assert_eq!(ids.len(), 2);
 }
 
@@ -743,12 +785,18 @@ fn a_key_cache_fetches_keys_in_batches_ahead_of_need() {
     // Every IKE SA used a QKD key, but the initiator asked its KME only now and then,
     // for several keys at a time, and never waited for one: every attempt but the
     // first found its key at hand.
-    let enc = r.key_requests.iter().filter(|k| k.op == "enc_keys").count();
+    let enc = r
+        .rows
+        .key_requests
+        .iter()
+        .filter(|k| k.op == "enc_keys")
+        .count();
     assert!(enc <= 3, "{enc} requests for {} keys", t.keys_drawn);
-    let waits: Vec<u64> = r.handshakes.iter().map(|h| h.key_wait_ns).collect();
+    let waits: Vec<u64> = r.rows.handshakes.iter().map(|h| h.key_wait_ns).collect();
     assert!(waits[1..].iter().all(|&w| w == 0), "{waits:?}");
     // The responder still fetches each key by its ID.
     let dec = r
+        .rows
         .key_requests
         .iter()
         .filter(|k| k.op == "dec_keys" && k.status == 200);
@@ -760,4 +808,40 @@ fn a_key_cache_fetches_keys_in_batches_ahead_of_need() {
     );
     assert!(stale.qkd.keys_wasted > 0, "{:?}", stale.qkd);
     assert!(stale.tunnels[0].established >= 6);
+}
+
+/// Which rows a run keeps changes nothing else: the same totals (over every row), the
+/// same fingerprint; `none` keeps no row, and the totals agree with the rows of `all`.
+#[test]
+fn rows_kept_or_not_the_run_and_its_totals_are_the_same() {
+    let with = |rows| {
+        World::new(config(PAIR), 5, sim_core::Tracer::new())
+            .unwrap()
+            .run(Outputs {
+                rows,
+                ..Outputs::none()
+            })
+    };
+    let (all, none) = (with(RowSelection::All), with(RowSelection::None));
+    assert_eq!(all.fingerprint, none.fingerprint);
+    assert_eq!(none.rows, Default::default());
+    let mut totals = all.totals.clone();
+    totals.rows = RowSelection::None;
+    assert_eq!(totals, none.totals);
+    let established: Vec<u64> = (all.rows.handshakes.iter())
+        .filter(|h| h.outcome == "established")
+        .map(|h| h.duration_ns)
+        .collect();
+    assert_eq!(all.totals.handshake_ns.count, established.len() as u64);
+    assert_eq!(
+        all.totals.handshake_ns.max,
+        established.iter().max().copied()
+    );
+    let intermediate = all.totals.exchange("IKE_INTERMEDIATE");
+    let rows = (all.rows.exchanges.iter()).filter(|e| e.exchange == "IKE_INTERMEDIATE");
+    assert_eq!(intermediate.count, rows.clone().count() as u64);
+    assert_eq!(
+        intermediate.request_bytes,
+        rows.map(|e| e.request_bytes as u64).sum::<u64>()
+    );
 }

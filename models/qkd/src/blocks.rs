@@ -12,7 +12,8 @@
 //!
 //! `E` is chosen so that an epoch holds about [`BLOCKS_PER_EPOCH`] blocks: a count is a
 //! search in the Poisson(`λE`) distribution function, tabulated once per link; a
-//! question in the middle of an epoch sorts that epoch's arrival times.
+//! question in the middle of an epoch draws that epoch's arrival times and counts those
+//! before it.
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::Rng;
@@ -33,7 +34,7 @@ pub(crate) struct Blocks {
     start_ns: u64,
     count: u32,
     handed: u32,
-    /// Offsets of its blocks from its start, sorted (drawn when first needed).
+    /// Offsets of its blocks from its start (drawn when first needed).
     offsets: Vec<u64>,
 }
 
@@ -76,10 +77,8 @@ impl Blocks {
                 if self.offsets.is_empty() {
                     self.draw_times();
                 }
-                let due = self
-                    .offsets
-                    .partition_point(|&o| self.start_ns + o <= now_ns)
-                    as u32;
+                let since_start = now_ns - self.start_ns;
+                let due = self.offsets.iter().filter(|&&o| o <= since_start).count() as u32;
                 arrived += (due - self.handed) as u64;
                 self.handed = due;
             }
@@ -92,15 +91,13 @@ impl Blocks {
         self.cdf.partition_point(|&c| c <= u) as u32
     }
 
-    /// The current epoch's arrival times: uniform in it, sorted.
+    /// The current epoch's arrival times, as offsets from its start: uniform in it.
     fn draw_times(&mut self) {
-        let mut rng = self.times.clone();
-        rng.set_stream(self.epoch);
-        rng.set_word_pos(0);
-        self.offsets = (0..self.count)
-            .map(|_| ((rng.next_u64() as u128 * self.epoch_ns as u128) >> 64) as u64)
-            .collect();
-        self.offsets.sort_unstable();
+        self.times.set_stream(self.epoch);
+        self.times.set_word_pos(0);
+        let (rng, epoch_ns) = (&mut self.times, self.epoch_ns as u128);
+        self.offsets
+            .extend((0..self.count).map(|_| ((rng.next_u64() as u128 * epoch_ns) >> 64) as u64));
     }
 }
 

@@ -1,13 +1,20 @@
-//! The result schema: what a run writes (`results.json`: rows per handshake attempt,
-//! per exchange and per key request, pool levels over time, and totals) and what a
-//! sweep writes (`summary.json`: one [`SweepRow`] per run). The simulator writes these
-//! types and the reports read the same types; no field has a default, so a field that
-//! is missing or renamed is an error when a file is read, never a silent zero. Rows,
-//! not only totals: studies query them.
+//! The result schema: what a run writes (`results.json`: summaries and totals; the rows
+//! per handshake attempt, per exchange, per key request and per pool sample go to their
+//! own files as they happen, see [`rows`]) and what a sweep writes (`summary.json`: one
+//! [`SweepRow`] per run). The simulator writes these types and the reports read the
+//! same types; no field has a default, so a field that is missing or renamed is an
+//! error when a file is read, never a silent zero. Rows, not only totals: studies
+//! query them.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub mod rows;
+pub mod sketch;
+
+pub use rows::{CsvRows, PoolSample, RowSelection, RowSink, Rows};
+pub use sketch::{QuantileSummary, Sketch};
 
 /// The models' own counters, as results carry them.
 pub use ikev2::endpoint::EndpointStats;
@@ -98,9 +105,10 @@ pub struct KeyRequestRow {
     pub latency_ns: u64,
 }
 
-/// One half of a QKD link's pool, sampled.
+/// One half of a QKD link's pool over the run (its levels over time are
+/// [`PoolSample`] rows).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct PoolSeries {
+pub struct PoolSummary {
     pub link: String,
     /// The KME that owns (draws from) this half.
     pub owner: String,
@@ -110,12 +118,111 @@ pub struct PoolSeries {
     pub key_size_bits: u32,
     pub warning_below_keys: u64,
     pub resume_at_keys: u64,
-    pub samples: Vec<(u64, u64)>,
-    /// Bits generated so far, at the same times.
-    pub generated_samples: Vec<(u64, u64)>,
     pub generated_bits: u64,
     pub delivered_keys: u64,
     pub refused_requests: u64,
+}
+
+/// The exchanges of one type over the run: the sums of their rows.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExchangeTotals {
+    pub exchange: String,
+    pub count: u64,
+    pub answered: u64,
+    pub retransmissions: u64,
+    pub retransmitted_datagrams: u64,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub request_fragments: u64,
+    pub response_fragments: u64,
+}
+
+/// Totals over every row of the run, whichever rows were written.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunTotals {
+    /// Which rows the run wrote.
+    pub rows: RowSelection,
+    /// Established attempts: IKE_SA_INIT sent to established.
+    pub handshake_ns: QuantileSummary,
+    /// Established attempts: IKE SA wanted (key wait included) to established.
+    pub time_to_up_ns: QuantileSummary,
+    /// Every attempt's wait for a QKD key.
+    pub key_wait_ns: QuantileSummary,
+    pub key_request_latency_ns: QuantileSummary,
+    /// By exchange type, in name order.
+    pub exchanges: Vec<ExchangeTotals>,
+}
+
+impl RunTotals {
+    /// The totals of exchange type `name` (zeros if none ran).
+    pub fn exchange(&self, name: &str) -> ExchangeTotals {
+        self.exchanges
+            .iter()
+            .find(|e| e.exchange == name)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Requests sent again, in every exchange.
+    pub fn retransmissions(&self) -> u64 {
+        self.exchanges.iter().map(|e| e.retransmissions).sum()
+    }
+}
+
+/// Adds rows up into [`RunTotals`] as they happen.
+#[derive(Default)]
+pub struct TotalsBuilder {
+    handshake: Sketch,
+    time_to_up: Sketch,
+    key_wait: Sketch,
+    key_latency: Sketch,
+    exchanges: BTreeMap<String, ExchangeTotals>,
+}
+
+impl TotalsBuilder {
+    pub fn handshake(&mut self, h: &HandshakeRow) {
+        self.key_wait.record(h.key_wait_ns);
+        if h.outcome == "established" {
+            self.handshake.record(h.duration_ns);
+        }
+        if let Some(t) = h.time_to_up_ns {
+            self.time_to_up.record(t);
+        }
+    }
+
+    pub fn exchange(&mut self, e: &ExchangeRow) {
+        let t = self.exchanges.entry(e.exchange.clone()).or_default();
+        t.count += 1;
+        t.answered += (e.outcome == "answered") as u64;
+        t.retransmissions += e.retransmissions as u64;
+        t.retransmitted_datagrams += e.retransmitted_datagrams as u64;
+        t.request_bytes += e.request_bytes as u64;
+        t.response_bytes += e.response_bytes as u64;
+        t.request_fragments += e.request_fragments as u64;
+        t.response_fragments += e.response_fragments as u64;
+    }
+
+    pub fn key_request(&mut self, k: &KeyRequestRow) {
+        self.key_latency.record(k.latency_ns);
+    }
+
+    pub fn finish(self, rows: RowSelection) -> RunTotals {
+        RunTotals {
+            rows,
+            handshake_ns: self.handshake.summary(),
+            time_to_up_ns: self.time_to_up.summary(),
+            key_wait_ns: self.key_wait.summary(),
+            key_request_latency_ns: self.key_latency.summary(),
+            exchanges: self
+                .exchanges
+                .into_iter()
+                .map(|(name, mut t)| {
+                    t.exchange = name;
+                    t
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -129,6 +236,9 @@ pub struct TunnelSummary {
     pub keys_wasted: u32,
     /// Total time spent waiting for QKD keys.
     pub key_wait_ns: u64,
+    /// The IKE times (IKE_SA_INIT sent to established) of its established attempts,
+    /// added up: divided by `established`, their mean.
+    pub handshake_ns: u64,
     /// When the tunnel was configured to start.
     pub start_ns: u64,
     /// When it first came up (`None`: never).
@@ -255,10 +365,8 @@ pub struct Results {
     pub tunnels: Vec<TunnelSummary>,
     /// One row per tunnel with traffic.
     pub traffic: Vec<TrafficSummary>,
-    pub handshakes: Vec<HandshakeRow>,
-    pub exchanges: Vec<ExchangeRow>,
-    pub key_requests: Vec<KeyRequestRow>,
-    pub pools: Vec<PoolSeries>,
+    pub totals: RunTotals,
+    pub pools: Vec<PoolSummary>,
     pub links: Vec<LinkSummary>,
     pub qkd: NetworkStats,
     pub endpoints: Vec<(String, EndpointStats)>,
@@ -267,38 +375,10 @@ pub struct Results {
     /// Invariants the run broke (peers with different keys, a QKD key used twice);
     /// empty in a correct run.
     pub violations: Vec<String>,
-}
-
-impl Results {
-    /// The handshake rows as CSV (header line first).
-    pub fn handshakes_csv(&self) -> String {
-        let mut out = String::from(
-            "tunnel,attempt,why,requested_ns,key_wait_ns,ike_started_ns,ended_ns,outcome,duration_ns,proposal,ppk,ppk_id,retransmissions,bytes_sent,bytes_received,fragments_sent,fragments_received\n",
-        );
-        for h in &self.handshakes {
-            out += &format!(
-                "{},{},{},{},{},{},{},\"{}\",{},{},\"{}\",{},{},{},{},{},{}\n",
-                h.tunnel,
-                h.attempt,
-                h.why,
-                h.requested_ns,
-                h.key_wait_ns,
-                h.ike_started_ns,
-                h.ended_ns,
-                h.outcome,
-                h.duration_ns,
-                h.proposal,
-                h.ppk,
-                h.ppk_id,
-                h.retransmissions,
-                h.bytes_sent,
-                h.bytes_received,
-                h.fragments_sent,
-                h.fragments_received
-            );
-        }
-        out
-    }
+    /// The rows, when the run kept them in memory; a run that wrote them to files
+    /// leaves this empty (see [`Rows::read_csv`]).
+    #[serde(skip)]
+    pub rows: Rows,
 }
 
 /// One run of a sweep: its parameters and a summary of its results.

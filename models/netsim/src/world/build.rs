@@ -21,11 +21,13 @@ use sim_core::{EntityId, SimDuration, SimTime, Simulation, Tracer, entity};
 use super::keys::Kme;
 use super::net::{Gateway, IKE_PORT, SimLink};
 use super::oracle::Oracle;
+use super::output::RowBuffer;
 use super::tunnels::Tunnel;
 use super::{Ev, World};
 use crate::config::{CryptoMode, Fault, PpkMode, TrafficMode, WorldConfig};
 use crate::cpu::{Cpu, Meter, Metered};
 use crate::dataplane::{DataPlane, MIN_PACKET};
+use crate::results::RowSelection;
 use crate::results::{TrafficSummary, TunnelSummary};
 
 /// A configuration error: which field, and what is wrong.
@@ -99,12 +101,8 @@ impl World {
         }
         first_events(&cfg, &mut sim, &names, &gateways, &kmes, &tunnels)?;
         qkd_schedules(&cfg, &mut sim, &qkd, &kmes);
-        for l in qkd.links.iter() {
-            let g = |end: usize| format!("qkd/{}/{}/level_bits", l.name, qkd.kmes[l.ends[end]].id);
-            sim.metrics.gauge(&g(0));
-            sim.metrics.gauge(&g(1));
-        }
         let esp_crypto = crypto_provider(cfg.crypto);
+        let rows = RowBuffer::new(RowSelection::All, tunnels.len(), qkd.links.len());
         Ok(World {
             sim,
             cfg,
@@ -116,9 +114,7 @@ impl World {
             kmes,
             qkd,
             caches: BTreeMap::new(),
-            handshakes: Vec::new(),
-            exchanges: Vec::new(),
-            key_requests: Vec::new(),
+            rows,
             deliveries: Vec::new(),
             wire: Vec::new(),
             oracle: Oracle::default(),

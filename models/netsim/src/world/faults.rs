@@ -59,7 +59,7 @@ impl World {
                     now,
                     AttemptEnd::not_up(outcome),
                 );
-                self.handshakes.push(row);
+                self.rows.handshake(t, row);
             }
         }
         self.sim.schedule(entity, down_for, Ev::GatewayUp { gw });

@@ -12,7 +12,7 @@ use sim_core::{EntityId, SimDuration, SimTime};
 use super::output::NetTrace;
 use super::{Ev, World};
 use crate::config::{KeyApi, PpkMode};
-use crate::results::KeyRequestRow;
+use crate::results::{KeyRequestRow, PoolSample};
 
 /// A gateway's QKD keys at hand for one peer: (fetched at, key ID, key), oldest first.
 #[derive(Default)]
@@ -230,7 +230,8 @@ impl World {
         let (response, keys) = self.etsi014_post(kme, &me, &path, &body);
         // A refill serves no one tunnel in particular: its row names the peer gateway.
         let tunnel = format!("(cache for {them})");
-        self.record_request(gw, &tunnel, kme, "enc_keys", response.status, asked);
+        let key = (gw, &tunnel[..]);
+        self.record_request(key, None, kme, "enc_keys", response.status, asked);
         let now = self.sim.now();
         let cache = self.caches.entry((gw, peer)).or_default();
         if keys.is_empty() {
@@ -314,14 +315,15 @@ impl World {
         asked: SimTime,
     ) {
         let tunnel = self.tunnels[t].name.clone();
-        self.record_request(gw, &tunnel, kme, op, status, asked);
+        self.record_request((gw, &tunnel), Some(t), kme, op, status, asked);
     }
 
-    /// A key request's row and trace line (`tunnel` names who it served).
+    /// A key request's row and trace line (`tunnel` names who it served; `t` is that
+    /// tunnel's index, `None` for a cache refill).
     fn record_request(
         &mut self,
-        gw: usize,
-        tunnel: &str,
+        (gw, tunnel): (usize, &str),
+        t: Option<usize>,
         kme: usize,
         op: &str,
         status: u16,
@@ -333,7 +335,7 @@ impl World {
         };
         // From asking to the answer: the request latency, and any wait at a busy KME.
         let latency = self.sim.now().saturating_since(asked);
-        self.key_requests.push(KeyRequestRow {
+        let row = KeyRequestRow {
             time_ns: self.now_ns(),
             gateway: self.gateways[gw].name.clone(),
             tunnel: tunnel.to_string(),
@@ -342,7 +344,8 @@ impl World {
             op: op.into(),
             status,
             latency_ns: latency.as_nanos(),
-        });
+        };
+        self.rows.key_request(t.unwrap_or(gw), row);
         let entity = self.gateways[gw].entity;
         self.sim
             .trace(entity, &NetTrace::KeyRequest { tunnel, op, status });
@@ -435,24 +438,28 @@ impl World {
         self.sim.trace(entity, &NetTrace::Kme { up });
     }
 
-    /// Brings the pools up to now and samples each half's level and generated bits.
+    /// Brings the pools up to now and samples each half's level and generated bits
+    /// (a row for each half that changed).
     pub(super) fn sample_pools(&mut self) {
         let now = self.now_ns();
-        self.qkd.advance(now);
-        for l in &self.qkd.links {
+        for (link, l) in self.qkd.links.iter_mut().enumerate() {
+            if !self.rows.keeps_link(link) {
+                continue; // no rows wanted: nothing to bring up to date
+            }
+            l.advance(now);
             for end in 0..2 {
                 let half = &l.halves[end];
-                let owner = &self.qkd.kmes[l.ends[end]].id;
-                for (what, v) in [
-                    ("level_bits", half.level_bits()),
-                    ("generated_bits", half.stats.generated_bits),
-                ] {
-                    let g = self
-                        .sim
-                        .metrics
-                        .gauge(&format!("qkd/{}/{owner}/{what}", l.name));
-                    self.sim.metrics.set(g, self.sim.now(), v as f64);
+                if half.capacity_bits() == 0 {
+                    continue; // all the key is the other end's
                 }
+                let row = PoolSample {
+                    time_ns: now,
+                    link: l.name.clone(),
+                    owner: self.qkd.kmes[l.ends[end]].id.clone(),
+                    level_bits: half.level_bits(),
+                    generated_bits: half.stats.generated_bits,
+                };
+                self.rows.pool_sample((link, end), row);
             }
         }
     }

@@ -37,7 +37,7 @@ use sim_core::{SimDuration, SimTime, Simulation, Tracer};
 
 use crate::config::WorldConfig;
 use crate::dataplane::DataPlane;
-use crate::results::{ExchangeRow, HandshakeRow, KeyRequestRow, Results};
+use crate::results::{Results, RowSelection, RowSink};
 use keys::Kme;
 use net::{Gateway, SimLink};
 use oracle::Oracle;
@@ -183,6 +183,9 @@ pub struct Outputs<'a> {
     pub pcap: Option<&'a mut PcapSink<Box<dyn Write>>>,
     pub keylog: Option<&'a mut Keylog>,
     pub progress: bool,
+    /// Which rows to keep, and where they go as they happen (`None`: into the results).
+    pub rows: RowSelection,
+    pub row_sink: Option<&'a mut dyn RowSink>,
 }
 
 impl Outputs<'_> {
@@ -192,6 +195,8 @@ impl Outputs<'_> {
             pcap: None,
             keylog: None,
             progress: false,
+            rows: RowSelection::All,
+            row_sink: None,
         }
     }
 }
@@ -210,9 +215,7 @@ pub struct World {
     qkd: QkdNetwork,
     /// (gateway, peer gateway) -> the gateway's cached keys for that peer.
     caches: BTreeMap<(usize, usize), keys::KeyCache>,
-    handshakes: Vec<HandshakeRow>,
-    exchanges: Vec<ExchangeRow>,
-    key_requests: Vec<KeyRequestRow>,
+    rows: output::RowBuffer,
     /// Scratch buffers of the links: deliveries to schedule, datagrams to capture.
     deliveries: Vec<Delivery>,
     wire: Vec<WirePacket>,
@@ -233,7 +236,10 @@ impl World {
             mut pcap,
             keylog,
             progress,
+            rows,
+            mut row_sink,
         } = outputs;
+        self.rows = output::RowBuffer::new(rows, self.tunnels.len(), self.qkd.links.len());
         self.sim.trace = tracer;
         self.keylog = keylog.as_ref().map(|_| Keylog::default());
         let capture = pcap.is_some();
@@ -248,6 +254,9 @@ impl World {
         while let Some(ev) = self.sim.next_event_until(end) {
             self.handle(ev.event);
             self.watch_changed_pairs();
+            if let Some(sink) = row_sink.as_deref_mut() {
+                self.rows.flush(sink);
+            }
             if let Some(sink) = pcap.as_deref_mut() {
                 for p in self.wire.drain(..) {
                     sink.capture(p.at, p.bytes);
@@ -265,7 +274,11 @@ impl World {
         if let (Some(out), Some(mine)) = (keylog, self.keylog.take()) {
             *out = mine;
         }
-        self.results()
+        let mut results = self.results();
+        if let Some(sink) = row_sink {
+            results.rows.drain_into(sink);
+        }
+        results
     }
 
     /// Ends the run's trace (flushing its file) and returns the tracer's verdict.

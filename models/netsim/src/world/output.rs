@@ -9,7 +9,91 @@ use sim_core::TraceEvent;
 
 use super::World;
 use super::tunnels::AttemptEnd;
-use crate::results::{CpuSummary, LinkSummary, PoolSeries, Results};
+use crate::results::{
+    CpuSummary, ExchangeRow, HandshakeRow, KeyRequestRow, LinkSummary, PoolSample, PoolSummary,
+    Results, RowSelection, RowSink, Rows, TotalsBuilder,
+};
+
+/// The run's rows on their way out: every row adds to the totals; the selected ones
+/// wait here until the run loop hands them to its sink (without a sink, they stay for
+/// the results).
+pub(super) struct RowBuffer {
+    pub rows: Rows,
+    pub totals: TotalsBuilder,
+    selection: RowSelection,
+    /// With `sample`: rows of every k-th tunnel (rows without a tunnel: of every k-th
+    /// gateway), pool samples of every k-th QKD link.
+    every_tunnel: usize,
+    every_link: usize,
+    /// Per pool half (link * 2 + end): its last written (level, generated).
+    last_sample: Vec<Option<(u64, u64)>>,
+}
+
+impl RowBuffer {
+    pub fn new(selection: RowSelection, tunnels: usize, links: usize) -> Self {
+        RowBuffer {
+            rows: Rows::default(),
+            totals: TotalsBuilder::default(),
+            selection,
+            every_tunnel: tunnels.div_ceil(1000).max(1),
+            every_link: links.div_ceil(100).max(1),
+            last_sample: vec![None; 2 * links],
+        }
+    }
+
+    fn keeps(&self, index: usize, every: usize) -> bool {
+        match self.selection {
+            RowSelection::All => true,
+            RowSelection::Sample => index.is_multiple_of(every),
+            RowSelection::None => false,
+        }
+    }
+
+    /// A handshake attempt of tunnel `t` ended.
+    pub fn handshake(&mut self, t: usize, row: HandshakeRow) {
+        self.totals.handshake(&row);
+        if self.keeps(t, self.every_tunnel) {
+            self.rows.handshakes.push(row);
+        }
+    }
+
+    /// An exchange ended (`key`: its tunnel, or its gateway when it has none).
+    pub fn exchange(&mut self, key: usize, row: ExchangeRow) {
+        self.totals.exchange(&row);
+        if self.keeps(key, self.every_tunnel) {
+            self.rows.exchanges.push(row);
+        }
+    }
+
+    /// A key request was answered (`key` as for [`RowBuffer::exchange`]).
+    pub fn key_request(&mut self, key: usize, row: KeyRequestRow) {
+        self.totals.key_request(&row);
+        if self.keeps(key, self.every_tunnel) {
+            self.rows.key_requests.push(row);
+        }
+    }
+
+    /// Whether QKD link `link`'s pool samples are written.
+    pub fn keeps_link(&self, link: usize) -> bool {
+        self.keeps(link, self.every_link)
+    }
+
+    /// Pool half `end` of QKD link `link` at a sample time: a row if it changed.
+    pub fn pool_sample(&mut self, (link, end): (usize, usize), row: PoolSample) {
+        let now = Some((row.level_bits, row.generated_bits));
+        let half = 2 * link + end;
+        if self.last_sample[half] == now || !self.keeps_link(link) {
+            return;
+        }
+        self.last_sample[half] = now;
+        self.rows.pool_samples.push(row);
+    }
+
+    /// Hands the waiting rows to `sink`.
+    pub fn flush(&mut self, sink: &mut dyn RowSink) {
+        self.rows.drain_into(sink);
+    }
+}
 
 /// Typed trace lines of the network.
 #[derive(Serialize)]
@@ -111,7 +195,7 @@ impl World {
             self.gateways[gw].ep.finish(now.as_nanos());
             self.drain(gw);
         }
-        for t in &mut self.tunnels {
+        for (t_index, t) in self.tunnels.iter_mut().enumerate() {
             t.close(now);
             // An attempt still going at the end (often: still waiting for a key).
             if let Some((mut a, sa)) = t.attempt.take() {
@@ -128,7 +212,7 @@ impl World {
                     now,
                     AttemptEnd::not_up(outcome),
                 );
-                self.handshakes.push(row);
+                self.rows.handshake(t_index, row);
             }
         }
         let pools = self
@@ -138,30 +222,15 @@ impl World {
             .flat_map(|l| (0..2).map(move |end| (l, end)))
             .map(|(l, end)| {
                 let owner = self.qkd.kmes[l.ends[end]].id.clone();
-                let mut series = |what: &str| -> Vec<(u64, u64)> {
-                    let g = self
-                        .sim
-                        .metrics
-                        .gauge(&format!("qkd/{}/{owner}/{what}", l.name));
-                    self.sim
-                        .metrics
-                        .series(g)
-                        .iter()
-                        .map(|&(t, v)| (t.as_nanos(), v as u64))
-                        .collect()
-                };
-                let (samples, generated_samples) = (series("level_bits"), series("generated_bits"));
                 let (key_size_bits, warning_below_keys, resume_at_keys) =
                     l.halves[end].thresholds();
-                PoolSeries {
+                PoolSummary {
                     link: l.name.clone(),
                     owner,
                     capacity_bits: l.halves[end].capacity_bits(),
                     key_size_bits,
                     warning_below_keys,
                     resume_at_keys,
-                    samples,
-                    generated_samples,
                     generated_bits: l.halves[end].stats.generated_bits,
                     delivered_keys: l.halves[end].stats.delivered_keys,
                     refused_requests: l.halves[end].stats.refused_requests,
@@ -202,9 +271,7 @@ impl World {
                     f
                 })
                 .collect(),
-            handshakes: self.handshakes,
-            exchanges: self.exchanges,
-            key_requests: self.key_requests,
+            totals: std::mem::take(&mut self.rows.totals).finish(self.rows.selection),
             pools,
             links,
             qkd: self.qkd.stats.clone(),
@@ -228,6 +295,7 @@ impl World {
                 })
                 .collect(),
             violations: self.oracle.violations,
+            rows: self.rows.rows,
         }
     }
 }

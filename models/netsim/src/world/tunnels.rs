@@ -428,7 +428,7 @@ impl World {
             retransmissions: stats.retransmissions,
         };
         self.sim.trace(entity, &trace);
-        self.exchanges.push(ExchangeRow {
+        let row = ExchangeRow {
             tunnel: name,
             gateway: self.gateways[gw].name.clone(),
             ike_sa: format!("{sa:016x}"),
@@ -442,7 +442,8 @@ impl World {
             response_fragments: stats.response_fragments,
             retransmissions: stats.retransmissions,
             retransmitted_datagrams: stats.retransmitted_datagrams,
-        });
+        };
+        self.rows.exchange(t.unwrap_or(gw), row);
     }
 
     /// The initiator's IKE SA `sa` is up: the attempt ends, the tunnel is up (a
@@ -496,8 +497,10 @@ impl World {
             self.qkd.report_wasted(1);
         }
         let tun = &mut self.tunnels[t];
-        let row = tun.end_attempt(now, AttemptEnd::established(proposal, ppk_text));
-        self.handshakes.extend(row);
+        if let Some(row) = tun.end_attempt(now, AttemptEnd::established(proposal, ppk_text)) {
+            tun.summary.handshake_ns += row.duration_ns;
+            self.rows.handshake(t, row);
+        }
         let tun = &mut self.tunnels[t];
         tun.ppk_ok = tun.ppk != PpkMode::Required || matches!(ppk, PpkOutcome::Used { .. });
         // A reauthentication replaces the SA that was up (and whatever was to take it
@@ -556,8 +559,9 @@ impl World {
         self.sim.trace(entity, &trace);
         let tun = &mut self.tunnels[t];
         let outcome = format!("failed: {reason}");
-        let row = tun.end_attempt(now, AttemptEnd::not_up(outcome));
-        self.handshakes.extend(row);
+        if let Some(row) = tun.end_attempt(now, AttemptEnd::not_up(outcome)) {
+            self.rows.handshake(t, row);
+        }
         let tun = &self.tunnels[t];
         let backoff = tun
             .retry_after

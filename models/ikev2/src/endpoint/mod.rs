@@ -24,7 +24,7 @@ pub use events::{
 };
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use rand_core::CryptoRng;
 
@@ -50,6 +50,8 @@ pub struct Endpoint {
     sas: BTreeMap<SaId, IkeSa>,
     /// Responder SAs by (peer address, initiator SPI), to spot IKE_SA_INIT retransmissions.
     by_init: BTreeMap<(SocketAddr, u64), SaId>,
+    /// Responder SAs that may still be half-open (see `half_open`).
+    responding: BTreeSet<SaId>,
     /// (deadline, SA) for every SA with a timer; `IkeSa::indexed` mirrors its entry.
     timers: BTreeSet<(u64, SaId)>,
     cookie_secret: [u8; 32],
@@ -59,6 +61,9 @@ pub struct Endpoint {
 struct Shared {
     config: EndpointConfig,
     peers: Vec<PeerConfig>,
+    /// The first peer configuration at each remote address: who an IKE_SA_INIT is
+    /// from, without a walk over thousands of peers at a hub.
+    peer_at: BTreeMap<IpAddr, usize>,
     crypto: Box<dyn CryptoProvider>,
     rng: Box<dyn CryptoRng>,
     out: Outputs,
@@ -90,16 +95,22 @@ impl Endpoint {
     ) -> Self {
         let mut cookie_secret = [0u8; 32];
         rng.fill_bytes(&mut cookie_secret);
+        let mut peer_at = BTreeMap::new();
+        for (i, p) in peers.iter().enumerate() {
+            peer_at.entry(p.remote.ip()).or_insert(i);
+        }
         Endpoint {
             shared: Shared {
                 config,
                 peers,
+                peer_at,
                 crypto,
                 rng,
                 out: Outputs::default(),
             },
             sas: BTreeMap::new(),
             by_init: BTreeMap::new(),
+            responding: BTreeSet::new(),
             timers: BTreeSet::new(),
             cookie_secret,
         }
@@ -359,11 +370,12 @@ impl Endpoint {
         )
     }
 
-    fn half_open(&self) -> usize {
-        self.sas
-            .values()
-            .filter(|s| !s.initiator && s.phase != Phase::Established)
-            .count()
+    fn half_open(&mut self) -> usize {
+        // Forget those that were established or went away since the last look: each
+        // leaves once, so a look costs the half-open SAs, not all SAs.
+        let sas = &self.sas;
+        (self.responding).retain(|spi| sas.get(spi).is_some_and(|s| s.phase != Phase::Established));
+        self.responding.len()
     }
 
     /// A stateless error (or COOKIE) reply to an IKE_SA_INIT request.
@@ -419,12 +431,7 @@ impl Endpoint {
                 return;
             }
         };
-        let Some(peer) = self
-            .shared
-            .peers
-            .iter()
-            .position(|p| p.remote.ip() == from.ip())
-        else {
+        let Some(&peer) = self.shared.peer_at.get(&from.ip()) else {
             self.shared.out.stats.dropped_no_peer += 1;
             return;
         };
@@ -450,6 +457,7 @@ impl Endpoint {
         match IkeSa::respond(&mut ctx, peer, spi, from, &msg, bytes, ni) {
             Ok(sa) => {
                 self.by_init.insert((from, h.spi_i), spi);
+                self.responding.insert(spi);
                 self.sas.insert(spi, sa);
                 self.reindex(spi);
             }

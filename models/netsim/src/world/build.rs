@@ -68,27 +68,45 @@ pub(super) fn gateway_crypto(mode: CryptoMode, cpu: Option<&Cpu>) -> Box<dyn Cry
     }
 }
 
-fn find(names: &[String], name: &str, field: String) -> Result<usize, BuildError> {
-    names
-        .iter()
-        .position(|n| n == name)
+fn find(index: &BTreeMap<String, usize>, name: &str, field: String) -> Result<usize, BuildError> {
+    index
+        .get(name)
+        .copied()
         .ok_or_else(|| err(field, format!("no such name `{name}`")))
 }
 
-/// The configuration's names, for lookups that report the field.
+/// The configuration's names by index, and indices by name (the first of a name), for
+/// lookups that report the field and cost the same for a million gateways.
 struct Names {
     gateways: Vec<String>,
-    kmes: Vec<String>,
+    gateway_index: BTreeMap<String, usize>,
+    kme_index: BTreeMap<String, usize>,
+}
+
+impl Names {
+    fn new(cfg: &WorldConfig) -> Self {
+        let index = |names: &[String]| {
+            let mut index = BTreeMap::new();
+            for (i, n) in names.iter().enumerate() {
+                index.entry(n.clone()).or_insert(i);
+            }
+            index
+        };
+        let gateways: Vec<String> = cfg.gateways.iter().map(|g| g.name.clone()).collect();
+        let kmes: Vec<String> = cfg.kmes.iter().map(|k| k.name.clone()).collect();
+        Names {
+            gateway_index: index(&gateways),
+            kme_index: index(&kmes),
+            gateways,
+        }
+    }
 }
 
 impl World {
     /// Builds the network of `cfg`, every stream derived from `seed`.
     pub fn new(cfg: WorldConfig, seed: u64, tracer: Tracer) -> Result<World, BuildError> {
         let mut sim = Simulation::with_tracer(seed, tracer);
-        let names = Names {
-            gateways: cfg.gateways.iter().map(|g| g.name.clone()).collect(),
-            kmes: cfg.kmes.iter().map(|k| k.name.clone()).collect(),
-        };
+        let names = Names::new(&cfg);
         let (qkd, kmes) = key_managers(&cfg, &mut sim, &names, seed)?;
         let (tunnels, peers) = tunnels(&cfg, &names, seed)?;
         let gateways = gateways(&cfg, &mut sim, &names, peers)?;
@@ -138,14 +156,16 @@ fn key_managers(
     let mut qkd = QkdNetwork::new();
     qkd.relay_latency_ns = cfg.relay_latency.as_nanos();
     let mut kmes = Vec::new();
+    // The gateways (SAEs) of each KME, in gateway order.
+    let mut saes: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for g in &cfg.gateways {
+        if let Some(k) = g.kme.as_deref() {
+            saes.entry(k).or_default().push(&g.name);
+        }
+    }
     for (i, k) in cfg.kmes.iter().enumerate() {
-        let saes: Vec<&str> = cfg
-            .gateways
-            .iter()
-            .filter(|g| g.kme.as_deref() == Some(&k.name))
-            .map(|g| g.name.as_str())
-            .collect();
-        qkd.add_kme(&k.name, &saes, factory);
+        let saes = saes.get(k.name.as_str()).map_or(&[][..], Vec::as_slice);
+        qkd.add_kme(&k.name, saes, factory);
         let entity = sim
             .register(&format!("kme/{}", k.name))
             .map_err(|e| err(format!("kme[{i}].name"), e.to_string()))?;
@@ -165,8 +185,8 @@ fn key_managers(
     }
     let mut ends = Vec::new();
     for (i, l) in cfg.qkd_links.iter().enumerate() {
-        let a = find(&names.kmes, &l.a, format!("qkd_link[{i}].a"))?;
-        let b = find(&names.kmes, &l.b, format!("qkd_link[{i}].b"))?;
+        let a = find(&names.kme_index, &l.a, format!("qkd_link[{i}].a"))?;
+        let b = find(&names.kme_index, &l.b, format!("qkd_link[{i}].b"))?;
         let field = |f: &str| format!("qkd_link[{i}].pool.{f}");
         let pool = &l.pool;
         if pool.share_permille.is_some_and(|s| s > 1000) {
@@ -203,8 +223,8 @@ fn key_managers(
     }
     let mut draws = vec![[false; 2]; ends.len()];
     let kme_of = |gw: &str| {
-        let g = cfg.gateways.iter().find(|g| g.name == gw)?;
-        names.kmes.iter().position(|k| Some(k) == g.kme.as_ref())
+        let g = &cfg.gateways[*names.gateway_index.get(gw)?];
+        names.kme_index.get(g.kme.as_ref()?).copied()
     };
     for t in cfg.tunnels.iter().filter(|t| t.ppk != PpkMode::Disabled) {
         let (Some(from), Some(to)) = (kme_of(&t.initiator), kme_of(&t.responder)) else {
@@ -248,9 +268,18 @@ fn tunnels(
     let gw_names = &names.gateways;
     let mut peers: Vec<Vec<(usize, PeerConfig)>> = vec![Vec::new(); cfg.gateways.len()];
     let mut tunnels = Vec::new();
+    // Tunnels per pair of gateways (either direction).
+    fn pair(t: &crate::config::TunnelSpec) -> (&str, &str) {
+        let (a, b) = (t.initiator.as_str(), t.responder.as_str());
+        if a < b { (a, b) } else { (b, a) }
+    }
+    let mut per_pair: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for t in &cfg.tunnels {
+        *per_pair.entry(pair(t)).or_default() += 1;
+    }
     for (i, t) in cfg.tunnels.iter().enumerate() {
-        let ini = find(gw_names, &t.initiator, format!("tunnel[{i}].initiator"))?;
-        let res = find(gw_names, &t.responder, format!("tunnel[{i}].responder"))?;
+        let ini = find(&names.gateway_index, &t.initiator, format!("tunnel[{i}].initiator"))?;
+        let res = find(&names.gateway_index, &t.responder, format!("tunnel[{i}].responder"))?;
         if ini == res {
             return Err(err(
                 format!("tunnel[{i}].responder"),
@@ -260,22 +289,12 @@ fn tunnels(
         // Several tunnels between the same two gateways are told apart by their IDs
         // (the responder picks the tunnel by the initiator's ID in IKE_AUTH): then each
         // end is `gateway/tunnel`; a lone tunnel's ends are the gateways' names.
-        let shared = cfg
-            .tunnels
-            .iter()
-            .filter(|o| {
-                (o.initiator == t.initiator && o.responder == t.responder)
-                    || (o.initiator == t.responder && o.responder == t.initiator)
-            })
-            .count()
-            > 1;
+        let shared = per_pair[&pair(t)] > 1;
         if t.ppk != PpkMode::Disabled {
             let ini_kme = cfg.gateways[ini].kme.as_ref();
-            let api = cfg
-                .kmes
-                .iter()
-                .find(|k| Some(&k.name) == ini_kme)
-                .map(|k| k.api);
+            let api = ini_kme
+                .and_then(|k| names.kme_index.get(k))
+                .map(|&k| cfg.kmes[k].api);
             if cfg.gateways[ini].key_cache.is_some() && api == Some(crate::config::KeyApi::Skip) {
                 return Err(err(
                     format!("gateway[{ini}].key_cache"),
@@ -369,7 +388,7 @@ fn gateways(
             .register(&format!("gw/{}", g.name))
             .map_err(|e| err(format!("gateway[{i}].name"), e.to_string()))?;
         let kme = match &g.kme {
-            Some(k) => Some(find(&names.kmes, k, format!("gateway[{i}].kme"))?),
+            Some(k) => Some(find(&names.kme_index, k, format!("gateway[{i}].kme"))?),
             None => None,
         };
         let addr = SocketAddrV4::new(g.address, IKE_PORT);
@@ -468,8 +487,8 @@ fn links(
     let mut links = Vec::new();
     let mut routes = BTreeMap::new();
     for (i, l) in cfg.links.iter().enumerate() {
-        let a = find(gw_names, &l.a, format!("link[{i}].a"))?;
-        let b = find(gw_names, &l.b, format!("link[{i}].b"))?;
+        let a = find(&names.gateway_index, &l.a, format!("link[{i}].a"))?;
+        let b = find(&names.gateway_index, &l.b, format!("link[{i}].b"))?;
         l.params
             .validate()
             .map_err(|e| err(format!("link[{i}].params.{}", e.field), e.problem))?;
@@ -513,12 +532,12 @@ fn first_events(
                 gateway,
                 down_for,
             } => {
-                let gw = find(&names.gateways, gateway, format!("fault[{i}].gateway"))?;
+                let gw = find(&names.gateway_index, gateway, format!("fault[{i}].gateway"))?;
                 let down_for = *down_for;
                 sim.schedule_at(world_entity, *at, Ev::GatewayDown { gw, down_for });
             }
             Fault::CorruptChildKey { at, gateway } => {
-                let gw = find(&names.gateways, gateway, format!("fault[{i}].gateway"))?;
+                let gw = find(&names.gateway_index, gateway, format!("fault[{i}].gateway"))?;
                 sim.schedule_at(world_entity, *at, Ev::CorruptNextChild { gw });
             }
         }

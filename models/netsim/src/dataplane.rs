@@ -76,7 +76,8 @@ pub enum PairChange {
 pub struct DataPlane {
     /// Pairs installed or removed since the driver last took this list.
     pub changed: Vec<PairChange>,
-    pairs: BTreeMap<(usize, u32), Pair>,
+    /// Boxed: a map node holds eleven values, and a pair is large.
+    pairs: BTreeMap<(usize, u32), Box<Pair>>,
     /// (gateway, tunnel) -> inbound SPI of the pair it sends on.
     sender: BTreeMap<(usize, usize), u32>,
     /// (gateway, tunnel) -> inbound SPIs of its pairs, and (gateway, IKE SA) -> tunnel:
@@ -205,7 +206,7 @@ impl DataPlane {
         self.tunnel_of_sa.insert((gw, sa), tunnel);
         self.pairs.insert(
             (gw, child.spi_in),
-            Pair {
+            Box::new(Pair {
                 tunnel,
                 sa,
                 inbound: Inbound::new(
@@ -229,7 +230,7 @@ impl DataPlane {
                 retired: false,
                 soft_reported: false,
                 expired: false,
-            },
+            }),
         );
         if sending {
             self.sender.insert((gw, tunnel), child.spi_in);

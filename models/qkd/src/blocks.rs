@@ -15,8 +15,14 @@
 //! question in the middle of an epoch draws that epoch's arrival times and counts those
 //! before it.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use rand_chacha::ChaCha20Rng;
 use rand_core::Rng;
+
+/// Poisson distribution functions by the bits of their mean.
+pub(crate) type Tables = BTreeMap<u64, Arc<[f64]>>;
 
 /// Mean blocks per epoch.
 const BLOCKS_PER_EPOCH: f64 = 32.0;
@@ -25,7 +31,7 @@ const BLOCKS_PER_EPOCH: f64 = 32.0;
 pub(crate) struct Blocks {
     epoch_ns: u64,
     /// P(count <= k), k = 0, 1, ...: the Poisson(`λE`) distribution function.
-    cdf: Vec<f64>,
+    cdf: Arc<[f64]>,
     counts: ChaCha20Rng,
     times: ChaCha20Rng,
     /// The epoch under way: its index, start, block count, and how many of its blocks
@@ -40,12 +46,23 @@ pub(crate) struct Blocks {
 
 impl Blocks {
     /// Blocks with a mean gap of `mean_gap_ns`; `counts` and `times` are the link's two
-    /// streams for them.
-    pub(crate) fn new(mean_gap_ns: f64, counts: ChaCha20Rng, times: ChaCha20Rng) -> Self {
+    /// streams for them. `tables` holds the distribution functions made so far, shared
+    /// by links of the same mean (a network's links mostly have one rate).
+    pub(crate) fn new(
+        mean_gap_ns: f64,
+        tables: &mut Tables,
+        counts: ChaCha20Rng,
+        times: ChaCha20Rng,
+    ) -> Self {
         let epoch_ns = (BLOCKS_PER_EPOCH * mean_gap_ns).round().max(1.0) as u64;
+        let mean = epoch_ns as f64 / mean_gap_ns;
+        let cdf = tables
+            .entry(mean.to_bits())
+            .or_insert_with(|| poisson_cdf(mean).into())
+            .clone();
         let mut b = Blocks {
             epoch_ns,
-            cdf: poisson_cdf(epoch_ns as f64 / mean_gap_ns),
+            cdf,
             counts,
             times,
             epoch: 0,
@@ -152,6 +169,7 @@ mod tests {
     fn blocks(mean_gap_ns: f64) -> Blocks {
         Blocks::new(
             mean_gap_ns,
+            &mut Tables::new(),
             ChaCha20Rng::seed_from_u64(1),
             ChaCha20Rng::seed_from_u64(2),
         )

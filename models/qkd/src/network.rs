@@ -144,6 +144,8 @@ pub struct QkdNetwork {
     /// KME indices by KME ID and by the ID of an SAE attached to it.
     by_name: BTreeMap<String, usize>,
     by_sae: BTreeMap<String, usize>,
+    /// The block supplies' distribution functions, shared between links.
+    poisson_tables: crate::blocks::Tables,
     /// Routes found so far, by (from, to); forgotten when the graph grows.
     routes: RefCell<BTreeMap<(usize, usize), Option<Route>>>,
     /// Time a relayed key spends per trusted-node hop.
@@ -161,6 +163,7 @@ impl QkdNetwork {
             pending: BTreeMap::new(),
             expiries: Default::default(),
             routes: Default::default(),
+            poisson_tables: Default::default(),
             by_name: BTreeMap::new(),
             by_sae: BTreeMap::new(),
             relay_latency_ns: 0,
@@ -206,6 +209,7 @@ impl QkdNetwork {
             let mean_gap_ns = config.block() as f64 * 1e12 / rate as f64;
             Blocks::new(
                 mean_gap_ns,
+                &mut self.poisson_tables,
                 streams(&entity, "supply"),
                 streams(&entity, "supply/times"),
             )

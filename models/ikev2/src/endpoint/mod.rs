@@ -47,7 +47,9 @@ pub(crate) struct Outputs {
 pub struct Endpoint {
     shared: Shared,
     /// IKE SAs by our SPI.
-    sas: BTreeMap<SaId, IkeSa>,
+    /// Boxed: a map node holds eleven values, and an `IkeSa` is about 2 KB, so a
+    /// gateway with one SA would otherwise pay for eleven.
+    sas: BTreeMap<SaId, Box<IkeSa>>,
     /// Responder SAs by (peer address, initiator SPI), to spot IKE_SA_INIT retransmissions.
     by_init: BTreeMap<(SocketAddr, u64), SaId>,
     /// Responder SAs that may still be half-open (see `half_open`).
@@ -152,7 +154,7 @@ impl Endpoint {
     pub fn initiate(&mut self, now: u64, peer: usize) -> SaId {
         let spi = self.fresh_spi();
         let sa = IkeSa::initiate(&mut self.shared.ctx(now, peer), peer, spi);
-        self.sas.insert(spi, sa);
+        self.sas.insert(spi, Box::new(sa));
         self.reindex(spi);
         spi
     }
@@ -326,7 +328,7 @@ impl Endpoint {
             let spi = s.our_spi();
             // A 64-bit SPI already in use is as likely as guessing a key: drop it.
             if let std::collections::btree_map::Entry::Vacant(e) = self.sas.entry(spi) {
-                e.insert(s);
+                e.insert(Box::new(s));
                 self.reindex(spi);
             }
         }
@@ -403,7 +405,7 @@ impl Endpoint {
         }
         // A retransmission of a request we answered: replay the answer.
         if let Some(&spi) = self.by_init.get(&(from, h.spi_i)) {
-            let init = self.sas.get(&spi).and_then(IkeSa::init_messages);
+            let init = self.sas.get(&spi).and_then(|s| s.init_messages());
             match init {
                 Some((request, response)) if request == bytes => {
                     let payload = response.to_vec();
@@ -458,7 +460,7 @@ impl Endpoint {
             Ok(sa) => {
                 self.by_init.insert((from, h.spi_i), spi);
                 self.responding.insert(spi);
-                self.sas.insert(spi, sa);
+                self.sas.insert(spi, Box::new(sa));
                 self.reindex(spi);
             }
             Err(n) => self.reply_notify(from, &h, n),

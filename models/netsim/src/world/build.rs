@@ -278,8 +278,16 @@ fn tunnels(
         *per_pair.entry(pair(t)).or_default() += 1;
     }
     for (i, t) in cfg.tunnels.iter().enumerate() {
-        let ini = find(&names.gateway_index, &t.initiator, format!("tunnel[{i}].initiator"))?;
-        let res = find(&names.gateway_index, &t.responder, format!("tunnel[{i}].responder"))?;
+        let ini = find(
+            &names.gateway_index,
+            &t.initiator,
+            format!("tunnel[{i}].initiator"),
+        )?;
+        let res = find(
+            &names.gateway_index,
+            &t.responder,
+            format!("tunnel[{i}].responder"),
+        )?;
         if ini == res {
             return Err(err(
                 format!("tunnel[{i}].responder"),

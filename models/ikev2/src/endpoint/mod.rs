@@ -41,6 +41,10 @@ pub(crate) struct Outputs {
     stats: EndpointStats,
     /// IKE SAs an IKE SA rekey created, to be filed under our SPI.
     new_sas: Vec<IkeSa>,
+    /// Inbound ESP SPIs of our Child SAs and of those being negotiated: a new one is
+    /// never one of them (at a hub of thousands of tunnels, random 32-bit SPIs collide
+    /// within a day). A negotiation that fails keeps its SPI out of use.
+    esp_spis: BTreeSet<u32>,
 }
 
 /// Many IKE SAs behind one IKE address.
@@ -336,6 +340,9 @@ impl Endpoint {
 
     fn remove(&mut self, spi: SaId) {
         if let Some(s) = self.sas.remove(&spi) {
+            for spi_in in s.child_spis() {
+                self.shared.out.esp_spis.remove(&spi_in);
+            }
             if let Some(t) = s.indexed {
                 self.timers.remove(&(t, spi));
             }

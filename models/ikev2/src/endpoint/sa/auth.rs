@@ -4,7 +4,7 @@
 //! NO_PPK_AUTH and reports the downgrade), and the first Child SA.
 
 use super::child::NewChild;
-use super::transport::{AuthKeys, random_esp_spi};
+use super::transport::{AuthKeys, new_esp_spi};
 use super::{Ctx, Found, IkeSa, Phase, PpkState, Request, first_error, notify_payload};
 use crate::consts::{auth_method, notify, ppk_id_type, transform_type as tt};
 use crate::crypto::AeadAlg;
@@ -105,7 +105,7 @@ impl IkeSa {
             },
         ];
         if !(ctx.peer.childless && self.hs().peer_childless) {
-            let spi = random_esp_spi(ctx.rng);
+            let spi = new_esp_spi(ctx.rng, &mut ctx.out.esp_spis);
             self.hs().child_spi = spi;
             payloads.push(Payload::Sa(super::child::esp_offer(
                 &ctx.peer.esp,
@@ -359,7 +359,7 @@ impl IkeSa {
                     response.push(notify_payload(notify::TS_UNACCEPTABLE, vec![]))
                 }
                 Some(s) => {
-                    let spi_in = random_esp_spi(ctx.rng);
+                    let spi_in = new_esp_spi(ctx.rng, &mut ctx.out.esp_spis);
                     let spi_out = u32::from_be_bytes(s.peer_spi[..4].try_into().expect("4 bytes"));
                     response.push(Payload::Sa(vec![
                         s.chosen.to_wire(s.number, spi_in.to_be_bytes().to_vec()),

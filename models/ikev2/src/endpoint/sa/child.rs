@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 
 use super::followup::{Creating, Followup};
-use super::transport::random_esp_spi;
+use super::transport::new_esp_spi;
 use super::{
     Ctx, Found, IkeSa, Phase, Request, first_error, ke_data, notify_payload, random, valid_nonce,
 };
@@ -193,11 +193,17 @@ impl IkeSa {
     pub(super) fn remove_child(&mut self, ctx: &mut Ctx<'_>, index: usize) -> ChildSa {
         let c = self.children.remove(index);
         self.superseded.retain(|s| *s != c.spi_in);
+        ctx.out.esp_spis.remove(&c.spi_in);
         ctx.out.events.push_back(Event::ChildSaDeleted {
             sa: self.our_spi(),
             spi_in: c.spi_in,
         });
         c
+    }
+
+    /// The inbound SPIs of its Child SAs.
+    pub(crate) fn child_spis(&self) -> impl Iterator<Item = u32> + '_ {
+        self.children.iter().map(|c| c.spi_in)
     }
 
     /// The inbound SPI of the Child SA our request in flight deletes.
@@ -257,7 +263,7 @@ impl IkeSa {
             return Ok(Start::Busy); // window size 1: the driver asks again later
         }
         let ni = random(ctx.rng, 32);
-        let new_spi = random_esp_spi(ctx.rng);
+        let new_spi = new_esp_spi(ctx.rng, &mut ctx.out.esp_spis);
         let mut payloads = Vec::new();
         if let Some(old) = &old {
             payloads.push(Payload::Notify(Notify {
@@ -375,7 +381,7 @@ impl IkeSa {
             return self.refuse(ctx, &header, notify::TS_UNACCEPTABLE, vec![]);
         }
         let nr = random(ctx.rng, 32);
-        let spi_in = random_esp_spi(ctx.rng);
+        let spi_in = new_esp_spi(ctx.rng, &mut ctx.out.esp_spis);
         let spi_out = u32::from_be_bytes(sel.peer_spi[..4].try_into().expect("checked: 4 bytes"));
         let mut response = vec![
             Payload::Sa(vec![

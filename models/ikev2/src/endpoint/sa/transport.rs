@@ -3,6 +3,8 @@
 //! retransmitting on strongSwan's schedule, replaying cached responses, and opening
 //! (decrypting and reassembling) what arrives.
 
+use std::collections::BTreeSet;
+
 use rand_core::CryptoRng;
 
 use super::child::ChildRequest;
@@ -98,11 +100,12 @@ impl Window {
     }
 }
 
-/// A nonzero ESP SPI outside the reserved range 1..255.
-pub(super) fn random_esp_spi(rng: &mut dyn CryptoRng) -> u32 {
+/// A new inbound ESP SPI: random, outside the reserved range 0..255, and not in
+/// `in_use` (where it goes).
+pub(super) fn new_esp_spi(rng: &mut dyn CryptoRng, in_use: &mut BTreeSet<u32>) -> u32 {
     loop {
         let spi = rng.next_u32();
-        if spi >= 256 {
+        if spi >= 256 && in_use.insert(spi) {
             return spi;
         }
     }
@@ -420,5 +423,24 @@ impl IkeSa {
             o.stats.response_fragments += 1;
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::{Rng, SeedableRng};
+
+    /// An inbound SPI in use is never handed out again: the draw that hits one is
+    /// skipped.
+    #[test]
+    fn a_new_esp_spi_is_never_one_in_use() {
+        let mut first_draws = ChaCha20Rng::seed_from_u64(9);
+        let taken = first_draws.next_u32();
+        let mut in_use = BTreeSet::from([taken]);
+        let spi = new_esp_spi(&mut ChaCha20Rng::seed_from_u64(9), &mut in_use);
+        assert_ne!(spi, taken);
+        assert!(spi >= 256 && in_use.contains(&spi) && in_use.len() == 2);
     }
 }

@@ -3,6 +3,7 @@
 //! With no arguments it runs the built-in demo scenario and writes its results under
 //! `out/demo`.
 
+mod bench;
 mod calibrate;
 mod files;
 mod live;
@@ -75,6 +76,9 @@ enum Command {
     /// Measure the crypto costs of the CPU model on this machine and print them as a
     /// gateway's `cpu = { ... }` for a scenario file.
     Calibrate,
+    /// What simulation costs on this machine, as one table: a day of a hub and spoke at
+    /// several sizes (scale), and a rekey-heavy hour against its bare crypto (floor).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -155,6 +159,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
         }) => generate(&kind, nodes, &duration, &set, out.as_deref()),
         Some(Command::Probe(args)) => probe_command(&args),
+        Some(Command::Bench(args)) => bench::command(&args),
         Some(Command::Calibrate) => {
             println!("# measured on this machine (real crypto, medians); paste into a [[gateway]]");
             println!("{}", calibrate::scenario_line(&calibrate::measure()));

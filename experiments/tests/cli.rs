@@ -343,3 +343,31 @@ fn calibrate_prints_a_cpu_line_a_scenario_takes() {
     assert!(d > 60_000_000 + 100_000, "{d}");
     assert_eq!(r["cpus"].as_array().unwrap().len(), 2);
 }
+
+/// `qsafe bench` prints its one table: scale rows, then the crypto-floor rows, with the
+/// floor a positive time and the heavy run's exchanges counted (no timing is asserted).
+#[test]
+fn bench_prints_its_table() {
+    let o = qsafe(&[
+        "bench",
+        "--spokes",
+        "3,6",
+        "--hours",
+        "1",
+        "--heavy-spokes",
+        "2",
+    ]);
+    let out = stdout(&o);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| run"))
+        .map(|l| l.split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(rows.len(), 4, "{out}");
+    assert_eq!((rows[0][2], rows[1][2]), ("3", "6"), "{out}");
+    assert!(rows[2][1].contains("real crypto") && rows[3][1].contains("model crypto"));
+    let floor: f64 = rows[2][7].parse().unwrap();
+    let exchanges_per_s: f64 = rows[2][6].parse().unwrap();
+    assert!(floor > 0.0 && exchanges_per_s > 0.0, "{out}");
+    assert!(out.contains("us per IKE exchange"), "{out}");
+}

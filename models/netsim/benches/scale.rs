@@ -11,12 +11,7 @@
 //! packets per second are printed against bare ESP seal + open of the same packets in
 //! the same process (the ratio is the simulator's share of a packet's cost).
 //!
-//! First of all, a table of cost against size: issue #15's day (hub and spoke, 24
-//! simulated hours, hybrid IKE SAs with a QKD PPK re-authenticated every 8 h, Child SAs
-//! rekeyed hourly with ML-KEM-768, 1 % loss) with model crypto at 1,000 and 10,000
-//! spokes, the wall time's growth beside the tunnels'.
-//!
-//! Run with `cargo bench -p netsim`.
+//! Run with `cargo bench -p netsim`; `qsafe bench` measures scale and the crypto floor.
 
 use std::time::Instant;
 
@@ -34,8 +29,6 @@ enum Shape {
     Reauth,
     /// Rekey the IKE SA every minute, the Child SA every 30 s.
     Rekey,
-    /// A day as issue #15 measures it.
-    Day,
 }
 
 fn hub_and_spoke(
@@ -118,12 +111,6 @@ fn hub_and_spoke(
                 "rekey_time = \"60s\"\nchild_rekey_time = \"30s\"\nchild_rand_time = \"0s\"\nchild_life_time = \"0s\"\nrand_time = \"0s\"\nover_time = \"1h\"",
                 "aes256gcm16-mlkem768",
             ),
-            // Issue #15's scenario: re-authenticated every 8 h, Child SA rekeyed
-            // hourly with ML-KEM-768 PFS (jitter 5 min).
-            Shape::Day => (
-                "reauth_time = \"8h\"\nchild_rekey_time = \"1h\"\nchild_rand_time = \"5m\"",
-                "aes256gcm16-mlkem768",
-            ),
         };
         let start = SimDuration::from_millis(i as u64 * 37);
         let tunnel: TunnelSpec = toml::from_str(&format!(
@@ -149,37 +136,8 @@ fn timed(cfg: WorldConfig) -> (netsim::Results, f64) {
     (r, start.elapsed().as_secs_f64())
 }
 
-/// Cost against the number of tunnels: issue #15's day, with model crypto, at growing
-/// sizes; each row's ratios are to the first row (linear: both 10x for 10x tunnels).
-fn scale_table(quick: bool) {
-    let (sizes, hours): (&[u32], u64) = if quick {
-        (&[10, 100], 1)
-    } else {
-        (&[1_000, 10_000], 24)
-    };
-    println!(
-        "| spokes | simulated h | wall s | events/s | exchanges/s | wall / first | tunnels / first |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    let mut first = None;
-    for &n in sizes {
-        let duration = SimDuration::from_secs(3600 * hours);
-        let (r, secs) = timed(hub_and_spoke(n, duration, CryptoMode::Model, Shape::Day));
-        let exchanges: u64 = r.totals.exchanges.iter().map(|e| e.count).sum();
-        let (n0, s0) = *first.get_or_insert((n, secs));
-        println!(
-            "| {n} | {hours} | {secs:.2} | {:.0} | {:.0} | {:.2}x | {:.0}x |",
-            r.events as f64 / secs,
-            exchanges as f64 / secs,
-            secs / s0,
-            n as f64 / n0 as f64
-        );
-    }
-}
-
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
-    scale_table(quick);
     let (spokes, minutes) = if quick { (5, 2) } else { (200, 30) };
     let mut rates = Vec::new();
     for crypto in [CryptoMode::Real, CryptoMode::Model] {

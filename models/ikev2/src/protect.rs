@@ -339,7 +339,10 @@ impl Reassembler {
             return Reassembly::Incomplete;
         }
         let p = self.pending.take().expect("complete set");
-        let inner = p.chunks.into_iter().flatten().flatten().collect();
+        let mut inner = Vec::with_capacity(p.bytes);
+        for chunk in p.chunks.into_iter().flatten() {
+            inner.extend_from_slice(&chunk);
+        }
         Reassembly::Complete {
             header: p.header,
             first: p.first,

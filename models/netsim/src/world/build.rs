@@ -121,8 +121,10 @@ impl World {
         qkd_schedules(&cfg, &mut sim, &qkd, &kmes);
         let esp_crypto = crypto_provider(cfg.crypto);
         let rows = RowBuffer::new(RowSelection::All, tunnels.len(), qkd.links.len());
+        let entity = sim.entities().lookup("world").expect("registered");
         Ok(World {
             sim,
+            entity,
             cfg,
             gateways,
             links,

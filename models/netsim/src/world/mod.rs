@@ -33,7 +33,7 @@ use link::{Datagram, Delivery, WirePacket};
 use qkd::QkdNetwork;
 use sim_core::pcap::PcapSink;
 use sim_core::progress::Progress;
-use sim_core::{SimDuration, SimTime, Simulation, Tracer};
+use sim_core::{EntityId, SimDuration, SimTime, Simulation, Tracer};
 
 use crate::config::WorldConfig;
 use crate::dataplane::DataPlane;
@@ -203,6 +203,8 @@ impl Outputs<'_> {
 
 pub struct World {
     sim: Simulation<Ev>,
+    /// The world itself, as the source of its own events.
+    entity: EntityId,
     cfg: WorldConfig,
     gateways: Vec<Gateway>,
     links: Vec<SimLink>,
@@ -292,8 +294,7 @@ impl World {
 
     /// Schedules `ev` after `after` on behalf of the world itself.
     fn schedule_world(&mut self, after: SimDuration, ev: Ev) {
-        let world = self.sim.entities().lookup("world").expect("registered");
-        self.sim.schedule(world, after, ev);
+        self.sim.schedule(self.entity, after, ev);
     }
 
     fn handle(&mut self, ev: Ev) {

@@ -258,11 +258,23 @@ fn a_busy_responder_demands_a_cookie_and_gets_it() {
         Box::new(ikev2::crypto::RealCrypto),
         Box::new(<rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(99)),
     );
+    let sent = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let log = sent.clone();
+    p.links[0].tamper = Some(Box::new(move |_, d| log.borrow_mut().push(d.clone())));
     p.handshake(10 * SEC);
     assert_eq!(established_keys(&p, 0).0, established_keys(&p, 1).0);
     assert_eq!(p.eps[1].stats().cookies_sent, 1);
     // The first IKE_SA_INIT was answered with the COOKIE; the exchange was restarted.
     assert_eq!(p.exchanges(0)[0].0, exchange::IKE_SA_INIT);
+    // RFC 7296 2.6: the retry is the COOKIE first and every other payload unchanged
+    // (the same key share and nonce).
+    let sent = sent.borrow();
+    let decode = |d: &[u8]| ikev2::message::Message::decode(d).unwrap().payloads;
+    let (first, retry) = (decode(&sent[0]), decode(&sent[1]));
+    assert!(
+        matches!(&retry[0], ikev2::message::Payload::Notify(n) if n.kind == ikev2::consts::notify::COOKIE)
+    );
+    assert_eq!(retry[1..], first[..]);
 }
 
 #[test]

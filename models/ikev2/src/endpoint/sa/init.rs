@@ -93,9 +93,17 @@ impl IkeSa {
     fn send_init(&mut self, ctx: &mut Ctx<'_>) {
         let (spi_i, remote) = (self.spi_i, self.remote);
         let hs = self.hs();
-        let method = KeMethod::from_id(hs.ke_method).expect("configured KE methods are supported");
-        let (secret, data) = ctx.crypto.ke_initiate(method, ctx.rng);
-        hs.ke = Some(secret);
+        let data = match &hs.init_ke {
+            Some((m, data)) if *m == hs.ke_method && hs.ke.is_some() => data.clone(),
+            _ => {
+                let method =
+                    KeMethod::from_id(hs.ke_method).expect("configured KE methods are supported");
+                let (secret, data) = ctx.crypto.ke_initiate(method, ctx.rng);
+                hs.ke = Some(secret);
+                hs.init_ke = Some((hs.ke_method, data.clone()));
+                data
+            }
+        };
         let mut payloads = Vec::new();
         if let Some(c) = &hs.cookie {
             payloads.push(notify_payload(notify::COOKIE, c.clone()));

@@ -108,6 +108,9 @@ struct Handshake {
     ke: Option<KeSecret>,
     /// The key exchange method of IKE_SA_INIT.
     ke_method: u16,
+    /// The key share our IKE_SA_INIT carried, by method: a retry after a COOKIE sends
+    /// it again (RFC 7296 2.6: every payload but the COOKIE unchanged).
+    init_ke: Option<(u16, Vec<u8>)>,
     cookie: Option<Vec<u8>>,
     init_retries: u8,
     /// The negotiated additional key exchange methods (RFC 9370), and how many ran.
@@ -137,6 +140,7 @@ impl Handshake {
             nr: Vec::new(),
             ke: None,
             ke_method: 0,
+            init_ke: None,
             cookie: None,
             init_retries: 0,
             additional_methods: Vec::new(),

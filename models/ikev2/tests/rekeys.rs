@@ -641,3 +641,45 @@ fn a_create_child_sa_with_a_short_nonce_is_refused() {
     );
     assert!(p.failed(0).is_none() && p.failed(1).is_none());
 }
+
+/// A Child SA rekey whose key share the responder refuses with INVALID_KE_PAYLOAD is
+/// sent again with the method asked for, when we offered it (RFC 7296 sections 1.3 and
+/// 2.7), and the rekey completes.
+#[test]
+fn a_child_rekey_refused_for_its_key_share_retries_with_the_method_asked_for() {
+    let mut p = Pair::new(24, |i, peer| {
+        let esp = if i == 0 {
+            "aes256gcm16-x25519-mlkem768"
+        } else {
+            "aes256gcm16-mlkem768"
+        };
+        *peer = peer.clone().with_esp(&[esp]).unwrap();
+    });
+    p.handshake(10 * SEC);
+    let first = p.child(0).unwrap().clone();
+    let sa = p.events[0]
+        .iter()
+        .find_map(|e| match e.1 {
+            Event::IkeSaEstablished { sa, .. } => Some(sa),
+            _ => None,
+        })
+        .unwrap();
+    p.eps[0].rekey_child(p.now, sa, first.spi_in);
+    while p.step() {}
+    let failed = p.events[0]
+        .iter()
+        .filter(|e| matches!(e.1, Event::ChildSaFailed { .. }))
+        .count();
+    assert_eq!(failed, 0, "{:?}", p.events[0]);
+    let (ra, rb) = (rekeyed_children(&p, 0), rekeyed_children(&p, 1));
+    assert_eq!((ra.len(), rb.len()), (1, 1), "{:?}", p.events);
+    assert_eq!(ra[0].1.encr_out, rb[0].1.encr_in);
+    assert_eq!(ra[0].1.proposal, "aes256gcm16-mlkem768");
+    // Two CREATE_CHILD_SA requests: the refused X25519 share, then ML-KEM-768.
+    let creates = p
+        .exchanges(0)
+        .iter()
+        .filter(|x| x.0 == exchange::CREATE_CHILD_SA)
+        .count();
+    assert_eq!(creates, 2);
+}

@@ -26,6 +26,8 @@ pub(super) struct ChildRequest {
     spi_in: u32,
     ni: Vec<u8>,
     ke: Option<KeSecret>,
+    /// Sent again with the method an INVALID_KE_PAYLOAD asked for (once only).
+    ke_retry: bool,
 }
 
 /// The peer rekeyed a Child SA while our own rekey of it was in flight (RFC 7296
@@ -242,19 +244,23 @@ impl IkeSa {
         if peer_rekeys_it {
             return Ok(Start::Busy); // the peer's rekey of it is in its IKE_FOLLOWUP_KE
         }
-        self.start_child(ctx, Some(old))
+        self.start_child(ctx, Some(old), None)
     }
 
     /// Starts a CREATE_CHILD_SA for an additional Child SA with the configured traffic
     /// selectors (RFC 7296 section 1.3.1), PFS as for rekeys.
     pub fn create_child(&mut self, ctx: &mut Ctx<'_>) -> Result<Start, FailReason> {
-        self.start_child(ctx, None)
+        self.start_child(ctx, None, None)
     }
 
+    /// Sends CREATE_CHILD_SA for a new Child SA (replacing `old`, if any), with a key
+    /// share of the first configured method, or of `ke_retry`'s after the peer asked
+    /// for it.
     fn start_child(
         &mut self,
         ctx: &mut Ctx<'_>,
         old: Option<ChildSa>,
+        ke_retry: Option<KeMethod>,
     ) -> Result<Start, FailReason> {
         if self.phase != Phase::Established || self.deleting() {
             return Ok(Start::Gone);
@@ -275,13 +281,14 @@ impl IkeSa {
         }
         payloads.push(Payload::Sa(esp_offer(&ctx.peer.esp, new_spi, true)));
         payloads.push(Payload::Nonce(ni.clone()));
-        let ke_method = ctx
-            .peer
-            .esp
-            .first()
-            .and_then(|p| p.chosen(tt::KE))
-            .map(|a| a.id)
-            .and_then(KeMethod::from_id);
+        let ke_method = ke_retry.or_else(|| {
+            ctx.peer
+                .esp
+                .first()
+                .and_then(|p| p.chosen(tt::KE))
+                .map(|a| a.id)
+                .and_then(KeMethod::from_id)
+        });
         let ke = ke_method.map(|m| {
             let (secret, data) = ctx.crypto.ke_initiate(m, ctx.rng);
             payloads.push(Payload::Ke {
@@ -301,6 +308,7 @@ impl IkeSa {
             spi_in: new_spi,
             ni,
             ke,
+            ke_retry: ke_retry.is_some(),
         };
         self.send_request(ctx, Request::Child(request), &payloads);
         Ok(Start::Started)
@@ -432,6 +440,27 @@ impl IkeSa {
         self.settle(ctx, f, false)
     }
 
+    /// The method an INVALID_KE_PAYLOAD answer to our request `r` asks for, if we
+    /// offered it, sent another, and have not retried already.
+    fn asked_ke_method(
+        &self,
+        ctx: &Ctx<'_>,
+        r: &ChildRequest,
+        payloads: &[Payload],
+    ) -> Option<KeMethod> {
+        let sent = r.ke.as_ref()?.method().id();
+        let asked = payloads.iter().find_map(|p| match p {
+            Payload::Notify(n) if n.kind == notify::INVALID_KE_PAYLOAD => {
+                n.data.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+            }
+            _ => None,
+        })?;
+        let offered = (ctx.peer.esp.iter()).any(|p| p.of(tt::KE).any(|a| a.id == asked));
+        (!r.ke_retry && offered && asked != sent)
+            .then(|| KeMethod::from_id(asked))
+            .flatten()
+    }
+
     pub(super) fn on_create_child_response(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -449,6 +478,18 @@ impl IkeSa {
             Ok(())
         };
         if let Some(n) = first_error(payloads) {
+            if n == notify::INVALID_KE_PAYLOAD
+                && let Some(method) = self.asked_ke_method(ctx, &r, payloads)
+            {
+                // RFC 7296 section 1.3: the same request with the method asked for.
+                ctx.out.esp_spis.remove(&r.spi_in);
+                let old = (r.old_spi_in)
+                    .and_then(|o| self.children.iter().find(|c| c.spi_in == o).cloned());
+                if r.old_spi_in.is_none() || old.is_some() {
+                    self.start_child(ctx, old, Some(method))?;
+                    return Ok(());
+                }
+            }
             failed(self, ctx, n)?;
             // The peer does not hold the Child SA we tried to rekey (its Delete crossed
             // our request, or it answered our rekey and lost the pair since): neither

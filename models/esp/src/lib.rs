@@ -33,8 +33,8 @@ pub struct Lifetime {
     pub hard_packets: Option<u64>,
 }
 
-/// What crossing a limit means for the driver.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What crossing a limit means for the driver (in order of urgency).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LifetimeState {
     Fine,
     /// Time to rekey.
@@ -112,8 +112,7 @@ impl Outbound {
             self.stats.expired += 1;
             return Err(EspError::Expired);
         }
-        let limit = if self.esn { u64::MAX } else { u32::MAX as u64 };
-        if self.seq >= limit {
+        if self.seq >= self.seq_limit() {
             return Err(EspError::SequenceExhausted);
         }
         self.seq += 1;
@@ -139,8 +138,25 @@ impl Outbound {
         Ok(out)
     }
 
+    /// The configured limits, and the sequence counter's: an SA must not cycle its
+    /// sequence number (RFC 4303 section 3.3.3), so it asks for a rekey when a
+    /// sixteenth of its numbers are left (2^28 packets without ESN) and carries nothing
+    /// once they are gone.
     pub fn lifetime_state(&self) -> LifetimeState {
-        state(&self.lifetime, &self.stats)
+        let limit = self.seq_limit();
+        let by_sequence = if self.seq >= limit {
+            LifetimeState::Hard
+        } else if limit - self.seq <= limit / 16 {
+            LifetimeState::Soft
+        } else {
+            LifetimeState::Fine
+        };
+        state(&self.lifetime, &self.stats).max(by_sequence)
+    }
+
+    /// The last sequence number this SA may use.
+    fn seq_limit(&self) -> u64 {
+        if self.esn { u64::MAX } else { u32::MAX as u64 }
     }
 
     /// Counts `packets` packets of `bytes` inner bytes in all as if each were sealed,
@@ -151,8 +167,7 @@ impl Outbound {
             self.stats.expired += packets;
             return Err(EspError::Expired);
         }
-        let limit = if self.esn { u64::MAX } else { u32::MAX as u64 };
-        if limit - self.seq < packets {
+        if self.seq_limit() - self.seq < packets {
             return Err(EspError::SequenceExhausted);
         }
         self.seq += packets;
@@ -384,6 +399,27 @@ mod tests {
     use super::*;
     use ikev2::crypto::RealCrypto;
     use proptest::prelude::*;
+
+    /// Near the end of its sequence numbers an SA asks for a rekey, and at the end it
+    /// is expired; with ESN the same count is nowhere near the end.
+    #[test]
+    fn an_sa_near_sequence_exhaustion_asks_for_a_rekey() {
+        let (mut out, _) = pair(false, 64);
+        let sixteenth = u32::MAX as u64 / 16;
+        out.account(u32::MAX as u64 - sixteenth - 1, 0).unwrap();
+        assert_eq!(out.lifetime_state(), LifetimeState::Fine);
+        out.account(1, 0).unwrap();
+        assert_eq!(out.lifetime_state(), LifetimeState::Soft);
+        out.account(sixteenth, 0).unwrap();
+        assert_eq!(out.lifetime_state(), LifetimeState::Hard);
+        assert_eq!(
+            out.seal(&RealCrypto, &[0; 40], NEXT_IPV4),
+            Err(EspError::SequenceExhausted)
+        );
+        let (mut esn, _) = pair(true, 64);
+        esn.account(u32::MAX as u64, 0).unwrap();
+        assert_eq!(esn.lifetime_state(), LifetimeState::Fine);
+    }
 
     fn pair(esn: bool, window: u64) -> (Outbound, Inbound) {
         let key = vec![7u8; 36];

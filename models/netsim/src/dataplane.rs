@@ -514,12 +514,7 @@ impl DataPlane {
 /// was already rekeyed or is being rekeyed), hard for a delete.
 fn limit(p: &mut Pair) -> Option<Crossed> {
     let spi_in = p.inbound.spi;
-    let state = match (p.outbound.lifetime_state(), p.inbound.lifetime_state()) {
-        (LifetimeState::Hard, _) | (_, LifetimeState::Hard) => LifetimeState::Hard,
-        (LifetimeState::Soft, _) | (_, LifetimeState::Soft) => LifetimeState::Soft,
-        _ => LifetimeState::Fine,
-    };
-    match state {
+    match p.outbound.lifetime_state().max(p.inbound.lifetime_state()) {
         LifetimeState::Hard if !p.expired => {
             p.expired = true;
             p.retired = true;

@@ -1,8 +1,9 @@
 //! ETSI GS QKD 014 V1.1.1 key delivery: Get status, Get key (`enc_keys`) and Get key
 //! with key IDs (`dec_keys`), GET and POST, with the spec's JSON field names, status
-//! codes (200, 400, 401 without body, 503) and error objects. Where the standard is
-//! silent we choose, as the common KME implementations do: 503 for too little key
-//! material (never a partial delivery), 400 for an unknown slave SAE.
+//! codes (200, 400, 401 without body, 503: no other) and error objects. Where the
+//! standard is silent we choose, as the common KME implementations do: 503 for too
+//! little key material (never a partial delivery), 400 for an unknown slave SAE, and
+//! 400 for a path or method outside the API.
 //!
 //! The caller's SAE ID is what a TLS client certificate would establish; the functions
 //! take it as a parameter.
@@ -341,11 +342,12 @@ pub fn handle(
     body: &[u8],
 ) -> Response {
     let bad = |m: &str| error(400, m, None);
+    const NO_PATH: &str = "not a path of the key delivery API";
     let Some(rest) = path.strip_prefix("/api/v1/keys/") else {
-        return Response::empty(404);
+        return bad(NO_PATH);
     };
     let Some((sae, op)) = rest.split_once('/') else {
-        return Response::empty(404);
+        return bad(NO_PATH);
     };
     let Some(sae) = percent_decode(sae) else {
         return bad("bad request format");
@@ -390,7 +392,9 @@ pub fn handle(
             Ok(ids) if query.is_empty() => dec_keys(net, now_ns, kme, caller, &sae, &ids),
             _ => bad("bad request format"),
         },
-        ("status" | "enc_keys" | "dec_keys", _) => Response::empty(405),
-        _ => Response::empty(404),
+        ("status" | "enc_keys" | "dec_keys", _) => {
+            bad(&format!("{method} is not a method of {op}"))
+        }
+        _ => bad(NO_PATH),
     }
 }

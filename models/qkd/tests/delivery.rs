@@ -372,8 +372,8 @@ fn etsi014_errors_get_their_codes_and_change_nothing() {
             "/api/v1/keys/gw-b/status",
             "",
             "".into(),
-            405,
-            None,
+            400,
+            Some("DELETE is not a method of status"),
         ),
         (
             0,
@@ -382,8 +382,18 @@ fn etsi014_errors_get_their_codes_and_change_nothing() {
             "/api/v2/keys/gw-b/status",
             "",
             "".into(),
-            404,
-            None,
+            400,
+            Some("not a path of the key delivery API"),
+        ),
+        (
+            0,
+            "gw-a",
+            "GET",
+            "/api/v1/keys/gw-b/keys",
+            "",
+            "".into(),
+            400,
+            Some("not a path of the key delivery API"),
         ),
     ];
     for (kme, caller, method, path, query, req, code, message) in cases {
@@ -717,4 +727,45 @@ fn etsi014_status_reports_the_route_of_the_slave_sae() {
     ));
     assert_eq!(st["key_size"], 256);
     assert_eq!(st["stored_key_count"], 5);
+}
+
+/// Two SAEs on one KME are both served: each draws keys for the same slave, the slave
+/// fetches each one's keys, and the keys are not to be had at the masters' KME.
+#[test]
+fn two_saes_on_one_kme_are_each_served() {
+    let mut net = pair(full(100, 0));
+    let l = Limits::default();
+    let call = |net: &mut QkdNetwork, kme, caller, method, path: &str, body: &str| {
+        etsi014::handle(net, 0, kme, l, caller, method, path, "", body.as_bytes())
+    };
+    let mut ids = Vec::new();
+    for master in ["gw-a", "gw-a2"] {
+        let r = call(
+            &mut net,
+            0,
+            master,
+            "POST",
+            "/api/v1/keys/gw-b/enc_keys",
+            "{}",
+        );
+        assert_eq!(r.status, 200, "{master}: {:?}", r.body);
+        let (id, key) = KeyContainer::decode(r.body.as_deref().unwrap())
+            .unwrap()
+            .remove(0);
+        ids.push((master, id, key));
+    }
+    for (master, id, key) in &ids {
+        let path = format!("/api/v1/keys/{master}/dec_keys");
+        let body = format!(r#"{{"key_IDs":[{{"key_ID":"{id}"}}]}}"#);
+        // The keys wait at the slave's KME only: the other SAE of KME-A finds none.
+        let other = if *master == "gw-a" { "gw-a2" } else { "gw-a" };
+        let wrong = format!("/api/v1/keys/{master}/dec_keys");
+        assert_eq!(call(&mut net, 0, other, "POST", &wrong, &body).status, 400);
+        let r = call(&mut net, 1, "gw-b", "POST", &path, &body);
+        assert_eq!(r.status, 200, "{master}: {:?}", r.body);
+        let (got_id, got) = KeyContainer::decode(r.body.as_deref().unwrap())
+            .unwrap()
+            .remove(0);
+        assert_eq!((&got_id, &got), (id, key));
+    }
 }

@@ -657,13 +657,9 @@ fn a_child_rekey_refused_for_its_key_share_retries_with_the_method_asked_for() {
     });
     p.handshake(10 * SEC);
     let first = p.child(0).unwrap().clone();
-    let sa = p.events[0]
-        .iter()
-        .find_map(|e| match e.1 {
-            Event::IkeSaEstablished { sa, .. } => Some(sa),
-            _ => None,
-        })
-        .unwrap();
+    let Some(Event::IkeSaEstablished { sa, .. }) = p.established(0).cloned() else {
+        panic!("not established: {:?}", p.events[0])
+    };
     p.eps[0].rekey_child(p.now, sa, first.spi_in);
     while p.step() {}
     let failed = p.events[0]

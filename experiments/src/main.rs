@@ -40,7 +40,7 @@ enum Command {
     /// Run a grid of scenario parameters times seeds, in parallel, optionally one shard.
     Sweep(sweep::SweepArgs),
     /// Write DIR/report.html (and DIR/figures/) from the results of a run in DIR
-    /// (results.json) or of a sweep (summary.json).
+    /// (results.json) or of a sweep (runs.json).
     Report { dir: PathBuf },
     /// Write a scenario file of a generated topology with every gateway, link, key
     /// manager and tunnel spelled out, ready to edit or run: `qsafe generate
@@ -61,7 +61,8 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Merge the rows of sweep directories (e.g. one per shard) into OUT/summary.csv.
+    /// Merge the runs of sweep directories (e.g. one per shard) into OUT/runs.csv and
+    /// the grid point table OUT/summary.csv.
     Merge {
         out: PathBuf,
         #[arg(required = true)]
@@ -143,7 +144,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Run(args)) => run::command(&args, "run"),
         Some(Command::Sweep(args)) => sweep::sweep(&args),
         Some(Command::Report { dir }) => {
-            let report = match dir.join("summary.json").exists() {
+            let report = match dir.join("runs.json").exists() {
                 true => reports::write_sweep_report(&dir)?,
                 false => reports::write_report(&dir)?,
             };

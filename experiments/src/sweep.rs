@@ -11,14 +11,21 @@
 //! [grid]
 //! "link.*.params.loss.probability" = [0.0, 0.02, 0.05]
 //! "tunnel.*.ppk" = ["optional", "required"]
+//!
+//! [[plot]]                       # optional: the figures (see `reports::sweep::PlotSpec`)
+//! y = "availability"
+//! x = "link.*.params.loss.probability"
+//! by = "tunnel.*.ppk"
 //! ```
 //!
 //! Runs are numbered by enumerating the grid in path order and the seeds innermost, so
 //! a run's id, parameters and results depend on nothing but the sweep file: not on the
 //! number of threads, nor on sharding. `--shard-index I --shard-count N` runs the runs
-//! whose number is I modulo N. Each run leaves `runs/<id>/row.json`; a run whose row
-//! exists is skipped, so an interrupted sweep resumes. Rows merge by run id into
-//! `summary.csv` and `summary.json`.
+//! whose number is I modulo N. Each run leaves `runs/<id>/results.json` and then
+//! `runs/<id>/row.json`, every metric of the run with a hash of its input (expanded
+//! scenario, parameters, seed, version). A resumed sweep skips a run whose row holds
+//! the same hash and refuses to mix in one that does not (`--force` reruns it). Rows
+//! merge by run id into `runs.{csv,json}` and the grid point table `summary.{csv,json}`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -27,7 +34,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 use netsim::{Outputs, World};
-use results::SweepRow;
+use results::{Results, SweepRow};
 use sim_core::Tracer;
 use toml::{Table, Value};
 
@@ -56,6 +63,10 @@ pub struct SweepArgs {
     /// replays it, and exit non-zero if any did.
     #[arg(long)]
     pub check: bool,
+    /// Rerun the runs the directory holds from a different scenario or parameters
+    /// (without it, the sweep refuses to mix them).
+    #[arg(long)]
+    pub force: bool,
     /// Do not write report.html and the figures.
     #[arg(long)]
     pub no_report: bool,
@@ -114,7 +125,40 @@ fn plan(sweep: &Table, seeds_override: Option<u64>) -> Result<Vec<Run>> {
     Ok(runs)
 }
 
-fn execute(scenario: &Table, origin: &str, run: &Run) -> Result<SweepRow> {
+/// A hash of what makes a run: its expanded scenario (parameters set), its seed and
+/// the simulator's version.
+fn input_hash(scenario: &Table, origin: &str, run: &Run) -> Result<String> {
+    use sha2::Digest;
+    let expanded = topologies::expanded_with_params(scenario, &run.params, origin)?;
+    let mut h = sha2::Sha256::new();
+    h.update(toml::to_string(&expanded)?.as_bytes());
+    h.update(format!(
+        "\nseed = {}\nqsafe = {}\n",
+        run.seed,
+        env!("CARGO_PKG_VERSION")
+    ));
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Runs one grid point and seed; returns its row and its results (without rows).
+/// The sweep file's `[[plot]]` entries, checked against its grid.
+fn plots(sweep: &Table, runs: &[Run]) -> Result<Vec<reports::sweep::PlotSpec>> {
+    let Some(v) = sweep.get("plot") else {
+        return Ok(Vec::new());
+    };
+    let specs: Vec<reports::sweep::PlotSpec> = v
+        .clone()
+        .try_into()
+        .map_err(|e| anyhow::anyhow!("`plot`: {}", e.to_string().trim()))?;
+    let params: Vec<String> = runs
+        .first()
+        .map(|r| r.params.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
+    reports::sweep::check_plots(&params, &specs).map_err(|e| anyhow::anyhow!("`plot`: {e}"))?;
+    Ok(specs)
+}
+
+fn execute(scenario: &Table, origin: &str, run: &Run) -> Result<(SweepRow, Results)> {
     let mut reproduce = format!("qsafe run {origin} --seed {}", run.seed);
     for (path, v) in &run.params {
         reproduce += &format!(" --set '{path}={v}'");
@@ -126,9 +170,7 @@ fn execute(scenario: &Table, origin: &str, run: &Run) -> Result<SweepRow> {
             rows: results::RowSelection::None,
             ..Outputs::none()
         });
-    let ms = |ns: Option<u64>| ns.map(|ns| ns as f64 / 1e6);
-    let sum = |f: fn(&results::TunnelSummary) -> u32| r.tunnels.iter().map(f).sum();
-    Ok(SweepRow {
+    let row = SweepRow {
         run_id: run.id.clone(),
         seed: run.seed,
         params: run
@@ -136,28 +178,13 @@ fn execute(scenario: &Table, origin: &str, run: &Run) -> Result<SweepRow> {
             .iter()
             .map(|(k, v)| (k.clone(), value_text(v)))
             .collect(),
-        tunnels: r.tunnels.len(),
-        attempts: sum(|t| t.attempts),
-        established: sum(|t| t.established),
-        failed: sum(|t| t.failed),
-        downgrades: sum(|t| t.downgrades),
-        keys_drawn: sum(|t| t.keys_drawn),
-        keys_wasted: sum(|t| t.keys_wasted),
-        key_wait_s: r.tunnels.iter().map(|t| t.key_wait_ns).sum::<u64>() as f64 / 1e9,
-        handshake_p50_ms: ms(r.totals.handshake_ns.p50),
-        handshake_p95_ms: ms(r.totals.handshake_ns.p95),
-        retransmissions: r.totals.retransmissions() as u32,
-        availability: r
-            .tunnels
-            .iter()
-            .map(|t| t.availability(r.duration_ns))
-            .sum::<f64>()
-            / r.tunnels.len().max(1) as f64,
-        outages: r.tunnels.iter().map(|t| t.outages.len() as u32).sum(),
-        fingerprint: r.fingerprint,
-        violations: r.violations,
+        input: input_hash(scenario, origin, run)?,
+        metrics: results::metrics::of_run(&r),
+        fingerprint: r.fingerprint.clone(),
+        violations: r.violations.clone(),
         reproduce,
-    })
+    };
+    Ok((row, r))
 }
 
 /// A parameter value as a person writes it: strings bare, everything else as TOML.
@@ -186,10 +213,10 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
     };
     if let Some(k) = sweep
         .keys()
-        .find(|k| !["scenario", "seeds", "grid"].contains(&k.as_str()))
+        .find(|k| !["scenario", "seeds", "grid", "plot"].contains(&k.as_str()))
     {
         bail!(
-            "in {}: unknown key `{k}` (expected scenario, seeds, grid)",
+            "in {}: unknown key `{k}` (expected scenario, seeds, grid, plot)",
             args.sweep.display()
         );
     }
@@ -199,6 +226,7 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
     topologies::parse(&scenario_text, &origin)?; // the scenario itself must be sound
     let scenario: Table = scenario_text.parse()?;
     let runs = plan(&sweep, args.seeds).with_context(|| format!("in {}", args.sweep.display()))?;
+    let plots = plots(&sweep, &runs).with_context(|| format!("in {}", args.sweep.display()))?;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("out").join(
             args.sweep
@@ -206,29 +234,59 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
                 .map_or("sweep".into(), |s| s.to_string_lossy().to_string()),
         )
     });
-    let todo: Vec<&Run> = runs
+    let mine: Vec<&Run> = runs
         .iter()
         .enumerate()
         .filter(|(i, _)| i % args.shard_count == args.shard_index)
         .map(|(_, r)| r)
-        .filter(|r| !out.join("runs").join(&r.id).join("row.json").exists())
         .collect();
+    // A run already in the directory is reused only if it was made from the same input.
+    let mut todo = Vec::new();
+    let mut stale = Vec::new();
+    for run in mine.iter().copied() {
+        let path = out.join("runs").join(&run.id).join("row.json");
+        if !path.exists() {
+            todo.push(run);
+            continue;
+        }
+        let recorded = fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<SweepRow>(&t).ok())
+            .map(|row| row.input);
+        if recorded != Some(input_hash(&scenario, &origin, run)?) {
+            stale.push(run.id.as_str());
+            todo.push(run);
+        }
+    }
+    if !stale.is_empty() && !args.force {
+        bail!(
+            "{} of the runs in {} were made from a different scenario, parameters, seed or \
+             qsafe version than this sweep gives now (runs {}{}); rerun them with --force, \
+             or choose another --out",
+            stale.len(),
+            out.display(),
+            stale[..stale.len().min(5)].join(", "),
+            if stale.len() > 5 { ", ..." } else { "" }
+        );
+    }
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     eprintln!(
-        "sweep: {} runs in all, shard {}/{}: {} to run ({} already done), {jobs} at a time",
+        "sweep: {} runs in all, shard {}/{}: {} to run ({} already done{}), {jobs} at a time",
         runs.len(),
         args.shard_index,
         args.shard_count,
         todo.len(),
-        runs.iter()
-            .enumerate()
-            .filter(|(i, _)| i % args.shard_count == args.shard_index)
-            .count()
-            - todo.len()
+        mine.len() - todo.len(),
+        match stale.len() {
+            0 => String::new(),
+            n => format!(", {n} stale rerun"),
+        }
     );
+    // Wall time only for the progress line's estimate; nothing reaches results.
+    let started = std::time::Instant::now();
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
@@ -238,9 +296,11 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(run) = todo.get(i) else { break };
-                    let result = execute(&scenario, &origin, run).and_then(|row| {
+                    let result = execute(&scenario, &origin, run).and_then(|(row, r)| {
                         let dir = out.join("runs").join(&run.id);
                         fs::create_dir_all(&dir)?;
+                        write_json(&dir.join("results.json"), &r)?;
+                        // Last: a run with a row is complete.
                         write_json(&dir.join("row.json"), &row)
                     });
                     if let Err(e) = result {
@@ -249,7 +309,12 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
                     }
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                     if !args.quiet {
-                        eprint!("\r[{n}/{}] runs done", todo.len());
+                        let left =
+                            started.elapsed().as_secs_f64() / n as f64 * (todo.len() - n) as f64;
+                        eprint!(
+                            "\r[{n}/{}] runs done, about {left:.0} s left   ",
+                            todo.len()
+                        );
                     }
                 }
             });
@@ -261,6 +326,8 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
     if let Some(e) = first_error.into_inner().expect("not poisoned") {
         return Err(e);
     }
+    fs::create_dir_all(&out)?;
+    write_json(&out.join("plots.json"), &plots)?;
     let rows = merge(&out, std::slice::from_ref(&out))?;
     if !args.no_report {
         println!("report: {}", reports::write_sweep_report(&out)?.display());
@@ -283,8 +350,9 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
     Ok(())
 }
 
-/// Collects every `runs/*/row.json` under `dirs` into `out/summary.{csv,json}`, sorted
-/// by run id (a run present in several directories must agree); returns the rows.
+/// Collects every `runs/*/row.json` under `dirs` into `out/runs.{csv,json}` and the
+/// grid point table `out/summary.{csv,json}`, sorted by run id (a run present in
+/// several directories must agree); returns the rows.
 pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Vec<SweepRow>> {
     let mut rows: std::collections::BTreeMap<String, SweepRow> = Default::default();
     for dir in dirs {
@@ -316,48 +384,11 @@ pub fn merge(out: &Path, dirs: &[PathBuf]) -> Result<Vec<SweepRow>> {
     }
     fs::create_dir_all(out)?;
     let rows: Vec<SweepRow> = rows.into_values().collect();
-    write_json(&out.join("summary.json"), &rows)?;
-    let params: std::collections::BTreeSet<&String> =
-        rows.iter().flat_map(|r| r.params.keys()).collect();
-    let mut csv = String::from("run_id,seed");
-    for p in &params {
-        csv += &format!(",\"{p}\"");
-    }
-    csv += ",tunnels,attempts,established,failed,downgrades,keys_drawn,keys_wasted,key_wait_s,handshake_p50_ms,handshake_p95_ms,retransmissions,availability,outages,violations,fingerprint\n";
-    let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.3}"));
-    for r in &rows {
-        csv += &format!("{},{}", r.run_id, r.seed);
-        for p in &params {
-            csv += &format!(
-                ",\"{}\"",
-                r.params
-                    .get(*p)
-                    .map_or(String::new(), |v| v.replace('"', "\"\""))
-            );
-        }
-        csv += &format!(
-            ",{},{},{},{},{},{},{},{:.3},{},{},{},{:.6},{},{},{}\n",
-            r.tunnels,
-            r.attempts,
-            r.established,
-            r.failed,
-            r.downgrades,
-            r.keys_drawn,
-            r.keys_wasted,
-            r.key_wait_s,
-            opt(r.handshake_p50_ms),
-            opt(r.handshake_p95_ms),
-            r.retransmissions,
-            r.availability,
-            r.outages,
-            r.violations.len(),
-            r.fingerprint
-        );
-    }
-    fs::write(out.join("summary.csv"), csv)?;
+    let points = reports::sweep::write_tables(out, &rows)?;
     println!(
-        "summary: {} runs in {}",
+        "summary: {} runs, {} grid points in {}",
         rows.len(),
+        points.len(),
         out.join("summary.csv").display()
     );
     Ok(rows)

@@ -60,11 +60,18 @@ fn sweep_summary_table() {
     let sweep = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/sweep-loss.toml");
     qsafe(&["sweep", sweep, "--quiet", "--out", dir.to_str().unwrap()]);
     check(
+        "sweep-loss-runs.csv",
+        &fs::read_to_string(dir.join("runs.csv")).unwrap(),
+    );
+    check(
         "sweep-loss-summary.csv",
         &fs::read_to_string(dir.join("summary.csv")).unwrap(),
     );
-    let rows: Vec<reports::sweep::SweepRow> =
+    let points: Vec<reports::sweep::Point> =
         serde_json::from_str(&fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
-    check("sweep-loss-points.md", &reports::sweep::point_table(&rows));
+    check(
+        "sweep-loss-points.md",
+        &reports::sweep::point_table(&points),
+    );
     assert!(dir.join("report.html").exists());
 }

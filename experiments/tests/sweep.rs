@@ -67,19 +67,31 @@ fn jobs_and_shards_do_not_change_results() {
         .args(["merge", &dir("merged"), &dir("s0"), &dir("s1")])
         .output()
         .unwrap();
-    let read = |n: &str| fs::read_to_string(base.join(n).join("summary.csv")).unwrap();
-    let one = read("j1");
+    let read = |n: &str, f: &str| fs::read_to_string(base.join(n).join(f)).unwrap();
+    let one = read("j1", "runs.csv");
     assert_eq!(one.lines().count(), 1 + 18, "{one}");
-    assert_eq!(read("j2"), one);
-    assert_eq!(read("merged"), one);
-    assert_eq!(read("s0").lines().count(), 1 + 9);
-    // Every row carries its parameters; loss shows in retransmissions.
+    for f in ["runs.csv", "summary.csv", "summary.json"] {
+        assert_eq!(read("j2", f), read("j1", f), "{f}");
+        assert_eq!(read("merged", f), read("j1", f), "{f}");
+    }
+    assert_eq!(read("s0", "runs.csv").lines().count(), 1 + 9);
+    // Every row carries its parameters.
     assert!(
         one.lines()
             .nth(1)
             .unwrap()
-            .starts_with("00000,1,\"0.0\",\"optional\","),
+            .starts_with("00000,1,0.0,optional,"),
         "{one}"
+    );
+    // One grid point per line of the summary, each with its seeds counted.
+    let summary = read("j1", "summary.csv");
+    assert_eq!(summary.lines().count(), 1 + 6, "{summary}");
+    assert!(
+        summary
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("0.0,optional,3,")
     );
     // A finished sweep resumes by skipping every run.
     let again = qsafe(&["sweep", sweep, "--out", &dir("j1"), "--quiet"]);
@@ -214,7 +226,7 @@ fn availability_falls_once_key_consumption_exceeds_the_qkd_supply() {
     let sweep = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/sweep-qkd-rate.toml");
     qsafe(&["sweep", sweep, "--out", out.to_str().unwrap(), "--quiet"]);
     let rows: Vec<results::SweepRow> =
-        serde_json::from_str(&fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+        serde_json::from_str(&fs::read_to_string(out.join("runs.json")).unwrap()).unwrap();
     // Mean availability over the seeds, by key rate.
     let mut by_rate: Vec<(f64, f64)> = Vec::new();
     for rate in ["0.5", "1", "2", "4", "8"] {
@@ -222,7 +234,11 @@ fn availability_falls_once_key_consumption_exceeds_the_qkd_supply() {
             .iter()
             .filter(|r| r.params["topology.qkd.rate_bps"] == rate)
             .collect();
-        let mean = runs.iter().map(|r| r.availability).sum::<f64>() / runs.len() as f64;
+        let mean = runs
+            .iter()
+            .map(|r| r.metric("availability_mean_ratio").unwrap())
+            .sum::<f64>()
+            / runs.len() as f64;
         by_rate.push((rate.parse().unwrap(), mean));
     }
     // Each tunnel consumes 2.1 bit/s. Above that the tunnels stay up; below it only
@@ -231,7 +247,62 @@ fn availability_falls_once_key_consumption_exceeds_the_qkd_supply() {
     assert!(by_rate.windows(2).all(|w| w[0].1 <= w[1].1), "{by_rate:?}");
     assert!(by_rate[4].1 > 0.99 && by_rate[3].1 > 0.97, "{by_rate:?}");
     assert!(by_rate[1].1 < 0.7 && by_rate[0].1 < 0.5, "{by_rate:?}");
-    // The sweep report draws it.
-    let svg = fs::read_to_string(out.join("figures/sweep_availability.svg")).unwrap();
-    assert!(svg.contains("Tunnel availability") && svg.contains("topology.qkd.rate_bps"));
+    // The sweep report draws it as the sweep file asks: on a log axis.
+    let svg = fs::read_to_string(out.join("figures/sweep_01_availability_mean_ratio.svg")).unwrap();
+    assert!(svg.contains("availability_mean_ratio") && svg.contains("qkd rate_bps (log scale)"));
+}
+
+#[test]
+fn a_changed_scenario_is_refused_on_resume_and_rerun_with_force() {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sweep-stale");
+    let _ = fs::remove_dir_all(&base);
+    fs::create_dir_all(&base).unwrap();
+    let scenarios = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");
+    let original = fs::read_to_string(format!("{scenarios}/p2p-hybrid-qkd.toml")).unwrap();
+    fs::write(base.join("p2p-hybrid-qkd.toml"), &original).unwrap();
+    fs::copy(
+        format!("{scenarios}/sweep-loss.toml"),
+        base.join("sweep-loss.toml"),
+    )
+    .unwrap();
+    let sweep = base.join("sweep-loss.toml");
+    let out = base.join("out");
+    let args = [
+        "sweep",
+        sweep.to_str().unwrap(),
+        "--seeds",
+        "1",
+        "--no-report",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    qsafe(&args);
+    let before = fs::read_to_string(out.join("runs.csv")).unwrap();
+    // The same sweep again reuses every run.
+    assert!(qsafe(&args).contains("0 to run (6 already done)"));
+    // A changed scenario (a shorter run) no longer matches the runs on disk.
+    let changed = original.replacen("duration = \"30m\"", "duration = \"20m\"", 1);
+    assert_ne!(changed, original);
+    fs::write(base.join("p2p-hybrid-qkd.toml"), &changed).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_qsafe"))
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("6 of the runs")
+            && err.contains("different scenario")
+            && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(fs::read_to_string(out.join("runs.csv")).unwrap(), before);
+    // --force reruns them, and the results are those of the new scenario.
+    let forced = qsafe(&[&args[..], &["--force"]].concat());
+    assert!(
+        forced.contains("6 to run (0 already done, 6 stale rerun)"),
+        "{forced}"
+    );
+    assert_ne!(fs::read_to_string(out.join("runs.csv")).unwrap(), before);
 }

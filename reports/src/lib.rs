@@ -33,11 +33,10 @@ pub enum ReportError {
     },
     #[error("reading the rows: {0}")]
     Rows(#[from] results::rows::RowsError),
+    #[error("sweep figures: {0}")]
+    Plot(String),
     #[error("drawing {figure}: {message}")]
-    Draw {
-        figure: &'static str,
-        message: String,
-    },
+    Draw { figure: String, message: String },
     #[error("writing {path}: {source}")]
     Write {
         path: String,
@@ -121,12 +120,12 @@ type PngArea<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 /// Draws one figure twice, as `out/<stem>.svg` and `out/<stem>.png`; returns the SVG.
 pub(crate) fn save_figure(
     out: &Path,
-    stem: &'static str,
+    stem: &str,
     svg: impl FnOnce(SvgArea<'_>) -> Result<(), String>,
     png: impl FnOnce(PngArea<'_>) -> Result<(), String>,
 ) -> Result<String, ReportError> {
     let draw = |message| ReportError::Draw {
-        figure: stem,
+        figure: stem.to_string(),
         message,
     };
     let mut text = String::new();

@@ -1,58 +1,199 @@
-//! The report of a sweep: `summary.json` (one row per run) grouped by grid point, with
-//! seeded bootstrap intervals over the seeds, figures of handshake success rate and
-//! completion time against a swept parameter (one line per value of the others, with
-//! 95 % confidence bands), and every run that broke an invariant with its replay command.
+//! A sweep's tables and report. `runs.json`/`runs.csv` hold one row per run with every
+//! metric of [`results::metrics`]; `summary.json`/`summary.csv` one row per grid point
+//! with each metric's mean over the point's seeds and its 95 % interval (Student's t).
+//! The report shows the grid point table, figures of chosen metrics (the sweep file's
+//! `[[plot]]` entries, or the metrics that vary) against a parameter with one line per
+//! value of another and the interval as a band, and every run that broke an invariant
+//! with its replay command.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 pub use results::SweepRow;
+use serde::{Deserialize, Serialize};
 
 use crate::figures::{caption, color};
 use crate::{ReportError, esc, md_to_html_table, stats};
 
-/// The runs of one grid point (all its seeds).
-pub struct Point<'a> {
-    pub params: &'a BTreeMap<String, String>,
-    pub runs: Vec<&'a SweepRow>,
+/// A metric over a grid point's seeds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Estimate {
+    /// Runs the metric applied to.
+    pub n: usize,
+    pub mean: Option<f64>,
+    /// 95 % interval of the mean (Student's t; none from fewer than two runs).
+    pub ci95_low: Option<f64>,
+    pub ci95_high: Option<f64>,
 }
 
-/// Runs grouped by their parameters, in the grid's order.
-pub fn group(rows: &[SweepRow]) -> Vec<Point<'_>> {
-    let mut points: Vec<Point<'_>> = Vec::new();
-    for r in rows {
-        match points.iter_mut().find(|p| *p.params == r.params) {
-            Some(p) => p.runs.push(r),
-            None => points.push(Point {
-                params: &r.params,
-                runs: vec![r],
-            }),
+impl Estimate {
+    /// The estimate of metric `name` from its values. Every metric is at least 0 and a
+    /// `_ratio` at most 1, so the interval is cut to that range.
+    fn of(name: &str, values: &[f64]) -> Estimate {
+        let high = if name.ends_with("_ratio") {
+            1.0
+        } else {
+            f64::INFINITY
+        };
+        let ci = stats::mean_ci(values).map(|(a, b)| (a.clamp(0.0, high), b.clamp(0.0, high)));
+        Estimate {
+            n: values.len(),
+            mean: stats::mean(values),
+            ci95_low: ci.map(|c| c.0),
+            ci95_high: ci.map(|c| c.1),
         }
     }
-    points
 }
 
-/// Per-run handshake success rate: established of attempted (1 with no attempt).
-fn success(r: &SweepRow) -> f64 {
-    if r.attempts == 0 {
-        1.0
+/// One grid point: its parameters and every metric over its seeds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub params: BTreeMap<String, String>,
+    pub seeds: Vec<u64>,
+    /// Invariant violations in all its runs.
+    pub violations: usize,
+    pub metrics: BTreeMap<String, Estimate>,
+}
+
+/// The metric names in table order.
+pub fn metric_names() -> Vec<String> {
+    results::metrics::all().iter().map(|m| m.name()).collect()
+}
+
+/// Runs grouped by their parameters, in the grid's order, with each metric estimated.
+pub fn points(rows: &[SweepRow]) -> Vec<Point> {
+    let mut groups: Vec<(&BTreeMap<String, String>, Vec<&SweepRow>)> = Vec::new();
+    for r in rows {
+        match groups.iter_mut().find(|g| *g.0 == r.params) {
+            Some(g) => g.1.push(r),
+            None => groups.push((&r.params, vec![r])),
+        }
+    }
+    let names = metric_names();
+    groups
+        .into_iter()
+        .map(|(params, runs)| Point {
+            params: params.clone(),
+            seeds: runs.iter().map(|r| r.seed).collect(),
+            violations: runs.iter().map(|r| r.violations.len()).sum(),
+            metrics: names
+                .iter()
+                .map(|n| {
+                    let v: Vec<f64> = runs.iter().filter_map(|r| r.metric(n)).collect();
+                    (n.clone(), Estimate::of(n, &v))
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        r.established as f64 / r.attempts as f64
+        s.to_string()
     }
 }
 
-/// A statistic over a point's seeds: mean and 95 % bootstrap interval of the mean.
-fn summarize(values: &[f64], seed: u64) -> Option<(f64, Option<(f64, f64)>)> {
-    Some((stats::mean(values)?, stats::mean_ci(values, seed)))
+fn number(v: Option<f64>) -> String {
+    v.map_or(String::new(), |x| format!("{x}"))
 }
 
-/// The grid point table as Markdown (also the golden-snapshot form of a sweep).
-pub fn point_table(rows: &[SweepRow]) -> String {
-    let points = group(rows);
+fn write(path: &Path, text: &str) -> Result<(), ReportError> {
+    fs::write(path, text).map_err(|source| ReportError::Write {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Writes `runs.{json,csv}` and `summary.{json,csv}` into `dir`; returns the points.
+pub fn write_tables(dir: &Path, rows: &[SweepRow]) -> Result<Vec<Point>, ReportError> {
+    let names = metric_names();
+    let params: BTreeSet<&String> = rows.iter().flat_map(|r| r.params.keys()).collect();
+    write(&dir.join("runs.json"), &json(&rows))?;
+    let mut csv = String::from("run_id,seed");
+    for p in &params {
+        csv += &format!(",{}", csv_field(p));
+    }
+    for n in &names {
+        csv += &format!(",{n}");
+    }
+    csv += ",violations,fingerprint,input\n";
+    for r in rows {
+        csv += &format!("{},{}", r.run_id, r.seed);
+        for p in &params {
+            csv += &format!(",{}", csv_field(r.params.get(*p).map_or("", |v| v)));
+        }
+        for n in &names {
+            csv += &format!(",{}", number(r.metric(n)));
+        }
+        csv += &format!(",{},{},{}\n", r.violations.len(), r.fingerprint, r.input);
+    }
+    write(&dir.join("runs.csv"), &csv)?;
+
+    let points = points(rows);
+    write(&dir.join("summary.json"), &json(&points))?;
+    let mut csv = String::new();
+    for p in &params {
+        csv += &format!("{},", csv_field(p));
+    }
+    csv += "runs";
+    for n in &names {
+        csv += &format!(",{n}:mean_over_seeds,{n}:ci95_low,{n}:ci95_high");
+    }
+    csv += ",violations_in_runs\n";
+    for pt in &points {
+        for p in &params {
+            csv += &format!("{},", csv_field(pt.params.get(*p).map_or("", |v| v)));
+        }
+        csv += &pt.seeds.len().to_string();
+        for n in &names {
+            let e = &pt.metrics[n];
+            csv += &format!(
+                ",{},{},{}",
+                number(e.mean),
+                number(e.ci95_low),
+                number(e.ci95_high)
+            );
+        }
+        csv += &format!(",{}\n", pt.violations);
+    }
+    write(&dir.join("summary.csv"), &csv)?;
+    Ok(points)
+}
+
+fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).expect("plain data serializes") + "\n"
+}
+
+/// The columns of the grid point table: (metric, heading, scale, decimals).
+const TABLE: [(&str, &str, f64, usize); 6] = [
+    ("availability_mean_ratio", "availability (%)", 100.0, 2),
+    (
+        "handshake_success_rate_ratio",
+        "handshake success (%)",
+        100.0,
+        1,
+    ),
+    ("handshake_p50_ms", "handshake p50 (ms)", 1.0, 1),
+    ("time_to_up_p95_ms", "time to up p95 (ms)", 1.0, 1),
+    (
+        "retransmissions_total_count",
+        "retransmissions per run",
+        1.0,
+        1,
+    ),
+    ("downgrades_total_count", "downgrades per run", 1.0, 1),
+];
+
+/// The grid point table as Markdown (also the golden-snapshot form of a sweep): the
+/// headline metrics, each a mean over the point's seeds with its 95 % interval.
+pub fn point_table(points: &[Point]) -> String {
     let names: Vec<&String> = points
         .first()
         .map(|p| p.params.keys().collect())
@@ -61,257 +202,589 @@ pub fn point_table(rows: &[SweepRow]) -> String {
     for n in &names {
         let _ = write!(t, " {n} |");
     }
-    t += " runs | success rate | 95% CI | handshake p50 (ms) | 95% CI | availability | retransmissions per run | downgrades per run | violations |\n|";
+    t += " runs |";
+    for (_, heading, _, _) in TABLE {
+        let _ = write!(t, " {heading} | 95% CI |");
+    }
+    t += " violations |\n|";
     t += &"---|".repeat(names.len());
-    t += "---:|---:|---|---:|---|---:|---:|---:|---:|\n";
-    let fmt = |x: Option<(f64, Option<(f64, f64)>)>, scale: f64, digits: usize| match x {
-        None => ("-".to_string(), "-".to_string()),
-        Some((m, ci)) => (
-            format!("{:.*}", digits, m * scale),
-            ci.map_or("-".into(), |(a, b)| {
-                format!("{:.*} to {:.*}", digits, a * scale, digits, b * scale)
-            }),
-        ),
-    };
-    for (i, p) in points.iter().enumerate() {
+    t += "---:|";
+    t += &"---:|---|".repeat(TABLE.len());
+    t += "---:|\n";
+    for p in points {
         t += "|";
         for n in &names {
             let _ = write!(t, " {} |", p.params.get(*n).map_or("", String::as_str));
         }
-        let rates: Vec<f64> = p.runs.iter().map(|r| success(r)).collect();
-        let p50: Vec<f64> = p.runs.iter().filter_map(|r| r.handshake_p50_ms).collect();
-        let (rate, rate_ci) = fmt(summarize(&rates, i as u64), 100.0, 1);
-        let (time, time_ci) = fmt(summarize(&p50, i as u64), 1.0, 1);
-        // Means over the point's runs, as the other columns are.
-        let mean = |f: fn(&SweepRow) -> u32| {
-            p.runs.iter().map(|r| f(r) as f64).sum::<f64>() / p.runs.len() as f64
-        };
-        let _ = writeln!(
-            t,
-            " {} | {rate}% | {rate_ci} | {time} | {time_ci} | {:.2}% | {:.1} | {:.1} | {} |",
-            p.runs.len(),
-            100.0 * p.runs.iter().map(|r| r.availability).sum::<f64>() / p.runs.len() as f64,
-            mean(|r| r.retransmissions),
-            mean(|r| r.downgrades),
-            p.runs.iter().map(|r| r.violations.len()).sum::<usize>()
-        );
+        let _ = write!(t, " {} |", p.seeds.len());
+        for (metric, _, scale, d) in TABLE {
+            let e = &p.metrics[metric];
+            let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.*}", d, v * scale));
+            let ci = match (e.ci95_low, e.ci95_high) {
+                (Some(a), Some(b)) => format!("{} to {}", f(Some(a)), f(Some(b))),
+                _ => "-".into(),
+            };
+            let _ = write!(t, " {} | {ci} |", f(e.mean));
+        }
+        let _ = writeln!(t, " {} |", p.violations);
     }
     t
 }
 
-/// The axis of the sweep figures: the parameter with the most distinct values that are
-/// all numbers (a loss rate, an MTU), else the first parameter, by position.
-fn x_axis(points: &[Point<'_>]) -> Option<(String, bool)> {
-    let names: Vec<String> = points.first()?.params.keys().cloned().collect();
-    let values = |n: &String| {
-        let mut v: Vec<&str> = points
-            .iter()
-            .filter_map(|p| p.params.get(n).map(String::as_str))
-            .collect();
-        v.sort_unstable();
-        v.dedup();
-        v
-    };
-    let numeric = names
+/// A figure a sweep file asks for:
+///
+/// ```toml
+/// [[plot]]
+/// y = "availability"                # a metric, or the start of one's name
+/// x = "qkd_link.*.pool.rate_bps"    # a grid parameter (default: the numeric one with most values)
+/// by = "tunnel.*.ike"               # one line per value (default: every other parameter)
+/// x_scale = "log"                   # or "linear" (default)
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlotSpec {
+    pub y: String,
+    #[serde(default)]
+    pub x: Option<String>,
+    #[serde(default)]
+    pub by: Option<String>,
+    #[serde(default)]
+    pub x_scale: Option<String>,
+}
+
+/// The metric `y` names: its full name, or the one name it begins (`availability`,
+/// `handshake_p95`); an error lists the candidates.
+pub fn resolve_metric(y: &str) -> Result<String, String> {
+    let names = metric_names();
+    if names.iter().any(|n| n == y) {
+        return Ok(y.to_string());
+    }
+    let matches: Vec<&String> = names
         .iter()
-        .filter(|n| values(n).iter().all(|v| v.parse::<f64>().is_ok()) && values(n).len() > 1)
-        .max_by_key(|n| values(n).len());
-    match numeric {
-        Some(n) => Some((n.clone(), true)),
-        None => names.first().map(|n| (n.clone(), false)),
+        .filter(|n| n.starts_with(&format!("{y}_")))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => Err(format!(
+            "`{y}` is not a metric (`qsafe explain metrics` lists them)"
+        )),
+        many => Err(format!(
+            "`{y}` could be any of {}: name one",
+            many.iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     }
 }
 
-/// (series label, points as (x, mean, low, high)) for one statistic.
-type Lines = Vec<(String, Vec<(f64, f64, f64, f64)>)>;
+/// A figure resolved against the sweep: what it plots and how.
+struct Figure {
+    metric: String,
+    x: String,
+    numeric: bool,
+    log: bool,
+    by: Option<String>,
+}
 
-/// What a run contributes to a figure.
-type Statistic = fn(&SweepRow) -> Option<f64>;
-
-fn lines(points: &[Point<'_>], x: &str, numeric: bool, stat: Statistic) -> Lines {
-    let mut categories: Vec<&str> = Vec::new();
-    let mut out: BTreeMap<String, Vec<(f64, f64, f64, f64)>> = BTreeMap::new();
-    for (i, p) in points.iter().enumerate() {
-        let xv = p.params.get(x).map_or("", String::as_str);
-        let xpos = if numeric {
-            xv.parse::<f64>().unwrap_or(0.0)
-        } else {
-            match categories.iter().position(|c| *c == xv) {
-                Some(k) => k as f64,
-                None => {
-                    categories.push(xv);
-                    (categories.len() - 1) as f64
-                }
-            }
-        };
-        let label: Vec<String> = p
-            .params
-            .iter()
-            .filter(|(k, _)| k.as_str() != x)
-            .map(|(k, v)| format!("{k} = {v}"))
-            .collect();
-        let values: Vec<f64> = p.runs.iter().filter_map(|r| stat(r)).collect();
-        if let Some((m, ci)) = summarize(&values, i as u64) {
-            let (lo, hi) = ci.unwrap_or((m, m));
-            out.entry(label.join(", "))
-                .or_default()
-                .push((xpos, m, lo, hi));
+/// The distinct values of parameter `name` in the points, in grid order.
+fn values<'a>(points: &'a [Point], name: &str) -> Vec<&'a str> {
+    let mut v: Vec<&str> = Vec::new();
+    for p in points {
+        if let Some(x) = p.params.get(name)
+            && !v.contains(&x.as_str())
+        {
+            v.push(x);
         }
     }
-    out.into_iter()
-        .map(|(k, mut v)| {
-            v.sort_by(|a, b| a.0.total_cmp(&b.0));
-            (k, v)
+    v
+}
+
+/// Checks a spec against the sweep and fills in its defaults.
+fn figure(points: &[Point], spec: &PlotSpec) -> Result<Figure, String> {
+    let metric = resolve_metric(&spec.y)?;
+    let params: Vec<&String> = points
+        .first()
+        .map(|p| p.params.keys().collect())
+        .unwrap_or_default();
+    let known = |name: &str, what: &str| {
+        if params.iter().any(|p| *p == name) {
+            Ok(name.to_string())
+        } else {
+            Err(format!(
+                "plot of `{}`: {what} `{name}` is not a grid parameter (the grid has {})",
+                spec.y,
+                params
+                    .iter()
+                    .map(|p| format!("`{p}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
+    };
+    let numeric = |n: &str| values(points, n).iter().all(|v| v.parse::<f64>().is_ok());
+    let x = match &spec.x {
+        Some(x) => known(x, "x")?,
+        None => params
+            .iter()
+            .filter(|n| numeric(n) && values(points, n).len() > 1)
+            .max_by_key(|n| values(points, n).len())
+            .or(params.first())
+            .map(|n| n.to_string())
+            .ok_or("a plot needs a grid parameter for its x axis")?,
+    };
+    let by = spec.by.as_deref().map(|b| known(b, "by")).transpose()?;
+    let log = match spec.x_scale.as_deref() {
+        None | Some("linear") => false,
+        Some("log") => true,
+        Some(other) => return Err(format!("x_scale `{other}`: \"linear\" or \"log\"")),
+    };
+    let numeric = numeric(&x);
+    if log
+        && !(numeric
+            && values(points, &x)
+                .iter()
+                .all(|v| v.parse::<f64>().unwrap_or(0.0) > 0.0))
+    {
+        return Err(format!("x_scale = \"log\" needs positive numbers in `{x}`"));
+    }
+    Ok(Figure {
+        metric,
+        x,
+        numeric,
+        log,
+        by,
+    })
+}
+
+/// Without `[[plot]]`: the headline metrics that differ between grid points, in order
+/// of how much a reader is likely to ask for them (at most six).
+fn default_specs(points: &[Point]) -> Vec<PlotSpec> {
+    const PREFERRED: [&str; 12] = [
+        "availability_mean_ratio",
+        "time_to_up_p95_ms",
+        "handshake_p50_ms",
+        "handshake_success_rate_ratio",
+        "key_wait_share_rate_ratio",
+        "retransmissions_total_count",
+        "fragments_total_count",
+        "ike_total_bytes",
+        "keys_wasted_total_count",
+        "esp_delivery_rate_ratio",
+        "cpu_busy_mean_ratio",
+        "outage_total_s",
+    ];
+    let varies = |m: &str| {
+        let means: Vec<f64> = points.iter().filter_map(|p| p.metrics[m].mean).collect();
+        let (lo, hi) = means
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        !means.is_empty() && hi - lo > 1e-9 * hi.abs().max(1.0)
+    };
+    let mut chosen: Vec<&str> = PREFERRED
+        .into_iter()
+        .filter(|m| varies(m))
+        .take(6)
+        .collect();
+    if chosen.is_empty() {
+        chosen.push("availability_mean_ratio");
+    }
+    chosen
+        .into_iter()
+        .map(|m| PlotSpec {
+            y: m.into(),
+            ..Default::default()
         })
         .collect()
 }
 
-/// One sweep figure: a statistic against the x parameter, with bands.
-fn band_chart<DB: DrawingBackend>(
-    root: DrawingArea<DB, Shift>,
-    title: &str,
-    x_desc: &str,
-    y_desc: &str,
-    data: &Lines,
-    y_from_zero: bool,
-) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    // Rates fall from the top as conditions worsen, times rise from the bottom: keep the
-    // legend out of the way.
-    let legend = match y_from_zero {
-        true => SeriesLabelPosition::UpperLeft,
-        false => SeriesLabelPosition::LowerLeft,
+/// A parameter path in words: without the item list, `*` and `params`
+/// (`link.*.params.loss.probability` -> `loss probability`).
+pub fn short_param(path: &str) -> String {
+    let parts: Vec<&str> = path.split('.').collect();
+    let kept: Vec<&str> = parts
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| {
+            !(*p == &"*"
+                || *p == &"params"
+                || p.parse::<usize>().is_ok()
+                || (*i == 0 && parts.len() > 1))
+        })
+        .map(|(_, p)| *p)
+        .collect();
+    if kept.is_empty() {
+        path.to_string()
+    } else {
+        kept.join(" ")
+    }
+}
+
+/// A parameter value in words: a proposal list by its key exchanges
+/// (`["aes256gcm16-prfsha256-x25519-ke1_mlkem768"]` -> `x25519+mlkem768`), other
+/// lists joined, strings without quotes.
+pub fn short_value(v: &str) -> String {
+    let items: Vec<String> = match v.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+        Some(inner) => inner
+            .split(',')
+            .map(|s| s.trim().trim_matches('"').to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        None => vec![v.trim_matches('"').to_string()],
     };
+    let proposal = |p: &str| {
+        let ke: Vec<&str> = p
+            .split('-')
+            .filter(|t| {
+                ["x25519", "x448", "ecp", "modp", "mlkem", "ke"]
+                    .iter()
+                    .any(|k| t.starts_with(k))
+            })
+            .map(|t| {
+                t.split_once('_')
+                    .filter(|_| t.starts_with("ke"))
+                    .map_or(t, |x| x.1)
+            })
+            .collect();
+        if p.contains('-') && !ke.is_empty() {
+            ke.join("+")
+        } else {
+            p.to_string()
+        }
+    };
+    items
+        .iter()
+        .map(|i| proposal(i))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+/// (label, points (x, mean, low, high)) per line.
+type Lines = Vec<(String, Vec<(f64, f64, f64, f64)>)>;
+
+/// The lines of a figure. With `by`, the runs of each (x, by value) are pooled over
+/// the other parameters; without it, each combination of the other parameters is a line.
+fn lines(points: &[Point], rows: &[SweepRow], f: &Figure) -> (Lines, Vec<String>) {
+    let categories: Vec<&str> = values(points, &f.x);
+    let xpos = |v: &str| {
+        if f.numeric {
+            v.parse::<f64>().unwrap_or(0.0)
+        } else {
+            categories.iter().position(|c| *c == v).unwrap_or(0) as f64
+        }
+    };
+    let mut out: BTreeMap<String, Vec<(f64, f64, f64, f64)>> = BTreeMap::new();
+    let mut push = |label: String, x: f64, e: &Estimate| {
+        if let Some(m) = e.mean {
+            let (lo, hi) = (e.ci95_low.unwrap_or(m), e.ci95_high.unwrap_or(m));
+            out.entry(label).or_default().push((x, m, lo, hi));
+        }
+    };
+    match &f.by {
+        Some(by) => {
+            for xv in &categories {
+                for bv in values(points, by) {
+                    let v: Vec<f64> = rows
+                        .iter()
+                        .filter(|r| {
+                            r.params.get(&f.x).map(String::as_str) == Some(*xv)
+                                && r.params.get(by).map(String::as_str) == Some(bv)
+                        })
+                        .filter_map(|r| r.metric(&f.metric))
+                        .collect();
+                    push(short_value(bv), xpos(xv), &Estimate::of(&f.metric, &v));
+                }
+            }
+        }
+        None => {
+            for p in points {
+                let label: Vec<String> = p
+                    .params
+                    .iter()
+                    .filter(|(k, _)| **k != f.x && values(points, k).len() > 1)
+                    .map(|(k, v)| format!("{} {}", short_param(k), short_value(v)))
+                    .collect();
+                let xv = p.params.get(&f.x).map_or("", String::as_str);
+                push(label.join(", "), xpos(xv), &p.metrics[&f.metric]);
+            }
+        }
+    }
+    let lines = out
+        .into_iter()
+        .map(|(k, mut v)| {
+            v.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (k, v)
+        })
+        .collect();
+    (lines, categories.iter().map(|c| short_value(c)).collect())
+}
+
+type Area<DB> = DrawingArea<DB, Shift>;
+
+/// The axes' words, and the drawing of the lines into a chart of either x scale.
+struct Axes<'a> {
+    x_desc: String,
+    y_desc: String,
+    categories: &'a [String],
+    numeric: bool,
+}
+
+impl Axes<'_> {
+    fn draw<DB: DrawingBackend, X>(
+        &self,
+        chart: &mut ChartContext<'_, DB, Cartesian2d<X, RangedCoordf64>>,
+        data: &Lines,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+    where
+        X: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
+    {
+        let xfmt = |v: &f64| {
+            if !self.numeric {
+                let i = v.round();
+                return match (
+                    (v - i).abs() < 1e-6,
+                    self.categories.get(i.max(0.0) as usize),
+                ) {
+                    (true, Some(c)) => c.clone(),
+                    _ => String::new(),
+                };
+            }
+            format!("{}", (v * 1e4).round() / 1e4)
+        };
+        let mut mesh = chart.configure_mesh();
+        mesh.x_desc(&self.x_desc)
+            .y_desc(&self.y_desc)
+            .x_label_formatter(&xfmt)
+            .label_style(("sans-serif", 14));
+        if !self.numeric {
+            mesh.x_labels(self.categories.len() * 4 + 1);
+        }
+        mesh.draw()?;
+        for (i, (_, pts)) in data.iter().enumerate() {
+            let c = color(i);
+            // The band: the upper edge left to right, the lower edge back; its edges
+            // dashed so a narrow band still shows.
+            let band: Vec<(f64, f64)> = pts
+                .iter()
+                .map(|p| (p.0, p.3))
+                .chain(pts.iter().rev().map(|p| (p.0, p.2)))
+                .collect();
+            chart.draw_series(std::iter::once(Polygon::new(band, c.mix(0.22).filled())))?;
+            for upper in [true, false] {
+                let e: Vec<(f64, f64)> = pts
+                    .iter()
+                    .map(|p| (p.0, if upper { p.3 } else { p.2 }))
+                    .collect();
+                chart.draw_series(DashedLineSeries::new(e, 4, 3, c.mix(0.6).stroke_width(1)))?;
+            }
+            let line: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
+            chart.draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))?;
+            chart.draw_series(line.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
+        }
+        Ok(())
+    }
+}
+
+/// One sweep figure: the metric against x, a line and band per label, the legend in a
+/// column of its own to the right of the data.
+fn band_chart<DB: DrawingBackend>(
+    root: Area<DB>,
+    title: &str,
+    f: &Figure,
+    data: &Lines,
+    categories: &[String],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     root.fill(&WHITE)?;
-    let all = data.iter().flat_map(|(_, v)| v.iter());
-    let (mut x0, mut x1, mut y1) = (f64::MAX, f64::MIN, 0f64);
-    for &(x, _, _, hi) in all {
+    let (w, _) = root.dim_in_pixel();
+    let legend_width = if data.len() > 1 || !data.first().is_some_and(|d| d.0.is_empty()) {
+        (w as f64 * 0.28) as u32
+    } else {
+        0
+    };
+    let (plot, legend) = root.split_horizontally(w - legend_width);
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, m, lo, hi) in data.iter().flat_map(|(_, v)| v.iter()) {
         x0 = x0.min(x);
         x1 = x1.max(x);
-        y1 = y1.max(hi);
+        y0 = y0.min(lo.min(m));
+        y1 = y1.max(hi.max(m));
     }
     if x0 > x1 {
-        (x0, x1) = (0.0, 1.0);
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
     }
-    let pad = ((x1 - x0) * 0.05).max(1e-9);
-    let y1 = if y_from_zero {
-        y1.max(1e-9) * 1.1
+    // Ratios on 0..1 when they use most of it; others from zero unless that squashes them.
+    let ratio = f.metric.ends_with("_ratio");
+    let span = (y1 - y0).max(y1.abs() * 1e-6).max(1e-12);
+    let (y0, y1) = if ratio && y0 > 0.5 {
+        ((y0 - span * 0.15).max(0.0), (y1 + span * 0.15).min(1.0))
+    } else if y0 >= 0.0 && y0 < span * 2.0 {
+        (
+            0.0,
+            (y1 + span * 0.1).min(if ratio { 1.02 } else { f64::INFINITY }),
+        )
     } else {
-        1.05
+        (y0 - span * 0.15, y1 + span * 0.15)
     };
-    let mut chart = ChartBuilder::on(&root)
+    let x_desc = short_param(&f.x) + if f.log { " (log scale)" } else { "" };
+    let metric = results::metrics::all()
+        .into_iter()
+        .find(|m| m.name() == f.metric);
+    let y_desc = metric.as_ref().map_or(f.metric.clone(), |m| {
+        format!(
+            "{} {} ({})",
+            m.what.replace('_', " "),
+            m.statistic.word(),
+            m.unit
+        )
+    });
+    let mut builder = ChartBuilder::on(&plot);
+    builder
         .caption(caption(title).0, caption("").1)
         .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(x0 - pad..x1 + pad, 0f64..y1)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .y_desc(y_desc)
-        .label_style(("sans-serif", 14))
-        .draw()?;
-    for (i, (label, pts)) in data.iter().enumerate() {
-        let c = color(i);
-        // The band: the upper edge left to right, the lower edge back.
-        let band: Vec<(f64, f64)> = pts
-            .iter()
-            .map(|p| (p.0, p.3))
-            .chain(pts.iter().rev().map(|p| (p.0, p.2)))
-            .collect();
-        chart.draw_series(std::iter::once(Polygon::new(band, c.mix(0.18).filled())))?;
-        let line: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
-        let name = if label.is_empty() { "all runs" } else { label };
-        chart
-            .draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))?
-            .label(name.to_string())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
-        chart.draw_series(line.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
+        .x_label_area_size(45)
+        .y_label_area_size(80);
+    let axes = Axes {
+        x_desc,
+        y_desc,
+        categories,
+        numeric: f.numeric,
+    };
+    if f.log {
+        let mut chart = builder.build_cartesian_2d((x0 / 1.15..x1 * 1.15).log_scale(), y0..y1)?;
+        axes.draw(&mut chart, data)?;
+    } else {
+        let pad = ((x1 - x0) * 0.05)
+            .max(0.25 * (!f.numeric) as u8 as f64)
+            .max(1e-9);
+        let mut chart = builder.build_cartesian_2d(x0 - pad..x1 + pad, y0..y1)?;
+        axes.draw(&mut chart, data)?;
     }
-    chart
-        .configure_series_labels()
-        .position(legend)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()?;
+    if legend_width > 0 {
+        let heading = match &f.by {
+            Some(by) => short_param(by),
+            None => "lines".into(),
+        };
+        legend.draw(&Text::new(
+            heading,
+            (8, 40),
+            ("sans-serif", 14).into_font().style(FontStyle::Bold),
+        ))?;
+        for (i, (label, _)) in data.iter().enumerate() {
+            let y = 62 + 20 * i as i32;
+            let c = color(i);
+            legend.draw(&PathElement::new(
+                vec![(8, y + 7), (30, y + 7)],
+                c.stroke_width(3),
+            ))?;
+            let mut text = label.clone();
+            if text.chars().count() > 34 {
+                text = text.chars().take(33).collect::<String>() + "…";
+            }
+            legend.draw(&Text::new(text, (36, y), ("sans-serif", 13)))?;
+        }
+    }
     root.present()
 }
 
-/// The two sweep figures as (file stem, title, SVG text); PNGs are written beside.
-fn draw(rows: &[SweepRow], dir: &Path) -> Result<Vec<(String, String)>, ReportError> {
-    let points = group(rows);
-    let Some((x, numeric)) = x_axis(&points) else {
+/// The figures as (title, SVG text); PNGs and SVGs are written beside.
+fn draw(
+    points: &[Point],
+    rows: &[SweepRow],
+    specs: &[PlotSpec],
+    dir: &Path,
+) -> Result<Vec<(String, String)>, ReportError> {
+    if points.is_empty() || points[0].params.is_empty() {
         return Ok(Vec::new());
-    };
-    let x_desc = if numeric {
-        x.clone()
+    }
+    let defaults;
+    let specs = if specs.is_empty() {
+        defaults = default_specs(points);
+        &defaults
     } else {
-        format!("{x} (by position)")
+        specs
     };
-    let figures: [(&str, &str, &str, Statistic, bool); 3] = [
-        (
-            "sweep_availability",
-            "Tunnel availability (mean over seeds, 95% CI)",
-            "time up / time since start",
-            |r| Some(r.availability),
-            false,
-        ),
-        (
-            "sweep_success",
-            "Handshake success rate (mean over seeds, 95% CI)",
-            "established / attempted",
-            |r| Some(success(r)),
-            false,
-        ),
-        (
-            "sweep_time",
-            "Handshake completion time p50 (mean over seeds, 95% CI)",
-            "completion time (ms)",
-            |r| r.handshake_p50_ms,
-            true,
-        ),
-    ];
     let out = crate::figures_dir(dir)?;
     let mut svgs = Vec::new();
-    for (stem, title, y_desc, stat, from_zero) in figures {
-        let data = lines(&points, &x, numeric, stat);
+    for (i, spec) in specs.iter().enumerate() {
+        let f = figure(points, spec).map_err(ReportError::Plot)?;
+        let (data, categories) = lines(points, rows, &f);
+        let pooled = match &f.by {
+            Some(by) => {
+                let others: Vec<String> = points[0]
+                    .params
+                    .keys()
+                    .filter(|k| **k != f.x && *k != by && values(points, k).len() > 1)
+                    .map(|k| short_param(k))
+                    .collect();
+                match others.len() {
+                    0 => String::new(),
+                    _ => format!(", pooled over {}", others.join(", ")),
+                }
+            }
+            None => String::new(),
+        };
+        let title = format!("{} (mean over seeds{pooled}, 95% CI)", f.metric);
+        let stem = format!("sweep_{:02}_{}", i + 1, f.metric);
         let svg = crate::save_figure(
             &out,
-            stem,
-            |a| band_chart(a, title, &x_desc, y_desc, &data, from_zero).map_err(|e| e.to_string()),
-            |a| band_chart(a, title, &x_desc, y_desc, &data, from_zero).map_err(|e| e.to_string()),
+            &stem,
+            |a| band_chart(a, &title, &f, &data, &categories).map_err(|e| e.to_string()),
+            |a| band_chart(a, &title, &f, &data, &categories).map_err(|e| e.to_string()),
         )?;
-        svgs.push((title.to_string(), svg));
+        svgs.push((title, svg));
     }
     Ok(svgs)
 }
 
-/// Reads `dir/summary.json` and writes `dir/report.html` with the figures beside it.
+/// Checks a sweep file's `[[plot]]` entries against its grid before anything runs.
+pub fn check_plots(params: &[String], specs: &[PlotSpec]) -> Result<(), String> {
+    let point = Point {
+        params: params.iter().map(|p| (p.clone(), "1".into())).collect(),
+        ..Default::default()
+    };
+    for s in specs {
+        figure(std::slice::from_ref(&point), s)?;
+    }
+    Ok(())
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T, ReportError> {
+    let text = fs::read_to_string(p).map_err(|source| ReportError::Read {
+        path: p.display().to_string(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| ReportError::Parse {
+        path: p.display().to_string(),
+        source,
+    })
+}
+
+/// Reads `dir/runs.json` (and the figures asked for in `dir/plots.json`, if any) and
+/// writes `dir/report.html` with the figures beside it.
 pub fn write_sweep_report(dir: &Path) -> Result<PathBuf, ReportError> {
-    let p = dir.join("summary.json");
-    let text = fs::read_to_string(&p).map_err(|source| ReportError::Read {
-        path: p.display().to_string(),
-        source,
-    })?;
-    let rows: Vec<SweepRow> = serde_json::from_str(&text).map_err(|source| ReportError::Parse {
-        path: p.display().to_string(),
-        source,
-    })?;
-    let svgs = draw(&rows, dir)?;
+    let rows: Vec<SweepRow> = read_json(&dir.join("runs.json"))?;
+    let specs: Vec<PlotSpec> = match dir.join("plots.json") {
+        p if p.exists() => read_json(&p)?,
+        _ => Vec::new(),
+    };
+    let points = points(&rows);
+    let svgs = draw(&points, &rows, &specs, dir)?;
     let mut h = crate::html_head("qsafe sweep report");
-    let seeds: std::collections::BTreeSet<u64> = rows.iter().map(|r| r.seed).collect();
+    let seeds: BTreeSet<u64> = rows.iter().map(|r| r.seed).collect();
     let _ = write!(
         h,
         "<h2 id=\"sweep\">Sweep</h2>\n<table>\n<tr><th>runs</th><td>{}</td></tr>\n<tr><th>grid points</th><td>{}</td></tr>\n\
          <tr><th>seeds</th><td>{}</td></tr>\n</table>\n",
         rows.len(),
-        group(&rows).len(),
+        points.len(),
         seeds.len()
     );
     let _ = write!(
         h,
-        "<h2 id=\"points\">Grid points</h2>\n<p>Means over seeds; intervals are 95 % percentile bootstraps of the mean.</p>\n{}",
-        md_to_html_table(&point_table(&rows))
+        "<h2 id=\"points\">Grid points</h2>\n<p>Each figure is a mean over the point's seeds (a \
+         total per run is averaged like any other metric); intervals are 95 % Student's t \
+         intervals of that mean. Every metric is in <code>summary.csv</code>.</p>\n{}",
+        md_to_html_table(&point_table(&points))
     );
     h += &crate::figures_html(&svgs);
     let _ = writeln!(h, "<h2 id=\"violations\">Invariant violations</h2>");
@@ -331,7 +804,78 @@ pub fn write_sweep_report(dir: &Path) -> Result<PathBuf, ReportError> {
     }
     let _ = write!(
         h,
-        "<h2 id=\"runs\">Runs</h2>\n<p>Every row with its parameters: <code>summary.csv</code>, <code>summary.json</code>.</p>\n</body></html>\n"
+        "<h2 id=\"runs\">Runs</h2>\n<p>Every run with its parameters and metrics: <code>runs.csv</code>, \
+         <code>runs.json</code>; each run's whole results in <code>runs/ID/results.json</code>.</p>\n</body></html>\n"
     );
     crate::write_page(dir, &h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_and_values_in_words() {
+        assert_eq!(
+            short_param("link.*.params.loss.probability"),
+            "loss probability"
+        );
+        assert_eq!(short_param("qkd_link.*.pool.rate_bps"), "pool rate_bps");
+        assert_eq!(short_param("tunnel.*.ike"), "ike");
+        assert_eq!(short_param("seed"), "seed");
+        assert_eq!(
+            short_value("[\"aes256gcm16-prfsha256-x25519-ke1_mlkem768\"]"),
+            "x25519+mlkem768"
+        );
+        assert_eq!(short_value("[\"aes256gcm16-prfsha256-x25519\"]"), "x25519");
+        assert_eq!(short_value("required"), "required");
+        assert_eq!(short_value("0.05"), "0.05");
+    }
+
+    #[test]
+    fn metrics_are_named_in_full_or_by_a_unique_start() {
+        assert_eq!(
+            resolve_metric("availability").unwrap(),
+            "availability_mean_ratio"
+        );
+        assert_eq!(resolve_metric("handshake_p95").unwrap(), "handshake_p95_ms");
+        assert!(
+            resolve_metric("handshake")
+                .unwrap_err()
+                .contains("handshake_p50_ms")
+        );
+        assert!(resolve_metric("nonsense").is_err());
+    }
+
+    #[test]
+    fn plots_name_grid_parameters() {
+        let grid = vec!["a.*.x".to_string(), "b.*.y".to_string()];
+        let spec = |x: &str| PlotSpec {
+            y: "availability".into(),
+            x: Some(x.into()),
+            ..Default::default()
+        };
+        assert!(check_plots(&grid, &[spec("a.*.x")]).is_ok());
+        let e = check_plots(&grid, &[spec("c.*.z")]).unwrap_err();
+        assert!(e.contains("`c.*.z` is not a grid parameter"), "{e}");
+    }
+
+    #[test]
+    fn points_estimate_every_metric_over_their_seeds() {
+        let row = |seed: u64, a: f64| SweepRow {
+            seed,
+            params: [("p".to_string(), "1".to_string())].into(),
+            metrics: [("availability_mean_ratio".to_string(), Some(a))].into(),
+            ..Default::default()
+        };
+        let pts = points(&[row(1, 0.5), row(2, 0.7), row(3, 0.9)]);
+        assert_eq!(pts.len(), 1);
+        let e = &pts[0].metrics["availability_mean_ratio"];
+        assert_eq!(e.n, 3);
+        assert!((e.mean.unwrap() - 0.7).abs() < 1e-12);
+        // s = 0.2, t(2) = 4.303: 0.7 +- 0.4969, a ratio's interval cut at 1.
+        assert!((e.ci95_low.unwrap() - 0.2031).abs() < 1e-3);
+        assert_eq!(e.ci95_high, Some(1.0));
+        assert_eq!(pts[0].metrics["handshake_p50_ms"].n, 0);
+    }
 }

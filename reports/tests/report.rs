@@ -313,10 +313,15 @@ fn sweep_rows() -> String {
                 rows.push(serde_json::json!({
                     "run_id": format!("{id:05}"), "seed": seed,
                     "params": {"link.*.params.loss.probability": loss, "link.*.params.mtu": mtu},
-                    "tunnels": 1, "attempts": 10, "established": established, "failed": 10 - established,
-                    "downgrades": 0, "keys_drawn": 10, "keys_wasted": 0, "key_wait_s": 0.0,
-                    "handshake_p50_ms": 100.0 + l * 1000.0 + seed as f64, "handshake_p95_ms": 300.0,
-                    "retransmissions": (l * 50.0) as u32, "availability": 1.0 - l, "outages": 0,
+                    "input": "cd",
+                    "metrics": {
+                        "handshake_success_rate_ratio": established as f64 / 10.0,
+                        "downgrades_total_count": 0.0,
+                        "handshake_p50_ms": 100.0 + l * 1000.0 + seed as f64,
+                        "retransmissions_total_count": (l * 50.0).round(),
+                        "availability_mean_ratio": 1.0 - l,
+                        "time_to_up_p95_ms": null,
+                    },
                     "fingerprint": "ab",
                     "violations": violations, "reproduce": format!("qsafe run s.toml --seed {seed}")
                 }));
@@ -332,7 +337,7 @@ fn sweep_report_figures_and_table() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sweep-report");
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join("summary.json"), sweep_rows()).unwrap();
+    fs::write(dir.join("runs.json"), sweep_rows()).unwrap();
     let html = fs::read_to_string(reports::write_sweep_report(&dir).unwrap()).unwrap();
     for section in [
         "id=\"sweep\"",
@@ -345,26 +350,38 @@ fn sweep_report_figures_and_table() {
     ] {
         assert!(html.contains(section), "sweep report lacks {section}");
     }
-    // The numeric parameter with the most values is the x axis; one line per MTU.
+    // Without [[plot]]: the metrics that vary, against the numeric parameter with the
+    // most values, one line per MTU, the legend in words beside the data.
+    let figures = |dir: &std::path::Path| {
+        let mut v: Vec<String> = fs::read_dir(dir.join("figures"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.ends_with(".svg"))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        figures(&dir),
+        [
+            "sweep_01_availability_mean_ratio.svg",
+            "sweep_02_handshake_p50_ms.svg",
+            "sweep_03_handshake_success_rate_ratio.svg",
+            "sweep_04_retransmissions_total_count.svg"
+        ]
+    );
     for (stem, texts) in [
         (
-            "sweep_success",
+            "sweep_03_handshake_success_rate_ratio",
             &[
-                "Handshake success rate",
-                "link.*.params.loss.probability",
-                "established / attempted",
-                "link.*.params.mtu = 576",
-                "link.*.params.mtu = 1280",
+                "handshake_success_rate_ratio (mean over seeds, 95% CI)",
+                "loss probability",
+                "handshake success rate (ratio)",
+                "mtu 576",
+                "mtu 1280",
             ][..],
         ),
-        (
-            "sweep_time",
-            &["Handshake completion time p50", "completion time (ms)"][..],
-        ),
-        (
-            "sweep_availability",
-            &["Tunnel availability", "time up / time since start"][..],
-        ),
+        ("sweep_02_handshake_p50_ms", &["handshake p50 (ms)"][..]),
     ] {
         let svg = fs::read_to_string(dir.join("figures").join(format!("{stem}.svg"))).unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
@@ -377,14 +394,36 @@ fn sweep_report_figures_and_table() {
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{stem}.png");
     }
     let rows: Vec<reports::sweep::SweepRow> = serde_json::from_str(&sweep_rows()).unwrap();
-    let table = reports::sweep::point_table(&rows);
-    // Loss 0.0, MTU 576: seeds give 9 and 10 of 10, mean 95 %; p50 101 and 102 ms.
+    let table = reports::sweep::point_table(&reports::sweep::points(&rows));
+    // Loss 0.0, MTU 576: seeds give 9 and 10 of 10, mean 95 %, s = 7.07 %, t(1) = 12.706:
+    // the interval is 95 +- 63.5, cut at 100 %. p50 101 and 102 ms: 101.5 +- 6.35.
     assert!(
         table.contains(
-            "| 0.0 | 576 | 2 | 95.0% | 90.0 to 100.0 | 101.5 | 101.0 to 102.0 | 100.00% | 0.0 | 0.0 | 0 |"
+            "| 0.0 | 576 | 2 | 100.00 | 100.00 to 100.00 | 95.0 | 31.5 to 100.0 | 101.5 | 95.1 to 107.9 | - | - | 0.0 | 0.0 to 0.0 | 0.0 | 0.0 to 0.0 | 0 |"
         ),
         "{table}"
     );
     assert!(table.contains("| 0.1 | 1280 | 2 |"), "{table}");
     assert_eq!(table.lines().count(), 2 + 6);
+
+    // A chosen figure: the MTU on the x axis, a line per loss, pooled over nothing else.
+    let chosen = dir.join("chosen");
+    fs::create_dir_all(&chosen).unwrap();
+    fs::write(chosen.join("runs.json"), sweep_rows()).unwrap();
+    fs::write(
+        chosen.join("plots.json"),
+        r#"[{"y": "handshake_p50", "x": "link.*.params.mtu", "by": "link.*.params.loss.probability", "x_scale": "log"}]"#,
+    )
+    .unwrap();
+    reports::write_sweep_report(&chosen).unwrap();
+    assert_eq!(figures(&chosen), ["sweep_01_handshake_p50_ms.svg"]);
+    let svg = fs::read_to_string(chosen.join("figures/sweep_01_handshake_p50_ms.svg")).unwrap();
+    for t in [
+        "mtu (log scale)",
+        "loss probability",
+        "0.1\n</text>",
+        "0.2\n</text>",
+    ] {
+        assert!(svg.contains(t), "lacks {t:?}");
+    }
 }

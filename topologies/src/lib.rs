@@ -460,6 +460,16 @@ pub fn with_params(
     params: &[(String, Value)],
     origin: &str,
 ) -> Result<WorldConfig, ScenarioError> {
+    from_table(expanded_with_params(scenario, params, origin)?).map_err(|e| fail(origin, e))
+}
+
+/// The table [`with_params`] deserializes: the scenario with its parameters set and
+/// its `[topology]` expanded.
+pub fn expanded_with_params(
+    scenario: &Table,
+    params: &[(String, Value)],
+    origin: &str,
+) -> Result<Table, ScenarioError> {
     let written = |path: &str| scenario.contains_key(path.split('.').next().unwrap_or(""));
     let set = |t: &mut Table, before: bool| {
         for (path, v) in params.iter().filter(|(p, _)| written(p) == before) {
@@ -471,7 +481,7 @@ pub fn with_params(
     set(&mut t, true)?;
     let (mut t, _) = expand(t).map_err(|e| fail(origin, e))?;
     set(&mut t, false)?;
-    from_table(t).map_err(|e| fail(origin, e))
+    Ok(t)
 }
 
 /// Parses `PATH=VALUE` (the value in TOML syntax; a bare word is taken as a string).

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod metrics;
 pub mod rows;
 pub mod sketch;
 
@@ -381,33 +382,29 @@ pub struct Results {
     pub rows: Rows,
 }
 
-/// One run of a sweep: its parameters and a summary of its results.
+/// One run of a sweep: its parameters and every metric of its results.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SweepRow {
     pub run_id: String,
     pub seed: u64,
     /// Parameter path -> value, as TOML text.
     pub params: BTreeMap<String, String>,
-    pub tunnels: usize,
-    pub attempts: u32,
-    pub established: u32,
-    pub failed: u32,
-    pub downgrades: u32,
-    pub keys_drawn: u32,
-    pub keys_wasted: u32,
-    pub key_wait_s: f64,
-    pub handshake_p50_ms: Option<f64>,
-    pub handshake_p95_ms: Option<f64>,
-    /// Requests sent again, in every exchange of the run (the sum of its exchange rows).
-    pub retransmissions: u32,
-    /// The mean over the run's tunnels of their availability
-    /// ([`TunnelSummary::availability`]).
-    pub availability: f64,
-    /// Outages of all its tunnels.
-    pub outages: u32,
+    /// A hash of what made the run: the expanded scenario with its parameters set, the
+    /// seed and the simulator's version. A resumed sweep reuses the run only if the
+    /// hash is the same.
+    pub input: String,
+    /// [`metrics::all`] by name; `None` where a metric does not apply.
+    pub metrics: BTreeMap<String, Option<f64>>,
     pub fingerprint: String,
     /// Invariants the run broke (empty when it is sound).
     pub violations: Vec<String>,
     /// The command that replays this run alone, bit for bit.
     pub reproduce: String,
+}
+
+impl SweepRow {
+    /// The value of metric `name` (`None`: no such metric, or it does not apply).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics.get(name).copied().flatten()
+    }
 }

@@ -99,6 +99,23 @@ impl Sketch {
         Some(self.max)
     }
 
+    /// The quantiles at 0 %, 1 %, ..., 100 %.
+    fn percentiles(&self) -> Vec<u64> {
+        if !self.buckets.is_empty() {
+            return (0..=100)
+                .filter_map(|i| self.quantile(i as f64 / 100.0))
+                .collect();
+        }
+        let mut sorted = self.exact.clone();
+        sorted.sort_unstable();
+        match sorted.len() {
+            0 => Vec::new(),
+            n => (0..=100)
+                .map(|i| sorted[((n - 1) as f64 * i as f64 / 100.0).round() as usize])
+                .collect(),
+        }
+    }
+
     pub fn summary(&self) -> QuantileSummary {
         QuantileSummary {
             count: self.count,
@@ -108,6 +125,7 @@ impl Sketch {
             p95: self.quantile(0.95),
             p99: self.quantile(0.99),
             max: (self.count > 0).then_some(self.max),
+            percentiles: self.percentiles(),
             relative_error: if self.buckets.is_empty() {
                 0.0
             } else {
@@ -127,6 +145,9 @@ pub struct QuantileSummary {
     pub p95: Option<u64>,
     pub p99: Option<u64>,
     pub max: Option<u64>,
+    /// The quantiles at 0 %, 1 %, ..., 100 % (empty with no values): enough to draw
+    /// the distribution function.
+    pub percentiles: Vec<u64>,
     /// 0 when the quantiles are exact, else the most a quantile can be off, relative
     /// to the true value.
     pub relative_error: f64,
@@ -159,6 +180,11 @@ mod tests {
             assert_eq!(s.quantile(q), Some(exact(q, &sorted)));
         }
         assert_eq!(s.summary().relative_error, 0.0);
+        let pct = s.summary().percentiles;
+        assert_eq!(pct.len(), 101);
+        for (i, p) in pct.iter().enumerate() {
+            assert_eq!(Some(*p), s.quantile(i as f64 / 100.0));
+        }
         // A million values of a wide spread: every quantile within the error.
         let mut all = sorted;
         for i in 0..1_000_000u64 {

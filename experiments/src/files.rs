@@ -26,6 +26,10 @@ pub struct Manifest<'a> {
     crypto: Option<&'a str>,
     fingerprint: String,
     reproduce: &'a str,
+    /// Scenario keys left out that took their default (`qsafe explain KEY` says what
+    /// each means), by key with `*` for list items (simulator runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub defaults_applied: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl<'a> Manifest<'a> {
@@ -52,6 +56,7 @@ impl<'a> Manifest<'a> {
             crypto,
             fingerprint,
             reproduce,
+            defaults_applied: None,
         }
     }
 }

@@ -63,18 +63,18 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
         ),
         None => (DEMO.to_string(), "built-in demo".to_string()),
     };
-    let cfg = if args.set.is_empty() {
-        topologies::parse(&text, &origin)?
-    } else {
-        // Check the file as written first (errors with line numbers), then set.
-        topologies::parse(&text, &origin)?;
-        let params = args
-            .set
-            .iter()
-            .map(|a| topologies::parse_assignment(a).map_err(|e| anyhow::anyhow!("--set {e}")))
-            .collect::<Result<Vec<_>>>()?;
-        topologies::with_params(&text.parse()?, &params, &origin)?
-    };
+    // Check the file as written first (errors with line numbers), then set.
+    let mut cfg = topologies::parse(&text, &origin)?;
+    let params = args
+        .set
+        .iter()
+        .map(|a| topologies::parse_assignment(a).map_err(|e| anyhow::anyhow!("--set {e}")))
+        .collect::<Result<Vec<_>>>()?;
+    let expanded = topologies::expanded_with_params(&text.parse()?, &params, &origin)?;
+    let defaults = topologies::explain::defaults_applied(&expanded);
+    if !params.is_empty() {
+        cfg = topologies::from_table(expanded).map_err(|e| anyhow::anyhow!("in {origin}: {e}"))?;
+    }
     let seed = args.seed.or(cfg.seed).unwrap_or(1);
     let out = args.out.clone().unwrap_or_else(|| {
         let stem = args
@@ -127,7 +127,7 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
     for a in &args.set {
         reproduce += &format!(" --set '{a}'");
     }
-    let manifest = Manifest::new(
+    let mut manifest = Manifest::new(
         "run",
         &origin,
         &text,
@@ -136,6 +136,7 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
         results.fingerprint.clone(),
         &reproduce,
     );
+    manifest.defaults_applied = Some(defaults.into_iter().collect());
     write_json(&out.join("manifest.json"), &manifest)?;
     write_json(&out.join("results.json"), &results)?;
     write_csvs(&out, &results)?;

@@ -307,7 +307,37 @@ fn generate_writes_a_scenario_that_runs_and_names_bad_settings() {
     assert!(out.contains("gw-2-hub"), "{out}");
     let o = qsafe(&["generate", "star", "--nodes", "3"]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown kind `star`"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("field `topology.kind`: unknown variant `star`"),
+        "{err}"
+    );
+    // A bad template value is named by the key the user set, not by a line of the
+    // generated file; rates take fractions.
+    for (set, expected) in [
+        (
+            "topology.qkd.rate_bps=1",
+            "error: field `topology.qkd`: missing field `capacity_bits`",
+        ),
+        (
+            "topology.tunnel.ppk=\"sometimes\"",
+            "error: field `topology.tunnel.ppk`: unknown variant `sometimes`",
+        ),
+    ] {
+        let o = qsafe(&["generate", "hub-and-spoke", "--set", set]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.starts_with(expected),
+            "{set}: {err}"
+        );
+    }
+    let o = qsafe(&[
+        "generate",
+        "point-to-point",
+        "--set",
+        "topology.qkd={ rate_bps = 1.5, capacity_bits = 4096 }",
+    ]);
+    assert!(stdout(&o).contains("rate_bps = 1.5"));
 }
 
 #[test]
@@ -370,4 +400,120 @@ fn bench_prints_its_table() {
     let exchanges_per_s: f64 = rows[2][6].parse().unwrap();
     assert!(floor > 0.0 && exchanges_per_s > 0.0, "{out}");
     assert!(out.contains("us per IKE exchange"), "{out}");
+}
+
+/// Every dotted key a scenario file writes, with list items as `*` and `[topology]`
+/// templates mapped to the keys they fill (`topology.link.mtu` -> `link.*.params.mtu`).
+fn written_keys(v: &toml::Value, path: &str, out: &mut Vec<String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, child) in t {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                out.push(p.clone());
+                let under = match p.as_str() {
+                    "topology.link" => "link.*.params".to_string(),
+                    "topology.qkd" => "qkd_link.*.pool".to_string(),
+                    "topology.tunnel" => "tunnel.*".to_string(),
+                    "topology.kme" => "kme.*".to_string(),
+                    "topology.gateway" | "topology.hub" => "gateway.*".to_string(),
+                    _ => p,
+                };
+                written_keys(child, &under, out);
+            }
+        }
+        toml::Value::Array(items) if items.iter().all(toml::Value::is_table) => {
+            for i in items {
+                written_keys(i, &format!("{path}.*"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn explain_lists_every_key_the_scenarios_use() {
+    let known: Vec<String> = topologies::explain::keys()
+        .into_iter()
+        .map(|k| k.path)
+        .collect();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut checked = 0;
+    for dir in ["scenarios", "examples"] {
+        for entry in fs::read_dir(format!("{root}/{dir}")).unwrap() {
+            let path = entry.unwrap().path();
+            let text = fs::read_to_string(&path).unwrap();
+            // Scenario files only (not sweeps, not the link-probe example).
+            if topologies::parse(&text, "test").is_err() {
+                continue;
+            }
+            let mut keys = Vec::new();
+            written_keys(&toml::Value::Table(text.parse().unwrap()), "", &mut keys);
+            for k in keys {
+                assert!(
+                    known.contains(&k),
+                    "{}: `{k}` is accepted but `qsafe explain` does not list it",
+                    path.display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 100, "{checked}");
+}
+
+#[test]
+fn explain_prints_keys_metrics_and_the_defaults_a_run_used() {
+    let out = stdout(&qsafe(&["explain", "tunnel[0].rekey_time"]));
+    assert!(
+        out.starts_with("tunnel.*.rekey_time  (duration, default none)")
+            && out.contains("strongSwan"),
+        "{out}"
+    );
+    let all = stdout(&qsafe(&["explain"]));
+    for k in [
+        "qkd_link.*.pool.share_permille",
+        "kme.*.request_latency  (duration, default \"5ms\")",
+        "topology.stagger",
+    ] {
+        assert!(all.contains(k), "{k}");
+    }
+    let metrics = stdout(&qsafe(&["explain", "metrics"]));
+    assert!(
+        metrics.contains("availability_mean_ratio  (ratio, mean)"),
+        "{metrics}"
+    );
+    let o = qsafe(&["explain", "tunnel.nonsense"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no scenario key `tunnel.nonsense`"));
+    // The manifest of a run lists the defaults it relied on.
+    let dir = scratch("explain-defaults");
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/p2p-hybrid-qkd.toml");
+    stdout(&qsafe(&[
+        "run",
+        scenario,
+        "--quiet",
+        "--no-report",
+        "--rows",
+        "none",
+        "--out",
+        dir.to_str().unwrap(),
+    ]));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let d = &manifest["defaults_applied"];
+    assert_eq!(
+        d["tunnel.*.ike"], "[\"aes256gcm16-prfsha256-x25519-ke1_mlkem768\"]",
+        "{d}"
+    );
+    assert_eq!(d["kme.*.request_latency"], "\"5ms\"", "{d}");
+    assert_eq!(d["qkd_link.*.pool.key_size_bits"], "256", "{d}");
+    // What the scenario writes is not a default.
+    assert!(
+        d.get("tunnel.*.ppk").is_none() && d.get("duration").is_none(),
+        "{d}"
+    );
 }

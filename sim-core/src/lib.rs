@@ -10,10 +10,19 @@
 //! which only prints); no OS entropy; nothing iterates a hash map.
 
 /// Implements serde for a type through its `Display` and `FromStr` (human strings such
-/// as "250ms" or "10Mbps" in scenario files and results).
+/// as "250ms" or "10Mbps" in scenario files and results), and its JSON schema (a
+/// string of the given format, described for `qsafe explain`).
 #[macro_export]
 macro_rules! serde_via_string {
-    ($t:ty) => {
+    ($t:ty, $format:literal, $about:literal) => {
+        impl $crate::schemars::JsonSchema for $t {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $format.into()
+            }
+            fn json_schema(_: &mut $crate::schemars::SchemaGenerator) -> $crate::schemars::Schema {
+                $crate::schemars::json_schema!({"type": "string", "format": $format, "description": $about})
+            }
+        }
         impl serde::Serialize for $t {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.collect_str(self)
@@ -27,6 +36,9 @@ macro_rules! serde_via_string {
         }
     };
 }
+
+/// For `serde_via_string!` in other crates.
+pub use schemars;
 
 pub mod entity;
 pub mod ipv4;

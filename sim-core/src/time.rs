@@ -243,8 +243,16 @@ impl FromStr for SimTime {
     }
 }
 
-crate::serde_via_string!(SimDuration);
-crate::serde_via_string!(SimTime);
+crate::serde_via_string!(
+    SimDuration,
+    "duration",
+    "a duration: a number and a unit (ns, us, ms, s, m, h, d), or several (\"250ms\", \"1.5s\", \"1h30m\")"
+);
+crate::serde_via_string!(
+    SimTime,
+    "time",
+    "a time since the run's start, written as a duration (\"90s\", \"2h\")"
+);
 
 #[cfg(test)]
 mod tests {

@@ -19,7 +19,9 @@
 //! value, so the same dotted paths address written and generated parameters alike
 //! (sweeps use [`set_path`]), and errors still name the file, the line and the field.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub mod explain;
 
 use netsim::WorldConfig;
 use toml::{Table, Value};
@@ -160,6 +162,38 @@ pub fn from_table(t: Table) -> Result<WorldConfig, String> {
         .map_err(|e| format!("field `{}`: {}", e.path(), e.inner().message()))
 }
 
+/// Deserializes a scenario generated from a `[topology]` alone (`qsafe generate`): an
+/// error names the template key the user wrote (`topology.qkd.capacity_bits`), not the
+/// generated item (`qkd_link[0].pool`) of a file they have not seen.
+pub fn from_generated(t: Table) -> Result<WorldConfig, String> {
+    serde_path_to_error::deserialize(Value::Table(t)).map_err(|e| {
+        let path = e.path().to_string();
+        format!(
+            "field `{}`: {}",
+            template_of(&path).unwrap_or(path),
+            e.inner().message()
+        )
+    })
+}
+
+/// The `[topology]` key that generates the field at `path` (`link[4].params.mtu` ->
+/// `topology.link.mtu`), if a template does.
+pub fn template_of(path: &str) -> Option<String> {
+    let (head, rest) = path.split_once('.').unwrap_or((path, ""));
+    let section = head.split('[').next()?;
+    let (template, inner) = match section {
+        "link" => ("link", rest.strip_prefix("params").unwrap_or(rest)),
+        "qkd_link" => ("qkd", rest.strip_prefix("pool").unwrap_or(rest)),
+        "tunnel" | "kme" | "gateway" => (section, rest),
+        _ => return None,
+    };
+    let inner = inner.trim_start_matches('.');
+    Some(match inner {
+        "" => format!("topology.{template}"),
+        _ => format!("topology.{template}.{inner}"),
+    })
+}
+
 /// Expands `[topology]` into gateways, links, KMEs, QKD links and tunnels. Returns the
 /// table and whether anything was generated.
 pub fn expand(mut t: Table) -> Result<(Table, bool), String> {
@@ -206,68 +240,107 @@ fn s(x: impl Into<String>) -> Value {
     Value::String(x.into())
 }
 
+/// What `[topology]` generates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// Two gateways, `gw-a` and `gw-b`, one tunnel.
+    PointToPoint,
+    /// A `hub` and `nodes` spokes, a tunnel from each spoke to the hub.
+    HubAndSpoke,
+    /// `nodes` gateways, a tunnel between every pair.
+    FullMesh,
+    /// Two gateways with a direct IP link whose QKD keys cross `nodes` trusted nodes.
+    Chain,
+    /// `nodes` gateways in a cycle, a tunnel between neighbours.
+    Ring,
+    /// A connected random graph of `nodes` gateways (G(n, p), then joined).
+    Random,
+}
+
+/// A table of keys given to every generated item of one kind.
+type Template = BTreeMap<String, serde_json::Value>;
+
+/// The `[topology]` table: a generator, its size, and templates for what it generates.
+#[derive(Clone, Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    pub kind: Kind,
+    /// Spokes of a hub, gateways of a mesh, ring or random graph, trusted nodes of a
+    /// chain (1 to 100,000).
+    #[serde(default = "two")]
+    pub nodes: u32,
+    /// Every IP link's `params` (the keys of `link.*.params`).
+    #[serde(default)]
+    #[schemars(with = "Template")]
+    pub link: Table,
+    /// Every QKD link's `pool` (the keys of `qkd_link.*.pool`); without it, no QKD
+    /// links and no key managers.
+    #[serde(default)]
+    #[schemars(with = "Option<Template>")]
+    pub qkd: Option<Table>,
+    /// Every tunnel (the keys of `tunnel.*` but `name`, `initiator` and `responder`).
+    #[serde(default)]
+    #[schemars(with = "Template")]
+    pub tunnel: Table,
+    /// Every key manager (the keys of `kme.*` but `name`).
+    #[serde(default)]
+    #[schemars(with = "Template")]
+    pub kme: Table,
+    /// Every gateway (the keys of `gateway.*` but `name`, `address` and `kme`).
+    #[serde(default)]
+    #[schemars(with = "Template")]
+    pub gateway: Table,
+    /// The hub of a hub-and-spoke, over `gateway`.
+    #[serde(default)]
+    #[schemars(with = "Template")]
+    pub hub: Table,
+    /// Tunnels between each pair of gateways (1 to 100).
+    #[serde(default = "one")]
+    pub tunnels_per_pair: u32,
+    /// `random`: the probability of each possible IP link (0 to 1).
+    #[serde(default = "edge_probability")]
+    pub edge_probability: f64,
+    /// `random`: the seed of the graph (not of the run).
+    #[serde(default = "one_u64")]
+    pub graph_seed: u64,
+    /// Tunnel k starts at k times this, unless its template sets `start`.
+    #[serde(default = "stagger")]
+    pub stagger: sim_core::SimDuration,
+}
+
+fn one() -> u32 {
+    1
+}
+fn two() -> u32 {
+    2
+}
+fn one_u64() -> u64 {
+    1
+}
+fn edge_probability() -> f64 {
+    0.3
+}
+fn stagger() -> sim_core::SimDuration {
+    sim_core::SimDuration::from_nanos(37_000_000)
+}
+
 impl Generated {
     fn from(topo: &Table) -> Result<Generated, String> {
-        let known: BTreeSet<&str> = [
-            "kind",
-            "nodes",
-            "link",
-            "qkd",
-            "tunnel",
-            "kme",
-            "gateway",
-            "hub",
-            "tunnels_per_pair",
-            "edge_probability",
-            "graph_seed",
-            "stagger",
-        ]
-        .into();
-        if let Some(k) = topo.keys().find(|k| !known.contains(k.as_str())) {
-            return Err(format!(
-                "field `topology.{k}`: unknown key (expected one of {known:?})"
-            ));
+        let topo: Topology = serde_path_to_error::deserialize(Value::Table(topo.clone()))
+            .map_err(|e| format!("field `topology.{}`: {}", e.path(), e.inner().message()))?;
+        let kind = topo.kind;
+        if !(1..=100_000).contains(&topo.nodes) {
+            return Err("field `topology.nodes`: expected an integer in 1..=100000".into());
         }
-        let kind = topo
-            .get("kind")
-            .and_then(Value::as_str)
-            .ok_or("field `topology.kind`: expected a string")?;
-        let n = match topo.get("nodes") {
-            None => 2,
-            Some(v) => v
-                .as_integer()
-                .filter(|&n| (1..=100_000).contains(&n))
-                .ok_or("field `topology.nodes`: expected an integer in 1..=100000")?
-                as usize,
-        };
-        let sub = |k: &str| -> Result<Table, String> {
-            match topo.get(k) {
-                None => Ok(Table::new()),
-                Some(Value::Table(t)) => Ok(t.clone()),
-                Some(_) => Err(format!("field `topology.{k}`: expected a table")),
-            }
-        };
-        let (link, qkd, tunnel, kme) = (
-            sub("link")?,
-            topo.get("qkd").and_then(Value::as_table).cloned(),
-            sub("tunnel")?,
-            sub("kme")?,
-        );
-        let (gateway, hub) = (sub("gateway")?, sub("hub")?);
-        let per_pair = match topo.get("tunnels_per_pair") {
-            None => 1,
-            Some(v) => v
-                .as_integer()
-                .filter(|&k| (1..=100).contains(&k))
-                .ok_or("field `topology.tunnels_per_pair`: expected an integer in 1..=100")?
-                as usize,
-        };
-        let stagger = topo
-            .get("stagger")
-            .and_then(Value::as_str)
-            .unwrap_or("37ms")
-            .parse::<sim_core::SimDuration>()
-            .map_err(|e| format!("field `topology.stagger`: {e}"))?;
+        let n = topo.nodes as usize;
+        if !(1..=100).contains(&topo.tunnels_per_pair) {
+            return Err("field `topology.tunnels_per_pair`: expected an integer in 1..=100".into());
+        }
+        let per_pair = topo.tunnels_per_pair as usize;
+        let (link, qkd, tunnel, kme) = (topo.link, topo.qkd, topo.tunnel, topo.kme);
+        let (gateway, hub) = (topo.gateway, topo.hub);
+        let stagger = topo.stagger;
         let mut g = Generated::default();
         let gw = |g: &mut Generated, name: &str, i: usize| {
             let addr = format!(
@@ -326,7 +399,7 @@ impl Generated {
         let names: Vec<String> = (0..n).map(|i| format!("gw-{i}")).collect();
         let kme_of = |name: &str| format!("kme-{name}");
         match kind {
-            "point-to-point" => {
+            Kind::PointToPoint => {
                 for (i, name) in ["gw-a", "gw-b"].iter().enumerate() {
                     gw(&mut g, name, i);
                 }
@@ -334,7 +407,7 @@ impl Generated {
                 qkd_link(&mut g, &kme_of("gw-a"), &kme_of("gw-b"));
                 tun(&mut g, "gw-a", "gw-b");
             }
-            "hub-and-spoke" => {
+            Kind::HubAndSpoke => {
                 gw(&mut g, "hub", 0);
                 for (i, name) in names.iter().enumerate() {
                     gw(&mut g, name, i + 1);
@@ -343,11 +416,11 @@ impl Generated {
                     tun(&mut g, name, "hub");
                 }
             }
-            "full-mesh" | "ring" => {
+            Kind::FullMesh | Kind::Ring => {
                 for (i, name) in names.iter().enumerate() {
                     gw(&mut g, name, i);
                 }
-                let pairs: Vec<(usize, usize)> = if kind == "ring" {
+                let pairs: Vec<(usize, usize)> = if kind == Kind::Ring {
                     (0..n)
                         .map(|i| (i, (i + 1) % n))
                         .filter(|(a, b)| a < b || (n > 2 && *b == 0))
@@ -363,7 +436,7 @@ impl Generated {
                     tun(&mut g, &names[a], &names[b]);
                 }
             }
-            "chain" => {
+            Kind::Chain => {
                 // Two gateways with a direct IP link; their keys cross `nodes` trusted nodes.
                 for (i, name) in ["gw-a", "gw-b"].iter().enumerate() {
                     gw(&mut g, name, i);
@@ -384,18 +457,12 @@ impl Generated {
                 }
                 tun(&mut g, "gw-a", "gw-b");
             }
-            "random" => {
-                let p = topo
-                    .get("edge_probability")
-                    .and_then(Value::as_float)
-                    .unwrap_or(0.3);
+            Kind::Random => {
+                let p = topo.edge_probability;
                 if !(0.0..=1.0).contains(&p) {
                     return Err("field `topology.edge_probability`: must be within [0, 1]".into());
                 }
-                let seed = topo
-                    .get("graph_seed")
-                    .and_then(Value::as_integer)
-                    .unwrap_or(1) as u64;
+                let seed = topo.graph_seed;
                 for (i, name) in names.iter().enumerate() {
                     gw(&mut g, name, i);
                 }
@@ -404,11 +471,6 @@ impl Generated {
                     qkd_link(&mut g, &kme_of(&names[a]), &kme_of(&names[b]));
                     tun(&mut g, &names[a], &names[b]);
                 }
-            }
-            other => {
-                return Err(format!(
-                    "field `topology.kind`: unknown kind `{other}` (expected point-to-point, hub-and-spoke, full-mesh, chain, ring or random)"
-                ));
             }
         }
         Ok(g)

@@ -11,7 +11,7 @@ use sim_core::{SimDuration, SimTime};
 
 /// One direction of a link (both directions share a configuration unless a scenario
 /// gives them different ones).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LinkConfig {
     /// One-way propagation delay.
@@ -29,10 +29,13 @@ pub struct LinkConfig {
     pub oversize: Oversize,
     /// How long the receiver keeps an incomplete fragment set (Linux: 30 s).
     pub reassembly_timeout: SimDuration,
+    /// Packet loss: `{ model = "bernoulli", probability = 0.01 }` or a Gilbert-Elliott
+    /// burst model.
     pub loss: LossModel,
     /// Probability that a datagram is held back by `reorder_delay`, letting later
     /// datagrams overtake it.
     pub reorder: f64,
+    /// How long a reordered datagram is held back.
     pub reorder_delay: SimDuration,
     /// Probability that a datagram is delivered twice.
     pub duplicate: f64,
@@ -63,7 +66,7 @@ impl Default for LinkConfig {
 }
 
 /// Behaviour of the path for IPv4 packets above the MTU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Oversize {
     /// The sender fragments (RFC 791); the datagram is lost if any fragment is.
@@ -75,12 +78,14 @@ pub enum Oversize {
 }
 
 /// Packet loss.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "model", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum LossModel {
+    /// No loss.
     None,
     /// Each packet is lost independently with `probability`.
     Bernoulli {
+        /// The chance that a packet is lost (0 to 1).
         probability: f64,
     },
     /// Two-state Markov bursts. Per packet: lost with the current state's loss
@@ -88,10 +93,14 @@ pub enum LossModel {
     /// mean burst is `1 / bad_to_good` packets and the loss rate
     /// `good_to_bad / (good_to_bad + bad_to_good)`.
     GilbertElliott {
+        /// Per packet, the chance of moving from the good state to the bad.
         good_to_bad: f64,
+        /// Per packet, the chance of moving from the bad state back to the good.
         bad_to_good: f64,
+        /// Loss probability in the good state.
         #[serde(default)]
         loss_good: f64,
+        /// Loss probability in the bad state.
         #[serde(default = "one")]
         loss_bad: f64,
     },
@@ -124,17 +133,21 @@ impl LossModel {
 }
 
 /// A change of link state at a given time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Transition {
+    /// When the state changes.
     pub at: SimTime,
+    /// The state from then on.
     pub state: LinkState,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum LinkState {
+    /// Carries traffic (or produces key).
     Up,
+    /// Carries nothing.
     Down,
 }
 
@@ -205,7 +218,11 @@ impl fmt::Display for Bandwidth {
     }
 }
 
-sim_core::serde_via_string!(Bandwidth);
+sim_core::serde_via_string!(
+    Bandwidth,
+    "bandwidth",
+    "a bit rate: a number and bps, kbps, Mbps or Gbps (\"10Mbps\")"
+);
 
 /// A configuration value is unusable; `field` is its dotted path (e.g. `loss.probability`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

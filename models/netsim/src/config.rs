@@ -10,21 +10,25 @@ pub use crate::cpu::CpuConfig;
 use serde::{Deserialize, Serialize};
 use sim_core::{SimDuration, SimTime};
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A scenario: what to simulate, for how long.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorldConfig {
     /// The master seed, unless the command line gives one.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Simulated time the run covers.
     pub duration: SimDuration,
     /// `real` (default) or `model` crypto for every gateway.
     #[serde(default)]
     pub crypto: CryptoMode,
+    /// How often the QKD pool levels are sampled for results.
     #[serde(default = "default_sample")]
     pub sample_every: SimDuration,
     /// Per trusted-node hop of a relayed QKD key.
     #[serde(default)]
     pub relay_latency: SimDuration,
+    /// The IPsec gateways.
     #[serde(rename = "gateway")]
     pub gateways: Vec<GatewayConfig>,
     #[serde(rename = "link", default)]
@@ -41,41 +45,55 @@ pub struct WorldConfig {
 }
 
 /// Something that goes wrong during a run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Fault {
     /// The gateway reboots at `at`: it loses every IKE and ESP SA, is unreachable for
     /// `down_for`, then starts the tunnels it initiates afresh. Its peers find out by
     /// dead peer detection or a failing rekey.
     GatewayRestart {
+        /// When the gateway goes down.
         at: SimTime,
+        /// The gateway's `name`.
         gateway: String,
+        /// How long it stays unreachable.
         #[serde(default)]
         down_for: SimDuration,
     },
     /// The next Child SA the gateway installs after `at` gets one bit of its outbound
     /// key flipped (a corrupted SA database): its packets fail the peer's ICV check, and
     /// the invariant oracle reports the two ends' different keys.
-    CorruptChildKey { at: SimTime, gateway: String },
+    CorruptChildKey {
+        /// From when the next installed Child SA is corrupted.
+        at: SimTime,
+        /// The gateway's `name`.
+        gateway: String,
+    },
 }
 
 fn default_sample() -> SimDuration {
     SimDuration::from_secs(10)
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Which cryptography the gateways run.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum CryptoMode {
+    /// ML-KEM, X25519, AES-GCM and the PRFs themselves.
     #[default]
     Real,
     /// Insecure stand-ins with real sizes (see `ikev2::crypto::ModelCrypto`).
     Model,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
+    /// How links, tunnels, faults and results name the gateway.
     pub name: String,
+    /// Its IPv4 address (the source of its IKE and ESP packets).
     pub address: Ipv4Addr,
     /// The key manager this gateway takes QKD keys from.
     #[serde(default)]
@@ -91,7 +109,7 @@ pub struct GatewayConfig {
 }
 
 /// A gateway's QKD key cache, per peer gateway it initiates tunnels to.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyCacheConfig {
     /// Keys it holds when full.
@@ -110,28 +128,39 @@ fn one_key() -> u32 {
 }
 
 /// A link between two gateways, with the link model's settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkSpec {
+    /// One gateway's `name`.
     pub a: String,
+    /// The other gateway's `name`.
     pub b: String,
+    /// The link model: latency, jitter, bandwidth, MTU, loss, schedule.
     #[serde(default)]
     pub params: LinkConfig,
 }
 
 /// Which key-delivery API gateways use with this KME.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeyApi {
+    /// ETSI GS QKD 014 (`enc_keys` by the initiator, `dec_keys` by ID by the responder).
     #[default]
     Etsi014,
+    /// SKIP (draft-ietf-ipsecme-skip): a new key with its ID, then the key by ID.
     Skip,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A QKD key manager (KME): it holds the ends of its QKD links' key pools and serves
+/// its gateways' key requests.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KmeConfig {
+    /// How gateways (`gateway.*.kme`) and QKD links name it.
     pub name: String,
+    /// The key-delivery API its gateways speak.
     #[serde(default)]
     pub api: KeyApi,
     /// Round-trip time of one key request from a co-located gateway.
@@ -145,6 +174,7 @@ pub struct KmeConfig {
     /// waits include queueing at a busy KME.
     #[serde(default)]
     pub service_time: SimDuration,
+    /// Requests served at once (0: any number); see `service_time`.
     #[serde(default)]
     pub concurrency: u32,
 }
@@ -153,11 +183,15 @@ fn default_request_latency() -> SimDuration {
     SimDuration::from_millis(5)
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A QKD link between two key managers, with the key pool it fills.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QkdLinkSpec {
+    /// One key manager's `name`.
     pub a: String,
+    /// The other key manager's `name`.
     pub b: String,
+    /// The key supply and the pool it fills.
     pub pool: PoolConfig,
     /// When the QKD link stops producing key and starts again (fiber cut, device
     /// alignment): `[{ at = "10m", state = "down" }, { at = "12m", state = "up" }]`.
@@ -166,27 +200,44 @@ pub struct QkdLinkSpec {
 }
 
 /// Whether a tunnel's IKE SA takes a QKD key as its PPK.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PpkMode {
+    /// No PPK.
     #[default]
     Disabled,
+    /// Use a QKD key when one comes; without one, bring the IKE SA up without (a
+    /// downgrade, counted).
     Optional,
+    /// No IKE SA without a QKD key (RFC 8784's mandatory PPK).
     Required,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// An IPsec tunnel: an IKE SA and its Child SAs between two gateways.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TunnelSpec {
+    /// How results and traces name the tunnel.
     pub name: String,
+    /// The gateway that starts the IKE SA.
     pub initiator: String,
+    /// The gateway that answers.
     pub responder: String,
+    /// IKE proposals in strongSwan's syntax, in order of preference
+    /// (`aes256gcm16-prfsha256-x25519-ke1_mlkem768`: X25519 in IKE_SA_INIT, ML-KEM-768
+    /// in one IKE_INTERMEDIATE).
     #[serde(default = "default_ike")]
     pub ike: Vec<String>,
+    /// ESP proposals in strongSwan's syntax (a key exchange in it means PFS for Child
+    /// SA rekeys).
     #[serde(default = "default_esp")]
     pub esp: Vec<String>,
+    /// Whether the IKE SA takes a QKD key as its PPK (RFC 8784).
     #[serde(default)]
     pub ppk: PpkMode,
+    /// When the initiator first wants the tunnel.
     #[serde(default)]
     pub start: SimTime,
     /// IKE SA lifetimes, with strongSwan's names and meaning (swanctl.conf): rekey the
@@ -199,11 +250,15 @@ pub struct TunnelSpec {
     /// The tunnel's initiator runs these timers; the responder follows its Deletes.
     #[serde(default)]
     pub rekey_time: Option<SimDuration>,
+    /// Re-authenticate (a fresh IKE SA, and a fresh QKD key with a PPK) this long
+    /// after the IKE SA came up, less a random part of `rand_time`. Unset: never.
     #[serde(default)]
     pub reauth_time: Option<SimDuration>,
-    /// Default: 10 % of the longer of `rekey_time` and `reauth_time`.
+    /// How long after a rekey or re-authentication was due the IKE SA is deleted if
+    /// neither has replaced it. Default: 10 % of the longer of `rekey_time` and `reauth_time`.
     #[serde(default)]
     pub over_time: Option<SimDuration>,
+    /// The most that is taken at random off each rekey and re-authentication time.
     /// Default: `over_time`.
     #[serde(default)]
     pub rand_time: Option<SimDuration>,
@@ -218,7 +273,8 @@ pub struct TunnelSpec {
     /// exchange); strongSwan's child `rekey_time` and `rand_time`. Unset: no rekey.
     #[serde(default)]
     pub child_rekey_time: Option<SimDuration>,
-    /// Default: `child_life_time - child_rekey_time`, as strongSwan's.
+    /// The most taken at random off each Child SA's rekey time. Default:
+    /// `child_life_time - child_rekey_time`, as strongSwan's.
     #[serde(default)]
     pub child_rand_time: Option<SimDuration>,
     /// Hard lifetime of each Child SA (strongSwan's child `life_time`): a Child SA still
@@ -234,14 +290,19 @@ pub struct TunnelSpec {
     pub child_rekey_both_ends: bool,
     /// Keys of earlier versions, refused with the name of the key that replaced them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
     pub reauth_every: Option<Renamed>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
     pub ike_rekey_every: Option<Renamed>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
     pub child_rekey_every: Option<Renamed>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
     pub child_rekey_jitter: Option<Renamed>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
     pub child_life: Option<Renamed>,
     /// Volume limits of each Child SA, counted per SA and direction at both ends
     /// (strongSwan's `rekey_bytes`, `life_bytes`, `rand_bytes` and the `_packets`
@@ -249,14 +310,19 @@ pub struct TunnelSpec {
     /// `rand_*`) rekeys it; at the hard limit the SA refuses traffic and is deleted.
     #[serde(default)]
     pub rekey_bytes: Option<u64>,
+    /// Hard byte limit of each Child SA and direction (unset: none); see `rekey_bytes`.
     #[serde(default)]
     pub life_bytes: Option<u64>,
+    /// The most bytes taken at random off `rekey_bytes`.
     #[serde(default)]
     pub rand_bytes: u64,
+    /// Soft packet limit (unset: none); see `rekey_bytes`.
     #[serde(default)]
     pub rekey_packets: Option<u64>,
+    /// Hard packet limit (unset: none); see `rekey_bytes`.
     #[serde(default)]
     pub life_packets: Option<u64>,
+    /// The most packets taken at random off `rekey_packets`.
     #[serde(default)]
     pub rand_packets: u64,
     /// Traffic through the tunnel's Child SAs (none by default).
@@ -270,6 +336,8 @@ pub struct TunnelSpec {
     /// After a failure, try again this much later (doubling, up to 16 times as long).
     #[serde(default = "default_retry")]
     pub retry_after: SimDuration,
+    /// The largest IKE datagram (IP header included) before IKE fragmentation splits
+    /// a message (strongSwan's `fragment_size`).
     #[serde(default = "default_fragment_size")]
     pub fragment_size: usize,
     /// Offer IKE fragmentation (RFC 7383); without it large messages rely on IP
@@ -418,9 +486,10 @@ fn default_fragment_size() -> usize {
 }
 
 /// A traffic source through a tunnel, in each direction it sends.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficSpec {
+    /// How packets are spaced in time.
     #[serde(default)]
     pub pattern: TrafficPattern,
     /// Packets per second in each sending direction.
@@ -428,6 +497,7 @@ pub struct TrafficSpec {
     /// Inner IP packet sizes in bytes (36..=65000), each equally likely per packet.
     #[serde(default = "default_sizes")]
     pub sizes: Vec<usize>,
+    /// Which way packets flow.
     #[serde(default)]
     pub direction: TrafficDirection,
     /// `packets` seals, sends and opens every packet; `aggregate` counts packets and
@@ -436,6 +506,7 @@ pub struct TrafficSpec {
     /// not apply, and the run's results name the mode).
     #[serde(default)]
     pub mode: TrafficMode,
+    /// With `aggregate`, how often the packets are counted.
     #[serde(default = "default_tick")]
     pub aggregate_tick: SimDuration,
     /// Anti-replay window of every inbound SA, in packets (32 to 4096; RFC 4303 asks
@@ -444,7 +515,9 @@ pub struct TrafficSpec {
     pub replay_window: u64,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TrafficPattern {
     /// Constant bit rate: evenly spaced packets.
@@ -454,9 +527,12 @@ pub enum TrafficPattern {
     Poisson,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TrafficDirection {
+    /// Both ways, each at `rate_pps`.
     #[default]
     Both,
     /// Initiator to responder only.
@@ -476,7 +552,9 @@ impl TrafficDirection {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TrafficMode {
     #[default]

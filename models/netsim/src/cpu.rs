@@ -30,29 +30,38 @@ use sim_core::{SimDuration, SimTime};
 
 /// What one operation costs. Every field has the reference machine's figure as its
 /// default, so a scenario names only what it changes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CpuCosts {
-    /// X25519: a key pair (initiator), a key pair and the shared secret (responder), the
-    /// shared secret (initiator).
+    /// X25519 at the initiator: a key pair.
     pub x25519_initiate: SimDuration,
+    /// X25519 at the responder: a key pair and the shared secret.
     pub x25519_respond: SimDuration,
+    /// X25519 at the initiator: the shared secret.
     pub x25519_complete: SimDuration,
-    /// ML-KEM: key generation (initiator), encapsulation (responder), decapsulation
-    /// (initiator), for each parameter set.
+    /// ML-KEM-512 key generation (initiator).
     pub mlkem512_initiate: SimDuration,
+    /// ML-KEM-512 encapsulation (responder).
     pub mlkem512_respond: SimDuration,
+    /// ML-KEM-512 decapsulation (initiator).
     pub mlkem512_complete: SimDuration,
+    /// ML-KEM-768 key generation (initiator).
     pub mlkem768_initiate: SimDuration,
+    /// ML-KEM-768 encapsulation (responder).
     pub mlkem768_respond: SimDuration,
+    /// ML-KEM-768 decapsulation (initiator).
     pub mlkem768_complete: SimDuration,
+    /// ML-KEM-1024 key generation (initiator).
     pub mlkem1024_initiate: SimDuration,
+    /// ML-KEM-1024 encapsulation (responder).
     pub mlkem1024_respond: SimDuration,
+    /// ML-KEM-1024 decapsulation (initiator).
     pub mlkem1024_complete: SimDuration,
     /// One prf call (HMAC over a short input; prf+ costs one per output block).
     pub prf: SimDuration,
-    /// One AES-GCM seal or open, plus this much per kilobyte of data.
+    /// One AES-GCM seal or open, plus `aead_per_kb` per kilobyte of data.
     pub aead: SimDuration,
+    /// AES-GCM per kilobyte of data.
     pub aead_per_kb: SimDuration,
     /// Everything else about handling one IKE datagram (parsing, state, the kernel): 0
     /// by default; set it to match a real gateway's measured handshake time.
@@ -119,11 +128,13 @@ impl CpuCosts {
 }
 
 /// A gateway's CPU (scenario: `cpu = { cores = 2, costs = { mlkem768_respond = "80us" } }`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CpuConfig {
+    /// Cores that run IKE work in parallel; a job waits for a free one.
     #[serde(default = "one")]
     pub cores: u32,
+    /// The time each cryptographic operation takes on one core.
     #[serde(default)]
     pub costs: CpuCosts,
 }

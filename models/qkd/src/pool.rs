@@ -29,13 +29,16 @@ use serde::{Deserialize, Serialize};
 /// `rate(L) = reference_bps * 10^(-alpha * (L - reference_km) / 10)`.
 /// With `alpha = 0.2 dB/km` the rate halves every 15 km. The model ignores the
 /// detector-noise cutoff, so it overstates rates near the maximum distance.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FiberRate {
+    /// The link's fiber length.
     pub length_km: f64,
     /// The measured rate at `reference_km`.
     pub reference_bps: u64,
+    /// The length at which `reference_bps` was measured.
     pub reference_km: f64,
+    /// Fiber attenuation.
     #[serde(default = "default_loss")]
     pub loss_db_per_km: f64,
 }
@@ -56,7 +59,9 @@ impl FiberRate {
 }
 
 /// How key arrives in a pool.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Supply {
     /// Continuously, exactly at the rate.
@@ -67,7 +72,7 @@ pub enum Supply {
 }
 
 /// A pool's configuration (one QKD link).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
     /// Secret key rate in bit/s (when `fiber` is not given); fractions allowed
@@ -100,11 +105,11 @@ pub struct PoolConfig {
     #[serde(default = "one")]
     pub resume_at_keys: u64,
     /// Keys delivered at one end but not fetched at the other within this time are
-    /// discarded (and counted as wasted). `None` keeps them forever.
+    /// discarded (and counted as wasted). Unset: kept forever.
     #[serde(default)]
     pub max_key_age_ns: Option<u64>,
     /// Share of the rate and capacity owned by end `a` (end 0), in thousandths. Each
-    /// end delivers new keys only from its own share (see the module comment), so the
+    /// end delivers new keys only from its own share, so the
     /// end whose gateways initiate should own the key: 1000 if only `a`'s draw, 0 if
     /// only `b`'s, 500 if both. Unset: the simulator decides from the tunnels that draw
     /// over the link, and the library takes 500.

@@ -61,6 +61,16 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Compare runs or sweeps side by side: every metric with its difference from the
+    /// first, and the handshake-time and time-to-up distributions overlaid, as
+    /// OUT/report.html (a sweep contributes one series per grid point).
+    Compare {
+        #[arg(required = true, num_args = 2..)]
+        dirs: Vec<PathBuf>,
+        /// Directory for the comparison (default: out/compare).
+        #[arg(long, default_value = "out/compare")]
+        out: PathBuf,
+    },
     /// Merge the runs of sweep directories (e.g. one per shard) into OUT/runs.csv and
     /// the grid point table OUT/summary.csv.
     Merge {
@@ -155,6 +165,12 @@ fn run(cli: Cli) -> Result<()> {
                 true => reports::write_sweep_report(&dir)?,
                 false => reports::write_report(&dir)?,
             };
+            println!("report: {}", report.display());
+            Ok(())
+        }
+        Some(Command::Compare { dirs, out }) => {
+            let report = reports::compare::write_compare(&out, &dirs)?;
+            print!("{}", fs::read_to_string(out.join("compare.md"))?);
             println!("report: {}", report.display());
             Ok(())
         }

@@ -517,3 +517,54 @@ fn explain_prints_keys_metrics_and_the_defaults_a_run_used() {
         "{d}"
     );
 }
+
+#[test]
+fn compare_puts_runs_side_by_side_with_their_differences() {
+    let dir = scratch("compare");
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/p2p-hybrid-qkd.toml");
+    let run = |name: &str, loss: &str| {
+        let out = dir.join(name);
+        stdout(&qsafe(&[
+            "run",
+            scenario,
+            "--quiet",
+            "--no-report",
+            "--rows",
+            "none",
+            "--set",
+            &format!("link.*.params.loss.probability={loss}"),
+            "--out",
+            out.to_str().unwrap(),
+        ]));
+        out
+    };
+    let (clean, lossy) = (run("clean", "0.0"), run("lossy", "0.2"));
+    let report = dir.join("report");
+    let out = stdout(&qsafe(&[
+        "compare",
+        clean.to_str().unwrap(),
+        lossy.to_str().unwrap(),
+        "--out",
+        report.to_str().unwrap(),
+    ]));
+    let md = fs::read_to_string(report.join("compare.md")).unwrap();
+    assert!(out.starts_with(&md));
+    assert!(
+        md.starts_with("| metric | clean | lossy | difference from the first | 95% CI |"),
+        "{md}"
+    );
+    // Without loss nothing is sent twice; with 20 % loss requests are.
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| retransmissions_total_count |"))
+        .unwrap();
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert_eq!(cells[2], "0", "{row}");
+    assert!(cells[4].starts_with('+'), "{row}");
+    assert_eq!(cells[5], "-", "one run a side: no interval");
+    for f in ["compare_handshake_cdf.svg", "compare_time_to_up_cdf.png"] {
+        assert!(report.join("figures").join(f).exists(), "{f}");
+    }
+    let html = fs::read_to_string(report.join("report.html")).unwrap();
+    assert!(html.contains("Welch") && html.contains("<svg"));
+}

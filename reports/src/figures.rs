@@ -22,6 +22,8 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
 ];
 
+pub(crate) const PALETTE_SIZE: usize = PALETTE.len();
+
 pub(crate) fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
@@ -46,6 +48,41 @@ pub fn register_fonts() {
 
 pub(crate) fn caption(title: &str) -> (&str, (&str, u32, FontStyle)) {
     (title, ("sans-serif", 22, FontStyle::Bold))
+}
+
+/// A legend in an area of its own beside the data (so it never covers a line): a
+/// heading, then a coloured stroke and label per series, in series colour order.
+pub(crate) fn legend_column<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    heading: &str,
+    labels: &[&str],
+) -> DrawResult<DB> {
+    area.draw(&Text::new(
+        heading.to_string(),
+        (8, 40),
+        ("sans-serif", 14).into_font().style(FontStyle::Bold),
+    ))?;
+    for (i, label) in labels.iter().enumerate() {
+        let y = 62 + 20 * i as i32;
+        // Past the palette, series are dashed: so is their stroke here.
+        let strokes: &[(i32, i32)] = if i < PALETTE_SIZE {
+            &[(8, 30)]
+        } else {
+            &[(8, 15), (23, 30)]
+        };
+        for &(a, b) in strokes {
+            area.draw(&PathElement::new(
+                vec![(a, y + 7), (b, y + 7)],
+                color(i).stroke_width(3),
+            ))?;
+        }
+        let mut text = label.to_string();
+        if text.chars().count() > 34 {
+            text = text.chars().take(33).collect::<String>() + "…";
+        }
+        area.draw(&Text::new(text, (36, y), ("sans-serif", 13)))?;
+    }
+    Ok(())
 }
 
 const NS_PER_H: f64 = 3.6e12;

@@ -6,6 +6,7 @@
 //! seeded bootstrap intervals, the QKD totals, the manifest and the reproduce command.
 //! [`write_sweep_report`] does the same for a sweep's `summary.json` ([`sweep`]).
 
+pub mod compare;
 pub mod figures;
 pub mod stats;
 pub mod sweep;
@@ -303,24 +304,9 @@ pub(crate) fn md_to_html_table(md: &str) -> String {
 /// the run did not write are empty) and `dir/manifest.json` if present, and writes
 /// `dir/report.html` with the figures beside it. Returns the report's path.
 pub fn write_report(dir: &Path) -> Result<PathBuf, ReportError> {
-    let read = |name: &str| {
-        let p = dir.join(name);
-        fs::read_to_string(&p).map_err(|source| ReportError::Read {
-            path: p.display().to_string(),
-            source,
-        })
-    };
-    let results_text = read("results.json")?;
-    let mut d: Results =
-        serde_json::from_str(&results_text).map_err(|source| ReportError::Parse {
-            path: dir.join("results.json").display().to_string(),
-            source,
-        })?;
+    let mut d: Results = read_json(&dir.join("results.json"))?;
     d.rows = results::Rows::read_csv(dir)?;
-    let manifest: serde_json::Value = read("manifest.json")
-        .ok()
-        .and_then(|m| serde_json::from_str(&m).ok())
-        .unwrap_or_default();
+    let manifest: serde_json::Value = read_json(&dir.join("manifest.json")).unwrap_or_default();
     let svgs = draw_figures(&d, dir)?;
 
     let mut h = html_head("qsafe run report");
@@ -380,6 +366,18 @@ pub fn write_report(dir: &Path) -> Result<PathBuf, ReportError> {
 }
 
 /// Writes `dir/report.html`; returns its path.
+/// A JSON file of the result schema; errors name the file.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T, ReportError> {
+    let text = fs::read_to_string(p).map_err(|source| ReportError::Read {
+        path: p.display().to_string(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| ReportError::Parse {
+        path: p.display().to_string(),
+        source,
+    })
+}
+
 pub(crate) fn write_page(dir: &Path, html: &str) -> Result<PathBuf, ReportError> {
     let path = dir.join("report.html");
     fs::write(&path, html).map_err(|source| ReportError::Write {

@@ -18,7 +18,7 @@ pub use results::SweepRow;
 use serde::{Deserialize, Serialize};
 
 use crate::figures::{caption, color};
-use crate::{ReportError, esc, md_to_html_table, stats};
+use crate::{ReportError, esc, md_to_html_table, read_json, stats};
 
 /// A metric over a grid point's seeds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -34,7 +34,7 @@ pub struct Estimate {
 impl Estimate {
     /// The estimate of metric `name` from its values. Every metric is at least 0 and a
     /// `_ratio` at most 1, so the interval is cut to that range.
-    fn of(name: &str, values: &[f64]) -> Estimate {
+    pub(crate) fn of(name: &str, values: &[f64]) -> Estimate {
         let high = if name.ends_with("_ratio") {
             1.0
         } else {
@@ -664,24 +664,8 @@ fn band_chart<DB: DrawingBackend>(
             Some(by) => short_param(by),
             None => "lines".into(),
         };
-        legend.draw(&Text::new(
-            heading,
-            (8, 40),
-            ("sans-serif", 14).into_font().style(FontStyle::Bold),
-        ))?;
-        for (i, (label, _)) in data.iter().enumerate() {
-            let y = 62 + 20 * i as i32;
-            let c = color(i);
-            legend.draw(&PathElement::new(
-                vec![(8, y + 7), (30, y + 7)],
-                c.stroke_width(3),
-            ))?;
-            let mut text = label.clone();
-            if text.chars().count() > 34 {
-                text = text.chars().take(33).collect::<String>() + "…";
-            }
-            legend.draw(&Text::new(text, (36, y), ("sans-serif", 13)))?;
-        }
+        let labels: Vec<&str> = data.iter().map(|(l, _)| l.as_str()).collect();
+        crate::figures::legend_column(&legend, &heading, &labels)?;
     }
     root.present()
 }
@@ -746,17 +730,6 @@ pub fn check_plots(params: &[String], specs: &[PlotSpec]) -> Result<(), String> 
         figure(std::slice::from_ref(&point), s)?;
     }
     Ok(())
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T, ReportError> {
-    let text = fs::read_to_string(p).map_err(|source| ReportError::Read {
-        path: p.display().to_string(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|source| ReportError::Parse {
-        path: p.display().to_string(),
-        source,
-    })
 }
 
 /// Reads `dir/runs.json` (and the figures asked for in `dir/plots.json`, if any) and

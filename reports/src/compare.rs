@@ -10,13 +10,9 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use plotters::coord::Shift;
-use plotters::coord::ranged1d::ValueFormatter;
-use plotters::coord::types::RangedCoordf64;
-use plotters::prelude::*;
 use results::{Results, SweepRow};
 
-use crate::figures::{caption, color, legend_column};
+use crate::figures::{Curve, Entry, cdf_chart};
 use crate::sweep::{short_param, short_value};
 use crate::{ReportError, esc, md_to_html_table, read_json, stats};
 
@@ -195,71 +191,6 @@ pub fn table(series: &[Series]) -> String {
     t
 }
 
-/// The distribution functions of one quantity, a curve per series; the x axis is
-/// logarithmic when the values span more than two orders of magnitude.
-fn cdf_chart<DB: DrawingBackend>(
-    root: DrawingArea<DB, Shift>,
-    title: &str,
-    x_desc: &str,
-    curves: &[(&str, &[f64])],
-) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    root.fill(&WHITE)?;
-    let (w, _) = root.dim_in_pixel();
-    let (plot, legend) = root.split_horizontally(w - (w as f64 * 0.28) as u32);
-    let ms = |ns: f64| ns / 1e6;
-    let values = || curves.iter().flat_map(|(_, c)| c.iter().map(|&ns| ms(ns)));
-    let xmax = values().fold(1e-3, f64::max);
-    let xmin = values().filter(|&v| v > 0.0).fold(xmax, f64::min);
-    let mut builder = ChartBuilder::on(&plot);
-    builder
-        .caption(caption(title).0, caption("").1)
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60);
-    // Curves as (x in ms, fraction); a series beyond the palette is dashed.
-    let lines: Vec<Vec<(f64, f64)>> = curves
-        .iter()
-        .map(|(_, c)| {
-            c.iter()
-                .enumerate()
-                .map(|(p, &ns)| (ms(ns).max(xmin), p as f64 / 100.0))
-                .collect()
-        })
-        .collect();
-    fn draw<DB: DrawingBackend, X: Ranged<ValueType = f64> + ValueFormatter<f64>>(
-        chart: &mut ChartContext<'_, DB, Cartesian2d<X, RangedCoordf64>>,
-        x_desc: &str,
-        lines: &[Vec<(f64, f64)>],
-    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-        chart
-            .configure_mesh()
-            .x_desc(x_desc)
-            .y_desc("fraction of established attempts")
-            .label_style(("sans-serif", 14))
-            .draw()?;
-        for (i, pts) in lines.iter().enumerate() {
-            let style = color(i).stroke_width(2);
-            if i < crate::figures::PALETTE_SIZE {
-                chart.draw_series(LineSeries::new(pts.clone(), style))?;
-            } else {
-                chart.draw_series(DashedLineSeries::new(pts.clone(), 6, 4, style))?;
-            }
-        }
-        Ok(())
-    }
-    if xmax / xmin > 100.0 {
-        let mut chart =
-            builder.build_cartesian_2d((xmin * 0.9..xmax * 1.1).log_scale(), 0f64..1.0)?;
-        draw(&mut chart, &format!("{x_desc} (log scale)"), &lines)?;
-    } else {
-        let mut chart = builder.build_cartesian_2d(0f64..xmax * 1.05, 0f64..1.0)?;
-        draw(&mut chart, x_desc, &lines)?;
-    }
-    let labels: Vec<&str> = curves.iter().map(|(l, _)| *l).collect();
-    legend_column(&legend, "series", &labels)?;
-    root.present()
-}
-
 /// Writes `out/report.html`, `out/compare.md` and the CDF figures for `dirs`.
 pub fn write_compare(out: &Path, dirs: &[PathBuf]) -> Result<PathBuf, ReportError> {
     let mut series = Vec::new();
@@ -293,10 +224,14 @@ pub fn write_compare(out: &Path, dirs: &[PathBuf]) -> Result<PathBuf, ReportErro
         ),
     ];
     for (stem, title, x_desc, pick) in quantities {
-        let curves: Vec<(&str, &[f64])> = series
+        let curves: Vec<Curve<'_>> = series
             .iter()
-            .filter(|s| !pick(s).is_empty())
-            .map(|s| (s.label.as_str(), pick(s).as_slice()))
+            .enumerate()
+            .filter(|(_, s)| !pick(s).is_empty())
+            .map(|(i, s)| Curve {
+                entry: Entry::nth(i, &s.label),
+                quantiles: pick(s),
+            })
             .collect();
         if curves.is_empty() {
             continue;
@@ -304,8 +239,8 @@ pub fn write_compare(out: &Path, dirs: &[PathBuf]) -> Result<PathBuf, ReportErro
         let svg = crate::save_figure(
             &figures,
             stem,
-            |a| cdf_chart(a, title, x_desc, &curves).map_err(|e| e.to_string()),
-            |a| cdf_chart(a, title, x_desc, &curves).map_err(|e| e.to_string()),
+            |a| cdf_chart(a, title, x_desc, "series", &curves).map_err(|e| e.to_string()),
+            |a| cdf_chart(a, title, x_desc, "series", &curves).map_err(|e| e.to_string()),
         )?;
         svgs.push((title.to_string(), svg));
     }

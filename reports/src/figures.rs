@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Once;
 
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -50,39 +52,151 @@ pub(crate) fn caption(title: &str) -> (&str, (&str, u32, FontStyle)) {
     (title, ("sans-serif", 22, FontStyle::Bold))
 }
 
+/// One entry of a legend: its label, colour, and whether its line is dashed.
+pub(crate) struct Entry<'a> {
+    pub label: &'a str,
+    pub color: RGBColor,
+    pub dashed: bool,
+}
+
+impl<'a> Entry<'a> {
+    /// The `i`th series' entry: palette colours, dashed once the palette repeats.
+    pub(crate) fn nth(i: usize, label: &'a str) -> Self {
+        Entry {
+            label,
+            color: color(i),
+            dashed: i >= PALETTE_SIZE,
+        }
+    }
+}
+
 /// A legend in an area of its own beside the data (so it never covers a line): a
-/// heading, then a coloured stroke and label per series, in series colour order.
+/// heading, then a stroke and label per entry.
 pub(crate) fn legend_column<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     heading: &str,
-    labels: &[&str],
+    entries: &[Entry<'_>],
 ) -> DrawResult<DB> {
     area.draw(&Text::new(
         heading.to_string(),
         (8, 40),
         ("sans-serif", 14).into_font().style(FontStyle::Bold),
     ))?;
-    for (i, label) in labels.iter().enumerate() {
+    for (i, e) in entries.iter().enumerate() {
         let y = 62 + 20 * i as i32;
-        // Past the palette, series are dashed: so is their stroke here.
-        let strokes: &[(i32, i32)] = if i < PALETTE_SIZE {
-            &[(8, 30)]
-        } else {
+        let strokes: &[(i32, i32)] = if e.dashed {
             &[(8, 15), (23, 30)]
+        } else {
+            &[(8, 30)]
         };
         for &(a, b) in strokes {
             area.draw(&PathElement::new(
                 vec![(a, y + 7), (b, y + 7)],
-                color(i).stroke_width(3),
+                e.color.stroke_width(3),
             ))?;
         }
-        let mut text = label.to_string();
+        let mut text = e.label.to_string();
         if text.chars().count() > 34 {
             text = text.chars().take(33).collect::<String>() + "…";
         }
         area.draw(&Text::new(text, (36, y), ("sans-serif", 13)))?;
     }
     Ok(())
+}
+
+/// A distribution curve: 101 quantiles (0 %, 1 %, ..., 100 %) in ns.
+pub(crate) struct Curve<'a> {
+    pub entry: Entry<'a>,
+    pub quantiles: &'a [f64],
+}
+
+/// The 101 quantiles of `values` (rank `round((n - 1) q)`, as the sketches use).
+pub(crate) fn percentiles(mut values: Vec<f64>) -> Vec<f64> {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => Vec::new(),
+        n => (0..=100)
+            .map(|i| values[((n - 1) as f64 * i as f64 / 100.0).round() as usize])
+            .collect(),
+    }
+}
+
+/// Distribution functions, a curve each, the legend beside them; the time axis (ms) is
+/// logarithmic when the values span more than two orders of magnitude.
+pub(crate) fn cdf_chart<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    x_desc: &str,
+    legend_heading: &str,
+    curves: &[Curve<'_>],
+) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let (w, _) = root.dim_in_pixel();
+    let (plot, legend) = root.split_horizontally(w - (w as f64 * 0.28) as u32);
+    let ms = |ns: f64| ns / 1e6;
+    let values = || {
+        curves
+            .iter()
+            .flat_map(|c| c.quantiles.iter().map(|&ns| ms(ns)))
+    };
+    let xmax = values().fold(1e-3, f64::max);
+    let xmin = values().filter(|&v| v > 0.0).fold(xmax, f64::min);
+    let mut builder = ChartBuilder::on(&plot);
+    builder
+        .caption(caption(title).0, caption("").1)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60);
+    let lines: Vec<Vec<(f64, f64)>> = curves
+        .iter()
+        .map(|c| {
+            c.quantiles
+                .iter()
+                .enumerate()
+                .map(|(p, &ns)| (ms(ns).max(xmin), p as f64 / 100.0))
+                .collect()
+        })
+        .collect();
+    fn draw<DB: DrawingBackend, X: Ranged<ValueType = f64> + ValueFormatter<f64>>(
+        chart: &mut ChartContext<'_, DB, Cartesian2d<X, RangedCoordf64>>,
+        x_desc: &str,
+        curves: &[Curve<'_>],
+        lines: &[Vec<(f64, f64)>],
+    ) -> DrawResult<DB> {
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc("fraction")
+            .label_style(("sans-serif", 14))
+            .draw()?;
+        for (c, pts) in curves.iter().zip(lines) {
+            let style = c.entry.color.stroke_width(2);
+            if c.entry.dashed {
+                chart.draw_series(DashedLineSeries::new(pts.clone(), 6, 4, style))?;
+            } else {
+                chart.draw_series(LineSeries::new(pts.clone(), style))?;
+            }
+        }
+        Ok(())
+    }
+    if xmax / xmin > 100.0 {
+        let mut chart =
+            builder.build_cartesian_2d((xmin * 0.9..xmax * 1.1).log_scale(), 0f64..1.0)?;
+        draw(&mut chart, &format!("{x_desc} (log scale)"), curves, &lines)?;
+    } else {
+        let mut chart = builder.build_cartesian_2d(0f64..xmax * 1.05, 0f64..1.0)?;
+        draw(&mut chart, x_desc, curves, &lines)?;
+    }
+    let entries: Vec<Entry<'_>> = curves
+        .iter()
+        .map(|c| Entry {
+            label: c.entry.label,
+            color: c.entry.color,
+            dashed: c.entry.dashed,
+        })
+        .collect();
+    legend_column(&legend, legend_heading, &entries)?;
+    root.present()
 }
 
 const NS_PER_H: f64 = 3.6e12;
@@ -166,6 +280,10 @@ pub fn pool_levels<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     d: &Results,
 ) -> DrawResult<DB> {
+    let pools: Vec<_> = d.pools.iter().filter(|p| p.capacity_bits > 0).collect();
+    if pools.len() > PALETTE_SIZE {
+        return pool_levels_aggregated(root, d, &pools);
+    }
     root.fill(&WHITE)?;
     let hours = d.duration_ns as f64 / NS_PER_H;
     // Up to the highest level seen or threshold drawn (a near-empty pool in a large
@@ -190,8 +308,6 @@ pub fn pool_levels<DB: DrawingBackend>(
         ymax * 1.05,
         "stored keys (256 bit)",
     )?;
-    // Halves with no capacity (all key owned by the other end) carry nothing.
-    let pools: Vec<_> = d.pools.iter().filter(|p| p.capacity_bits > 0).collect();
     let key_bits = |p: &results::PoolSummary| p.key_size_bits.max(1) as f64;
     // Periods a pool held less than one key: shaded behind the lines.
     for (i, p) in pools.iter().enumerate() {
@@ -260,6 +376,111 @@ pub fn pool_levels<DB: DrawingBackend>(
         lines.push((format!("{} (drawn by {})", p.link, p.owner), pts));
     }
     draw_lines(&mut chart, lines, SeriesLabelPosition::UpperRight)?;
+    root.present()
+}
+
+/// With more pool halves than colours: the mean level over the halves, the band from
+/// the lowest to the highest, and how many halves hold less than one key.
+fn pool_levels_aggregated<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    d: &Results,
+    pools: &[&results::PoolSummary],
+) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let hours = d.duration_ns as f64 / NS_PER_H;
+    let index: BTreeMap<(&str, &str), usize> = pools
+        .iter()
+        .enumerate()
+        .map(|(i, p)| ((p.link.as_str(), p.owner.as_str()), i))
+        .collect();
+    // Each half's level (in 256-bit keys) holds until its next row; walk the rows in
+    // time order keeping every half's latest level.
+    let mut rows: Vec<(u64, usize, f64)> = d
+        .rows
+        .pool_samples
+        .iter()
+        .filter_map(|s| {
+            let i = *index.get(&(s.link.as_str(), s.owner.as_str()))?;
+            Some((s.time_ns, i, s.level_bits as f64 / 256.0))
+        })
+        .collect();
+    rows.sort_by_key(|r| (r.0, r.1));
+    let key = |i: usize| pools[i].key_size_bits.max(1) as f64 / 256.0;
+    let mut level = vec![0.0; pools.len()];
+    // (time h, mean, min, max, halves below one key)
+    let mut pts: Vec<(f64, f64, f64, f64, f64)> = Vec::new();
+    let mut j = 0;
+    while j < rows.len() {
+        let t = rows[j].0;
+        while j < rows.len() && rows[j].0 == t {
+            level[rows[j].1] = rows[j].2;
+            j += 1;
+        }
+        let n = level.len() as f64;
+        let (lo, hi) = level
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        let empty = (0..level.len()).filter(|&i| level[i] < key(i)).count() as f64;
+        pts.push((
+            t as f64 / NS_PER_H,
+            level.iter().sum::<f64>() / n,
+            lo,
+            hi,
+            empty,
+        ));
+    }
+    if let Some(&last) = pts.last() {
+        pts.push((hours, last.1, last.2, last.3, last.4));
+    }
+    let ymax = pts.iter().map(|p| p.3.max(p.4)).fold(1.0, f64::max) * 1.1;
+    let (w, _) = root.dim_in_pixel();
+    let (plot, legend) = root.split_horizontally(w - (w as f64 * 0.28) as u32);
+    let mut chart = time_chart(
+        &plot,
+        &format!("QKD key pool level ({} pool halves)", pools.len()),
+        hours,
+        ymax,
+        "stored keys (256 bit) / halves",
+    )?;
+    // Steps: each value holds until the next point.
+    let step = |f: fn(&(f64, f64, f64, f64, f64)) -> f64| -> Vec<(f64, f64)> {
+        pts.windows(2)
+            .flat_map(|w| [(w[0].0, f(&w[0])), (w[1].0, f(&w[0]))])
+            .collect()
+    };
+    let (upper, lower) = (step(|p| p.3), step(|p| p.2));
+    let band: Vec<(f64, f64)> = upper
+        .iter()
+        .copied()
+        .chain(lower.iter().rev().copied())
+        .collect();
+    chart.draw_series(std::iter::once(Polygon::new(
+        band,
+        color(0).mix(0.2).filled(),
+    )))?;
+    chart.draw_series(LineSeries::new(step(|p| p.1), color(0).stroke_width(2)))?;
+    chart.draw_series(LineSeries::new(step(|p| p.4), color(3).stroke_width(2)))?;
+    legend_column(
+        &legend,
+        "pool halves",
+        &[
+            Entry {
+                label: "mean level",
+                color: color(0),
+                dashed: false,
+            },
+            Entry {
+                label: "lowest to highest",
+                color: RGBColor(174, 199, 232),
+                dashed: false,
+            },
+            Entry {
+                label: "halves below one key",
+                color: color(3),
+                dashed: false,
+            },
+        ],
+    )?;
     root.present()
 }
 
@@ -336,15 +557,15 @@ pub fn keys_over_time<DB: DrawingBackend>(
     root.present()
 }
 
-/// Empirical CDF of handshake completion time per tunnel.
+/// Distributions of handshake time (IKE_SA_INIT sent to up, solid) and time to up (IKE
+/// SA wanted to up, QKD key wait included, dashed) per tunnel, or per proposal when
+/// there are more tunnels than colours.
 pub fn handshake_cdf<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     d: &Results,
 ) -> DrawResult<DB> {
-    root.fill(&WHITE)?;
-    // One curve per tunnel, or with more tunnels than curves, one per proposal.
-    let by_proposal = d.tunnels.len() > 12;
-    let mut per: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let by_proposal = d.tunnels.len() > PALETTE_SIZE;
+    let mut per: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for h in d
         .rows
         .handshakes
@@ -352,36 +573,53 @@ pub fn handshake_cdf<DB: DrawingBackend>(
         .filter(|h| h.outcome == "established")
     {
         let key = if by_proposal { &h.proposal } else { &h.tunnel };
-        per.entry(key).or_default().push(h.duration_ns as f64 / 1e6);
+        let e = per.entry(key).or_default();
+        e.0.push(h.duration_ns as f64);
+        if let Some(t) = h.time_to_up_ns {
+            e.1.push(t as f64);
+        }
     }
-    let xmax = per.values().flatten().copied().fold(1.0, f64::max);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            caption("Handshake completion time (IKE_SA_INIT to IKE SA established)").0,
-            caption("").1,
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..xmax * 1.05, 0f64..1.0)?;
-    chart
-        .configure_mesh()
-        .x_desc("completion time (ms)")
-        .y_desc("fraction of handshakes")
-        .label_style(("sans-serif", 14))
-        .draw()?;
-    let lines = per.into_iter().take(12).map(|(name, mut v)| {
-        v.sort_by(f64::total_cmp);
-        let n = v.len() as f64;
-        let pts: Vec<(f64, f64)> = v
-            .iter()
-            .enumerate()
-            .flat_map(|(j, &x)| [(x, j as f64 / n), (x, (j + 1) as f64 / n)])
-            .collect();
-        (name.to_string(), pts)
-    });
-    draw_lines(&mut chart, lines, SeriesLabelPosition::LowerRight)?;
-    root.present()
+    let groups: Vec<(String, Vec<f64>, Vec<f64>)> = per
+        .into_iter()
+        .take(PALETTE_SIZE)
+        .map(|(k, (hs, up))| {
+            let name = match by_proposal {
+                true => crate::sweep::short_value(k),
+                false => k.to_string(),
+            };
+            (name, percentiles(hs), percentiles(up))
+        })
+        .collect();
+    let labels: Vec<(String, String)> = groups
+        .iter()
+        .map(|(k, _, _)| (format!("{k}: handshake"), format!("{k}: time to up")))
+        .collect();
+    let mut curves = Vec::new();
+    for (i, ((_, hs, up), (lh, lu))) in groups.iter().zip(&labels).enumerate() {
+        for (q, label, dashed) in [(hs, lh, false), (up, lu, true)] {
+            if !q.is_empty() {
+                curves.push(Curve {
+                    entry: Entry {
+                        label,
+                        color: color(i),
+                        dashed,
+                    },
+                    quantiles: q,
+                });
+            }
+        }
+    }
+    cdf_chart(
+        root,
+        "Handshake time (solid), time to up (dashed)",
+        "time (ms)",
+        if by_proposal {
+            "by proposal"
+        } else {
+            "by tunnel"
+        },
+        &curves,
+    )
 }
 
 /// Totals of one exchange type.
@@ -435,7 +673,16 @@ pub fn exchange_bytes<DB: DrawingBackend>(
         s.resp_frags += e.response_fragments as f64;
         s.count += 1.0;
     }
-    let kinds: Vec<_> = per.into_iter().take(16).collect();
+    // In the order a handshake uses them, then by fragments.
+    let order = |name: &str| {
+        results::metrics::EXCHANGES
+            .iter()
+            .position(|x| *x == name)
+            .unwrap_or(usize::MAX)
+    };
+    let mut kinds: Vec<_> = per.into_iter().collect();
+    kinds.sort_by_key(|((name, rf, sf, v), _)| (order(name), *rf, *sf, *v));
+    kinds.truncate(16);
     let ymax = kinds
         .iter()
         .map(|(_, s)| (s.req_bytes + s.resp_bytes) / s.count)
@@ -488,6 +735,15 @@ pub fn exchange_bytes<DB: DrawingBackend>(
             (x0, req + resp + ymax * 0.03),
             ("sans-serif", 12),
         )])?;
+    }
+    let (w, _) = root.dim_in_pixel();
+    for (i, what) in ["request", "response"].into_iter().enumerate() {
+        let (x, y) = (w as i32 - 130, 50 + 20 * i as i32);
+        root.draw(&Rectangle::new(
+            [(x, y), (x + 14, y + 14)],
+            color(i).filled(),
+        ))?;
+        root.draw(&Text::new(what, (x + 20, y), ("sans-serif", 13)))?;
     }
     root.present()
 }
@@ -737,60 +993,81 @@ pub fn esp_losses<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, d: &Results)
     root.present()
 }
 
-/// How many tunnels are in each state over time: the summary of the timeline for any
-/// number of tunnels (counted at 400 instants across the run).
+/// How many tunnels are in each state over time, stacked so the states add up to the
+/// tunnels: up; else establishing (an IKE negotiation under way); else waiting for a
+/// QKD key; else down. Drawn for any number of tunnels (the timeline shows the first
+/// 30 one by one).
 pub fn state_counts<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     d: &Results,
 ) -> DrawResult<DB> {
     root.fill(&WHITE)?;
     let hours = d.duration_ns as f64 / NS_PER_H;
-    const STEPS: u64 = 400;
-    let at = |i: u64| d.duration_ns / STEPS * i;
-    // Instants 0, d/400, ..., the last just before the end (periods are half-open).
-    let mut up = vec![0.0; STEPS as usize];
-    let mut waiting = up.clone();
-    let mut establishing = up.clone();
-    for (i, slot) in up.iter_mut().enumerate() {
-        let t = at(i as u64);
-        *slot = d
-            .tunnels
-            .iter()
-            .filter(|tun| tun.up_periods.iter().any(|&(a, b)| a <= t && t < b))
-            .count() as f64;
-    }
+    const STEPS: usize = 400;
+    let at = |i: usize| d.duration_ns / STEPS as u64 * i as u64;
+    let mut by_tunnel: BTreeMap<&str, Vec<&results::HandshakeRow>> = BTreeMap::new();
     for h in &d.rows.handshakes {
-        for (i, (w, e)) in waiting.iter_mut().zip(establishing.iter_mut()).enumerate() {
-            let t = at(i as u64);
-            if h.requested_ns <= t && t < h.requested_ns + h.key_wait_ns {
-                *w += 1.0;
-            }
-            if h.ike_started_ns <= t && t < h.ended_ns {
-                *e += 1.0;
-            }
+        by_tunnel.entry(&h.tunnel).or_default().push(h);
+    }
+    // counts[instant][state], states in stacking order.
+    let mut counts = [[0u32; 4]; STEPS];
+    for tun in &d.tunnels {
+        let hs = by_tunnel
+            .get(tun.tunnel.as_str())
+            .map_or(&[][..], Vec::as_slice);
+        for (i, count) in counts.iter_mut().enumerate() {
+            let t = at(i);
+            let state = if tun.up_periods.iter().any(|&(a, b)| a <= t && t < b) {
+                0
+            } else if hs.iter().any(|h| h.ike_started_ns <= t && t < h.ended_ns) {
+                1
+            } else if hs
+                .iter()
+                .any(|h| h.requested_ns <= t && t < h.requested_ns + h.key_wait_ns)
+            {
+                2
+            } else {
+                3
+            };
+            count[state] += 1;
         }
     }
+    let (w, _) = root.dim_in_pixel();
+    let (plot, legend) = root.split_horizontally(w - (w as f64 * 0.25) as u32);
     let total = d.tunnels.len() as f64;
-    let series = |v: &[f64]| -> Vec<(f64, f64)> {
-        v.iter()
-            .enumerate()
-            .map(|(i, &n)| (at(i as u64) as f64 / NS_PER_H, n))
-            .collect()
-    };
-    let down: Vec<f64> = up.iter().map(|u| total - u).collect();
     let mut chart = time_chart(
-        &root,
-        "Tunnels by state over time",
+        &plot,
+        "Tunnels by state over time (stacked)",
         hours,
-        total.max(1.0) * 1.1,
+        total.max(1.0) * 1.05,
         "tunnels",
     )?;
-    let lines = [
-        ("up".to_string(), series(&up)),
-        ("down (no IKE SA)".to_string(), series(&down)),
-        ("waiting for a QKD key".to_string(), series(&waiting)),
-        ("establishing".to_string(), series(&establishing)),
-    ];
-    draw_lines(&mut chart, lines, SeriesLabelPosition::MiddleRight)?;
+    let names = ["up", "establishing", "waiting for a QKD key", "down"];
+    let colors = [color(2), color(0), color(1), color(3)];
+    let x = |i: usize| at(i) as f64 / NS_PER_H;
+    let mut below = [0f64; STEPS];
+    for (state, c) in colors.iter().enumerate() {
+        let top: Vec<f64> = (0..STEPS)
+            .map(|i| below[i] + counts[i][state] as f64)
+            .collect();
+        // A step band from `below` up to `top`.
+        let upper = (0..STEPS).flat_map(|i| [(x(i), top[i]), (x(i + 1), top[i])]);
+        let lower: Vec<(f64, f64)> = (0..STEPS)
+            .flat_map(|i| [(x(i), below[i]), (x(i + 1), below[i])])
+            .collect();
+        let band: Vec<(f64, f64)> = upper.chain(lower.into_iter().rev()).collect();
+        chart.draw_series(std::iter::once(Polygon::new(band, c.mix(0.75).filled())))?;
+        below.copy_from_slice(&top);
+    }
+    let entries: Vec<Entry<'_>> = names
+        .iter()
+        .zip(colors)
+        .map(|(label, color)| Entry {
+            label,
+            color,
+            dashed: false,
+        })
+        .collect();
+    legend_column(&legend, "state", &entries)?;
     root.present()
 }

@@ -578,7 +578,11 @@ impl Axes<'_> {
                 chart.draw_series(DashedLineSeries::new(e, 4, 3, c.mix(0.6).stroke_width(1)))?;
             }
             let line: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
-            chart.draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))?;
+            if i < crate::figures::PALETTE_SIZE {
+                chart.draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))?;
+            } else {
+                chart.draw_series(DashedLineSeries::new(line.clone(), 6, 4, c.stroke_width(2)))?;
+            }
             chart.draw_series(line.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
         }
         Ok(())
@@ -664,8 +668,12 @@ fn band_chart<DB: DrawingBackend>(
             Some(by) => short_param(by),
             None => "lines".into(),
         };
-        let labels: Vec<&str> = data.iter().map(|(l, _)| l.as_str()).collect();
-        crate::figures::legend_column(&legend, &heading, &labels)?;
+        let entries: Vec<crate::figures::Entry<'_>> = data
+            .iter()
+            .enumerate()
+            .map(|(i, (l, _))| crate::figures::Entry::nth(i, l))
+            .collect();
+        crate::figures::legend_column(&legend, &heading, &entries)?;
     }
     root.present()
 }

@@ -93,6 +93,24 @@ fn jobs_and_shards_do_not_change_results() {
             .unwrap()
             .starts_with("0.0,optional,3,")
     );
+    // Every metric has its mean and interval columns, each named with its statistic
+    // and unit.
+    let header: Vec<&str> = summary.lines().next().unwrap().split(',').collect();
+    for m in results::metrics::all() {
+        let name = m.name();
+        assert!(
+            ["_count", "_ratio", "_s", "_ms", "_bytes"]
+                .iter()
+                .any(|u| name.ends_with(u)),
+            "{name}"
+        );
+        for col in ["mean_over_seeds", "ci95_low", "ci95_high"] {
+            assert!(
+                header.contains(&format!("{name}:{col}").as_str()),
+                "{name}:{col}"
+            );
+        }
+    }
     // A finished sweep resumes by skipping every run.
     let again = qsafe(&["sweep", sweep, "--out", &dir("j1"), "--quiet"]);
     assert!(again.contains("0 to run (18 already done)"), "{again}");

@@ -11,6 +11,7 @@ pub mod figures;
 pub mod stats;
 pub mod sweep;
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -178,6 +179,37 @@ pub(crate) fn esc(s: &str) -> String {
 /// Handshake times are IKE's (IKE_SA_INIT to established); "to up" adds the wait for a
 /// QKD key (from wanting the IKE SA to having it).
 pub fn tunnel_table(d: &Results) -> String {
+    tunnel_rows(d, &d.tunnels.iter().collect::<Vec<_>>())
+}
+
+/// Most tunnels the report's table lists one by one.
+const TABLE_TUNNELS: usize = 40;
+
+/// The tunnels the report lists: all of a small run, else the [`TABLE_TUNNELS`] with
+/// the lowest availability (the ones a reader looks for), worst first.
+fn worst_tunnels(d: &Results) -> Vec<&results::TunnelSummary> {
+    let mut v: Vec<&results::TunnelSummary> = d.tunnels.iter().collect();
+    if v.len() > TABLE_TUNNELS {
+        v.sort_by(|a, b| {
+            a.availability(d.duration_ns)
+                .total_cmp(&b.availability(d.duration_ns))
+                .then_with(|| a.tunnel.cmp(&b.tunnel))
+        });
+        v.truncate(TABLE_TUNNELS);
+    }
+    v
+}
+
+fn tunnel_rows(d: &Results, tunnels: &[&results::TunnelSummary]) -> String {
+    let mut established: BTreeMap<&str, Vec<&results::HandshakeRow>> = BTreeMap::new();
+    for h in d
+        .rows
+        .handshakes
+        .iter()
+        .filter(|h| h.outcome == "established")
+    {
+        established.entry(&h.tunnel).or_default().push(h);
+    }
     let mut t = String::from(
         "| tunnel | attempts | established | failed | downgrades | keys drawn | keys wasted | key wait (s) | handshake p50 (ms) | 95% CI of p50 | p95 (ms) | to up p50 (ms) | availability | outages | down (s) | first up (s) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n",
     );
@@ -185,12 +217,11 @@ pub fn tunnel_table(d: &Results) -> String {
         v.sort_by(f64::total_cmp);
         v
     };
-    for tun in &d.tunnels {
-        let up = d
-            .rows
-            .handshakes
-            .iter()
-            .filter(|h| h.tunnel == tun.tunnel && h.outcome == "established");
+    for tun in tunnels {
+        let up = established
+            .get(tun.tunnel.as_str())
+            .map_or(&[][..], Vec::as_slice)
+            .iter();
         let v = sorted(up.clone().map(|h| h.duration_ns as f64 / 1e6).collect());
         let to_up = sorted(
             up.filter_map(|h| h.time_to_up_ns)
@@ -332,8 +363,15 @@ pub fn write_report(dir: &Path) -> Result<PathBuf, ReportError> {
     );
     let _ = write!(
         h,
-        "<h2 id=\"tunnels\">Tunnels</h2>\n{}",
-        md_to_html_table(&tunnel_table(&d))
+        "<h2 id=\"tunnels\">Tunnels</h2>\n{}{}",
+        match d.tunnels.len() {
+            n if n > TABLE_TUNNELS => format!(
+                "<p>The {TABLE_TUNNELS} of {n} tunnels with the lowest availability, worst \
+                 first; every tunnel is in <code>tunnels.csv</code>.</p>\n"
+            ),
+            _ => String::new(),
+        },
+        md_to_html_table(&tunnel_rows(&d, &worst_tunnels(&d)))
     );
     if !d.traffic.is_empty() {
         let _ = write!(

@@ -488,3 +488,28 @@ fn many_pools_are_drawn_as_their_mean_range_and_empty_count() {
     // Twenty legend entries would be unreadable: the per-pool names are not drawn.
     assert!(!svg.contains("l17"));
 }
+
+#[test]
+fn a_large_run_lists_its_least_available_tunnels() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("report-many-tunnels");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let r = Results {
+        duration_ns: 1_000,
+        tunnels: (0..45)
+            .map(|i| TunnelSummary {
+                tunnel: format!("t{i}"),
+                // t7 is down most of the time; the rest are up all along.
+                up_ns: if i == 7 { 100 } else { 1_000 },
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    fs::write(dir.join("results.json"), serde_json::to_string(&r).unwrap()).unwrap();
+    let html = fs::read_to_string(reports::write_report(&dir).unwrap()).unwrap();
+    assert!(html.contains("The 40 of 45 tunnels with the lowest availability"));
+    let table = &html[html.find("id=\"tunnels\"").unwrap()..];
+    assert!(table.find("<td>t7</td>").unwrap() < table.find("<td>t0</td>").unwrap());
+    assert_eq!(table.matches("<td>t").count(), 40);
+}

@@ -267,7 +267,10 @@ fn availability_falls_once_key_consumption_exceeds_the_qkd_supply() {
     assert!(by_rate[1].1 < 0.7 && by_rate[0].1 < 0.5, "{by_rate:?}");
     // The sweep report draws it as the sweep file asks: on a log axis.
     let svg = fs::read_to_string(out.join("figures/sweep_01_availability_mean_ratio.svg")).unwrap();
-    assert!(svg.contains("availability_mean_ratio") && svg.contains("qkd rate_bps (log scale)"));
+    assert!(
+        svg.contains("availability mean (ratio) by qkd rate_bps")
+            && svg.contains("qkd rate_bps (log scale)")
+    );
 }
 
 #[test]

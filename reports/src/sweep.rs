@@ -12,7 +12,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use plotters::coord::Shift;
-use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 pub use results::SweepRow;
 use serde::{Deserialize, Serialize};
@@ -239,6 +238,7 @@ pub fn point_table(points: &[Point]) -> String {
 /// x = "qkd_link.*.pool.rate_bps"    # a grid parameter (default: the numeric one with most values)
 /// by = "tunnel.*.ike"               # one line per value (default: every other parameter)
 /// x_scale = "log"                   # or "linear" (default)
+/// y_scale = "log"                   # or "linear" (default)
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -250,6 +250,9 @@ pub struct PlotSpec {
     pub by: Option<String>,
     #[serde(default)]
     pub x_scale: Option<String>,
+    /// "linear" (default) or "log".
+    #[serde(default)]
+    pub y_scale: Option<String>,
 }
 
 /// The metric `y` names: its full name, or the one name it begins (`availability`,
@@ -284,6 +287,7 @@ struct Figure {
     x: String,
     numeric: bool,
     log: bool,
+    log_y: bool,
     by: Option<String>,
 }
 
@@ -334,11 +338,13 @@ fn figure(points: &[Point], spec: &PlotSpec) -> Result<Figure, String> {
             .ok_or("a plot needs a grid parameter for its x axis")?,
     };
     let by = spec.by.as_deref().map(|b| known(b, "by")).transpose()?;
-    let log = match spec.x_scale.as_deref() {
-        None | Some("linear") => false,
-        Some("log") => true,
-        Some(other) => return Err(format!("x_scale `{other}`: \"linear\" or \"log\"")),
+    let scale = |which: &str, v: Option<&str>| match v {
+        None | Some("linear") => Ok(false),
+        Some("log") => Ok(true),
+        Some(other) => Err(format!("{which} `{other}`: \"linear\" or \"log\"")),
     };
+    let log = scale("x_scale", spec.x_scale.as_deref())?;
+    let log_y = scale("y_scale", spec.y_scale.as_deref())?;
     let numeric = numeric(&x);
     if log
         && !(numeric
@@ -353,6 +359,7 @@ fn figure(points: &[Point], spec: &PlotSpec) -> Result<Figure, String> {
         x,
         numeric,
         log,
+        log_y,
         by,
     })
 }
@@ -367,7 +374,7 @@ fn default_specs(points: &[Point]) -> Vec<PlotSpec> {
         "handshake_success_rate_ratio",
         "key_wait_share_rate_ratio",
         "retransmissions_total_count",
-        "fragments_total_count",
+        "ike_datagrams_total_count",
         "ike_total_bytes",
         "keys_wasted_total_count",
         "esp_delivery_rate_ratio",
@@ -473,11 +480,15 @@ fn lines(points: &[Point], rows: &[SweepRow], f: &Figure) -> (Lines, Vec<String>
             categories.iter().position(|c| *c == v).unwrap_or(0) as f64
         }
     };
-    let mut out: BTreeMap<String, Vec<(f64, f64, f64, f64)>> = BTreeMap::new();
+    // Lines in the grid's order of their values, not alphabetical.
+    let mut out: Lines = Vec::new();
     let mut push = |label: String, x: f64, e: &Estimate| {
         if let Some(m) = e.mean {
             let (lo, hi) = (e.ci95_low.unwrap_or(m), e.ci95_high.unwrap_or(m));
-            out.entry(label).or_default().push((x, m, lo, hi));
+            match out.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, pts)) => pts.push((x, m, lo, hi)),
+                None => out.push((label, vec![(x, m, lo, hi)])),
+            }
         }
     };
     match &f.by {
@@ -509,14 +520,10 @@ fn lines(points: &[Point], rows: &[SweepRow], f: &Figure) -> (Lines, Vec<String>
             }
         }
     }
-    let lines = out
-        .into_iter()
-        .map(|(k, mut v)| {
-            v.sort_by(|a, b| a.0.total_cmp(&b.0));
-            (k, v)
-        })
-        .collect();
-    (lines, categories.iter().map(|c| short_value(c)).collect())
+    for (_, pts) in &mut out {
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    (out, categories.iter().map(|c| short_value(c)).collect())
 }
 
 type Area<DB> = DrawingArea<DB, Shift>;
@@ -530,13 +537,14 @@ struct Axes<'a> {
 }
 
 impl Axes<'_> {
-    fn draw<DB: DrawingBackend, X>(
+    fn draw<DB: DrawingBackend, X, Y>(
         &self,
-        chart: &mut ChartContext<'_, DB, Cartesian2d<X, RangedCoordf64>>,
+        chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
         data: &Lines,
     ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
     where
         X: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
+        Y: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
     {
         let xfmt = |v: &f64| {
             if !self.numeric {
@@ -630,17 +638,7 @@ fn band_chart<DB: DrawingBackend>(
         (y0 - span * 0.15, y1 + span * 0.15)
     };
     let x_desc = short_param(&f.x) + if f.log { " (log scale)" } else { "" };
-    let metric = results::metrics::all()
-        .into_iter()
-        .find(|m| m.name() == f.metric);
-    let y_desc = metric.as_ref().map_or(f.metric.clone(), |m| {
-        format!(
-            "{} {} ({})",
-            m.what.replace('_', " "),
-            m.statistic.word(),
-            m.unit
-        )
-    });
+    let y_desc = metric_words(&f.metric) + if f.log_y { " (log scale)" } else { "" };
     let mut builder = ChartBuilder::on(&plot);
     builder
         .caption(caption(title).0, caption("").1)
@@ -653,15 +651,45 @@ fn band_chart<DB: DrawingBackend>(
         categories,
         numeric: f.numeric,
     };
-    if f.log {
-        let mut chart = builder.build_cartesian_2d((x0 / 1.15..x1 * 1.15).log_scale(), y0..y1)?;
-        axes.draw(&mut chart, data)?;
-    } else {
-        let pad = ((x1 - x0) * 0.05)
-            .max(0.25 * (!f.numeric) as u8 as f64)
-            .max(1e-9);
-        let mut chart = builder.build_cartesian_2d(x0 - pad..x1 + pad, y0..y1)?;
-        axes.draw(&mut chart, data)?;
+    // A log y axis starts at the smallest positive value; lower edges are cut there.
+    let positive = data
+        .iter()
+        .flat_map(|(_, v)| v.iter().flat_map(|p| [p.1, p.2]))
+        .filter(|&v| v > 0.0)
+        .fold(f64::MAX, f64::min);
+    let ylog = (positive.min(y1.max(1e-12)) * 0.8)..(y1.max(positive) * 1.25);
+    let clipped: Lines;
+    let data = match f.log_y {
+        true => {
+            clipped = data
+                .iter()
+                .map(|(l, v)| {
+                    let lo = ylog.start;
+                    let pts = v
+                        .iter()
+                        .map(|p| (p.0, p.1.max(lo), p.2.max(lo), p.3.max(lo)));
+                    (l.clone(), pts.collect())
+                })
+                .collect();
+            &clipped
+        }
+        false => data,
+    };
+    let pad = ((x1 - x0) * 0.05)
+        .max(0.25 * (!f.numeric) as u8 as f64)
+        .max(1e-9);
+    let (xlin, xlog) = (x0 - pad..x1 + pad, (x0 / 1.15..x1 * 1.15).log_scale());
+    match (f.log, f.log_y) {
+        (true, true) => axes.draw(
+            &mut builder.build_cartesian_2d(xlog, ylog.log_scale())?,
+            data,
+        )?,
+        (true, false) => axes.draw(&mut builder.build_cartesian_2d(xlog, y0..y1)?, data)?,
+        (false, true) => axes.draw(
+            &mut builder.build_cartesian_2d(xlin, ylog.log_scale())?,
+            data,
+        )?,
+        (false, false) => axes.draw(&mut builder.build_cartesian_2d(xlin, y0..y1)?, data)?,
     }
     if legend_width > 0 {
         let heading = match &f.by {
@@ -715,7 +743,9 @@ fn draw(
             }
             None => String::new(),
         };
-        let title = format!("{} (mean over seeds{pooled}, 95% CI)", f.metric);
+        // Short on the image; the caption says how it was computed.
+        let title = format!("{} by {}", metric_words(&f.metric), short_param(&f.x));
+        let caption = format!("{} (mean over seeds{pooled}, 95% CI)", f.metric);
         let stem = format!("sweep_{:02}_{}", i + 1, f.metric);
         let svg = crate::save_figure(
             &out,
@@ -723,9 +753,24 @@ fn draw(
             |a| band_chart(a, &title, &f, &data, &categories).map_err(|e| e.to_string()),
             |a| band_chart(a, &title, &f, &data, &categories).map_err(|e| e.to_string()),
         )?;
-        svgs.push((title, svg));
+        svgs.push((caption, svg));
     }
     Ok(svgs)
+}
+
+/// A metric in words: `availability mean (ratio)`.
+fn metric_words(name: &str) -> String {
+    results::metrics::all()
+        .into_iter()
+        .find(|m| m.name() == name)
+        .map_or(name.to_string(), |m| {
+            format!(
+                "{} {} ({})",
+                m.what.replace('_', " "),
+                m.statistic.word(),
+                m.unit
+            )
+        })
 }
 
 /// Checks a sweep file's `[[plot]]` entries against its grid before anything runs.

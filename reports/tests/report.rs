@@ -357,6 +357,7 @@ fn sweep_report_figures_and_table() {
     fs::write(dir.join("runs.json"), sweep_rows()).unwrap();
     let html = fs::read_to_string(reports::write_sweep_report(&dir).unwrap()).unwrap();
     for section in [
+        "handshake_success_rate_ratio (mean over seeds, 95% CI)",
         "id=\"sweep\"",
         "id=\"points\"",
         "id=\"figures\"",
@@ -391,7 +392,7 @@ fn sweep_report_figures_and_table() {
         (
             "sweep_03_handshake_success_rate_ratio",
             &[
-                "handshake_success_rate_ratio (mean over seeds, 95% CI)",
+                "handshake success rate (ratio) by loss probability",
                 "loss probability",
                 "handshake success rate (ratio)",
                 "mtu 576",

@@ -297,10 +297,10 @@ pub fn all() -> Vec<Metric> {
             |r| Some(r.totals.retransmissions() as f64),
         ),
         metric(
-            "fragments",
+            "ike_datagrams",
             Total,
             "count",
-            "IKE fragments sent (requests and responses, first transmissions)",
+            "IKE datagrams of every request and response (first transmissions): one per message, or one per fragment of a fragmented message",
             |r| {
                 Some(
                     r.totals

@@ -327,3 +327,66 @@ fn a_changed_scenario_is_refused_on_resume_and_rerun_with_force() {
     );
     assert_ne!(fs::read_to_string(out.join("runs.csv")).unwrap(), before);
 }
+
+/// A Python with pandas and polars: `QSAFE_PYTHON`, else `python3` if it has them.
+/// CI installs them (`.ci/run`) and sets `QSAFE_REQUIRE_PANDAS=1`, so the test cannot
+/// pass there by skipping.
+fn python_with_pandas() -> Option<String> {
+    let python = std::env::var("QSAFE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", "import pandas, polars"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok && std::env::var("QSAFE_REQUIRE_PANDAS").as_deref() == Ok("1") {
+        panic!("QSAFE_REQUIRE_PANDAS=1 but {python} cannot import pandas and polars");
+    }
+    ok.then_some(python)
+}
+
+#[test]
+fn sweep_tables_read_in_pandas_and_polars() {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sweep-parquet");
+    let _ = fs::remove_dir_all(&out);
+    let sweep = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/sweep-loss.toml");
+    qsafe(&[
+        "sweep",
+        sweep,
+        "--seeds",
+        "2",
+        "--no-report",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let Some(python) = python_with_pandas() else {
+        eprintln!("skipped: no python3 with pandas and polars (set QSAFE_PYTHON)");
+        return;
+    };
+    // The same numbers as the CSV, column by column, in both libraries.
+    let script = r#"
+import sys, pandas as pd, polars as pl
+d = sys.argv[1]
+runs_pd, runs_pl = pd.read_parquet(d + "/runs.parquet"), pl.read_parquet(d + "/runs.parquet")
+runs_csv = pd.read_csv(d + "/runs.csv", dtype={"link.*.params.loss.probability": str})
+assert runs_pd.shape == runs_pl.shape == runs_csv.shape == (12, runs_csv.shape[1]), (runs_pd.shape, runs_csv.shape)
+assert list(runs_pd.columns) == list(runs_csv.columns)
+assert runs_pl["seed"].dtype == pl.Int64
+assert runs_pd["link.*.params.loss.probability"].tolist() == runs_csv["link.*.params.loss.probability"].tolist()
+assert (runs_pd["handshake_p50_ms"] - runs_csv["handshake_p50_ms"]).abs().max() < 1e-9
+assert runs_pd["cpu_busy_mean_ratio"].isna().all()
+summary = pl.read_parquet(d + "/summary.parquet")
+assert summary.height == 6
+col = "availability_mean_ratio:mean_over_seeds"
+assert summary[col].min() > 0.5 and summary[col].max() <= 1.0
+print("ok")
+"#;
+    let o = Command::new(&python)
+        .args(["-c", script, out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "ok",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -35,6 +35,8 @@ pub enum ReportError {
     },
     #[error("reading the rows: {0}")]
     Rows(#[from] results::rows::RowsError),
+    #[error(transparent)]
+    Parquet(#[from] results::parquet::ParquetError),
     #[error("sweep figures: {0}")]
     Plot(String),
     #[error("drawing {figure}: {message}")]

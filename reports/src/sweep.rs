@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 pub use results::SweepRow;
+use results::parquet::{Column, Values};
 use serde::{Deserialize, Serialize};
 
 use crate::figures::{caption, color};
@@ -110,7 +111,8 @@ fn write(path: &Path, text: &str) -> Result<(), ReportError> {
     })
 }
 
-/// Writes `runs.{json,csv}` and `summary.{json,csv}` into `dir`; returns the points.
+/// Writes `runs.{json,csv,parquet}` and `summary.{json,csv,parquet}` into `dir`;
+/// returns the points.
 pub fn write_tables(dir: &Path, rows: &[SweepRow]) -> Result<Vec<Point>, ReportError> {
     let names = metric_names();
     let params: BTreeSet<&String> = rows.iter().flat_map(|r| r.params.keys()).collect();
@@ -134,6 +136,34 @@ pub fn write_tables(dir: &Path, rows: &[SweepRow]) -> Result<Vec<Point>, ReportE
         csv += &format!(",{},{},{}\n", r.violations.len(), r.fingerprint, r.input);
     }
     write(&dir.join("runs.csv"), &csv)?;
+    let text =
+        |f: &dyn Fn(&SweepRow) -> String| Values::Text(rows.iter().map(|r| Some(f(r))).collect());
+    let mut columns = vec![
+        Column::new("run_id", text(&|r| r.run_id.clone())),
+        Column::new(
+            "seed",
+            Values::Int(rows.iter().map(|r| Some(r.seed as i64)).collect()),
+        ),
+    ];
+    for p in &params {
+        let v = rows.iter().map(|r| r.params.get(*p).cloned()).collect();
+        columns.push(Column::new(p.as_str(), Values::Text(v)));
+    }
+    for n in &names {
+        let v = rows.iter().map(|r| r.metric(n)).collect();
+        columns.push(Column::new(n.as_str(), Values::Float(v)));
+    }
+    columns.push(Column::new(
+        "violations",
+        Values::Int(
+            rows.iter()
+                .map(|r| Some(r.violations.len() as i64))
+                .collect(),
+        ),
+    ));
+    columns.push(Column::new("fingerprint", text(&|r| r.fingerprint.clone())));
+    columns.push(Column::new("input", text(&|r| r.input.clone())));
+    results::parquet::write(&dir.join("runs.parquet"), &columns)?;
 
     let points = points(rows);
     write(&dir.join("summary.json"), &json(&points))?;
@@ -163,6 +193,32 @@ pub fn write_tables(dir: &Path, rows: &[SweepRow]) -> Result<Vec<Point>, ReportE
         csv += &format!(",{}\n", pt.violations);
     }
     write(&dir.join("summary.csv"), &csv)?;
+    let mut columns = Vec::new();
+    for p in &params {
+        let v = points.iter().map(|pt| pt.params.get(*p).cloned()).collect();
+        columns.push(Column::new(p.as_str(), Values::Text(v)));
+    }
+    columns.push(Column::new(
+        "runs",
+        Values::Int(points.iter().map(|p| Some(p.seeds.len() as i64)).collect()),
+    ));
+    for n in &names {
+        type Part = fn(&Estimate) -> Option<f64>;
+        let parts: [(&str, Part); 3] = [
+            ("mean_over_seeds", |e| e.mean),
+            ("ci95_low", |e| e.ci95_low),
+            ("ci95_high", |e| e.ci95_high),
+        ];
+        for (suffix, part) in parts {
+            let v = points.iter().map(|p| part(&p.metrics[n])).collect();
+            columns.push(Column::new(format!("{n}:{suffix}"), Values::Float(v)));
+        }
+    }
+    columns.push(Column::new(
+        "violations_in_runs",
+        Values::Int(points.iter().map(|p| Some(p.violations as i64)).collect()),
+    ));
+    results::parquet::write(&dir.join("summary.parquet"), &columns)?;
     Ok(points)
 }
 

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub mod metrics;
+pub mod parquet;
 pub mod rows;
 pub mod sketch;
 

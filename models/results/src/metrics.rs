@@ -357,6 +357,9 @@ pub fn all() -> Vec<Metric> {
         metric("esp_delivered", Total, "count", "ESP packets delivered to the far end", |r| {
             Some(r.traffic.iter().map(|t| t.delivered_packets as f64).sum())
         }),
+        metric("esp_lost", Total, "count", "ESP packets lost, for every reason (no SA, the link, unknown SPI, expired, replayed, bad ICV, malformed)", |r| {
+            Some(r.traffic.iter().flat_map(|t| t.losses()).map(|(_, n)| n as f64).sum())
+        }),
         metric("esp_delivery", Rate, "ratio", "ESP packets delivered divided by packets offered", |r| {
             ratio(
                 r.traffic.iter().map(|t| t.delivered_packets as f64).sum(),
@@ -427,6 +430,7 @@ mod tests {
             ..Default::default()
         };
         let v = of_run(&r);
+        assert_eq!(v["esp_lost_total_count"], Some(0.0));
         assert_eq!(v["availability_mean_ratio"], Some(0.75));
         assert_eq!(v["handshake_success_rate_ratio"], Some(0.75));
         assert_eq!(v["key_wait_share_rate_ratio"], Some(0.6));
@@ -437,6 +441,19 @@ mod tests {
             v["outage_total_s"].unwrap().is_sign_positive(),
             "no -0 in tables"
         );
+        let with_traffic = Results {
+            traffic: vec![crate::TrafficSummary {
+                offered_packets: 10,
+                delivered_packets: 7,
+                lost_on_link: 2,
+                replayed: 1,
+                ..Default::default()
+            }],
+            ..r.clone()
+        };
+        let t = of_run(&with_traffic);
+        assert_eq!(t["esp_lost_total_count"], Some(3.0));
+        assert_eq!(t["esp_delivery_rate_ratio"], Some(0.7));
         // Nothing to take a quantile of, no CPU model, no traffic: no value.
         assert_eq!(v["handshake_p50_ms"], None);
         assert_eq!(v["cpu_busy_mean_ratio"], None);

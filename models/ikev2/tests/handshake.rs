@@ -301,7 +301,8 @@ fn childless_and_no_proposal() {
     established_keys(&p, 0);
     assert!(p.child(0).is_none() && p.child(1).is_none());
 
-    // No common IKE proposal: NO_PROPOSAL_CHOSEN, and the initiator gives up at once.
+    // No common IKE proposal: NO_PROPOSAL_CHOSEN, and the initiator gives up when its
+    // first retransmission is due (4 s), not after every retransmission (165 s).
     let mut p = Pair::new(16, |i, peer| {
         let proposal = if i == 0 {
             "aes256gcm16-prfsha512-x25519"
@@ -315,7 +316,9 @@ fn childless_and_no_proposal() {
         fail_reason(&p, 0),
         &FailReason::NoProposalChosen { by_peer: true }
     );
-    assert!(p.failed(0).unwrap().0 < 100 * MS);
+    assert_eq!(p.failed(0).unwrap().0, 4 * SEC);
+    assert_eq!(p.eps[0].stats().init_errors_held, 1);
+    assert_eq!(p.links[0].offered, 1, "no retransmission");
 
     // No common ESP proposal: the IKE SA comes up, the Child SA does not.
     let mut p = Pair::new(17, |i, peer| {
@@ -538,7 +541,9 @@ fn an_unknown_critical_payload_is_answered_not_ignored() {
         body: vec![],
     };
     // In IKE_SA_INIT: the responder answers UNSUPPORTED_CRITICAL_PAYLOAD at once, and
-    // the initiator gives up on it (instead of retransmitting into silence).
+    // the initiator gives up on it when its first retransmission is due (the answer is
+    // unauthenticated, so it waits that long for a valid one) instead of
+    // retransmitting into silence.
     let mut p = Pair::new(34, |_, _| {});
     let extra = unknown.clone();
     p.links[0].tamper = Some(Box::new(move |n, d| {
@@ -555,7 +560,7 @@ fn an_unknown_critical_payload_is_answered_not_ignored() {
             notify: notify::UNSUPPORTED_CRITICAL_PAYLOAD
         }
     );
-    assert!(p.failed(0).unwrap().0 < SEC);
+    assert_eq!(p.failed(0).unwrap().0, 4 * SEC);
     // Inside SK, in an INFORMATIONAL request of an established SA: refused, and the
     // IKE SA goes on at both ends.
     let mut p = Pair::new(35, |_, peer| {
@@ -645,4 +650,39 @@ fn a_child_sa_error_in_ike_auth_leaves_the_ike_sa_up() {
             "{kind}"
         );
     }
+}
+
+#[test]
+fn a_forged_refusal_of_ike_sa_init_does_not_stop_the_real_answer() {
+    use ikev2::message::{Message, Notify, Payload};
+    // An attacker on the path answers the initiator's IKE_SA_INIT first, with
+    // NO_PROPOSAL_CHOSEN; the real response comes 20 ms later and is used (RFC 7296
+    // 2.21.1), and the handshake completes.
+    let mut p = Pair::new(36, |_, _| {});
+    let request = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let seen = request.clone();
+    p.links[0].tamper = Some(Box::new(move |n, d| {
+        if n == 0 {
+            *seen.borrow_mut() = d.clone();
+        }
+    }));
+    p.eps[0].initiate(p.now, 0);
+    p.step();
+    let mut forged = Message::decode(&request.borrow()).unwrap();
+    forged.header.flags = ikev2::consts::flags::RESPONSE;
+    forged.header.spi_r = 0x0bad_0bad_0bad_0bad;
+    forged.payloads = vec![Payload::Notify(Notify::new(
+        notify::NO_PROPOSAL_CHOSEN,
+        vec![],
+    ))];
+    let (now, from) = (p.now, p.addrs[1]);
+    p.eps[0].handle_datagram(now, from, &forged.encode());
+    while p.now < 10 * SEC && !(p.done(0) && p.done(1)) {
+        if !p.step() {
+            break;
+        }
+    }
+    established_keys(&p, 0);
+    assert!(p.failed(0).is_none());
+    assert_eq!(p.eps[0].stats().init_errors_held, 1);
 }

@@ -347,6 +347,9 @@ pub struct EndpointStats {
     pub dropped_unexpected: u64,
     /// IKE_SA_INIT from an address with no peer configuration.
     pub dropped_no_peer: u64,
+    /// IKE_SA_INIT responses that refused us or did not fit our request: unauthenticated,
+    /// so held while a valid response may still come (RFC 7296 2.21.1).
+    pub init_errors_held: u64,
     /// Requests sent again (once per resend), and the datagrams that took.
     pub retransmissions: u64,
     pub retransmitted_datagrams: u64,

@@ -277,27 +277,31 @@ impl IkeSa {
                 .any(|p| p.of(tt::KE).any(|a| a.id == requested));
             let current = self.hs().ke_method;
             if !offered || requested == current || KeMethod::from_id(requested).is_none() {
-                return Err(FailReason::InvalidKePayload { requested });
+                return self.hold_init_error(ctx, FailReason::InvalidKePayload { requested });
             }
             return self.retry_init(ctx, bytes.len(), |hs| hs.ke_method = requested);
         }
         match first_error(&msg.payloads) {
             Some(notify::NO_PROPOSAL_CHOSEN) => {
-                return Err(FailReason::NoProposalChosen { by_peer: true });
+                return self.hold_init_error(ctx, FailReason::NoProposalChosen { by_peer: true });
             }
-            Some(n) => return Err(FailReason::PeerError { notify: n }),
+            Some(n) => return self.hold_init_error(ctx, FailReason::PeerError { notify: n }),
             None => {}
         }
         let found = Found::of(&msg.payloads);
         let (Some(sa_reply), Some((ke_id, ker)), Some(nr)) = (found.sa, found.ke, found.nonce)
         else {
-            return Err(FailReason::Protocol(
-                "IKE_SA_INIT response lacks SA, KE or Nonce",
-            ));
+            return self.hold_init_error(
+                ctx,
+                FailReason::Protocol("IKE_SA_INIT response lacks SA, KE or Nonce"),
+            );
         };
-        let chosen = proposal::verify_reply(sa_reply, &ctx.peer.ike).ok_or(
-            FailReason::Protocol("IKE_SA_INIT response chose a proposal we did not offer"),
-        )?;
+        let Some(chosen) = proposal::verify_reply(sa_reply, &ctx.peer.ike) else {
+            return self.hold_init_error(
+                ctx,
+                FailReason::Protocol("IKE_SA_INIT response chose a proposal we did not offer"),
+            );
+        };
         let suite =
             Suite::from_proposal(&chosen).ok_or(FailReason::NoProposalChosen { by_peer: false })?;
         let ke_method = self.hs().ke_method;
@@ -364,6 +368,15 @@ impl IkeSa {
 
     /// Sends IKE_SA_INIT again after COOKIE or INVALID_KE_PAYLOAD (at most 3 times);
     /// the refused exchange is reported as answered with `response_bytes`.
+    /// Keeps an IKE_SA_INIT response's error for later (see `Handshake::init_error`)
+    /// and goes on waiting: a forged refusal must not end a negotiation that a valid
+    /// answer is about to complete.
+    fn hold_init_error(&mut self, ctx: &mut Ctx<'_>, e: FailReason) -> Result<(), FailReason> {
+        ctx.out.stats.init_errors_held += 1;
+        self.hs().init_error.get_or_insert(e);
+        Ok(())
+    }
+
     fn retry_init(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -375,6 +388,7 @@ impl IkeSa {
             return Err(FailReason::Protocol("IKE_SA_INIT refused too often"));
         }
         hs.init_retries += 1;
+        hs.init_error = None;
         change(hs);
         self.finish_exchange(ctx, response_bytes, 1);
         self.send_init(ctx);

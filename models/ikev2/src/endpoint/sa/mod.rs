@@ -113,6 +113,11 @@ struct Handshake {
     init_ke: Option<(u16, Vec<u8>)>,
     cookie: Option<Vec<u8>>,
     init_retries: u8,
+    /// The first error an IKE_SA_INIT response brought (a refusal, or an answer that
+    /// does not fit our request). It is unauthenticated, so the initiator keeps waiting
+    /// for a valid response until its request's retransmission is due, and only then
+    /// fails with it (RFC 7296 2.21.1).
+    init_error: Option<FailReason>,
     /// The negotiated additional key exchange methods (RFC 9370), and how many ran.
     additional_methods: Vec<u16>,
     done_additional: usize,
@@ -143,6 +148,7 @@ impl Handshake {
             init_ke: None,
             cookie: None,
             init_retries: 0,
+            init_error: None,
             additional_methods: Vec::new(),
             done_additional: 0,
             int_auth: IntAuth::default(),

@@ -343,6 +343,16 @@ impl IkeSa {
         if o.deadline > ctx.now {
             return Ok(());
         }
+        // An IKE_SA_INIT that drew only errors: no valid answer came in time, so the
+        // error stands.
+        if matches!(o.request, Request::Init)
+            && let Some(e) = self.handshake.as_mut().and_then(|h| h.init_error.take())
+        {
+            return Err(e);
+        }
+        let Some(o) = self.window.outstanding.as_mut() else {
+            return Ok(());
+        };
         if o.tries >= ctx.peer.timers.retransmit_tries {
             return Err(FailReason::RetransmitTimeout {
                 exchange: o.stats.exchange,

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Pair, SEC, fail_reason, key_set, reseal};
+use common::{Pair, SEC, established_keys, fail_reason, key_set, reseal};
 use ikev2::consts::{exchange, notify};
 use ikev2::endpoint::{Event, FailReason, Start};
 
@@ -678,4 +678,64 @@ fn a_child_rekey_refused_for_its_key_share_retries_with_the_method_asked_for() {
         .filter(|x| x.0 == exchange::CREATE_CHILD_SA)
         .count();
     assert_eq!(creates, 2);
+}
+
+/// An IKE SA rekey that chose another cipher than the IKE SA had: the successor uses
+/// the cipher the rekey chose, at both ends (RFC 7296 2.18: the new SA's keys follow
+/// its own proposal; only the PRF stays, as it keys SKEYSEED with the old SK_d).
+/// Gateway 0 prefers AES-256-GCM and the first handshake, which it starts, takes that;
+/// gateway 1 prefers AES-128-GCM, and the IKE SA rekey it starts (offering its whole
+/// configuration, as strongSwan does) takes that.
+#[test]
+fn an_ike_rekey_that_chooses_another_cipher_uses_it() {
+    let mut p = Pair::new(41, |i, peer| {
+        let mut ike = [
+            "aes256gcm16-prfsha256-x25519",
+            "aes128gcm16-prfsha256-x25519",
+        ];
+        if i == 1 {
+            ike.reverse();
+        }
+        *peer = peer.clone().with_ike(&ike).unwrap();
+    });
+    p.handshake(10 * SEC);
+    let first = established_keys(&p, 0);
+    assert_eq!(first.0.sk_ei.len(), 32 + 4, "AES-256-GCM first");
+    let Some(Event::IkeSaEstablished { sa, .. }) = p.established(1).cloned() else {
+        panic!()
+    };
+    assert_eq!(p.eps[1].rekey_ike(p.now, sa), Start::Started);
+    while p.step() {}
+    let rekeyed = |i: usize| {
+        p.events[i]
+            .iter()
+            .find_map(|e| match &e.1 {
+                Event::IkeSaRekeyed { keys, .. } => Some(keys.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("not rekeyed: {:?}", p.events[i]))
+    };
+    let (k0, k1) = (rekeyed(0), rekeyed(1));
+    assert_eq!(k1.sk_ei.len(), 16 + 4, "AES-128-GCM after the rekey");
+    assert_eq!((&k0.sk_ei, &k0.sk_er), (&k1.sk_ei, &k1.sk_er));
+    // The successor carries traffic: a Child SA rekey over it completes.
+    let child = p.child(0).unwrap().clone();
+    let new_sa = p.events[0]
+        .iter()
+        .find_map(|e| match &e.1 {
+            Event::IkeSaRekeyed { new, .. } => Some(*new),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        p.eps[0].rekey_child(p.now, new_sa, child.spi_in),
+        Start::Started
+    );
+    while p.step() {}
+    assert!(
+        p.events[0]
+            .iter()
+            .any(|e| matches!(e.1, Event::ChildSaRekeyed { .. }))
+    );
+    assert!(p.failed(0).is_none() && p.failed(1).is_none());
 }

@@ -7,7 +7,7 @@
 //! SA hands its Child SAs over to its successor.
 
 use super::child::{NewChild, RekeyCollision};
-use super::{Ctx, IkeSa, Phase, Request, first_error, ke_data, notify_payload};
+use super::{Ctx, IkeSa, Phase, Request, Suite, first_error, ke_data, notify_payload};
 use crate::consts::notify;
 use crate::crypto::{KeMethod, KeSecret};
 use crate::endpoint::events::{Event, FailReason};
@@ -350,7 +350,8 @@ impl IkeSa {
         // An IKE SA rekey always runs a key exchange in its CREATE_CHILD_SA.
         let shared = f.shared?;
         let [ni, nr] = f.nonces;
-        let suite = self.suite();
+        // The suite the rekey chose (its PRF is the old one: both ends insist on it).
+        let suite = Suite::from_proposal(&chosen)?;
         let mut new = IkeSa::blank(self.peer, f.initiated, spi_i, spi_r, self.remote);
         let id = SaIdentity {
             ni: &ni,

@@ -6,6 +6,8 @@
 
 use rand_core::CryptoRng;
 
+use crate::proposal::ProposalSpec;
+
 use super::followup::{Creating, Followup, IkeCrossing};
 use super::{
     Ctx, Found, IkeSa, Phase, Request, first_error, ke_data, notify_payload, random, valid_nonce,
@@ -23,6 +25,35 @@ pub(super) struct IkeRekey {
     spi: u64,
     ni: Vec<u8>,
     ke: KeSecret,
+    /// The proposals offered, in order (the reply names one by number).
+    offered: Vec<ProposalSpec>,
+}
+
+/// What an IKE SA rekey offers: like strongSwan, every configured IKE proposal in
+/// configuration order, each narrowed to the PRF of the SA being rekeyed (it keys
+/// SKEYSEED with the old SK_d; both ends keep it, RFC 7296 2.18) and to the key exchange
+/// method of the share we send; proposals without them are left out. The SA's own
+/// proposal if nothing else remains.
+fn rekey_offer(config: &[ProposalSpec], current: &ProposalSpec) -> Vec<ProposalSpec> {
+    let (prf, ke) = (current.chosen(tt::PRF), current.chosen(tt::KE));
+    let offer: Vec<ProposalSpec> = config
+        .iter()
+        .filter(|p| p.of(tt::PRF).any(|a| Some(*a) == prf) && p.of(tt::KE).any(|a| Some(*a) == ke))
+        .map(|p| {
+            let mut p = p.clone();
+            p.algorithms.retain(|a| match a.kind {
+                tt::PRF => Some(*a) == prf,
+                tt::KE => Some(*a) == ke,
+                _ => true,
+            });
+            p
+        })
+        .collect();
+    if offer.is_empty() {
+        vec![current.clone()]
+    } else {
+        offer
+    }
 }
 
 /// A non-zero IKE SPI.
@@ -66,15 +97,25 @@ impl IkeSa {
         let spi = random_ike_spi(ctx.rng);
         let ni = random(ctx.rng, 32);
         let (ke, data) = ctx.crypto.ke_initiate(method, ctx.rng);
+        let offered = rekey_offer(&ctx.peer.ike, &chosen);
         let payloads = [
-            Payload::Sa(vec![chosen.to_wire(1, spi.to_be_bytes().to_vec())]),
+            Payload::Sa(
+                (offered.iter().enumerate())
+                    .map(|(i, p)| p.to_wire(i as u8 + 1, spi.to_be_bytes().to_vec()))
+                    .collect(),
+            ),
             Payload::Nonce(ni.clone()),
             Payload::Ke {
                 method: method.id(),
                 data,
             },
         ];
-        let request = Request::IkeRekey(IkeRekey { spi, ni, ke });
+        let request = Request::IkeRekey(IkeRekey {
+            spi,
+            ni,
+            ke,
+            offered,
+        });
         self.send_request(ctx, request, &payloads);
         Ok(Start::Started)
     }
@@ -179,11 +220,10 @@ impl IkeSa {
         if let Some(n) = first_error(payloads) {
             return failed(self, ctx, n);
         }
-        let ours: Vec<_> = self.chosen.iter().cloned().collect();
         let found = Found::of(payloads);
         let chosen = found
             .sa
-            .and_then(|reply| proposal::verify_reply(reply, &ours));
+            .and_then(|reply| proposal::verify_reply(reply, &r.offered));
         let peer_spi = found
             .sa
             .and_then(|reply| reply.first())

@@ -20,6 +20,10 @@ pub fn addr(s: &str) -> SocketAddr {
 /// Alters the nth datagram offered to a link.
 pub type Tamper = Box<dyn FnMut(usize, &mut Vec<u8>)>;
 
+/// Takes the nth datagram offered to a link and says what the link carries instead:
+/// nothing (dropped), it, it twice, other datagrams as well (an attacker on the path).
+pub type Mutate = Box<dyn FnMut(usize, Vec<u8>) -> Vec<Vec<u8>>>;
+
 /// One direction of the virtual link.
 pub struct Link {
     pub latency: u64,
@@ -34,8 +38,11 @@ pub struct Link {
     pub ports: Vec<u16>,
     /// Called on every datagram sent; may alter it.
     pub tamper: Option<Tamper>,
-    /// Datagrams offered to the link so far.
+    /// Called after `tamper`; may drop, duplicate, replace or add datagrams.
+    pub mutate: Option<Mutate>,
+    /// Datagrams offered to the link so far, and handed to the far endpoint.
     pub offered: usize,
+    pub delivered: usize,
     pub dropped: usize,
 }
 
@@ -49,7 +56,9 @@ impl Link {
             in_flight: Vec::new(),
             ports: Vec::new(),
             tamper: None,
+            mutate: None,
             offered: 0,
+            delivered: 0,
             dropped: 0,
         }
     }
@@ -60,13 +69,19 @@ impl Link {
         if let Some(t) = self.tamper.as_mut() {
             t(n, &mut payload);
         }
-        let lost = self.rng.next_u32() % 1_000_000 < self.loss_ppm;
-        if lost || payload.len() + 28 > self.mtu {
-            self.dropped += 1;
-            return;
+        let carried = match self.mutate.as_mut() {
+            Some(m) => m(n, payload),
+            None => vec![payload],
+        };
+        for payload in carried {
+            let lost = self.rng.next_u32() % 1_000_000 < self.loss_ppm;
+            if lost || payload.len() + 28 > self.mtu {
+                self.dropped += 1;
+                continue;
+            }
+            self.ports.push(src.port());
+            self.in_flight.push((now + self.latency, src, payload));
         }
-        self.ports.push(src.port());
-        self.in_flight.push((now + self.latency, src, payload));
     }
 }
 
@@ -202,6 +217,7 @@ impl Pair {
                 due
             };
             for (_, from, d) in due {
+                self.links[i].delivered += 1;
                 self.eps[1 - i].handle_datagram(self.now, from, &d);
             }
         }

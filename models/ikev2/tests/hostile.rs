@@ -204,14 +204,14 @@ fn attacker(seed: u64, rates: Rates, keys: Keys, keyed: bool) -> Mutate {
 
 /// Records the keys of every key set the endpoints reported since `seen`.
 fn learn(p: &Pair, seen: &mut [usize; 2], keys: &Keys) {
-    for i in 0..2 {
-        for (_, e) in &p.events[i][seen[i]..] {
+    for (events, seen) in p.events.iter().zip(seen.iter_mut()) {
+        for (_, e) in &events[*seen..] {
             if let Event::Keys { entry, .. } = e {
                 keys.borrow_mut()
                     .insert((entry.spi_i, entry.spi_r), entry.clone());
             }
         }
-        seen[i] = p.events[i].len();
+        *seen = events.len();
     }
 }
 

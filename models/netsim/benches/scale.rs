@@ -62,6 +62,7 @@ fn hub_and_spoke(
         qkd_links: Vec::new(),
         tunnels: Vec::new(),
         faults: Vec::new(),
+        adversaries: Vec::new(),
     };
     for i in 0..spokes {
         let name = format!("spoke-{i}");

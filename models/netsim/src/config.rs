@@ -42,6 +42,69 @@ pub struct WorldConfig {
     /// Faults at given times (links and key managers have their own up/down schedules).
     #[serde(rename = "fault", default)]
     pub faults: Vec<Fault>,
+    /// Attackers on the path in front of gateways.
+    #[serde(rename = "adversary", default)]
+    pub adversaries: Vec<AdversarySpec>,
+}
+
+/// An attacker on the path in front of a gateway: every datagram that arrives at the
+/// gateway passes it while it is active, and it may drop, delay, duplicate, replay or
+/// modify each (with the given probabilities, from its own random stream), and flood
+/// the gateway with IKE_SA_INIT requests from its peers' addresses. Without the keys:
+/// what it changes in protected messages fails their integrity checks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdversarySpec {
+    /// The gateway's `name`.
+    pub gateway: String,
+    /// When it starts acting.
+    #[serde(default)]
+    pub from: SimTime,
+    /// When it stops (unset: the run's end).
+    #[serde(default)]
+    pub until: Option<SimTime>,
+    /// Which datagrams it acts on.
+    #[serde(default)]
+    pub only: AdversaryTarget,
+    /// Probability that a datagram is dropped.
+    #[serde(default)]
+    pub drop: f64,
+    /// Probability that a datagram is delivered twice.
+    #[serde(default)]
+    pub duplicate: f64,
+    /// Probability that a datagram is followed by one seen earlier (of the last 64),
+    /// delivered again.
+    #[serde(default)]
+    pub replay: f64,
+    /// Probability that one random bit of a datagram is flipped.
+    #[serde(default)]
+    pub modify: f64,
+    /// Probability that a datagram is held back by `delay`.
+    #[serde(default)]
+    pub delay_probability: f64,
+    /// How long a delayed datagram is held.
+    #[serde(default)]
+    pub delay: SimDuration,
+    /// IKE_SA_INIT requests per second sent to the gateway from the addresses of its
+    /// configured peers (spoofed), each with a fresh SPI, nonce and key share: the
+    /// half-open SAs they leave make the gateway demand COOKIEs.
+    #[serde(default)]
+    pub flood_pps: f64,
+}
+
+/// The datagrams an adversary acts on.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum AdversaryTarget {
+    /// IKE and ESP.
+    #[default]
+    All,
+    /// IKE.
+    Ike,
+    /// ESP.
+    Esp,
 }
 
 /// Something that goes wrong during a run.

@@ -845,3 +845,46 @@ fn rows_kept_or_not_the_run_and_its_totals_are_the_same() {
         rows.map(|e| e.request_bytes as u64).sum::<u64>()
     );
 }
+
+#[test]
+fn an_adversary_with_a_bad_setting_is_refused_by_name() {
+    for (setting, field) in [
+        ("drop = 1.5", "adversary[0].drop"),
+        ("flood_pps = -1.0", "adversary[0].flood_pps"),
+        ("from = \"2m\"\nuntil = \"1m\"", "adversary[0].until"),
+    ] {
+        let text = format!("{PAIR}\n[[adversary]]\ngateway = \"gw-b\"\n{setting}\n");
+        let Err(e) = World::new(config(&text), 1, sim_core::Tracer::new()) else {
+            panic!("{setting} accepted");
+        };
+        assert_eq!(e.field, field, "{e}");
+    }
+    let text = format!("{PAIR}\n[[adversary]]\ngateway = \"gw-z\"\n");
+    let Err(e) = World::new(config(&text), 1, sim_core::Tracer::new()) else {
+        panic!()
+    };
+    assert_eq!(e.field, "adversary[0].gateway");
+}
+
+#[test]
+fn an_adversary_acts_only_in_its_window_and_deterministically() {
+    let text = format!(
+        "{PAIR}\n[[adversary]]\ngateway = \"gw-b\"\nfrom = \"30s\"\nuntil = \"60s\"\ndrop = 0.3\nduplicate = 0.2\n"
+    );
+    let (a, b) = (run(&text, 3), run(&text, 3));
+    assert_eq!(a.fingerprint, b.fingerprint);
+    assert_eq!(a.adversaries, b.adversaries);
+    let s = &a.adversaries[0];
+    assert!(s.seen > 0 && s.dropped > 0 && s.duplicated > 0, "{s:?}");
+    // It saw only what arrived in its half minute of the two: fewer than gw-b got.
+    let received = a
+        .endpoints
+        .iter()
+        .find(|(g, _)| g == "gw-b")
+        .map(|(_, st)| st.datagrams_received)
+        .unwrap();
+    assert!(s.seen < received, "{s:?} {received}");
+    let quiet = run(PAIR, 3);
+    assert_ne!(quiet.fingerprint, a.fingerprint);
+    assert!(a.violations.is_empty() && quiet.violations.is_empty());
+}

@@ -374,6 +374,8 @@ pub struct Results {
     pub endpoints: Vec<(String, EndpointStats)>,
     /// The gateways with a CPU model, what their cores did.
     pub cpus: Vec<CpuSummary>,
+    /// What each `[[adversary]]` did.
+    pub adversaries: Vec<AdversarySummary>,
     /// Invariants the run broke (peers with different keys, a QKD key used twice);
     /// empty in a correct run.
     pub violations: Vec<String>,
@@ -381,6 +383,22 @@ pub struct Results {
     /// leaves this empty (see [`Rows::read_csv`]).
     #[serde(skip)]
     pub rows: Rows,
+}
+
+/// What an attacker in front of a gateway did to the datagrams that passed it (while
+/// active) and how many it made up.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AdversarySummary {
+    pub gateway: String,
+    /// Datagrams that passed it while it was active (of the kinds it acts on).
+    pub seen: u64,
+    pub dropped: u64,
+    pub delayed: u64,
+    pub duplicated: u64,
+    pub replayed: u64,
+    pub modified: u64,
+    /// IKE_SA_INIT requests of its flood.
+    pub injected: u64,
 }
 
 /// One run of a sweep: its parameters and every metric of its results.

@@ -18,6 +18,7 @@ use qkd::QkdNetwork;
 use qkd::network::StreamFactory;
 use sim_core::{EntityId, SimDuration, SimTime, Simulation, Tracer, entity};
 
+use super::adversary::Adversary;
 use super::keys::Kme;
 use super::net::{Gateway, IKE_PORT, SimLink};
 use super::oracle::Oracle;
@@ -118,6 +119,7 @@ impl World {
             }
         }
         first_events(&cfg, &mut sim, &names, &gateways, &kmes, &tunnels)?;
+        let adversaries = adversaries(&cfg, &mut sim, &names)?;
         qkd_schedules(&cfg, &mut sim, &qkd, &kmes);
         let esp_crypto = crypto_provider(cfg.crypto);
         let rows = RowBuffer::new(RowSelection::All, tunnels.len(), qkd.links.len());
@@ -139,6 +141,7 @@ impl World {
             wire: Vec::new(),
             oracle: Oracle::default(),
             dp,
+            adversaries,
             esp_crypto,
             keylog: None,
             ending: false,
@@ -522,6 +525,46 @@ fn links(
         });
     }
     Ok((links, routes))
+}
+
+/// The adversaries (`[[adversary]]`), each an entity with its own random stream, and
+/// the first event of each flood.
+fn adversaries(
+    cfg: &WorldConfig,
+    sim: &mut Simulation<Ev>,
+    names: &Names,
+) -> Result<Vec<Adversary>, BuildError> {
+    let mut out = Vec::new();
+    for (i, a) in cfg.adversaries.iter().enumerate() {
+        let field = |f: &str| format!("adversary[{i}].{f}");
+        let gw = find(&names.gateway_index, &a.gateway, field("gateway"))?;
+        for (name, p) in [
+            ("drop", a.drop),
+            ("duplicate", a.duplicate),
+            ("replay", a.replay),
+            ("modify", a.modify),
+            ("delay_probability", a.delay_probability),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(err(field(name), "must be a probability, within [0, 1]"));
+            }
+        }
+        if !(a.flood_pps >= 0.0 && a.flood_pps <= 1e6) {
+            return Err(err(field("flood_pps"), "must be within [0, 1000000]"));
+        }
+        if a.until.is_some_and(|u| u <= a.from) {
+            return Err(err(field("until"), "must be after `from`"));
+        }
+        let entity = sim
+            .register(&format!("adversary/{i}-{}", a.gateway))
+            .map_err(|e| err(field("gateway"), e.to_string()))?;
+        let rng = sim.rng(entity, "adversary");
+        if a.flood_pps > 0.0 {
+            sim.schedule_at(entity, a.from, Ev::Flood { adversary: i });
+        }
+        out.push(Adversary::new(a.clone(), gw, entity, rng));
+    }
+    Ok(out)
 }
 
 /// The world's entity and the events a run starts with: faults, the audit, tunnel

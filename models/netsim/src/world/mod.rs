@@ -11,6 +11,7 @@
 //! (gateways' datagrams on the links), `faults`, `oracle` (the invariant checks)
 //! and `output` (trace lines, keylog, results).
 
+mod adversary;
 mod build;
 mod faults;
 mod keys;
@@ -51,6 +52,12 @@ enum Ev {
         datagram: Datagram,
         /// The tunnel an ESP packet belongs to.
         tunnel: Option<usize>,
+        /// Already past the adversaries in front of the gateway (their own copies).
+        screened: bool,
+    },
+    /// The next IKE_SA_INIT of an adversary's flood.
+    Flood {
+        adversary: usize,
     },
     GatewayTimer {
         gw: usize,
@@ -223,6 +230,7 @@ pub struct World {
     wire: Vec<WirePacket>,
     oracle: Oracle,
     dp: DataPlane,
+    adversaries: Vec<adversary::Adversary>,
     /// Seals and opens ESP (the gateways' endpoints own their providers).
     esp_crypto: Box<dyn CryptoProvider>,
     keylog: Option<Keylog>,
@@ -304,7 +312,9 @@ impl World {
                 dir,
                 datagram,
                 tunnel,
-            } => self.deliver(link, dir, datagram, tunnel),
+                screened,
+            } => self.deliver(link, dir, datagram, tunnel, screened),
+            Ev::Flood { adversary } => self.flood(adversary),
             Ev::GatewayTimer { gw } => self.gateway_timer(gw),
             Ev::Resume { gw } => self.drain(gw),
             Ev::Send { gw, dst, payload } => {

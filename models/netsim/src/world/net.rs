@@ -133,12 +133,14 @@ impl World {
                     dir,
                     datagram: d.datagram,
                     tunnel,
+                    screened: false,
                 },
             );
         }
     }
 
-    /// A datagram arrives at the far end of `link`: ESP goes to the data plane, IKE to
+    /// A datagram arrives at the far end of `link`: past the adversaries in front of the
+    /// gateway (unless it is one of their copies), ESP goes to the data plane, IKE to
     /// the gateway's endpoint (nothing, while the gateway is down).
     pub(super) fn deliver(
         &mut self,
@@ -146,11 +148,19 @@ impl World {
         dir: usize,
         datagram: Datagram,
         tunnel: Option<usize>,
+        screened: bool,
     ) {
         let gw = self.links[link].ends[1 - dir];
         if self.gateways[gw].down {
             return;
         }
+        let datagram = match screened || self.adversaries.is_empty() {
+            true => datagram,
+            false => match self.screen(gw, link, dir, datagram, tunnel) {
+                Some(d) => d,
+                None => return,
+            },
+        };
         if let (ESP_PORT, Some(t)) = (datagram.dst.port(), tunnel) {
             self.esp_arrived(t, gw, &datagram.payload);
             return;

@@ -294,6 +294,7 @@ impl World {
                     })
                 })
                 .collect(),
+            adversaries: self.adversaries.into_iter().map(|a| a.summary).collect(),
             violations: self.oracle.violations,
             rows: self.rows.rows,
         }

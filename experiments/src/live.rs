@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use ikev2::consts::exchange;
 use ikev2::crypto::{CryptoProvider, ModelCrypto, RealCrypto};
-use ikev2::endpoint::{Endpoint, EndpointConfig, Event, PeerConfig, Ppk, PpkOutcome, PpkPolicy};
+use ikev2::endpoint::{
+    Endpoint, EndpointConfig, EndpointStats, Event, PeerConfig, Ppk, PpkOutcome, PpkPolicy,
+};
 use ikev2::message::TrafficSelector;
 use rand_core::SeedableRng;
 use serde::Deserialize;
@@ -373,6 +375,7 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
     let mut sa_peer: BTreeMap<ikev2::endpoint::SaId, usize> = BTreeMap::new();
     let mut created: std::collections::BTreeSet<ikev2::endpoint::SaId> = Default::default();
     let mut buf4500 = vec![0u8; 65_536];
+    let mut esp_ignored = 0u64;
     loop {
         // Rekeys that are due (the endpoint ignores one while another exchange runs).
         let due = Instant::now();
@@ -537,24 +540,90 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
             .fold(deadline, Instant::min);
         if Instant::now() >= deadline {
             println!("qsafe live: timeout after {}", cfg.timeout);
+            print_counts(ep.stats(), esp_ignored);
             return Ok(failures + wanted - done);
         }
+        // A receive error (an ICMP error reported on the socket) is logged, never fatal.
         tokio::select! {
-            r = sock.recv_from(&mut buf) => {
-                let (n, from) = r?;
-                ep.handle_datagram(now(), from, &buf[..n]);
-            }
-            r = natt.recv_from(&mut buf4500) => {
-                let (n, from) = r?;
-                // IKE behind the non-ESP marker; anything else on 4500 is ESP.
-                if n >= 4 && buf4500[..4] == [0, 0, 0, 0] {
-                    ep.handle_datagram(now(), from, &buf4500[4..n]);
+            r = sock.recv_from(&mut buf) => match r {
+                Ok((n, from)) => {
+                    let before = ep.stats().clone();
+                    ep.handle_datagram(now(), from, &buf[..n]);
+                    log_drop(now(), from, n, &before, ep.stats());
                 }
-            }
+                Err(e) => println!("[{:>8.3}s] receive error on {local}: {e}", now() as f64 / 1e9),
+            },
+            r = natt.recv_from(&mut buf4500) => match r {
+                // IKE behind the non-ESP marker; anything else on 4500 is ESP, which
+                // live mode does not handle (the kernel or libipsec would).
+                Ok((n, from)) if n >= 4 && buf4500[..4] == [0, 0, 0, 0] => {
+                    let before = ep.stats().clone();
+                    ep.handle_datagram(now(), from, &buf4500[4..n]);
+                    log_drop(now(), from, n, &before, ep.stats());
+                }
+                Ok((n, from)) => {
+                    esp_ignored += 1;
+                    println!("[{:>8.3}s] ignored {n} bytes of ESP from {from}", now() as f64 / 1e9);
+                }
+                Err(e) => println!("[{:>8.3}s] receive error on {natt_local}: {e}", now() as f64 / 1e9),
+            },
             _ = tokio::time::sleep_until(wake.into()) => {
                 ep.handle_timeout(now());
             }
         }
     }
+    print_counts(ep.stats(), esp_ignored);
     Ok(failures)
+}
+
+/// What the endpoint refused of one datagram, if anything, as a log line.
+fn log_drop(now: u64, from: SocketAddr, n: usize, before: &EndpointStats, after: &EndpointStats) {
+    let why = [
+        (
+            after.dropped_malformed > before.dropped_malformed,
+            "malformed",
+        ),
+        (
+            after.dropped_unknown_spi > before.dropped_unknown_spi,
+            "unknown SPI",
+        ),
+        (
+            after.dropped_integrity > before.dropped_integrity,
+            "failed its integrity check",
+        ),
+        (
+            after.dropped_unexpected > before.dropped_unexpected,
+            "unexpected",
+        ),
+        (
+            after.dropped_no_peer > before.dropped_no_peer,
+            "from no configured peer",
+        ),
+        (
+            after.init_errors_held > before.init_errors_held,
+            "an IKE_SA_INIT error, held",
+        ),
+    ];
+    for (_, what) in why.iter().filter(|w| w.0) {
+        println!(
+            "[{:>8.3}s] dropped {n} bytes from {from}: {what}",
+            now as f64 / 1e9
+        );
+    }
+}
+
+/// The endpoint's counters at the end of a live run.
+fn print_counts(s: &EndpointStats, esp_ignored: u64) {
+    println!(
+        "qsafe live: {} datagrams received; dropped: {} malformed, {} unknown SPI, {} failed \
+         integrity, {} unexpected, {} from no peer; {} IKE_SA_INIT errors held; {} ESP ignored",
+        s.datagrams_received,
+        s.dropped_malformed,
+        s.dropped_unknown_spi,
+        s.dropped_integrity,
+        s.dropped_unexpected,
+        s.dropped_no_peer,
+        s.init_errors_held,
+        esp_ignored
+    );
 }

@@ -198,3 +198,41 @@ child_rekey_time = "300ms"
         "{err}"
     );
 }
+
+#[test]
+fn live_gateways_log_and_count_what_they_drop_and_go_on() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("live-garbage");
+    fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a.toml"), dir.join("b.toml"));
+    fs::write(&a, config("127.0.0.5", "127.0.0.6", true, false)).unwrap();
+    fs::write(&b, config("127.0.0.6", "127.0.0.5", false, false)).unwrap();
+    let responder = Command::new(env!("CARGO_BIN_EXE_qsafe"))
+        .args(["live", b.to_str().unwrap(), "--seed", "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Garbage, a request for an SA that does not exist, and ESP on the NAT-T port.
+    let s = std::net::UdpSocket::bind("127.0.0.5:0").unwrap();
+    s.send_to(&[0xff; 10], "127.0.0.6:10500").unwrap();
+    let mut unknown = vec![0x11; 8];
+    unknown.extend([0x22; 8]);
+    unknown.extend([0, 0x20, 37, 0x08, 0, 0, 0, 5, 0, 0, 0, 28]);
+    s.send_to(&unknown, "127.0.0.6:10500").unwrap();
+    s.send_to(&[1, 2, 3, 4, 5, 6, 7, 8], "127.0.0.6:14500").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let initiator = Command::new(env!("CARGO_BIN_EXE_qsafe"))
+        .args(["live", a.to_str().unwrap(), "--seed", "1"])
+        .output()
+        .unwrap();
+    let responder = responder.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&responder.stdout);
+    assert!(initiator.status.success() && responder.status.success(), "{out}");
+    assert!(out.contains("established as"), "{out}");
+    assert!(out.contains("dropped 10 bytes from 127.0.0.5"), "{out}");
+    assert!(out.contains("ignored 8 bytes of ESP from 127.0.0.5"), "{out}");
+    assert!(
+        out.contains("dropped: 1 malformed, 1 unknown SPI") && out.contains("1 ESP ignored"),
+        "{out}"
+    );
+}

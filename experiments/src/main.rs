@@ -8,6 +8,7 @@ mod calibrate;
 mod files;
 mod live;
 mod run;
+mod swarm;
 mod sweep;
 
 use std::fs;
@@ -61,6 +62,13 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Swarm testing: a random scenario per seed (topology, links, QKD, lifetimes,
+    /// proposals, PPK policy, traffic, faults, attackers), each run with every oracle;
+    /// lists every run that broke an invariant or panicked with its replay command.
+    Swarm(swarm::SwarmArgs),
+    /// Reduce a scenario whose run breaks an invariant (fewer tunnels, faults,
+    /// attackers, less traffic, a shorter run) while the same invariant still breaks.
+    Shrink(swarm::ShrinkArgs),
     /// Compare runs or sweeps side by side: every metric with its difference from the
     /// first, and the handshake-time and time-to-up distributions overlaid, as
     /// OUT/report.html (a sweep contributes one series per grid point).
@@ -168,6 +176,8 @@ fn run(cli: Cli) -> Result<()> {
             println!("report: {}", report.display());
             Ok(())
         }
+        Some(Command::Swarm(args)) => swarm::swarm(&args),
+        Some(Command::Shrink(args)) => swarm::shrink(&args),
         Some(Command::Compare { dirs, out }) => {
             let report = reports::compare::write_compare(&out, &dirs)?;
             print!("{}", fs::read_to_string(out.join("compare.md"))?);

@@ -219,7 +219,8 @@ fn live_gateways_log_and_count_what_they_drop_and_go_on() {
     unknown.extend([0x22; 8]);
     unknown.extend([0, 0x20, 37, 0x08, 0, 0, 0, 5, 0, 0, 0, 28]);
     s.send_to(&unknown, "127.0.0.6:10500").unwrap();
-    s.send_to(&[1, 2, 3, 4, 5, 6, 7, 8], "127.0.0.6:14500").unwrap();
+    s.send_to(&[1, 2, 3, 4, 5, 6, 7, 8], "127.0.0.6:14500")
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(100));
     let initiator = Command::new(env!("CARGO_BIN_EXE_qsafe"))
         .args(["live", a.to_str().unwrap(), "--seed", "1"])
@@ -227,10 +228,16 @@ fn live_gateways_log_and_count_what_they_drop_and_go_on() {
         .unwrap();
     let responder = responder.wait_with_output().unwrap();
     let out = String::from_utf8_lossy(&responder.stdout);
-    assert!(initiator.status.success() && responder.status.success(), "{out}");
+    assert!(
+        initiator.status.success() && responder.status.success(),
+        "{out}"
+    );
     assert!(out.contains("established as"), "{out}");
     assert!(out.contains("dropped 10 bytes from 127.0.0.5"), "{out}");
-    assert!(out.contains("ignored 8 bytes of ESP from 127.0.0.5"), "{out}");
+    assert!(
+        out.contains("ignored 8 bytes of ESP from 127.0.0.5"),
+        "{out}"
+    );
     assert!(
         out.contains("dropped: 1 malformed, 1 unknown SPI") && out.contains("1 ESP ignored"),
         "{out}"

@@ -77,11 +77,13 @@ impl World {
         }
         let entity = self.gateways[gw].entity;
         let old = self.gateways[gw].timer.take();
+        // A deadline already past (one an ended exchange had kept hidden, such as an
+        // overdue liveness check) is due now: the endpoint is called at once.
         self.gateways[gw].timer = match self.gateways[gw].ep.poll_timeout() {
             Some(t) => Some(self.sim.reset_timer(
                 old,
                 entity,
-                SimTime::from_nanos(t),
+                SimTime::from_nanos(t).max(now),
                 Ev::GatewayTimer { gw },
             )),
             None => {

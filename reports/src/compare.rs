@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use results::{Results, SweepRow};
 
-use crate::figures::{Curve, Entry, cdf_chart};
+use crate::charts::{Curve, Entry, cdf_chart};
 use crate::sweep::{short_param, short_value};
 use crate::{ReportError, esc, md_to_html_table, read_json, stats};
 

@@ -6,6 +6,7 @@
 //! seeded bootstrap intervals, the QKD totals, the manifest and the reproduce command.
 //! [`write_sweep_report`] does the same for a sweep's `summary.json` ([`sweep`]).
 
+mod charts;
 pub mod compare;
 pub mod figures;
 pub mod stats;

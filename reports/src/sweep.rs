@@ -17,7 +17,7 @@ pub use results::SweepRow;
 use results::parquet::{Column, Values};
 use serde::{Deserialize, Serialize};
 
-use crate::figures::{caption, color};
+use crate::charts::{caption, color};
 use crate::{ReportError, esc, md_to_html_table, read_json, stats};
 
 /// A metric over a grid point's seeds.
@@ -642,7 +642,7 @@ impl Axes<'_> {
                 chart.draw_series(DashedLineSeries::new(e, 4, 3, c.mix(0.6).stroke_width(1)))?;
             }
             let line: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
-            if i < crate::figures::PALETTE_SIZE {
+            if i < crate::charts::PALETTE_SIZE {
                 chart.draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))?;
             } else {
                 chart.draw_series(DashedLineSeries::new(line.clone(), 6, 4, c.stroke_width(2)))?;
@@ -752,12 +752,12 @@ fn band_chart<DB: DrawingBackend>(
             Some(by) => short_param(by),
             None => "lines".into(),
         };
-        let entries: Vec<crate::figures::Entry<'_>> = data
+        let entries: Vec<crate::charts::Entry<'_>> = data
             .iter()
             .enumerate()
-            .map(|(i, (l, _))| crate::figures::Entry::nth(i, l))
+            .map(|(i, (l, _))| crate::charts::Entry::nth(i, l))
             .collect();
-        crate::figures::legend_column(&legend, &heading, &entries)?;
+        crate::charts::legend_column(&legend, &heading, &entries)?;
     }
     root.present()
 }

@@ -355,6 +355,7 @@ fn a_flood_against_a_hub_makes_it_demand_cookies_and_its_spokes_stay_up() {
     let hub = endpoint(&r, "hub");
     // Past 30 half-open SAs the hub answers with COOKIEs: nearly all of the flood.
     assert!(n(&hub["cookies_sent"]) > 100_000, "{hub}");
+    assert!(n(&hub["half_open_peak"]) >= 30, "{hub}");
     // The answers go to the spokes whose addresses were spoofed: unknown SPIs there.
     assert!(n(&endpoint(&r, "gw-3")["dropped_unknown_spi"]) > 5_000);
     // Legitimate spokes retry with the hub's cookie and stay up.

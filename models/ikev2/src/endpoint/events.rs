@@ -355,4 +355,7 @@ pub struct EndpointStats {
     pub retransmitted_datagrams: u64,
     pub responses_resent: u64,
     pub cookies_sent: u64,
+    /// The most responder SAs half open (IKE_SA_INIT answered, not yet established) at
+    /// once: past `cookie_threshold`, new requests get COOKIEs.
+    pub half_open_peak: u64,
 }

@@ -467,6 +467,8 @@ impl Endpoint {
             Ok(sa) => {
                 self.by_init.insert((from, h.spi_i), spi);
                 self.responding.insert(spi);
+                let peak = &mut self.shared.out.stats.half_open_peak;
+                *peak = (*peak).max(self.responding.len() as u64);
                 self.sas.insert(spi, Box::new(sa));
                 self.reindex(spi);
             }

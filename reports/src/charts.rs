@@ -69,6 +69,26 @@ impl<'a> Entry<'a> {
     }
 }
 
+/// A series' line, 2 px in its entry's colour, dashed if the entry says so (as its
+/// legend stroke is).
+pub(crate) fn series_line<DB: DrawingBackend, X, Y>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
+    pts: Vec<(f64, f64)>,
+    entry: &Entry<'_>,
+) -> DrawResult<DB>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let style = entry.color.stroke_width(2);
+    if entry.dashed {
+        chart.draw_series(DashedLineSeries::new(pts, 6, 4, style))?;
+    } else {
+        chart.draw_series(LineSeries::new(pts, style))?;
+    }
+    Ok(())
+}
+
 /// A legend in an area of its own beside the data (so it never covers a line): a
 /// heading, then a stroke and label per entry.
 pub(crate) fn legend_column<DB: DrawingBackend>(
@@ -169,12 +189,7 @@ pub(crate) fn cdf_chart<DB: DrawingBackend>(
             .label_style(("sans-serif", 14))
             .draw()?;
         for (c, pts) in curves.iter().zip(lines) {
-            let style = c.entry.color.stroke_width(2);
-            if c.entry.dashed {
-                chart.draw_series(DashedLineSeries::new(pts.clone(), 6, 4, style))?;
-            } else {
-                chart.draw_series(LineSeries::new(pts.clone(), style))?;
-            }
+            series_line(chart, pts.clone(), &c.entry)?;
         }
         Ok(())
     }

@@ -642,11 +642,7 @@ impl Axes<'_> {
                 chart.draw_series(DashedLineSeries::new(e, 4, 3, c.mix(0.6).stroke_width(1)))?;
             }
             let line: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
-            if i < crate::charts::PALETTE_SIZE {
-                chart.draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))?;
-            } else {
-                chart.draw_series(DashedLineSeries::new(line.clone(), 6, 4, c.stroke_width(2)))?;
-            }
+            crate::charts::series_line(chart, line.clone(), &crate::charts::Entry::nth(i, ""))?;
             chart.draw_series(line.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
         }
         Ok(())

@@ -52,12 +52,13 @@ impl Adversary {
     fn active(&self, now: SimTime) -> bool {
         now >= self.spec.from && self.spec.until.is_none_or(|u| now < u)
     }
+}
 
-    /// True with probability `p`, from the adversary's stream.
-    fn chance(&mut self, p: f64) -> bool {
-        let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        p > 0.0 && u < p
-    }
+/// True with probability `p`, from an adversary's stream (always one draw, so the
+/// stream does not depend on which probabilities are 0).
+fn chance(rng: &mut SimRng, p: f64) -> bool {
+    let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    p > 0.0 && u < p
 }
 
 /// What an adversary did, as a trace line.
@@ -99,37 +100,38 @@ impl World {
                 continue;
             }
             adv.summary.seen += 1;
-            let spec = adv.spec.clone();
             let mut acts: Vec<&'static str> = Vec::new();
             let mut extra: Vec<(SimTime, usize, usize, Datagram, Option<usize>)> = Vec::new();
             let mut keep = true;
-            if adv.chance(spec.drop) {
+            if chance(&mut adv.rng, adv.spec.drop) {
                 adv.summary.dropped += 1;
                 acts.push("drop");
                 keep = false;
             } else {
-                if adv.chance(spec.modify) && !datagram.payload.is_empty() {
+                if chance(&mut adv.rng, adv.spec.modify) && !datagram.payload.is_empty() {
                     let bit = adv.rng.next_u64() as usize % (datagram.payload.len() * 8);
                     datagram.payload[bit / 8] ^= 1 << (bit % 8);
                     adv.summary.modified += 1;
                     acts.push("modify");
                 }
-                if adv.chance(spec.duplicate) {
+                if chance(&mut adv.rng, adv.spec.duplicate) {
                     adv.summary.duplicated += 1;
                     acts.push("duplicate");
                     extra.push((now, link, dir, datagram.clone(), tunnel));
                 }
-                if adv.chance(spec.replay) && !adv.history.is_empty() {
+                if chance(&mut adv.rng, adv.spec.replay) && !adv.history.is_empty() {
                     let i = adv.rng.next_u64() as usize % adv.history.len();
                     let (l, d, old, t) = adv.history[i].clone();
                     adv.summary.replayed += 1;
                     acts.push("replay");
                     extra.push((now, l, d, old, t));
                 }
-                if adv.chance(spec.delay_probability) && spec.delay > SimDuration::ZERO {
+                if chance(&mut adv.rng, adv.spec.delay_probability)
+                    && adv.spec.delay > SimDuration::ZERO
+                {
                     adv.summary.delayed += 1;
                     acts.push("delay");
-                    extra.push((now + spec.delay, link, dir, datagram.clone(), tunnel));
+                    extra.push((now + adv.spec.delay, link, dir, datagram.clone(), tunnel));
                     keep = false;
                 }
             }

@@ -13,5 +13,7 @@ pub mod keys;
 pub mod message;
 pub mod proposal;
 pub mod protect;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use message::{DecodeError, DecodeErrorKind, Header, Message, Notify, Payload};

@@ -2,11 +2,9 @@
 //! loss and retransmission, PPKs, tampering, COOKIE and INVALID_KE_PAYLOAD, deletes,
 //! dead peer detection. (Exchanges after the handshake are in `rekeys.rs`.)
 
-mod common;
-
-use common::{MS, Pair, PpkSource, SEC, established_keys, fail_reason, key_set, reseal};
 use ikev2::consts::{exchange, notify};
 use ikev2::endpoint::{DowngradeReason, Event, FailReason, PpkOutcome, PpkPolicy};
+use ikev2::testing::{MS, Pair, PpkSource, SEC, established_keys, fail_reason, key_set, reseal};
 
 #[test]
 fn identical_keys_for_every_combination() {

@@ -3,11 +3,9 @@
 //! rekeys with each other and with Deletes, and responses that do not answer the
 //! request.
 
-mod common;
-
-use common::{Pair, SEC, established_keys, fail_reason, key_set, reseal};
 use ikev2::consts::{exchange, notify};
 use ikev2::endpoint::{Event, FailReason, Start};
+use ikev2::testing::{Pair, SEC, established_keys, fail_reason, key_set, reseal};
 
 fn rekeyed_children(p: &Pair, i: usize) -> Vec<(u32, ikev2::endpoint::ChildSa)> {
     p.events[i]

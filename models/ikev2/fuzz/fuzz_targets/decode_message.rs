@@ -9,5 +9,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(again.len(), data.len());
         assert_eq!(ikev2::Message::decode(&again).as_ref(), Ok(&m));
     }
-    let _ = ikev2::message::decode_payloads(data.first().copied().unwrap_or(0), data.get(1..).unwrap_or(&[]), 0);
+    let _ = ikev2::message::decode_payloads(
+        data.first().copied().unwrap_or(0),
+        data.get(1..).unwrap_or(&[]),
+        0,
+    );
 });

@@ -1,12 +1,15 @@
-//! `Pair`: two endpoints joined by a virtual link with latency, an MTU and seeded loss,
-//! stepped from one wake-up to the next (the idea of quinn-proto's test `Pair`).
-#![allow(dead_code)]
+//! Test harness (feature `testing`): `Pair`, two endpoints joined by a virtual link
+//! with latency, an MTU and seeded loss, stepped from one wake-up to the next (the idea
+//! of quinn-proto's test `Pair`), and [`attack`], the same pair with an attacker on the
+//! path. The crate's integration tests and its fuzz targets share it.
+
+pub mod attack;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use ikev2::crypto::{CryptoProvider, RealCrypto};
-use ikev2::endpoint::{Endpoint, EndpointConfig, Event, PeerConfig, Ppk};
+use crate::crypto::{CryptoProvider, RealCrypto};
+use crate::endpoint::{Endpoint, EndpointConfig, Event, PeerConfig, Ppk};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -259,7 +262,7 @@ impl Pair {
             .map(|(t, e)| (*t, e))
     }
 
-    pub fn child(&self, i: usize) -> Option<&ikev2::endpoint::ChildSa> {
+    pub fn child(&self, i: usize) -> Option<&crate::endpoint::ChildSa> {
         self.events[i].iter().find_map(|e| match &e.1 {
             Event::ChildSaReady { child, .. } => Some(child),
             _ => None,
@@ -287,9 +290,9 @@ impl Pair {
 pub fn established_keys(
     p: &Pair,
     i: usize,
-) -> (&ikev2::keys::IkeKeys, &ikev2::endpoint::PpkOutcome, &str) {
+) -> (&crate::keys::IkeKeys, &crate::endpoint::PpkOutcome, &str) {
     match p.established(i) {
-        Some(ikev2::endpoint::Event::IkeSaEstablished {
+        Some(crate::endpoint::Event::IkeSaEstablished {
             keys,
             ppk,
             proposal,
@@ -299,17 +302,17 @@ pub fn established_keys(
     }
 }
 
-pub fn fail_reason(p: &Pair, i: usize) -> &ikev2::endpoint::FailReason {
+pub fn fail_reason(p: &Pair, i: usize) -> &crate::endpoint::FailReason {
     match p.failed(i) {
-        Some((_, ikev2::endpoint::Event::IkeSaFailed { reason, .. })) => reason,
+        Some((_, crate::endpoint::Event::IkeSaFailed { reason, .. })) => reason,
         _ => panic!("side {i} did not fail: {:?}", p.events[i]),
     }
 }
 
 /// The first (or, with `last`, the latest) IKE key set side `i` reported.
-pub fn key_set(p: &Pair, i: usize, last: bool) -> ikev2::endpoint::KeylogEntry {
+pub fn key_set(p: &Pair, i: usize, last: bool) -> crate::endpoint::KeylogEntry {
     let mut sets = p.events[i].iter().filter_map(|e| match &e.1 {
-        ikev2::endpoint::Event::Keys { entry, .. } => Some(entry.clone()),
+        crate::endpoint::Event::Keys { entry, .. } => Some(entry.clone()),
         _ => None,
     });
     let set = if last { sets.next_back() } else { sets.next() };
@@ -321,11 +324,11 @@ pub fn key_set(p: &Pair, i: usize, last: bool) -> ikev2::endpoint::KeylogEntry {
 /// `edit` changed is wrong. False (and `d` as it was) if `d` is no such message.
 pub fn reseal(
     d: &mut Vec<u8>,
-    aead: ikev2::crypto::AeadAlg,
+    aead: crate::crypto::AeadAlg,
     key: &[u8],
-    edit: impl FnOnce(&mut ikev2::message::Header, &mut Vec<ikev2::message::Payload>),
+    edit: impl FnOnce(&mut crate::message::Header, &mut Vec<crate::message::Payload>),
 ) -> bool {
-    use ikev2::protect::{self, Opened};
+    use crate::protect::{self, Opened};
     let Ok(Opened::Whole {
         mut header,
         first,
@@ -339,11 +342,11 @@ pub fn reseal(
     };
     edit(&mut header, &mut payloads);
     let first = payloads.first().map_or(
-        ikev2::consts::payload_type::NONE,
-        ikev2::message::Payload::kind,
+        crate::consts::payload_type::NONE,
+        crate::message::Payload::kind,
     );
     let mut inner = Vec::new();
-    ikev2::message::encode_payloads(&payloads, &mut inner);
+    crate::message::encode_payloads(&payloads, &mut inner);
     // An IV counter far from the sender's own, so no IV repeats under the key.
     let mut iv = 1 << 40;
     *d = protect::seal(&RealCrypto, aead, key, &mut iv, &header, first, &inner);

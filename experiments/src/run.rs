@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use netsim::{Keylog, Outputs, Results, World};
+use results::TrafficSummary;
 
 use crate::files::{self, Manifest, write_json};
 use serde::Serialize;
@@ -231,19 +232,49 @@ pub fn print_summary(r: &Results) {
         count("IKE_FOLLOWUP_KE")
     );
     if !r.traffic.is_empty() {
-        let sum = |f: fn(&results::TrafficSummary) -> u64| r.traffic.iter().map(f).sum::<u64>();
+        let sum = |f: fn(&TrafficSummary) -> u64| r.traffic.iter().map(f).sum::<u64>();
         let (offered, delivered) = (sum(|f| f.offered_packets), sum(|f| f.delivered_packets));
+        let lost: Vec<String> = TrafficSummary::losses(&TrafficSummary {
+            no_sa: sum(|f| f.no_sa),
+            lost_on_link: sum(|f| f.lost_on_link),
+            unknown_spi: sum(|f| f.unknown_spi),
+            expired: sum(|f| f.expired),
+            replayed: sum(|f| f.replayed),
+            integrity_failures: sum(|f| f.integrity_failures),
+            malformed: sum(|f| f.malformed),
+            ..TrafficSummary::default()
+        })
+        .iter()
+        .map(|(label, n)| format!("{label} {n}"))
+        .collect();
         println!(
-            "esp: {delivered} of {offered} packets delivered ({:.3}%); lost: no SA {}, link {}, unknown SPI {}, expired {}, replayed {}, bad ICV {}; {} volume rekeys, {} hard expiries",
+            "esp: {delivered} of {offered} packets delivered ({:.3}%); lost: {}; {} volume rekeys, {} hard expiries",
             100.0 * delivered as f64 / offered.max(1) as f64,
-            sum(|f| f.no_sa),
-            sum(|f| f.lost_on_link),
-            sum(|f| f.unknown_spi),
-            sum(|f| f.expired),
-            sum(|f| f.replayed),
-            sum(|f| f.integrity_failures),
+            lost.join(", "),
             sum(|f| f.volume_rekeys as u64),
             sum(|f| f.hard_expiries as u64),
+        );
+        let copies = sum(|f| f.copies_arrived);
+        if copies > 0 {
+            println!(
+                "esp copies (duplicates, replays, forgeries): {copies} arrived, {} delivered in place of a lost first arrival",
+                sum(|f| f.copies_delivered)
+            );
+        }
+    }
+    for a in &r.adversaries {
+        println!(
+            "adversary at {}: saw {}, dropped {}, delayed {}, duplicated {}, replayed {}, flipped {}, rewrote {}, forged {}, flooded {}",
+            a.gateway,
+            a.seen,
+            a.dropped,
+            a.delayed,
+            a.duplicated,
+            a.replayed,
+            a.modified,
+            a.rewritten,
+            a.forged,
+            a.injected
         );
     }
 }

@@ -184,7 +184,7 @@ pub fn draw(seed: u64) -> Table {
         let mut a = Table::new();
         a.insert("gateway".into(), first.into());
         a.insert("from".into(), dur("1m"));
-        for key in ["drop", "duplicate", "replay", "modify"] {
+        for key in ADVERSARY_ACTIONS {
             if chance(&mut rng, 50) {
                 a.insert(key.into(), (*pick(&mut rng, &[0.01, 0.05, 0.2])).into());
             }
@@ -196,6 +196,9 @@ pub fn draw(seed: u64) -> Table {
     }
     t
 }
+
+/// The adversary's per-datagram actions a swarm scenario draws (each at a rate).
+const ADVERSARY_ACTIONS: [&str; 6] = ["drop", "duplicate", "replay", "modify", "rewrite", "forge"];
 
 /// Runs `f` with panics' default report off stderr (they are caught and reported as
 /// violations).
@@ -356,7 +359,7 @@ fn candidates(t: &Table) -> Vec<Table> {
     }
     if let Some(Value::Array(advs)) = t.get("adversary") {
         for (i, a) in advs.iter().enumerate() {
-            for key in ["drop", "duplicate", "replay", "modify", "flood_pps"] {
+            for &key in ADVERSARY_ACTIONS.iter().chain(&["flood_pps"]) {
                 if a.get(key).is_some() {
                     let mut c = t.clone();
                     let mut advs = advs.clone();

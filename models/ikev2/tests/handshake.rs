@@ -684,3 +684,42 @@ fn a_forged_refusal_of_ike_sa_init_does_not_stop_the_real_answer() {
     assert!(p.failed(0).is_none());
     assert_eq!(p.eps[0].stats().init_errors_held, 1);
 }
+
+#[test]
+fn an_unprotected_copy_of_an_answered_request_is_counted_not_answered() {
+    use ikev2::consts::flags;
+    use ikev2::message::{Header, Message, Notify, Payload};
+    // After IKE_AUTH the responder keeps its answer for retransmissions;
+    // a message with that ID but no SK payload is no retransmission: it is refused and
+    // counted, and nothing is sent.
+    let mut p = Pair::new(37, |_, _| {});
+    p.handshake(10 * SEC);
+    established_keys(&p, 1);
+    let k = key_set(&p, 1, false);
+    // IKE_AUTH's message ID: the initiator's exchanges so far, less one.
+    let auth_mid = p.exchanges(0).len() as u32 - 1;
+    let forged = Message {
+        header: Header {
+            spi_i: k.spi_i,
+            spi_r: k.spi_r,
+            exchange: exchange::IKE_AUTH,
+            flags: flags::INITIATOR,
+            message_id: auth_mid,
+        },
+        payloads: vec![Payload::Notify(Notify::new(
+            notify::AUTHENTICATION_FAILED,
+            vec![],
+        ))],
+    };
+    let before = p.eps[1].stats().clone();
+    let (now, from) = (p.now, p.addrs[0]);
+    p.eps[1].handle_datagram(now, from, &forged.encode());
+    let after = p.eps[1].stats();
+    assert_eq!(
+        after.dropped_malformed,
+        before.dropped_malformed + 1,
+        "{before:?} {after:?}"
+    );
+    assert_eq!(after.responses_resent, before.responses_resent);
+    assert!(p.eps[1].poll_transmit().is_none());
+}

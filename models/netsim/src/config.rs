@@ -79,6 +79,18 @@ pub struct AdversarySpec {
     /// Probability that one random bit of a datagram is flipped.
     #[serde(default)]
     pub modify: f64,
+    /// Probability that one header field of a datagram is rewritten with random
+    /// bytes: in IKE the SPIs, next payload, version, exchange type, flags, message ID
+    /// or length; in ESP the SPI or the sequence number.
+    #[serde(default)]
+    pub rewrite: f64,
+    /// Probability that a datagram prompts a forgery: an IKE_SA_INIT request an error
+    /// response (NO_PROPOSAL_CHOSEN or INVALID_KE_PAYLOAD) sent back to its sender
+    /// ahead of the real one; any other IKE message an unprotected error notify under
+    /// its SPIs; an ESP packet one with its SPI, the next sequence number and a random
+    /// body.
+    #[serde(default)]
+    pub forge: f64,
     /// Probability that a datagram is held back by `delay`.
     #[serde(default)]
     pub delay_probability: f64,

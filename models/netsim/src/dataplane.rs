@@ -395,6 +395,8 @@ impl DataPlane {
     /// Opens an ESP packet of tunnel `t`, direction `dir` (0: from its initiator) that
     /// arrived at `gw`; returns a lifetime limit it crossed. Every outcome is counted on
     /// the flow; a replayed packet that got through anyway is returned as a violation.
+    /// A `copy` (a duplicate, replay or forgery, not the first arrival of a packet sent)
+    /// is counted apart: refused, or delivered when its packet had not been.
     pub fn open(
         &mut self,
         crypto: &dyn CryptoProvider,
@@ -402,11 +404,23 @@ impl DataPlane {
         t: usize,
         dir: usize,
         packet: &[u8],
+        copy: bool,
     ) -> Result<Option<Crossed>, String> {
-        let Some(stats) = self.flows.get_mut(&t) else {
+        let Some(flow) = self.flows.get_mut(&t) else {
             return Ok(None); // no traffic configured: not ours
         };
-        stats.arrived += 1;
+        // A copy's refusals land in a scratch record, not on the flow.
+        let mut refused_copy = TrafficSummary::default();
+        let stats = match copy {
+            true => {
+                flow.copies_arrived += 1;
+                &mut refused_copy
+            }
+            false => {
+                flow.arrived += 1;
+                flow
+            }
+        };
         let spi = packet
             .get(..4)
             .map(|b| u32::from_be_bytes(b.try_into().unwrap()));
@@ -447,8 +461,14 @@ impl DataPlane {
             stats.malformed += 1;
             return Ok(crossed);
         };
-        stats.delivered_packets += 1;
-        stats.delivered_bytes += inner.len() as u64;
+        let flow = self.flows.get_mut(&t).expect("the flow");
+        match copy {
+            true => flow.copies_delivered += 1,
+            false => {
+                flow.delivered_packets += 1;
+                flow.delivered_bytes += inner.len() as u64;
+            }
+        }
         let bits = self.delivered.entry((t, dir)).or_default();
         let (word, bit) = ((seq / 64) as usize, seq % 64);
         if bits.len() <= word {
@@ -457,7 +477,7 @@ impl DataPlane {
         if bits[word] & (1 << bit) != 0 {
             return Err(format!(
                 "tunnel {}: packet {seq} of direction {dir} accepted twice (replay)",
-                stats.tunnel
+                flow.tunnel
             ));
         }
         bits[word] |= 1 << bit;

@@ -304,7 +304,10 @@ pub struct Outage {
 
 /// ESP traffic through one tunnel, both directions together. Every offered packet ends
 /// in exactly one of: delivered, `no_sa`, `expired`, `unknown_spi`, `replayed`,
-/// `integrity_failures`, `malformed`, `lost_on_link` (on the link, or in flight at the end).
+/// `integrity_failures`, `malformed`, `lost_on_link` (on the link or by an attacker on
+/// the path, or in flight at the end), by the first arrival of what its sender sent.
+/// Copies (the link's or an attacker's duplicates, replays, forgeries) are counted
+/// apart, in `copies_arrived` and `copies_delivered`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrafficSummary {
     pub tunnel: String,
@@ -314,7 +317,7 @@ pub struct TrafficSummary {
     pub offered_bytes: u64,
     /// Sealed and put on the link.
     pub sent_packets: u64,
-    /// Reached the peer gateway.
+    /// Reached the peer gateway (first arrivals; copies are `copies_arrived`).
     pub arrived: u64,
     pub delivered_packets: u64,
     pub delivered_bytes: u64,
@@ -329,6 +332,12 @@ pub struct TrafficSummary {
     pub integrity_failures: u64,
     pub malformed: u64,
     pub lost_on_link: u64,
+    /// Arrivals that were not a sent packet's first: duplicates, replays, forgeries.
+    pub copies_arrived: u64,
+    /// Copies the receiver accepted: a duplicate or replay of a packet whose own first
+    /// arrival was lost or refused (a forgery never passes; a packet accepted twice is a
+    /// violation). The packet itself is counted where its first arrival ended.
+    pub copies_delivered: u64,
     /// Child SA rekeys started because a soft byte or packet limit was reached.
     pub volume_rekeys: u32,
     /// Child SAs deleted at a hard limit (time, bytes or packets).
@@ -396,7 +405,12 @@ pub struct AdversarySummary {
     pub delayed: u64,
     pub duplicated: u64,
     pub replayed: u64,
+    /// Bits flipped.
     pub modified: u64,
+    /// Header fields rewritten.
+    pub rewritten: u64,
+    /// Datagrams made up in answer to one seen (`forge`).
+    pub forged: u64,
     /// IKE_SA_INIT requests of its flood.
     pub injected: u64,
 }

@@ -152,7 +152,7 @@ impl Pair {
                 b"secret",
             );
             tweak(i, &mut peer);
-            let rng = ChaCha20Rng::seed_from_u64(seed * 2 + i as u64);
+            let rng = ChaCha20Rng::seed_from_u64(seed.wrapping_mul(2).wrapping_add(i as u64));
             Endpoint::new(
                 EndpointConfig::new(addrs[i]),
                 vec![peer],
@@ -164,7 +164,7 @@ impl Pair {
             now: 0,
             eps,
             addrs,
-            links: [Link::new(seed * 7 + 1), Link::new(seed * 7 + 2)],
+            links: [1, 2].map(|k| Link::new(seed.wrapping_mul(7).wrapping_add(k))),
             events: [Vec::new(), Vec::new()],
             ppk: [PpkSource::default(), PpkSource::default()],
         }

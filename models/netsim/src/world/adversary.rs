@@ -1,9 +1,11 @@
 //! Attackers on the path (`[[adversary]]`): each sits in front of one gateway and,
 //! while active, screens every datagram arriving there, dropping, delaying,
-//! duplicating, replaying or bit-flipping some (its own random stream decides), and may
-//! flood the gateway with IKE_SA_INIT requests from its peers' addresses. It holds no
-//! keys: what it changes in protected messages fails their checks, which the endpoints
-//! and the ESP data plane count, and the oracles watch the rest.
+//! duplicating, replaying, bit-flipping or rewriting header fields of some (its own
+//! random stream decides), forges answers to what it sees (IKE_SA_INIT error
+//! responses back to the sender, unprotected notifies, ESP packets with a live SPI),
+//! and may flood the gateway with IKE_SA_INIT requests from its peers' addresses. It
+//! holds no keys: what it changes or makes up fails the checks of a protected message,
+//! which the endpoints and the ESP data plane count, and the oracles watch the rest.
 
 use std::collections::VecDeque;
 
@@ -18,7 +20,6 @@ use sim_core::{EntityId, SimDuration, SimRng, SimTime, TraceEvent};
 
 use super::{Ev, World};
 use crate::config::{AdversarySpec, AdversaryTarget};
-use crate::dataplane::ESP_PORT;
 
 /// Datagrams kept for replays.
 const HISTORY: usize = 64;
@@ -61,6 +62,89 @@ fn chance(rng: &mut SimRng, p: f64) -> bool {
     p > 0.0 && u < p
 }
 
+/// Rewrites one header field of `d` with random bytes (IKE: the SPIs, next payload,
+/// version, exchange type, flags, message ID or length; ESP: SPI or sequence number).
+/// False if `d` is too short to have that header.
+fn rewrite(rng: &mut SimRng, d: &mut Datagram, esp: bool) -> bool {
+    // (offset, length) of the fields, from the start of the header.
+    const IKE: [(usize, usize); 8] = [
+        (0, 8),
+        (8, 8),
+        (16, 1),
+        (17, 1),
+        (18, 1),
+        (19, 1),
+        (20, 4),
+        (24, 4),
+    ];
+    const ESP: [(usize, usize); 2] = [(0, 4), (4, 4)];
+    let fields = if esp { &ESP[..] } else { &IKE[..] };
+    let (offset, len) = fields[rng.next_u64() as usize % fields.len()];
+    let Some(field) = d.payload.get_mut(offset..offset + len) else {
+        return false;
+    };
+    rng.fill_bytes(field);
+    true
+}
+
+/// A datagram made up about `d`, and whether it goes back to `d`'s sender: an error
+/// response to an IKE_SA_INIT request (back), an unprotected error notify under any
+/// other IKE message's header (SPIs, flags, message ID), or an ESP packet with `d`'s
+/// SPI, the next sequence number and a random body of the same length.
+fn forge(rng: &mut SimRng, d: &Datagram, esp: bool) -> Option<(bool, Datagram)> {
+    if esp {
+        let mut payload = d.payload.clone();
+        let seq = u32::from_be_bytes(payload.get(4..8)?.try_into().ok()?);
+        payload[4..8].copy_from_slice(&seq.wrapping_add(1).to_be_bytes());
+        rng.fill_bytes(&mut payload[8..]);
+        return Some((
+            false,
+            Datagram {
+                payload,
+                ..d.clone()
+            },
+        ));
+    }
+    let header = Message::decode(&d.payload).ok()?.header;
+    let init_request = header.exchange == exchange::IKE_SA_INIT
+        && header.flags & flags::RESPONSE == 0
+        && header.spi_r == 0;
+    let (kind, data) = match (init_request, rng.next_u64() % 2) {
+        (true, 0) => (notify::NO_PROPOSAL_CHOSEN, vec![]),
+        // A group the sender may well have offered, so that it could retry with it.
+        (true, _) => (notify::INVALID_KE_PAYLOAD, 31u16.to_be_bytes().to_vec()),
+        (false, 0) => (notify::AUTHENTICATION_FAILED, vec![]),
+        (false, _) => (notify::INVALID_SYNTAX, vec![]),
+    };
+    let forged = Message {
+        header: Header {
+            spi_r: match init_request {
+                true => rng.next_u64() | 1,
+                false => header.spi_r,
+            },
+            flags: match init_request {
+                true => flags::RESPONSE,
+                false => header.flags,
+            },
+            ..header
+        },
+        payloads: vec![Payload::Notify(Notify::new(kind, data))],
+    };
+    let payload = forged.encode();
+    let datagram = match init_request {
+        true => Datagram {
+            src: d.dst,
+            dst: d.src,
+            payload,
+        },
+        false => Datagram {
+            payload,
+            ..d.clone()
+        },
+    };
+    Some((init_request, datagram))
+}
+
 /// What an adversary did, as a trace line.
 #[derive(Serialize)]
 struct Act<'a> {
@@ -78,7 +162,7 @@ impl TraceEvent for Act<'_> {
 impl World {
     /// Runs a datagram arriving at `gw` past the adversaries in front of it; returns it
     /// (perhaps changed) if it goes on now, `None` if it was dropped or held back.
-    /// Copies it makes are delivered unscreened.
+    /// What it holds back or makes up is delivered unscreened by the adversaries.
     pub(super) fn screen(
         &mut self,
         gw: usize,
@@ -88,7 +172,9 @@ impl World {
         tunnel: Option<usize>,
     ) -> Option<Datagram> {
         let now = self.sim.now();
-        let esp = datagram.dst.port() == ESP_PORT;
+        // The simulator carries IKE without the non-ESP marker (the endpoint's
+        // datagrams), so ESP is what belongs to a tunnel's data plane.
+        let esp = tunnel.is_some();
         for a in 0..self.adversaries.len() {
             let adv = &mut self.adversaries[a];
             let targeted = match adv.spec.only {
@@ -101,8 +187,11 @@ impl World {
             }
             adv.summary.seen += 1;
             let mut acts: Vec<&'static str> = Vec::new();
-            let mut extra: Vec<(SimTime, usize, usize, Datagram, Option<usize>)> = Vec::new();
+            // (when, link, direction, datagram, tunnel, whether it is a copy)
+            let mut extra: Vec<(SimTime, usize, usize, Datagram, Option<usize>, bool)> = Vec::new();
             let mut keep = true;
+            // A forgery went ahead: the datagram follows it rather than overtaking it.
+            let mut ahead = false;
             if chance(&mut adv.rng, adv.spec.drop) {
                 adv.summary.dropped += 1;
                 acts.push("drop");
@@ -114,26 +203,58 @@ impl World {
                     adv.summary.modified += 1;
                     acts.push("modify");
                 }
+                if chance(&mut adv.rng, adv.spec.rewrite)
+                    && rewrite(&mut adv.rng, &mut datagram, esp)
+                {
+                    adv.summary.rewritten += 1;
+                    acts.push("rewrite");
+                }
+                if chance(&mut adv.rng, adv.spec.forge)
+                    && let Some((back, forged)) = forge(&mut adv.rng, &datagram, esp)
+                {
+                    adv.summary.forged += 1;
+                    acts.push("forge");
+                    // An answer to the sender travels the link back; anything else
+                    // reaches the gateway just ahead of the datagram it imitates.
+                    if back {
+                        let latency = self.links[link].channels[1 - dir].config().latency;
+                        extra.push((now + latency, link, 1 - dir, forged, None, true));
+                    } else {
+                        extra.push((now, link, dir, forged, tunnel, true));
+                        ahead = true;
+                    }
+                }
                 if chance(&mut adv.rng, adv.spec.duplicate) {
                     adv.summary.duplicated += 1;
                     acts.push("duplicate");
-                    extra.push((now, link, dir, datagram.clone(), tunnel));
+                    extra.push((now, link, dir, datagram.clone(), tunnel, true));
                 }
                 if chance(&mut adv.rng, adv.spec.replay) && !adv.history.is_empty() {
                     let i = adv.rng.next_u64() as usize % adv.history.len();
                     let (l, d, old, t) = adv.history[i].clone();
                     adv.summary.replayed += 1;
                     acts.push("replay");
-                    extra.push((now, l, d, old, t));
+                    extra.push((now, l, d, old, t, true));
                 }
                 if chance(&mut adv.rng, adv.spec.delay_probability)
                     && adv.spec.delay > SimDuration::ZERO
                 {
                     adv.summary.delayed += 1;
                     acts.push("delay");
-                    extra.push((now + adv.spec.delay, link, dir, datagram.clone(), tunnel));
+                    extra.push((
+                        now + adv.spec.delay,
+                        link,
+                        dir,
+                        datagram.clone(),
+                        tunnel,
+                        false,
+                    ));
                     keep = false;
                 }
+            }
+            if keep && ahead {
+                extra.push((now, link, dir, datagram.clone(), tunnel, false));
+                keep = false;
             }
             adv.history.push_back((link, dir, datagram.clone(), tunnel));
             if adv.history.len() > HISTORY {
@@ -148,7 +269,7 @@ impl World {
                 };
                 self.sim.trace(entity, &line);
             }
-            for (at, link, dir, datagram, tunnel) in extra {
+            for (at, link, dir, datagram, tunnel, copy) in extra {
                 self.sim.schedule_at(
                     entity,
                     at,
@@ -158,6 +279,7 @@ impl World {
                         datagram,
                         tunnel,
                         screened: true,
+                        copy,
                     },
                 );
             }
@@ -235,5 +357,35 @@ impl World {
         let ns = self.now_ns();
         self.gateways[gw].ep.handle_datagram(ns, from, &request);
         self.drain(gw);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forged_ike_keeps_the_header() {
+        let h = Header {
+            spi_i: 0x1111,
+            spi_r: 0x2222,
+            exchange: exchange::IKE_AUTH,
+            flags: flags::INITIATOR,
+            message_id: 1,
+        };
+        let m = Message {
+            header: h,
+            payloads: vec![Payload::Nonce(vec![1; 32])],
+        };
+        let d = Datagram {
+            src: "10.0.0.1:500".parse().unwrap(),
+            dst: "10.0.0.2:500".parse().unwrap(),
+            payload: m.encode(),
+        };
+        let mut rng = sim_core::entity::stream(1, "x", "y");
+        let (back, f) = forge(&mut rng, &d, false).unwrap();
+        let got = Message::decode(&f.payload).unwrap();
+        assert!(!back);
+        assert_eq!(got.header, h);
     }
 }

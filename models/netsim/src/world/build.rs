@@ -543,6 +543,8 @@ fn adversaries(
             ("duplicate", a.duplicate),
             ("replay", a.replay),
             ("modify", a.modify),
+            ("rewrite", a.rewrite),
+            ("forge", a.forge),
             ("delay_probability", a.delay_probability),
         ] {
             if !(0.0..=1.0).contains(&p) {

@@ -52,8 +52,13 @@ enum Ev {
         datagram: Datagram,
         /// The tunnel an ESP packet belongs to.
         tunnel: Option<usize>,
-        /// Already past the adversaries in front of the gateway (their own copies).
+        /// Already past the adversaries in front of the gateway (what they let through
+        /// late, and their own copies).
         screened: bool,
+        /// Not the first arrival of a datagram its sender sent: a duplicate (the link's
+        /// or an attacker's), a replay or a forgery. The ESP data plane counts these
+        /// apart, so every packet offered ends in exactly one outcome.
+        copy: bool,
     },
     /// The next IKE_SA_INIT of an adversary's flood.
     Flood {
@@ -313,7 +318,8 @@ impl World {
                 datagram,
                 tunnel,
                 screened,
-            } => self.deliver(link, dir, datagram, tunnel, screened),
+                copy,
+            } => self.deliver(link, dir, datagram, tunnel, screened, copy),
             Ev::Flood { adversary } => self.flood(adversary),
             Ev::GatewayTimer { gw } => self.gateway_timer(gw),
             Ev::Resume { gw } => self.drain(gw),
@@ -380,6 +386,9 @@ impl World {
             child.encr_out[0] ^= 1;
         }
         self.oracle.check_ike_keys(self.sim.now(), &ev);
+        let g = &self.gateways[gw];
+        self.oracle
+            .check_required_ppk(self.sim.now(), &g.name, &g.peer_cfgs, &ev);
         // The tunnel whose up state this event may change.
         let touched = match &ev {
             Event::IkeSaEstablished { peer, .. }

@@ -126,7 +126,8 @@ impl World {
         );
         let entity = l.entities[dir];
         self.sim.trace(entity, &traced);
-        for d in std::mem::take(&mut self.deliveries) {
+        // A second delivery of one send is the link's duplicate.
+        for (i, d) in std::mem::take(&mut self.deliveries).into_iter().enumerate() {
             self.sim.schedule_at(
                 entity,
                 d.at,
@@ -136,6 +137,7 @@ impl World {
                     datagram: d.datagram,
                     tunnel,
                     screened: false,
+                    copy: i > 0,
                 },
             );
         }
@@ -151,6 +153,7 @@ impl World {
         datagram: Datagram,
         tunnel: Option<usize>,
         screened: bool,
+        copy: bool,
     ) {
         let gw = self.links[link].ends[1 - dir];
         if self.gateways[gw].down {
@@ -164,7 +167,7 @@ impl World {
             },
         };
         if let (ESP_PORT, Some(t)) = (datagram.dst.port(), tunnel) {
-            self.esp_arrived(t, gw, &datagram.payload);
+            self.esp_arrived(t, gw, &datagram.payload, copy);
             return;
         }
         let from = SocketAddr::V4(datagram.src);

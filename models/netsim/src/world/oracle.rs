@@ -1,6 +1,6 @@
 //! The invariant oracle, checked during every run: both peers of an IKE SA derive the
 //! same keys; both ends of a Child SA hold the same key per direction; a QKD key serves
-//! one IKE SA; the two ends of a live IKE SA hold the same Child SAs (tolerating one
+//! one IKE SA; no IKE SA of a peer whose PPK is `required` comes up without one; the two ends of a live IKE SA hold the same Child SAs (tolerating one
 //! exchange's time); no IKE negotiation stays stuck past its timeouts. (No ESP packet
 //! delivered twice is the data plane's check.) Each broken invariant becomes one line
 //! in the results' `violations`. Each invariant is checked where an event can break
@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ikev2::endpoint::{ChildSa, Event, PpkOutcome};
+use ikev2::endpoint::{ChildSa, Event, PeerConfig, PpkOutcome, PpkPolicy};
 use ikev2::keys::IkeKeys;
 use sim_core::{SimDuration, SimTime};
 
@@ -71,6 +71,29 @@ impl Oracle {
         {
             let id = String::from_utf8_lossy(id);
             self.report(now, format!("QKD key {id} used by a second IKE SA"));
+        }
+    }
+
+    /// An IKE SA with a peer whose PPK policy is `required` must have mixed one in, at
+    /// either end (RFC 8784: no PPK, no IKE SA), whatever happened on the path.
+    pub(super) fn check_required_ppk(
+        &mut self,
+        now: SimTime,
+        gateway: &str,
+        peers: &[PeerConfig],
+        ev: &Event,
+    ) {
+        if let Event::IkeSaEstablished { peer, ppk, .. } = ev
+            && peers[*peer].ppk == PpkPolicy::Required
+            && !matches!(ppk, PpkOutcome::Used { .. })
+        {
+            let tunnel = &peers[*peer].name;
+            self.report(
+                now,
+                format!(
+                    "{gateway}: tunnel {tunnel}'s IKE SA up without its required PPK ({ppk:?})"
+                ),
+            );
         }
     }
 
@@ -259,6 +282,19 @@ mod tests {
         }
     }
 
+    /// IKE SA keys told apart by `sk_d`.
+    fn ike_keys(b: u8) -> IkeKeys {
+        IkeKeys {
+            sk_d: vec![b],
+            sk_ai: vec![],
+            sk_ar: vec![],
+            sk_ei: vec![],
+            sk_er: vec![],
+            sk_pi: vec![],
+            sk_pr: vec![],
+        }
+    }
+
     /// Gateways `a` and `b` on one link, with tunnel `t` between them.
     fn two_gateways(duration: &str) -> World {
         let cfg: WorldConfig = serde_json::from_str(&format!(
@@ -272,18 +308,61 @@ mod tests {
     }
 
     #[test]
+    fn the_oracle_reports_a_required_ppk_missing_at_either_end() {
+        let mut o = Oracle::default();
+        let keys = ike_keys(1);
+        let mut peers = two_gateways("1s").gateways[0].peer_cfgs.clone();
+        let used = PpkOutcome::Used { id: b"k".to_vec() };
+        let downgraded = PpkOutcome::Downgraded {
+            reason: ikev2::endpoint::DowngradeReason::PeerLacksPpk,
+        };
+        for policy in [
+            PpkPolicy::Disabled,
+            PpkPolicy::Optional,
+            PpkPolicy::Required,
+        ] {
+            peers[0].ppk = policy;
+            o.check_required_ppk(
+                SimTime::ZERO,
+                "a",
+                &peers,
+                &established(&keys, true, used.clone()),
+            );
+        }
+        peers[0].ppk = PpkPolicy::Optional;
+        o.check_required_ppk(
+            SimTime::ZERO,
+            "a",
+            &peers,
+            &established(&keys, true, downgraded.clone()),
+        );
+        assert!(o.violations.is_empty(), "{:?}", o.violations);
+        peers[0].ppk = PpkPolicy::Required;
+        o.check_required_ppk(
+            SimTime::ZERO,
+            "a",
+            &peers,
+            &established(&keys, false, downgraded),
+        );
+        o.check_required_ppk(
+            SimTime::ZERO,
+            "a",
+            &peers,
+            &established(&keys, true, PpkOutcome::NotUsed),
+        );
+        assert_eq!(o.violations.len(), 2, "{:?}", o.violations);
+        assert!(
+            o.violations[0].contains("a: tunnel t's IKE SA up without its required PPK"),
+            "{:?}",
+            o.violations
+        );
+    }
+
+    #[test]
     fn the_oracle_catches_different_keys_and_reused_qkd_keys() {
         let mut o = Oracle::default();
         let now = SimTime::ZERO;
-        let k = |b: u8| IkeKeys {
-            sk_d: vec![b],
-            sk_ai: vec![],
-            sk_ar: vec![],
-            sk_ei: vec![],
-            sk_er: vec![],
-            sk_pi: vec![],
-            sk_pr: vec![],
-        };
+        let k = ike_keys;
         let used = PpkOutcome::Used {
             id: b"key-1".to_vec(),
         };

@@ -52,10 +52,10 @@ impl World {
     }
 
     /// An ESP packet of tunnel `t` reached gateway `gw`.
-    pub(super) fn esp_arrived(&mut self, t: usize, gw: usize, packet: &[u8]) {
+    pub(super) fn esp_arrived(&mut self, t: usize, gw: usize, packet: &[u8], copy: bool) {
         // Direction 0 runs from the tunnel's initiator to its responder.
         let dir = usize::from(gw != self.tunnels[t].responder);
-        match self.dp.open(&*self.esp_crypto, gw, t, dir, packet) {
+        match self.dp.open(&*self.esp_crypto, gw, t, dir, packet, copy) {
             Ok(Some(c)) => self.on_limit(gw, c),
             Ok(None) => {}
             Err(violation) => self.oracle.report(self.sim.now(), violation),

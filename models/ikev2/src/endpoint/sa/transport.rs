@@ -289,6 +289,10 @@ impl IkeSa {
             ctx.out.stats.responses_resent += 1;
             let datagrams = datagrams.clone();
             self.transmit(ctx, &datagrams);
+        } else if raw.next_payload != pt::SKF {
+            // Not protected, so not a retransmission of anything we answered (the
+            // later fragments of one are: the first one had the answer resent).
+            ctx.out.stats.dropped_malformed += 1;
         }
         true
     }

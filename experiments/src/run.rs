@@ -264,11 +264,12 @@ pub fn print_summary(r: &Results) {
     }
     for a in &r.adversaries {
         println!(
-            "adversary at {}: saw {}, dropped {}, delayed {}, duplicated {}, replayed {}, flipped {}, rewrote {}, forged {}, flooded {}",
+            "adversary at {}: saw {}, dropped {}, delayed {}, reordered {}, duplicated {}, replayed {}, flipped {}, rewrote {}, forged {}, flooded {}",
             a.gateway,
             a.seen,
             a.dropped,
             a.delayed,
+            a.reordered,
             a.duplicated,
             a.replayed,
             a.modified,

@@ -198,7 +198,15 @@ pub fn draw(seed: u64) -> Table {
 }
 
 /// The adversary's per-datagram actions a swarm scenario draws (each at a rate).
-const ADVERSARY_ACTIONS: [&str; 6] = ["drop", "duplicate", "replay", "modify", "rewrite", "forge"];
+const ADVERSARY_ACTIONS: [&str; 7] = [
+    "drop",
+    "duplicate",
+    "replay",
+    "modify",
+    "rewrite",
+    "forge",
+    "reorder",
+];
 
 /// Runs `f` with panics' default report off stderr (they are caught and reported as
 /// violations).

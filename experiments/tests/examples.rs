@@ -424,6 +424,7 @@ fn forgeries_and_rewritten_headers_are_refused_and_counted() {
     let r = run("adversary-forgeries");
     let a = &r["adversaries"][0];
     assert!(n(&a["forged"]) > 1_000 && n(&a["rewritten"]) > 100, "{a}");
+    assert!(n(&a["reordered"]) > 500, "{a}");
     // Forged IKE_SA_INIT errors reach gw-a ahead of gw-b's answer and are held until
     // the real answer comes; unprotected notifies under live SPIs are refused at gw-b.
     assert!(n(&endpoint(&r, "gw-a")["init_errors_held"]) > 0);
@@ -441,5 +442,7 @@ fn forgeries_and_rewritten_headers_are_refused_and_counted() {
         n(&t["integrity_failures"]) > 0 && n(&t["unknown_spi"]) > 0,
         "{t}"
     );
+    // A swap with the next packet stays inside the 64-packet anti-replay window.
+    assert_eq!(n(&t["replayed"]), 0, "{t}");
     assert_eq!(offered_accounted(t), n(&t["offered_packets"]), "{t}");
 }

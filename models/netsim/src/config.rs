@@ -91,6 +91,10 @@ pub struct AdversarySpec {
     /// body.
     #[serde(default)]
     pub forge: f64,
+    /// Probability that a datagram is held back until the next one it screens has
+    /// passed, then delivered right after it (the two swap places).
+    #[serde(default)]
+    pub reorder: f64,
     /// Probability that a datagram is held back by `delay`.
     #[serde(default)]
     pub delay_probability: f64,

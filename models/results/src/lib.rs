@@ -403,6 +403,8 @@ pub struct AdversarySummary {
     pub seen: u64,
     pub dropped: u64,
     pub delayed: u64,
+    /// Held back until the next datagram had passed.
+    pub reordered: u64,
     pub duplicated: u64,
     pub replayed: u64,
     /// Bits flipped.

@@ -1,5 +1,5 @@
 //! Attackers on the path (`[[adversary]]`): each sits in front of one gateway and,
-//! while active, screens every datagram arriving there, dropping, delaying,
+//! while active, screens every datagram arriving there, dropping, delaying, reordering,
 //! duplicating, replaying, bit-flipping or rewriting header fields of some (its own
 //! random stream decides), forges answers to what it sees (IKE_SA_INIT error
 //! responses back to the sender, unprotected notifies, ESP packets with a live SPI),
@@ -31,6 +31,8 @@ pub(super) struct Adversary {
     rng: SimRng,
     /// Recent datagrams that passed, with their link, direction and tunnel.
     history: VecDeque<(usize, usize, Datagram, Option<usize>)>,
+    /// A datagram held back (`reorder`) until the next one has passed.
+    held: Option<(usize, usize, Datagram, Option<usize>)>,
     pub summary: AdversarySummary,
 }
 
@@ -46,6 +48,7 @@ impl Adversary {
             entity,
             rng,
             history: VecDeque::new(),
+            held: None,
             summary,
         }
     }
@@ -236,7 +239,14 @@ impl World {
                     acts.push("replay");
                     extra.push((now, l, d, old, t, true));
                 }
+                if chance(&mut adv.rng, adv.spec.reorder) && keep && adv.held.is_none() {
+                    adv.summary.reordered += 1;
+                    acts.push("reorder");
+                    adv.held = Some((link, dir, datagram.clone(), tunnel));
+                    keep = false;
+                }
                 if chance(&mut adv.rng, adv.spec.delay_probability)
+                    && keep
                     && adv.spec.delay > SimDuration::ZERO
                 {
                     adv.summary.delayed += 1;
@@ -255,6 +265,10 @@ impl World {
             if keep && ahead {
                 extra.push((now, link, dir, datagram.clone(), tunnel, false));
                 keep = false;
+            }
+            // This one goes on now: the one held back follows it.
+            if keep && let Some((l, d, held, t)) = adv.held.take() {
+                extra.push((now, l, d, held, t, false));
             }
             adv.history.push_back((link, dir, datagram.clone(), tunnel));
             if adv.history.len() > HISTORY {

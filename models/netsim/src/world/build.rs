@@ -545,6 +545,7 @@ fn adversaries(
             ("modify", a.modify),
             ("rewrite", a.rewrite),
             ("forge", a.forge),
+            ("reorder", a.reorder),
             ("delay_probability", a.delay_probability),
         ] {
             if !(0.0..=1.0).contains(&p) {

@@ -10,4 +10,4 @@ pub mod world;
 
 pub use config::WorldConfig;
 pub use results::Results;
-pub use world::{BuildError, Keylog, Outputs, World, tunnel_psk};
+pub use world::{BuildError, Keylog, Outputs, World, qkd_network, tunnel_psk};

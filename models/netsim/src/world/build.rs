@@ -156,21 +156,9 @@ fn key_managers(
     names: &Names,
     seed: u64,
 ) -> Result<(QkdNetwork, Vec<Kme>), BuildError> {
-    let streams = |e: &str, p: &str| entity::stream(seed, e, p);
-    let factory: StreamFactory<'_> = &streams;
-    let mut qkd = QkdNetwork::new();
-    qkd.relay_latency_ns = cfg.relay_latency.as_nanos();
+    let qkd = build_qkd_network(cfg, names, seed)?;
     let mut kmes = Vec::new();
-    // The gateways (SAEs) of each KME, in gateway order.
-    let mut saes: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for g in &cfg.gateways {
-        if let Some(k) = g.kme.as_deref() {
-            saes.entry(k).or_default().push(&g.name);
-        }
-    }
     for (i, k) in cfg.kmes.iter().enumerate() {
-        let saes = saes.get(k.name.as_str()).map_or(&[][..], Vec::as_slice);
-        qkd.add_kme(&k.name, saes, factory);
         let entity = sim
             .register(&format!("kme/{}", k.name))
             .map_err(|e| err(format!("kme[{i}].name"), e.to_string()))?;
@@ -187,6 +175,36 @@ fn key_managers(
             service: k.service_time,
             free_at: vec![SimTime::ZERO; k.concurrency as usize],
         });
+    }
+    Ok((qkd, kmes))
+}
+
+/// The scenario's key managers, QKD links and pools as the simulator builds them, for
+/// a driver outside the simulator (`qsafe kme` serves them over HTTPS): the same pools,
+/// routes and key streams from `seed`.
+pub fn qkd_network(cfg: &WorldConfig, seed: u64) -> Result<QkdNetwork, BuildError> {
+    build_qkd_network(cfg, &Names::new(cfg), seed)
+}
+
+fn build_qkd_network(
+    cfg: &WorldConfig,
+    names: &Names,
+    seed: u64,
+) -> Result<QkdNetwork, BuildError> {
+    let streams = |e: &str, p: &str| entity::stream(seed, e, p);
+    let factory: StreamFactory<'_> = &streams;
+    let mut qkd = QkdNetwork::new();
+    qkd.relay_latency_ns = cfg.relay_latency.as_nanos();
+    // The gateways (SAEs) of each KME, in gateway order.
+    let mut saes: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for g in &cfg.gateways {
+        if let Some(k) = g.kme.as_deref() {
+            saes.entry(k).or_default().push(&g.name);
+        }
+    }
+    for k in &cfg.kmes {
+        let saes = saes.get(k.name.as_str()).map_or(&[][..], Vec::as_slice);
+        qkd.add_kme(&k.name, saes, factory);
     }
     let mut ends = Vec::new();
     for (i, l) in cfg.qkd_links.iter().enumerate() {
@@ -248,7 +266,7 @@ fn key_managers(
         });
         qkd.add_link(&format!("{}-{}", l.a, l.b), a, b, pool, factory);
     }
-    Ok((qkd, kmes))
+    Ok(qkd)
 }
 
 /// The QKD links' up and down schedules.

@@ -21,7 +21,7 @@ mod output;
 mod traffic;
 mod tunnels;
 
-pub use build::{BuildError, tunnel_psk};
+pub use build::{BuildError, qkd_network, tunnel_psk};
 pub use output::Keylog;
 
 use std::collections::BTreeMap;

@@ -184,6 +184,12 @@ fn endpoints(net: &QkdNetwork, kme: usize, caller: &str, peer: &str) -> Result<u
     })
 }
 
+/// The `dec_keys` body asking for the key with ID `id`. The ID came from a peer (its
+/// PPK_ID), so it is quoted as JSON, never pasted in.
+pub fn dec_keys_body(id: &str) -> String {
+    serde_json::json!({ "key_IDs": [{ "key_ID": id }] }).to_string()
+}
+
 /// Get status: `GET /api/v1/keys/{slave_SAE_ID}/status`.
 pub fn status(
     net: &mut QkdNetwork,

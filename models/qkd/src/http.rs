@@ -27,6 +27,22 @@ impl Response {
     }
 }
 
+/// Percent-encodes `s` for one URL path segment or query value (RFC 3986: every byte
+/// but the unreserved characters), so that an identifier from elsewhere cannot change
+/// the request's shape.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out += &format!("%{b:02X}"),
+        }
+    }
+    out
+}
+
 /// Percent-decodes a URL path segment or query value; `None` on bad escapes or UTF-8.
 pub fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();

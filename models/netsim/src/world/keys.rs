@@ -368,7 +368,7 @@ impl World {
         let (op, response, key) = match self.kmes[kme].api {
             KeyApi::Etsi014 => {
                 let path = format!("/api/v1/keys/{}/dec_keys", self.gateways[ini].name);
-                let body = dec_keys_body(&id);
+                let body = qkd::etsi014::dec_keys_body(&id);
                 let (r, keys) = self.etsi014_post(kme, &me, &path, &body);
                 let key = keys.into_iter().next();
                 ("dec_keys", r, key.map(|k| k.1))
@@ -471,25 +471,10 @@ impl World {
     }
 }
 
-/// The ETSI 014 `dec_keys` body asking for the key with ID `id`. The ID came from the
-/// peer (its PPK_ID), so it is quoted as JSON, never pasted in.
-fn dec_keys_body(id: &str) -> String {
-    serde_json::json!({ "key_IDs": [{ "key_ID": id }] }).to_string()
-}
-
-/// The SKIP path of the key with ID `id`, the peer's ID percent-encoded (RFC 3986: all
-/// but unreserved characters), so that it stays one path segment.
+/// The SKIP path of the key with ID `id`, the peer's ID percent-encoded so that it
+/// stays one path segment.
 fn skip_key_path(id: &str) -> String {
-    let mut path = String::from("/key/");
-    for b in id.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                path.push(b as char)
-            }
-            _ => path += &format!("%{b:02X}"),
-        }
-    }
-    path
+    format!("/key/{}", qkd::http::percent_encode(id))
 }
 
 #[cfg(test)]
@@ -499,7 +484,8 @@ mod tests {
     #[test]
     fn peer_supplied_key_ids_are_escaped() {
         let hostile = r#"x"],"number":99,"a":["/../status?"#;
-        let body: serde_json::Value = serde_json::from_str(&dec_keys_body(hostile)).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_str(&qkd::etsi014::dec_keys_body(hostile)).unwrap();
         assert_eq!(body["key_IDs"][0]["key_ID"], hostile);
         assert_eq!(body.as_object().unwrap().len(), 1);
         let path = skip_key_path(hostile);

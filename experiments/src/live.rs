@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -21,6 +21,7 @@ use ikev2::endpoint::{
     Endpoint, EndpointConfig, EndpointStats, Event, PeerConfig, Ppk, PpkOutcome, PpkPolicy,
 };
 use ikev2::message::TrafficSelector;
+use kme::client::{Https, KeySource};
 use rand_core::SeedableRng;
 use serde::Deserialize;
 use tokio::net::UdpSocket;
@@ -91,6 +92,11 @@ pub struct LivePeer {
     /// Static PPKs by ID, as hex (a stand-in for a QKD key manager).
     #[serde(default)]
     pub ppks: BTreeMap<String, String>,
+    /// A QKD key manager to take PPKs from instead (ETSI GS QKD 014 or SKIP over HTTPS
+    /// with mutual TLS): as initiator a new key, whose ID goes in PPK_IDENTITY; as
+    /// responder the key with the ID the peer sent.
+    #[serde(default)]
+    pub ppk_source: Option<PpkSource>,
     /// Start the IKE SA (otherwise wait for the peer).
     #[serde(default)]
     pub initiate: bool,
@@ -107,6 +113,85 @@ pub struct LivePeer {
     /// without REKEY_SA).
     #[serde(default)]
     pub create_child_after: Option<sim_core::SimDuration>,
+}
+
+/// Where a peer's PPKs come from: `{ etsi014 = "https://HOST:PORT", sae_id, peer_sae_id,
+/// ca, cert, key }` or `{ skip = "https://HOST:PORT", sae_id, remote_system_id, ca, cert,
+/// key }`. Paths are relative to the working directory.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PpkSource {
+    /// An ETSI GS QKD 014 key manager's URL.
+    #[serde(default)]
+    pub etsi014: Option<String>,
+    /// A SKIP key provider's URL.
+    #[serde(default)]
+    pub skip: Option<String>,
+    /// Our SAE ID: the client certificate must name it (its common name).
+    pub sae_id: String,
+    /// The peer gateway's SAE ID (ETSI 014: the slave we draw for, the master whose key
+    /// we fetch).
+    #[serde(default)]
+    pub peer_sae_id: Option<String>,
+    /// The peer's key provider's system ID (SKIP `remoteSystemID`).
+    #[serde(default)]
+    pub remote_system_id: Option<String>,
+    /// The CA that signed the key manager's certificate.
+    pub ca: PathBuf,
+    /// Our client certificate and its key (PEM).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The longest wait for the key manager's answer; a timeout counts as a refusal.
+    #[serde(default = "default_ppk_timeout")]
+    pub timeout: sim_core::SimDuration,
+}
+
+fn default_ppk_timeout() -> sim_core::SimDuration {
+    sim_core::SimDuration::from_secs(5)
+}
+
+impl PpkSource {
+    fn key_source(&self, peer: &str) -> Result<KeySource> {
+        let named = kme::tls::certificate_name(&self.cert)?;
+        if named.as_deref() != Some(self.sae_id.as_str()) {
+            bail!(
+                "peer {peer}: ppk_source.cert {} names {:?}, not sae_id `{}`",
+                self.cert.display(),
+                named,
+                self.sae_id
+            );
+        }
+        let tls = kme::tls::client(&self.ca, &self.cert, &self.key)?;
+        let timeout = Duration::from_nanos(self.timeout.as_nanos());
+        let missing = |f: &str| anyhow::anyhow!("peer {peer}: ppk_source needs `{f}`");
+        Ok(match (&self.etsi014, &self.skip) {
+            (Some(url), None) => KeySource::Etsi014 {
+                http: Https::new(url, tls, timeout)?,
+                peer_sae: self
+                    .peer_sae_id
+                    .clone()
+                    .ok_or_else(|| missing("peer_sae_id"))?,
+            },
+            (None, Some(url)) => KeySource::Skip {
+                http: Https::new(url, tls, timeout)?,
+                remote: self
+                    .remote_system_id
+                    .clone()
+                    .ok_or_else(|| missing("remote_system_id"))?,
+            },
+            _ => bail!("peer {peer}: ppk_source needs one of `etsi014` and `skip`"),
+        })
+    }
+}
+
+/// What a key manager answered a gateway, for the event loop.
+struct Fetched {
+    sa: ikev2::endpoint::SaId,
+    peer: usize,
+    /// The key ID the peer sent (we are the responder), or `None` (we drew).
+    asked: Option<String>,
+    result: std::result::Result<kme::client::Key, kme::Error>,
+    took: Duration,
 }
 
 /// An exchange live mode starts on its own at a given time.
@@ -284,6 +369,7 @@ pub fn from_scenario(path: &Path, gateway: &str) -> Result<LiveConfig> {
             ppk: None,
             ppk_id: None,
             ppks: BTreeMap::new(),
+            ppk_source: None,
             initiate,
             dpd_delay: None,
             rekey_ike_after: if initiate { t.rekey_time } else { None },
@@ -376,6 +462,18 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
     let mut created: std::collections::BTreeSet<ikev2::endpoint::SaId> = Default::default();
     let mut buf4500 = vec![0u8; 65_536];
     let mut esp_ignored = 0u64;
+    // PPK sources (key managers) by peer, and the answers of their fetches.
+    let sources: Vec<Option<KeySource>> = cfg
+        .peers
+        .iter()
+        .map(|p| {
+            p.ppk_source
+                .as_ref()
+                .map(|s| s.key_source(&p.name))
+                .transpose()
+        })
+        .collect::<Result<_>>()?;
+    let (fetched_tx, mut fetched) = tokio::sync::mpsc::unbounded_channel::<Fetched>();
     loop {
         // Rekeys that are due (the endpoint ignores one while another exchange runs).
         let due = Instant::now();
@@ -414,6 +512,38 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
                 match &ev {
                     Event::PpkNeeded { sa, peer, key_id } => {
                         let p = &cfg.peers[*peer];
+                        if let Some(source) = sources[*peer].clone() {
+                            // Asked of the key manager; the answer comes back through
+                            // `fetched` and the endpoint waits for it meanwhile.
+                            let asked = key_id
+                                .as_ref()
+                                .map(|id| String::from_utf8_lossy(id).into_owned());
+                            println!(
+                                "[{at:>8.3}s] {}: PPK needed, asking the key manager {}",
+                                p.name,
+                                match &asked {
+                                    Some(id) => format!("for key {id}"),
+                                    None => "for a new key".into(),
+                                }
+                            );
+                            let (sa, peer, tx) = (*sa, *peer, fetched_tx.clone());
+                            tokio::spawn(async move {
+                                let t0 = Instant::now();
+                                let result = match &asked {
+                                    Some(id) => source.key_by_id(id).await,
+                                    None => source.new_key().await,
+                                };
+                                let took = t0.elapsed();
+                                let _ = tx.send(Fetched {
+                                    sa,
+                                    peer,
+                                    asked,
+                                    result,
+                                    took,
+                                });
+                            });
+                            continue;
+                        }
                         let id = key_id
                             .clone()
                             .or_else(|| p.ppk_id.as_ref().map(|s| s.as_bytes().to_vec()));
@@ -456,6 +586,7 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
                         proposal,
                         ppk,
                         initiator,
+                        keylog: keylog_entry,
                         ..
                     } => {
                         sa_peer.insert(*sa, *peer);
@@ -465,7 +596,13 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
                         }
                         let ppk = match ppk {
                             PpkOutcome::Used { id } => {
-                                format!("used {}", String::from_utf8_lossy(id))
+                                let id = String::from_utf8_lossy(id);
+                                // Wireshark skips `#` lines: the PPK beside the keys.
+                                if let Some(f) = keylog.as_mut() {
+                                    let k = keylog_entry;
+                                    writeln!(f, "# {:016x},{:016x}: PPK {id}", k.spi_i, k.spi_r)?;
+                                }
+                                format!("used {id}")
                             }
                             PpkOutcome::NotUsed => "not used".into(),
                             PpkOutcome::Downgraded { reason } => format!("DOWNGRADED ({reason:?})"),
@@ -566,6 +703,29 @@ async fn run_async(cfg: &LiveConfig, seed: u64, keylog: Option<&Path>) -> Result
                     println!("[{:>8.3}s] ignored {n} bytes of ESP from {from}", now() as f64 / 1e9);
                 }
                 Err(e) => println!("[{:>8.3}s] receive error on {natt_local}: {e}", now() as f64 / 1e9),
+            },
+            Some(f) = fetched.recv() => {
+                let name = &cfg.peers[f.peer].name;
+                let took = f.took.as_secs_f64() * 1e3;
+                let ppk = match f.result {
+                    Ok((id, key)) => {
+                        println!(
+                            "[{:>8.3}s] {name}: PPK {id} from the key manager ({} bits) in {took:.1} ms",
+                            now() as f64 / 1e9,
+                            key.len() * 8
+                        );
+                        Some(Ppk { id: id.into_bytes(), key })
+                    }
+                    Err(e) => {
+                        println!(
+                            "[{:>8.3}s] {name}: no PPK{} after {took:.1} ms: {e} (the peer's PPK policy decides)",
+                            now() as f64 / 1e9,
+                            f.asked.map(|id| format!(" {id}")).unwrap_or_default()
+                        );
+                        None
+                    }
+                };
+                ep.provide_ppk(now(), f.sa, ppk);
             },
             _ = tokio::time::sleep_until(wake.into()) => {
                 ep.handle_timeout(now());

@@ -6,6 +6,7 @@
 mod bench;
 mod calibrate;
 mod files;
+mod kme;
 mod live;
 mod run;
 mod swarm;
@@ -92,6 +93,10 @@ enum Command {
     /// Run gateways over real UDP sockets (ports 500 and 4500) with the simulator's IKEv2
     /// code, e.g. against strongSwan. Exits non-zero if an IKE SA fails.
     Live(LiveArgs),
+    /// Serve a scenario's QKD key managers over HTTPS with mutual TLS (ETSI GS QKD 014
+    /// or SKIP), pools filling in real time, for live gateways and other clients;
+    /// `--make-certs DIR` writes a test CA and certificates first.
+    Kme(kme::KmeArgs),
     /// Every scenario key with its type, default and meaning (`qsafe explain
     /// tunnel.rekey_time`: that key; `qsafe explain tunnel`: every tunnel key; `qsafe
     /// explain metrics`: what sweeps report).
@@ -200,6 +205,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", calibrate::scenario_line(&calibrate::measure()));
             Ok(())
         }
+        Some(Command::Kme(args)) => kme::command(&args),
         Some(Command::Live(args)) => {
             let mut cfg = match &args.gateway {
                 Some(g) => live::from_scenario(&args.config, g)?,

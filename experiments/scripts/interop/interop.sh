@@ -25,6 +25,7 @@ PPK_ID=2f1c5a4e-9b7d-4c1e-8f00-qkd000000001
 PPK_KEY=5a6b7c8d9e0f112233445566778899aabbccddeeff00112233445566778899aa
 CHARON_PID=
 QSAFE_PID=
+KME_PID=
 SUMMARY=()
 FAILED=0
 
@@ -33,6 +34,7 @@ log() { printf '%s\n' "$*" >&2; }
 cleanup() {
   set +e
   [ -n "$QSAFE_PID" ] && kill "$QSAFE_PID" 2>/dev/null && wait "$QSAFE_PID" 2>/dev/null
+  [ -n "$KME_PID" ] && kill "$KME_PID" 2>/dev/null && wait "$KME_PID" 2>/dev/null
   stop_charon
   ip netns del "$NS" 2>/dev/null
   ip link del "${VETH}0" 2>/dev/null
@@ -140,6 +142,11 @@ run_case() {
   fill "$HERE/live.toml.in" "$dir/live.toml" SS_IP="$SS_IP" QS_IP="$QS_IP" PROPOSAL="$proposal" PSK="$PSK" \
     PPK_ID="$PPK_ID" PPK_KEY="$PPK_KEY" PPK_POLICY="$ppk_policy" FRAGMENT_SIZE="$frag" INITIATE="$initiate" \
     HOLD="$hold" REKEY="$rekey_line" ESP="$esp" DPD="$qs_dpd"
+  # A key manager instead of static PPKs (run_kme_case): the peer table is the last.
+  if [ -n "${KME_SOURCE:-}" ]; then
+    sed -i -e '/^ppks = /d' -e '/^ppk_id = /d' "$dir/live.toml"
+    echo "$KME_SOURCE" >> "$dir/live.toml"
+  fi
 
   local ok=1 why=()
   start_charon "$dir" "$rootfs" "$frag" || { SUMMARY+=("FAIL  $name: charon did not start"); FAILED=1; return; }
@@ -167,6 +174,11 @@ run_case() {
   grep -q "CHILD_SA net{[0-9]*} established" "$clog" || { ok=0; why+=("charon: no CHILD_SA established"); }
   if [ "$ppk" = yes ]; then
     grep -q "using PPK for PPK_ID '$PPK_ID'" "$clog" || { ok=0; why+=("charon: PPK not used"); }
+  fi
+  if [ -n "${KME_SOURCE:-}" ]; then
+    grep -q "PPK $PPK_ID from the key manager" "$dir/qsafe.out" || { ok=0; why+=("qsafe: PPK not fetched from its KME"); }
+    grep -q "kme-b sae=gw-b POST /api/v1/keys/gw-a/dec_keys -> 200 keys=1 ids=$PPK_ID" "$KME_LOG" \
+      || { ok=0; why+=("KME B: no dec_keys of $PPK_ID"); }
   fi
   case $rekey in
     qsafe|charon)
@@ -218,6 +230,37 @@ run_case() {
   fi
 }
 
+# run_kme_case: charon initiates with a PPK this script fetched for it from KME A
+# (ETSI GS QKD 014 enc_keys over mutual TLS, `qsafe kme` serving
+# experiments/scenarios/live-kme.toml) and loaded as a swanctl secret; qsafe as
+# responder fetches the same key by ID from KME B over HTTPS (its `ppk_source`).
+run_kme_case() {
+  local name=5.9-responder-ppk-from-kme dir="$WORK/kme"
+  local scenario="$ROOT/experiments/scenarios/live-kme.toml" certs="$WORK/kme/certs"
+  mkdir -p "$dir"
+  "$QSAFE" kme "$scenario" --make-certs "$certs" > "$dir/make-certs.out" 2>&1
+  KME_LOG="$dir/kme.log"
+  "$QSAFE" kme "$scenario" --certs "$certs" --listen kme-a=127.0.0.1:18443 \
+    --listen kme-b=127.0.0.1:18444 --serve-for 120s > "$KME_LOG" 2>&1 &
+  KME_PID=$!
+  for _ in $(seq 50); do grep -q "live mode" "$KME_LOG" && break; sleep 0.1; done
+  local key
+  key=$(curl -s --cacert "$certs/ca.pem" --cert "$certs/sae-gw-a.pem" --key "$certs/sae-gw-a.key" \
+    -H 'Content-Type: application/json' --data '{"number":1,"size":256}' \
+    https://127.0.0.1:18443/api/v1/keys/gw-b/enc_keys) || true
+  local id hex
+  id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["keys"][0]["key_ID"])' "$key" 2>/dev/null) || true
+  hex=$(python3 -c 'import base64,json,sys; print(base64.b64decode(json.loads(sys.argv[1])["keys"][0]["key"]).hex())' "$key" 2>/dev/null) || true
+  if [ -z "$id" ] || [ -z "$hex" ]; then
+    SUMMARY+=("FAIL  $name: no key from KME A: $key"); FAILED=1
+  else
+    PPK_ID=$id PPK_KEY=$hex KME_SOURCE="ppk_source = { etsi014 = \"https://127.0.0.1:18444\", sae_id = \"gw-b\", peer_sae_id = \"gw-a\", ca = \"$certs/ca.pem\", cert = \"$certs/sae-gw-b.pem\", key = \"$certs/sae-gw-b.key\" }" \
+      run_case "$name" "" responder "$CLASSIC" yes 1280 none "$CLASSIC_RE"
+  fi
+  kill "$KME_PID" 2>/dev/null; wait "$KME_PID" 2>/dev/null || true
+  KME_PID=
+}
+
 [ "$(id -u)" = 0 ] || { log "interop.sh needs root (network namespaces)"; exit 1; }
 [ -x "$QSAFE" ] || { log "no qsafe binary at $QSAFE (cargo build --release)"; exit 1; }
 command -v swanctl > /dev/null && [ -x /usr/lib/ipsec/charon ] || { log "strongSwan 5.9 is not installed"; exit 1; }
@@ -240,6 +283,7 @@ run_case "5.9-qsafe-rekeys-ike" "" initiator "$CLASSIC" yes 1280 none "$CLASSIC_
 run_case "5.9-charon-rekeys-ike" "" responder "$CLASSIC" no 1280 none "$CLASSIC_RE" charon-ike
 run_case "5.9-qsafe-creates-child-pfs" "" initiator "$CLASSIC" no 1280 none "$CLASSIC_RE" qsafe-new aes256gcm16-x25519
 run_case "5.9-charon-creates-child" "" responder "$CLASSIC" no 1280 none "$CLASSIC_RE" charon-new
+run_kme_case
 
 # strongSwan 6.x from Debian sid, for ML-KEM in IKE_INTERMEDIATE.
 HYBRID=aes256gcm16-prfsha256-x25519-ke1_mlkem768

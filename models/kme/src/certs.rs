@@ -18,7 +18,7 @@ use crate::Error;
 /// Where `make` puts a KME's or an SAE's certificate and key in `dir`.
 pub fn paths(dir: &Path, role: Role, name: &str) -> (PathBuf, PathBuf) {
     let stem = match role {
-        Role::Kme => format!("kme-{name}"),
+        Role::Kme => format!("server-{name}"),
         Role::Sae => format!("sae-{name}"),
     };
     (
@@ -53,7 +53,7 @@ fn write(path: &Path, text: &str) -> Result<(), Error> {
     fs::write(path, text).map_err(|e| Error::Io(path.display().to_string(), e))
 }
 
-/// Writes `ca.pem`, `kme-NAME.pem`/`.key` for every KME (valid for `localhost`,
+/// Writes `ca.pem`, `server-NAME.pem`/`.key` for every KME (valid for `localhost`,
 /// 127.0.0.1, ::1, the KME's name and `hosts`) and `sae-NAME.pem`/`.key` for every
 /// SAE into `dir`. Returns the files written.
 pub fn make(

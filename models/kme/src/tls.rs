@@ -86,6 +86,12 @@ pub fn client_without_certificate(ca: &Path) -> Result<Arc<ClientConfig>, Error>
     Ok(Arc::new(config))
 }
 
+/// The common name of the first certificate in a PEM file (a gateway checks that its
+/// certificate names the SAE it says it is).
+pub fn certificate_name(path: &Path) -> Result<Option<String>, Error> {
+    Ok(common_name(&certs(path)?[0]))
+}
+
 /// The common name of a (verified) peer certificate: the caller's SAE ID.
 pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;

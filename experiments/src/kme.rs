@@ -1,6 +1,7 @@
 //! `qsafe kme`: serves the key managers of a scenario over HTTPS with mutual TLS
 //! (ETSI GS QKD 014 or SKIP, as each `[[kme]]` says) until stopped, with the pools
-//! filling in real time; `--make-certs DIR` writes a test PKI for them and for the
+//! filling in real time and the scenario's key manager and QKD link schedules
+//! followed in wall-clock time; `--make-certs DIR` writes a test PKI for them and for the
 //! scenario's gateways (the SAEs). Live, not deterministic: see the `kme` crate.
 
 use std::fs;
@@ -11,6 +12,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use kme::certs::{self, Role};
 use kme::server::{self, Api, Shared};
+use link::LinkState;
+use netsim::WorldConfig;
 use netsim::config::KeyApi;
 use tokio::net::TcpListener;
 
@@ -110,6 +113,7 @@ pub fn command(args: &KmeArgs) -> Result<()> {
             );
             tokio::spawn(server::serve(shared.clone(), kme, listener, log.clone()));
         }
+        tokio::spawn(follow_schedules(shared.clone(), schedules(&world)));
         println!("qsafe kme: live mode, not deterministic: pools fill in wall-clock time");
         match args.serve_for {
             Some(d) => tokio::time::sleep(std::time::Duration::from_nanos(d.as_nanos())).await,
@@ -117,4 +121,53 @@ pub fn command(args: &KmeArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// What a schedule switches: a key manager or a QKD link, by index.
+#[derive(Clone, Copy, Debug)]
+enum Switch {
+    Kme(usize, bool),
+    QkdLink(usize, bool),
+}
+
+/// The scenario's key manager and QKD link schedules, in time order (ns from start).
+fn schedules(world: &WorldConfig) -> Vec<(u64, Switch)> {
+    let up = |s: LinkState| s == LinkState::Up;
+    let kmes = world.kmes.iter().enumerate().flat_map(|(k, c)| {
+        c.schedule
+            .iter()
+            .map(move |t| (t.at.as_nanos(), Switch::Kme(k, up(t.state))))
+    });
+    let links = world.qkd_links.iter().enumerate().flat_map(|(l, c)| {
+        c.schedule
+            .iter()
+            .map(move |t| (t.at.as_nanos(), Switch::QkdLink(l, up(t.state))))
+    });
+    let mut all: Vec<_> = kmes.chain(links).collect();
+    all.sort_by_key(|&(at, _)| at);
+    all
+}
+
+/// Applies each switch when its time (from the server's start) comes, as the simulator
+/// does at that simulated time: a key manager down answers 503, a QKD link down adds
+/// no key.
+async fn follow_schedules(shared: Arc<Shared>, switches: Vec<(u64, Switch)>) {
+    for (at, switch) in switches {
+        let when = shared.start + std::time::Duration::from_nanos(at);
+        tokio::time::sleep_until(when.into()).await;
+        let now = shared.start.elapsed().as_nanos() as u64;
+        let mut net = shared.net.lock().expect("not poisoned");
+        let (what, up) = match switch {
+            Switch::Kme(k, up) => {
+                net.kmes[k].up = up;
+                (format!("key manager {}", net.kmes[k].id), up)
+            }
+            Switch::QkdLink(l, up) => {
+                net.links[l].set_up(now, up);
+                (format!("QKD link {}", net.links[l].name), up)
+            }
+        };
+        let state = if up { "up" } else { "down" };
+        println!("[{:>9.3}s] schedule: {what} {state}", now as f64 / 1e9);
+    }
 }

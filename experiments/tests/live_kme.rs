@@ -30,11 +30,16 @@ struct Kme {
 
 impl Kme {
     fn start(name: &str) -> Kme {
+        Kme::serve(name, &scenario(), &KMES)
+    }
+
+    /// Serves the key managers `kmes` of `scenario`.
+    fn serve(name: &str, scenario: &Path, kmes: &[&str]) -> Kme {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
         let _ = fs::remove_dir_all(&dir);
         let certs = dir.join("certs");
         let made = Command::new(env!("CARGO_BIN_EXE_qsafe"))
-            .args(["kme", scenario().to_str().unwrap(), "--make-certs"])
+            .args(["kme", scenario.to_str().unwrap(), "--make-certs"])
             .arg(&certs)
             .output()
             .unwrap();
@@ -43,7 +48,7 @@ impl Kme {
             "{}",
             String::from_utf8_lossy(&made.stderr)
         );
-        let addrs: Vec<(String, String)> = KMES
+        let addrs: Vec<(String, String)> = kmes
             .iter()
             .map(|k| {
                 let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -53,7 +58,7 @@ impl Kme {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_qsafe"));
         cmd.args([
             "kme",
-            scenario().to_str().unwrap(),
+            scenario.to_str().unwrap(),
             "--serve-for",
             "60s",
             "--certs",
@@ -292,6 +297,46 @@ fn a_refused_fetch_follows_the_ppk_policy() {
             }
         }
     }
+}
+
+#[test]
+fn a_key_manager_follows_its_schedule_in_wall_clock_time() {
+    // kme-a is down from the start for two seconds: 503 (ETSI's server-side error),
+    // then it answers again.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kme-schedule");
+    fs::create_dir_all(&dir).unwrap();
+    let text = fs::read_to_string(scenario()).unwrap().replacen(
+        "name = \"kme-a\"\napi = \"etsi014\"",
+        "name = \"kme-a\"\napi = \"etsi014\"\nschedule = [{ at = \"0s\", state = \"down\" }, { at = \"2s\", state = \"up\" }]",
+        1,
+    );
+    assert!(text.contains("schedule"));
+    let path = dir.join("scheduled.toml");
+    fs::write(&path, text).unwrap();
+    let kme = Kme::serve("kme-schedule-run", &path, &["kme-a"]);
+    kme.wait_for("schedule: key manager kme-a down");
+    let status = || {
+        let c = kme.certs.display();
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(format!("{c}/ca.pem"))
+            .args([
+                "--cert",
+                &format!("{c}/sae-gw-a.pem"),
+                "--key",
+                &format!("{c}/sae-gw-a.key"),
+            ])
+            .arg(format!(
+                "https://{}/api/v1/keys/gw-b/status",
+                kme.addr("kme-a")
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(status(), "503");
+    kme.wait_for("schedule: key manager kme-a up");
+    assert_eq!(status(), "200");
 }
 
 /// A Python that can import both PyPI clients: `QSAFE_PYTHON`, else `python3`.

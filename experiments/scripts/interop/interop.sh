@@ -150,7 +150,13 @@ run_case() {
 
   local ok=1 why=()
   start_charon "$dir" "$rootfs" "$frag" || { SUMMARY+=("FAIL  $name: charon did not start"); FAILED=1; return; }
-  sw "$dir" --load-all --file "$dir/swanctl.conf" > "$dir/swanctl-load.out" 2>&1 || { ok=0; why+=("swanctl --load-all failed"); }
+  if [ -n "${KME_SOURCE:-}" ]; then
+    # The PPK the script fetched from KME A goes in as a credential of its own.
+    sw "$dir" --load-conns --file "$dir/swanctl.conf" > "$dir/swanctl-load.out" 2>&1 || { ok=0; why+=("swanctl --load-conns failed"); }
+    sw "$dir" --load-creds --file "$dir/swanctl.conf" >> "$dir/swanctl-load.out" 2>&1 || { ok=0; why+=("swanctl --load-creds failed"); }
+  else
+    sw "$dir" --load-all --file "$dir/swanctl.conf" > "$dir/swanctl-load.out" 2>&1 || { ok=0; why+=("swanctl --load-all failed"); }
+  fi
   if [ "$role" = initiator ]; then
     "$QSAFE" live "$dir/live.toml" --keylog "$dir/keylog.txt" > "$dir/qsafe.out" 2>&1 || { ok=0; why+=("qsafe live failed"); }
   else

@@ -105,6 +105,7 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
         row_sink: Some(&mut rows),
     });
     rows.finish()?;
+    results::rows::write_parquet(&out)?;
     if let Some(p) = pcap {
         p.finish()?.flush().context("writing capture.pcap")?;
     }

@@ -390,3 +390,58 @@ print("ok")
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn run_rows_read_in_pandas_and_polars() {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("run-rows-parquet");
+    let _ = fs::remove_dir_all(&out);
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/p2p-etsi014.toml");
+    qsafe(&[
+        "run",
+        scenario,
+        "--quiet",
+        "--no-report",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    for name in ["handshakes", "exchanges", "key_requests", "pool_levels"] {
+        assert!(
+            out.join(format!("{name}.parquet")).exists(),
+            "{name}.parquet"
+        );
+    }
+    let Some(python) = python_with_pandas() else {
+        eprintln!("skipped: no python3 with pandas and polars (set QSAFE_PYTHON)");
+        return;
+    };
+    // Every row file's Parquet twin holds the same table: names, integers as Int64,
+    // an empty integer cell as null, text as text.
+    let script = r#"
+import sys, pandas as pd, polars as pl
+d = sys.argv[1]
+for name in ["handshakes", "exchanges", "key_requests", "pool_levels"]:
+    csv = pd.read_csv(f"{d}/{name}.csv", keep_default_na=False)
+    pq, pq_pl = pd.read_parquet(f"{d}/{name}.parquet"), pl.read_parquet(f"{d}/{name}.parquet")
+    assert list(pq.columns) == list(csv.columns), name
+    assert pq.shape == pq_pl.shape == csv.shape and len(pq) > 0, (name, pq.shape, csv.shape)
+    for col in pq.columns:
+        if pq_pl[col].dtype == pl.Int64:
+            want = [None if v == "" else int(v) for v in csv[col].astype(str)]
+            got = [None if pd.isna(v) else int(v) for v in pq[col]]
+            assert got == want, (name, col)
+        else:
+            assert pq[col].astype(str).tolist() == csv[col].astype(str).tolist(), (name, col)
+h = pl.read_parquet(d + "/handshakes.parquet")
+assert h["time_to_up_ns"].dtype == pl.Int64 and h["ppk_id"].dtype == pl.String
+print("ok")
+"#;
+    let o = Command::new(&python)
+        .args(["-c", script, out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "ok",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -59,7 +59,9 @@ pub enum ParquetError {
         path: String,
         source: parquet::errors::ParquetError,
     },
-    #[error("writing {path}: column `{column}` has {len} values, the first has {rows}")]
+    #[error(
+        "writing {path}: column `{column}` has {len} values (or another type), the first has {rows}"
+    )]
     Ragged {
         path: String,
         column: String,
@@ -75,83 +77,147 @@ fn split<T: Clone>(v: &[Option<T>]) -> (Vec<T>, Vec<i16>) {
     (present, levels)
 }
 
-/// Writes `columns` (all of one length) to `path`.
-pub fn write(path: &Path, columns: &[Column]) -> Result<(), ParquetError> {
-    let shown = || path.display().to_string();
-    let format = |source| ParquetError::Format {
-        path: shown(),
-        source,
-    };
-    let rows = columns.first().map_or(0, |c| c.values.len());
-    if let Some(c) = columns.iter().find(|c| c.values.len() != rows) {
-        return Err(ParquetError::Ragged {
-            path: shown(),
-            column: c.name.clone(),
-            len: c.values.len(),
-            rows,
-        });
+/// A column's type, for a file's schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Float,
+    Int,
+    Text,
+}
+
+impl Values {
+    fn kind(&self) -> Kind {
+        match self {
+            Values::Float(_) => Kind::Float,
+            Values::Int(_) => Kind::Int,
+            Values::Text(_) => Kind::Text,
+        }
     }
-    let fields = columns
-        .iter()
-        .map(|c| {
-            let (physical, logical) = match c.values {
-                Values::Float(_) => (Physical::DOUBLE, None),
-                Values::Int(_) => (Physical::INT64, None),
-                Values::Text(_) => (Physical::BYTE_ARRAY, Some(LogicalType::String)),
-            };
-            Type::primitive_type_builder(&c.name, physical)
-                .with_repetition(Repetition::OPTIONAL)
-                .with_logical_type(logical)
-                .build()
-                .map(Arc::new)
+}
+
+/// A Parquet file written a row group at a time, so that a table of any length goes
+/// out in bounded memory.
+pub struct Writer {
+    path: String,
+    columns: Vec<(String, Kind)>,
+    inner: SerializedFileWriter<File>,
+}
+
+impl Writer {
+    /// Creates `path` for columns of these names and kinds (every value optional).
+    pub fn create(path: &Path, columns: &[(&str, Kind)]) -> Result<Writer, ParquetError> {
+        let shown = path.display().to_string();
+        let format = |source| ParquetError::Format {
+            path: shown.clone(),
+            source,
+        };
+        let fields = columns
+            .iter()
+            .map(|&(name, kind)| {
+                let (physical, logical) = match kind {
+                    Kind::Float => (Physical::DOUBLE, None),
+                    Kind::Int => (Physical::INT64, None),
+                    Kind::Text => (Physical::BYTE_ARRAY, Some(LogicalType::String)),
+                };
+                Type::primitive_type_builder(name, physical)
+                    .with_repetition(Repetition::OPTIONAL)
+                    .with_logical_type(logical)
+                    .build()
+                    .map(Arc::new)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(format)?;
+        let schema = Type::group_type_builder("schema")
+            .with_fields(fields)
+            .build()
+            .map_err(format)?;
+        let file = File::create(path).map_err(|source| ParquetError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        let props = Arc::new(WriterProperties::builder().build());
+        let inner = SerializedFileWriter::new(file, Arc::new(schema), props).map_err(format)?;
+        Ok(Writer {
+            path: shown.clone(),
+            columns: columns.iter().map(|&(n, k)| (n.to_string(), k)).collect(),
+            inner,
         })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(format)?;
-    let schema = Type::group_type_builder("schema")
-        .with_fields(fields)
-        .build()
-        .map_err(format)?;
-    let file = File::create(path).map_err(|source| ParquetError::Io {
-        path: shown(),
-        source,
-    })?;
-    let props = Arc::new(WriterProperties::builder().build());
-    let mut writer = SerializedFileWriter::new(file, Arc::new(schema), props).map_err(format)?;
-    let mut group = writer.next_row_group().map_err(format)?;
-    for c in columns {
-        let mut w = group
-            .next_column()
-            .map_err(format)?
-            .expect("a writer per schema column");
-        match &c.values {
-            Values::Float(v) => {
-                let (values, levels) = split(v);
-                w.typed::<DoubleType>()
-                    .write_batch(&values, Some(&levels), None)
-                    .map_err(format)?;
-            }
-            Values::Int(v) => {
-                let (values, levels) = split(v);
-                w.typed::<Int64Type>()
-                    .write_batch(&values, Some(&levels), None)
-                    .map_err(format)?;
-            }
-            Values::Text(v) => {
-                let (values, levels) = split(v);
-                let bytes: Vec<ByteArray> = values
-                    .iter()
-                    .map(|s| ByteArray::from(s.as_bytes()))
-                    .collect();
-                w.typed::<ByteArrayType>()
-                    .write_batch(&bytes, Some(&levels), None)
-                    .map_err(format)?;
+    }
+
+    /// Appends one row group: one value list per column, in the schema's order, all of
+    /// one length.
+    pub fn write_group(&mut self, values: &[Values]) -> Result<(), ParquetError> {
+        let rows = values.first().map_or(0, Values::len);
+        for ((name, kind), v) in self.columns.iter().zip(values) {
+            if v.len() != rows || v.kind() != *kind {
+                return Err(ParquetError::Ragged {
+                    path: self.path.clone(),
+                    column: name.clone(),
+                    len: v.len(),
+                    rows,
+                });
             }
         }
-        w.close().map_err(format)?;
+        let format = |source| ParquetError::Format {
+            path: self.path.clone(),
+            source,
+        };
+        let mut group = self.inner.next_row_group().map_err(format)?;
+        for v in values {
+            let mut w = group
+                .next_column()
+                .map_err(format)?
+                .expect("a writer per schema column");
+            match v {
+                Values::Float(v) => {
+                    let (values, levels) = split(v);
+                    w.typed::<DoubleType>()
+                        .write_batch(&values, Some(&levels), None)
+                        .map_err(format)?;
+                }
+                Values::Int(v) => {
+                    let (values, levels) = split(v);
+                    w.typed::<Int64Type>()
+                        .write_batch(&values, Some(&levels), None)
+                        .map_err(format)?;
+                }
+                Values::Text(v) => {
+                    let (values, levels) = split(v);
+                    let bytes: Vec<ByteArray> = values
+                        .iter()
+                        .map(|s| ByteArray::from(s.as_bytes()))
+                        .collect();
+                    w.typed::<ByteArrayType>()
+                        .write_batch(&bytes, Some(&levels), None)
+                        .map_err(format)?;
+                }
+            }
+            w.close().map_err(format)?;
+        }
+        group.close().map_err(format)?;
+        Ok(())
     }
-    group.close().map_err(format)?;
-    writer.close().map_err(format)?;
-    Ok(())
+
+    /// Writes the footer.
+    pub fn close(self) -> Result<(), ParquetError> {
+        let path = self.path;
+        self.inner
+            .close()
+            .map(|_| ())
+            .map_err(|source| ParquetError::Format { path, source })
+    }
+}
+
+/// Writes `columns` (all of one length) to `path` as one row group.
+pub fn write(path: &Path, columns: &[Column]) -> Result<(), ParquetError> {
+    let kinds: Vec<(&str, Kind)> = columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.values.kind()))
+        .collect();
+    let mut w = Writer::create(path, &kinds)?;
+    let values: Vec<Values> = columns.iter().map(|c| c.values.clone()).collect();
+    w.write_group(&values)?;
+    w.close()
 }
 
 #[cfg(test)]

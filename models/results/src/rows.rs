@@ -3,12 +3,16 @@
 //! memory unless it asks to ([`Rows`], what tests and sweeps use). [`CsvRows`] writes
 //! them to one CSV file per kind (a header of field names, one line per row) that
 //! pandas, polars and spreadsheets read as they are; [`Rows::read_csv`] reads them back.
+//! [`write_parquet`] turns each file into Parquet beside it when the run ends, a row
+//! group of at most [`PARQUET_GROUP`] rows at a time, so memory stays bounded.
 
 use std::fs::File;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::parquet::Kind::{self, Int, Text};
+use crate::parquet::{self, Values};
 use crate::{ExchangeRow, HandshakeRow, KeyRequestRow};
 
 /// One half of a QKD link's pool at a sample time; a half is written when its level or
@@ -92,6 +96,148 @@ pub const ROW_FILES: [&str; 4] = [
 pub enum RowsError {
     #[error("{path}: {source}")]
     Csv { path: String, source: csv::Error },
+    #[error(transparent)]
+    Parquet(#[from] parquet::ParquetError),
+    #[error("{path}: line {line}: `{value}` in column `{column}` is not an integer")]
+    NotAnInteger {
+        path: String,
+        line: u64,
+        column: String,
+        value: String,
+    },
+}
+
+/// The columns of each row file, in field order, with their Parquet kinds (integers
+/// are `Int`; an empty integer cell is null; text stays text, empty included). A test
+/// checks them against the CSV headers the row types write.
+pub const ROW_COLUMNS: [&[(&str, Kind)]; 4] = [
+    &[
+        ("tunnel", Text),
+        ("attempt", Int),
+        ("ike_sa", Text),
+        ("why", Text),
+        ("requested_ns", Int),
+        ("key_wait_ns", Int),
+        ("ike_started_ns", Int),
+        ("ended_ns", Int),
+        ("outcome", Text),
+        ("duration_ns", Int),
+        ("time_to_up_ns", Int),
+        ("proposal", Text),
+        ("ppk", Text),
+        ("ppk_id", Text),
+        ("retransmissions", Int),
+        ("bytes_sent", Int),
+        ("bytes_received", Int),
+        ("fragments_sent", Int),
+        ("fragments_received", Int),
+    ],
+    &[
+        ("tunnel", Text),
+        ("gateway", Text),
+        ("ike_sa", Text),
+        ("exchange", Text),
+        ("started_ns", Int),
+        ("completed_ns", Int),
+        ("outcome", Text),
+        ("request_bytes", Int),
+        ("request_fragments", Int),
+        ("response_bytes", Int),
+        ("response_fragments", Int),
+        ("retransmissions", Int),
+        ("retransmitted_datagrams", Int),
+    ],
+    &[
+        ("time_ns", Int),
+        ("gateway", Text),
+        ("tunnel", Text),
+        ("kme", Text),
+        ("api", Text),
+        ("op", Text),
+        ("status", Int),
+        ("latency_ns", Int),
+    ],
+    &[
+        ("time_ns", Int),
+        ("link", Text),
+        ("owner", Text),
+        ("level_bits", Int),
+        ("generated_bits", Int),
+    ],
+];
+
+/// Rows per Parquet row group.
+pub const PARQUET_GROUP: usize = 65_536;
+
+/// Writes `X.parquet` beside each row file `X.csv` of `dir` (those that exist), read
+/// back a group of rows at a time.
+pub fn write_parquet(dir: &Path) -> Result<(), RowsError> {
+    for (name, columns) in ROW_FILES.iter().zip(ROW_COLUMNS) {
+        let csv_path = dir.join(name);
+        if csv_path.exists() {
+            csv_to_parquet(
+                &csv_path,
+                &csv_path.with_extension("parquet"),
+                columns,
+                PARQUET_GROUP,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn csv_to_parquet(
+    csv_path: &Path,
+    out: &Path,
+    columns: &[(&str, Kind)],
+    group_rows: usize,
+) -> Result<(), RowsError> {
+    let shown = || csv_path.display().to_string();
+    let csv_err = |source| RowsError::Csv {
+        path: shown(),
+        source,
+    };
+    let mut reader = csv::Reader::from_path(csv_path).map_err(csv_err)?;
+    let mut writer = parquet::Writer::create(out, columns)?;
+    let empty = || -> Vec<Values> {
+        columns
+            .iter()
+            .map(|(_, k)| match k {
+                Int => Values::Int(Vec::new()),
+                _ => Values::Text(Vec::new()),
+            })
+            .collect()
+    };
+    let mut group = empty();
+    let mut rows = 0;
+    for (line, record) in reader.records().enumerate() {
+        let record = record.map_err(csv_err)?;
+        for ((cell, values), (name, _)) in record.iter().zip(&mut group).zip(columns) {
+            match values {
+                Values::Int(v) if cell.is_empty() => v.push(None),
+                Values::Int(v) => {
+                    v.push(Some(cell.parse().map_err(|_| RowsError::NotAnInteger {
+                        path: shown(),
+                        line: line as u64 + 2,
+                        column: name.to_string(),
+                        value: cell.to_string(),
+                    })?))
+                }
+                Values::Text(v) => v.push(Some(cell.to_string())),
+                Values::Float(v) => v.push(cell.parse().ok()),
+            }
+        }
+        rows += 1;
+        if rows == group_rows {
+            writer.write_group(&std::mem::replace(&mut group, empty()))?;
+            rows = 0;
+        }
+    }
+    if rows > 0 {
+        writer.write_group(&group)?;
+    }
+    writer.close()?;
+    Ok(())
 }
 
 /// csv buffers its writes itself.
@@ -113,7 +259,7 @@ impl CsvRows {
                 path: path.display().to_string(),
                 source,
             })?;
-            Ok((path.display().to_string(), w))
+            Ok::<_, RowsError>((path.display().to_string(), w))
         };
         let [a, b, c, d] = ROW_FILES;
         Ok(CsvRows {
@@ -204,5 +350,79 @@ impl Rows {
         for r in self.pool_samples.drain(..) {
             sink.pool_sample(&r);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::parquet::file::reader::{FileReader, SerializedFileReader};
+    use ::parquet::record::Field;
+
+    /// The CSV header a row type writes.
+    fn header<T: Serialize>(row: &T) -> Vec<String> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.serialize(row).unwrap();
+        let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        text.lines()
+            .next()
+            .unwrap()
+            .split(',')
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_parquet_columns_are_the_row_types_fields() {
+        let headers = [
+            header(&HandshakeRow::default()),
+            header(&ExchangeRow::default()),
+            header(&KeyRequestRow::default()),
+            header(&PoolSample::default()),
+        ];
+        for (h, columns) in headers.iter().zip(ROW_COLUMNS) {
+            let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+            assert_eq!(h, &names);
+        }
+    }
+
+    #[test]
+    fn row_files_become_parquet_in_groups_with_their_types_and_nulls() {
+        let dir = std::env::temp_dir().join(format!("qsafe-rows-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut csv = CsvRows::create(&dir).unwrap();
+        for i in 0..5u64 {
+            csv.handshake(&HandshakeRow {
+                tunnel: format!("t{i}"),
+                attempt: i as u32,
+                time_to_up_ns: (i % 2 == 0).then_some(i * 1000),
+                ppk_id: String::new(),
+                ..HandshakeRow::default()
+            });
+        }
+        csv.finish().unwrap();
+        let (from, to) = (dir.join("handshakes.csv"), dir.join("handshakes.parquet"));
+        csv_to_parquet(&from, &to, ROW_COLUMNS[0], 2).unwrap();
+        let reader = SerializedFileReader::new(File::open(&to).unwrap()).unwrap();
+        assert_eq!(reader.metadata().num_row_groups(), 3);
+        let rows: Vec<_> = reader
+            .get_row_iter(None)
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(rows.len(), 5);
+        let field = |r: usize, name: &str| {
+            rows[r]
+                .get_column_iter()
+                .find(|(n, _)| n.as_str() == name)
+                .map(|(_, f)| f.clone())
+                .unwrap()
+        };
+        assert_eq!(field(3, "tunnel"), Field::Str("t3".into()));
+        assert_eq!(field(3, "attempt"), Field::Long(3));
+        assert_eq!(field(2, "time_to_up_ns"), Field::Long(2000));
+        assert_eq!(field(3, "time_to_up_ns"), Field::Null);
+        assert_eq!(field(4, "ppk_id"), Field::Str(String::new()));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -343,6 +343,19 @@ fn python_with_pandas() -> Option<String> {
     ok.then_some(python)
 }
 
+/// Runs a Python `script` on `dir`; it must print "ok".
+fn python_says_ok(python: &str, script: &str, dir: &std::path::Path) {
+    let o = Command::new(python)
+        .args(["-c", script, dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "ok",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 #[test]
 fn sweep_tables_read_in_pandas_and_polars() {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sweep-parquet");
@@ -380,15 +393,7 @@ col = "availability_mean_ratio:mean_over_seeds"
 assert summary[col].min() > 0.5 and summary[col].max() <= 1.0
 print("ok")
 "#;
-    let o = Command::new(&python)
-        .args(["-c", script, out.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "ok",
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    python_says_ok(&python, script, &out);
 }
 
 #[test]
@@ -435,13 +440,5 @@ h = pl.read_parquet(d + "/handshakes.parquet")
 assert h["time_to_up_ns"].dtype == pl.Int64 and h["ppk_id"].dtype == pl.String
 print("ok")
 "#;
-    let o = Command::new(&python)
-        .args(["-c", script, out.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "ok",
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    python_says_ok(&python, script, &out);
 }

@@ -81,7 +81,8 @@ enum Command {
         out: PathBuf,
     },
     /// Merge the runs of sweep directories (e.g. one per shard) into OUT/runs.csv and
-    /// the grid point table OUT/summary.csv.
+    /// the grid point table OUT/summary.csv; or the shards of one run (directories with
+    /// results.json, from `qsafe run --shard-index`) into OUT/results.json.
     Merge {
         out: PathBuf,
         #[arg(required = true)]
@@ -189,6 +190,20 @@ fn run(cli: Cli) -> Result<()> {
             println!("report: {}", report.display());
             Ok(())
         }
+        // Shards of one run hold results.json; sweeps hold runs/.
+        Some(Command::Merge { out, dirs })
+            if dirs.iter().all(|d| d.join("results.json").exists()) =>
+        {
+            let r = run::merge_runs(&out, &dirs)?;
+            println!(
+                "merged {} shards: {} tunnels, {} handshakes; {}",
+                dirs.len(),
+                r.tunnels.len(),
+                r.totals.time_to_up_ns.count,
+                out.join("results.json").display()
+            );
+            Ok(())
+        }
         Some(Command::Merge { out, dirs }) => sweep::merge(&out, &dirs).map(|_| ()),
         Some(Command::Generate {
             kind,
@@ -238,6 +253,8 @@ fn run(cli: Cli) -> Result<()> {
                 quiet: false,
                 no_report: false,
                 rows: Default::default(),
+                shard_index: None,
+                shard_count: None,
             },
             "demo",
         ),

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use netsim::{Keylog, Outputs, Results, World};
 use results::TrafficSummary;
 
@@ -54,6 +54,13 @@ pub struct RunArgs {
     /// over every row either way.
     #[arg(long, default_value = "all")]
     pub rows: results::RowSelection,
+    /// Run only shard I of `--shard-count` N: the scenario's independent regions
+    /// (gateways and key managers nothing joins to the rest) whose number is I modulo
+    /// N. `qsafe merge OUT DIRS...` puts the shards' results together.
+    #[arg(long, value_name = "I", requires = "shard_count")]
+    pub shard_index: Option<usize>,
+    #[arg(long, value_name = "N", requires = "shard_index")]
+    pub shard_count: Option<usize>,
 }
 
 pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
@@ -75,6 +82,15 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
     let defaults = topologies::explain::defaults_applied(&expanded);
     if !params.is_empty() {
         cfg = topologies::from_table(expanded).map_err(|e| anyhow::anyhow!("in {origin}: {e}"))?;
+    }
+    if let (Some(i), Some(n)) = (args.shard_index, args.shard_count) {
+        cfg = netsim::shard::shard(&cfg, i, n).map_err(|e| anyhow::anyhow!("in {origin}: {e}"))?;
+        println!(
+            "shard {i} of {n}: {} gateways, {} tunnels, {} key managers",
+            cfg.gateways.len(),
+            cfg.tunnels.len(),
+            cfg.kmes.len()
+        );
     }
     let seed = args.seed.or(cfg.seed).unwrap_or(1);
     let out = args.out.clone().unwrap_or_else(|| {
@@ -366,4 +382,75 @@ fn csv(rows: &[serde_json::Value]) -> String {
         text += &(values.join(",") + "\n");
     }
     text
+}
+
+/// `qsafe merge OUT RUN_DIRS...` for the shards of one run (`--shard-index`): one
+/// results.json with every shard's tunnels, pools, links, gateways, traffic and
+/// attackers, the counters summed, and the totals recomputed from the shards' rows
+/// (so they are exactly a single run's where the regions are independent; every shard
+/// must have kept all its rows). The row files are concatenated. The fingerprint is a
+/// hash of the shards' fingerprints in the order given, not a single run's.
+pub fn merge_runs(out: &Path, dirs: &[PathBuf]) -> Result<Results> {
+    use sha2::{Digest, Sha256};
+    let mut merged = Results::default();
+    let mut rows = results::Rows::default();
+    let mut hash = Sha256::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let path = dir.join("results.json");
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let r: Results =
+            serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+        if r.totals.rows != results::RowSelection::All {
+            bail!(
+                "{}: merging recomputes the totals from the rows; run every shard with --rows all",
+                dir.display()
+            );
+        }
+        if i > 0
+            && (r.seed, &r.crypto, r.duration_ns)
+                != (merged.seed, &merged.crypto, merged.duration_ns)
+        {
+            bail!(
+                "{}: another seed, crypto or duration than {}",
+                dir.display(),
+                dirs[0].display()
+            );
+        }
+        let mut shard_rows = results::Rows::read_csv(dir)?;
+        shard_rows.drain_into(&mut rows);
+        hash.update(r.fingerprint.as_bytes());
+        merged.seed = r.seed;
+        merged.crypto = r.crypto;
+        merged.duration_ns = r.duration_ns;
+        merged.events += r.events;
+        merged.tunnels.extend(r.tunnels);
+        merged.traffic.extend(r.traffic);
+        merged.pools.extend(r.pools);
+        merged.links.extend(r.links);
+        merged.endpoints.extend(r.endpoints);
+        merged.cpus.extend(r.cpus);
+        merged.adversaries.extend(r.adversaries);
+        merged.violations.extend(r.violations);
+        let q = &mut merged.qkd;
+        q.keys_delivered += r.qkd.keys_delivered;
+        q.keys_fetched += r.qkd.keys_fetched;
+        q.keys_wasted += r.qkd.keys_wasted;
+        q.requests_refused += r.qkd.requests_refused;
+        q.relay_keys += r.qkd.relay_keys;
+    }
+    let mut totals = results::TotalsBuilder::default();
+    rows.handshakes.iter().for_each(|h| totals.handshake(h));
+    rows.exchanges.iter().for_each(|e| totals.exchange(e));
+    rows.key_requests.iter().for_each(|k| totals.key_request(k));
+    merged.totals = totals.finish(results::RowSelection::All);
+    let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    merged.fingerprint = format!("merged:{hex}");
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut csv = results::CsvRows::create(out)?;
+    rows.drain_into(&mut csv);
+    csv.finish()?;
+    results::rows::write_parquet(out)?;
+    write_json(&out.join("results.json"), &merged)?;
+    Ok(merged)
 }

@@ -633,3 +633,87 @@ duplicate = 0.1
     ]);
     assert!(!o.status.success());
 }
+
+#[test]
+fn shards_of_independent_regions_merge_into_the_single_runs_results() {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("shards");
+    let _ = fs::remove_dir_all(&base);
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/regions.toml");
+    let run = |out: &str, shard: Option<(&str, &str)>| {
+        let dir = base.join(out);
+        let mut args = vec![
+            "run",
+            scenario,
+            "--quiet",
+            "--no-report",
+            "--set",
+            "crypto=\"model\"",
+            "--out",
+            dir.to_str().unwrap(),
+        ];
+        if let Some((i, n)) = shard {
+            args.extend(["--shard-index", i, "--shard-count", n]);
+        }
+        let o = qsafe(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        dir
+    };
+    let whole = run("whole", None);
+    let shards = [
+        run("shard-0", Some(("0", "2"))),
+        run("shard-1", Some(("1", "2"))),
+    ];
+    let merged = base.join("merged");
+    let o = qsafe(&[
+        "merge",
+        merged.to_str().unwrap(),
+        shards[0].to_str().unwrap(),
+        shards[1].to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read = |d: &PathBuf| -> serde_json::Value {
+        serde_json::from_str(&fs::read_to_string(d.join("results.json")).unwrap()).unwrap()
+    };
+    let (w, m) = (read(&whole), read(&merged));
+    // Every table holds the same rows (in shard order rather than file order), and the
+    // totals, recomputed from the shards' rows, are the single run's.
+    let sorted = |v: &serde_json::Value| {
+        let mut rows: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        rows.sort();
+        rows
+    };
+    for table in [
+        "tunnels",
+        "traffic",
+        "pools",
+        "links",
+        "endpoints",
+        "violations",
+    ] {
+        assert_eq!(sorted(&w[table]), sorted(&m[table]), "{table}");
+    }
+    assert_eq!(w["tunnels"].as_array().unwrap().len(), 9);
+    for field in ["totals", "qkd", "seed", "duration_ns"] {
+        assert_eq!(w[field], m[field], "{field}");
+    }
+    // Regions are whole: one shard per region at most.
+    let o = qsafe(&[
+        "run",
+        scenario,
+        "--quiet",
+        "--no-report",
+        "--shard-index",
+        "0",
+        "--shard-count",
+        "4",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("3 independent region(s), fewer than 4 shards")
+    );
+}

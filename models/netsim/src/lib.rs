@@ -5,6 +5,7 @@
 pub mod config;
 pub mod cpu;
 pub mod dataplane;
+pub mod shard;
 pub use ::results;
 pub mod world;
 

@@ -410,10 +410,11 @@ impl DataPlane {
             return Ok(None); // no traffic configured: not ours
         };
         // A copy's refusals land in a scratch record, not on the flow.
-        let mut refused_copy = TrafficSummary::default();
+        let mut refused_copy;
         let stats = match copy {
             true => {
                 flow.copies_arrived += 1;
+                refused_copy = TrafficSummary::default();
                 &mut refused_copy
             }
             false => {

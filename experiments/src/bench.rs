@@ -1,8 +1,11 @@
 //! `qsafe bench`: what simulation costs on this machine, as one table.
 //!
 //! - Scale: the day of `scenarios/scale-day.toml` (model crypto, no rows kept) at each
-//!   size asked for: wall time, events and IKE exchanges per second, peak memory per
-//!   tunnel, and the wall time's growth beside the tunnels'.
+//!   size asked for: wall time, events and IKE exchanges per second, memory per tunnel,
+//!   and the wall time's growth beside the tunnels'. Each size runs in a process of its
+//!   own (`qsafe bench --scale-row N`), so its peak resident memory is its own: the
+//!   whole process, scenario parsing included, less that of the same process running a
+//!   single spoke, per tunnel.
 //! - Crypto floor: a rekey-heavy half hour with real crypto, where every
 //!   gateway carries the CPU model with the costs `qsafe calibrate` measures, just now,
 //!   in this process, and cores enough that jobs hardly wait: the gateways' busy time is
@@ -49,11 +52,65 @@ pub struct BenchArgs {
     /// Spokes of the crypto-floor rows.
     #[arg(long, default_value_t = 200)]
     pub heavy_spokes: u64,
+    /// Run only the scale row with this many spokes and print its figures on one line
+    /// (how `qsafe bench` measures each row in a process of its own).
+    #[arg(long, hide = true)]
+    pub scale_row: Option<u64>,
 }
 
-/// One run: its results, wall seconds, and the growth of the process's peak memory.
-fn timed(cfg: WorldConfig) -> Result<(Results, f64, u64)> {
-    let before = peak_rss_bytes();
+/// One scale row's figures, as a `--scale-row` process prints them.
+struct ScaleRow {
+    secs: f64,
+    events: u64,
+    exchanges: u64,
+    peak_rss: u64,
+}
+
+/// Runs the scale day with `spokes` spokes here and prints its [`ScaleRow`].
+fn scale_row(spokes: u64, hours: u64) -> Result<()> {
+    let cfg = scenario(
+        SCALE,
+        &[
+            ("topology.nodes", (spokes + 1).to_string()),
+            ("duration", format!("\"{hours}h\"")),
+        ],
+    )?;
+    let (r, secs) = timed(cfg)?;
+    println!(
+        "scale-row {secs} {} {} {}",
+        r.events,
+        exchanges(&r),
+        peak_rss_bytes()
+    );
+    Ok(())
+}
+
+/// Runs [`scale_row`] in a new process of this program.
+fn scale_row_apart(spokes: u64, hours: u64) -> Result<ScaleRow> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["bench", "--scale-row", &spokes.to_string()])
+        .args(["--hours", &hours.to_string()])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = (text.lines().find_map(|l| l.strip_prefix("scale-row "))).with_context(|| {
+        format!(
+            "the {spokes}-spoke row: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    let f: Vec<&str> = line.split(' ').collect();
+    let bad = || anyhow::anyhow!("the {spokes}-spoke row printed `{line}`");
+    anyhow::ensure!(f.len() == 4, bad());
+    Ok(ScaleRow {
+        secs: f[0].parse().map_err(|_| bad())?,
+        events: f[1].parse().map_err(|_| bad())?,
+        exchanges: f[2].parse().map_err(|_| bad())?,
+        peak_rss: f[3].parse().map_err(|_| bad())?,
+    })
+}
+
+/// One run: its results and wall seconds.
+fn timed(cfg: WorldConfig) -> Result<(Results, f64)> {
     let start = Instant::now();
     let world = World::new(cfg, 1, Tracer::new()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let r = world.run(Outputs {
@@ -66,7 +123,7 @@ fn timed(cfg: WorldConfig) -> Result<(Results, f64, u64)> {
         "invariants broken: {:?}",
         r.violations
     );
-    Ok((r, secs, peak_rss_bytes().saturating_sub(before)))
+    Ok((r, secs))
 }
 
 /// The process's peak resident memory (Linux `VmHWM`), 0 where unknown.
@@ -94,27 +151,26 @@ fn exchanges(r: &Results) -> u64 {
 }
 
 pub fn command(args: &BenchArgs) -> Result<()> {
+    if let Some(n) = args.scale_row {
+        return scale_row(n, args.hours);
+    }
     println!(
-        "| run | tunnels | simulated h | wall s | events/s | exchanges/s | crypto floor s | wall / floor | peak KiB per tunnel | wall growth | tunnel growth |"
+        "| run | tunnels | simulated h | wall s | events/s | exchanges/s | crypto floor s | wall / floor | peak RSS MiB | KiB per tunnel | wall growth | tunnel growth |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let base = scale_row_apart(1, args.hours)?.peak_rss;
     let mut first: Option<(u64, f64)> = None;
     for &n in &args.spokes {
-        let cfg = scenario(
-            SCALE,
-            &[
-                ("topology.nodes", (n + 1).to_string()),
-                ("duration", format!("\"{}h\"", args.hours)),
-            ],
-        )?;
-        let (r, secs, bytes) = timed(cfg)?;
+        let row = scale_row_apart(n, args.hours)?;
+        let secs = row.secs;
         let (n0, s0) = *first.get_or_insert((n, secs));
         println!(
-            "| scale-day, model crypto | {n} | {} | {secs:.2} | {:.0} | {:.0} | - | - | {:.1} | {:.2}x | {:.0}x |",
+            "| scale-day, model crypto | {n} | {} | {secs:.2} | {:.0} | {:.0} | - | - | {:.1} | {:.1} | {:.2}x | {:.0}x |",
             args.hours,
-            r.events as f64 / secs,
-            exchanges(&r) as f64 / secs,
-            bytes as f64 / 1024.0 / n as f64,
+            row.events as f64 / secs,
+            row.exchanges as f64 / secs,
+            row.peak_rss as f64 / (1 << 20) as f64,
+            row.peak_rss.saturating_sub(base) as f64 / 1024.0 / n as f64,
             secs / s0,
             n as f64 / n0 as f64,
         );
@@ -130,21 +186,21 @@ pub fn command(args: &BenchArgs) -> Result<()> {
             costs: costs.clone(),
         });
     }
-    let (r, secs, _) = timed(real)?;
+    let (r, secs) = timed(real)?;
     let floor = r.cpus.iter().map(|c| c.busy_ns).sum::<u64>() as f64 / 1e9;
     let longest_wait = r.cpus.iter().map(|c| c.max_wait_ns).max().unwrap_or(0);
     let n = args.heavy_spokes;
     println!(
-        "| heavy rekeying, real crypto | {n} | 0.5 | {secs:.2} | {:.0} | {:.0} | {floor:.2} | {:.2}x | - | - | - |",
+        "| heavy rekeying, real crypto | {n} | 0.5 | {secs:.2} | {:.0} | {:.0} | {floor:.2} | {:.2}x | - | - | - | - |",
         r.events as f64 / secs,
         exchanges(&r) as f64 / secs,
         secs / floor,
     );
     let mut model = scenario(HEAVY, &[nodes])?;
     model.crypto = CryptoMode::Model;
-    let (m, model_secs, _) = timed(model)?;
+    let (m, model_secs) = timed(model)?;
     println!(
-        "| heavy rekeying, model crypto | {n} | 0.5 | {model_secs:.2} | {:.0} | {:.0} | - | - | - | - | - |",
+        "| heavy rekeying, model crypto | {n} | 0.5 | {model_secs:.2} | {:.0} | {:.0} | - | - | - | - | - | - |",
         m.events as f64 / model_secs,
         exchanges(&m) as f64 / model_secs,
     );

@@ -82,6 +82,8 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
     let defaults = topologies::explain::defaults_applied(&expanded);
     if !params.is_empty() {
         cfg = topologies::from_table(expanded).map_err(|e| anyhow::anyhow!("in {origin}: {e}"))?;
+    } else {
+        drop(expanded); // a large topology's expansion: not to be held through the run
     }
     if let (Some(i), Some(n)) = (args.shard_index, args.shard_count) {
         cfg = netsim::shard::shard(&cfg, i, n).map_err(|e| anyhow::anyhow!("in {origin}: {e}"))?;

@@ -29,6 +29,8 @@ use crate::time::SimTime;
 
 const NO_TIMER: u32 = u32::MAX;
 const BUCKETS: usize = 65;
+/// Entries a drained bucket keeps room for (see [`EventQueue::refill`]).
+const SMALL_BUCKET: usize = 256;
 
 /// A handle to a pending timer; stale handles (fired or cancelled) are harmless.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -332,8 +334,13 @@ impl<E> EventQueue<E> {
         for e in bucket.drain(..) {
             self.place(e);
         }
-        // Keep the allocation for the next time this bucket fills.
-        self.buckets[b] = bucket;
+        // Keep a small allocation for the next time this bucket fills, not a large
+        // one: every bucket would hold on to its high-water mark, and over a long run
+        // the buckets together to many times the events pending. Growing again costs
+        // one more move per event, against the up to 64 each makes between buckets.
+        if bucket.capacity() <= SMALL_BUCKET {
+            self.buckets[b] = bucket;
+        }
         true
     }
 

@@ -372,10 +372,8 @@ pub fn defaults_applied(t: &Table) -> Vec<(String, String)> {
         if k.when.is_some() {
             continue;
         }
-        if missing_somewhere(
-            &Value::Table(t.clone()),
-            &k.path.split('.').collect::<Vec<_>>(),
-        ) && !out.iter().any(|(p, _)| *p == k.path)
+        if missing_in(t, &k.path.split('.').collect::<Vec<_>>())
+            && !out.iter().any(|(p, _)| *p == k.path)
         {
             out.push((k.path.clone(), k.default.clone().unwrap_or_default()));
         }
@@ -386,15 +384,22 @@ pub fn defaults_applied(t: &Table) -> Vec<(String, String)> {
 /// Whether some item that the path's parents reach lacks the last key.
 fn missing_somewhere(v: &Value, parts: &[&str]) -> bool {
     match (parts, v) {
-        ([], _) => false,
         (["*", rest @ ..], Value::Array(items)) => items.iter().any(|i| missing_somewhere(i, rest)),
-        ([last], Value::Table(t)) => !t.contains_key(*last),
-        ([first, rest @ ..], Value::Table(t)) => match t.get(*first) {
-            Some(child) => missing_somewhere(child, rest),
-            // An absent table with defaults inside: its parent key reports it.
-            None => false,
-        },
+        (_, Value::Table(t)) => missing_in(t, parts),
         _ => false,
+    }
+}
+
+/// [`missing_somewhere`] for a table, which it reads in place (the expanded scenario
+/// of a large topology is big: no copy of it per key).
+fn missing_in(t: &Table, parts: &[&str]) -> bool {
+    match parts {
+        [] => false,
+        [last] => !t.contains_key(*last),
+        // An absent table with defaults inside: its parent key reports it.
+        [first, rest @ ..] => t
+            .get(*first)
+            .is_some_and(|child| missing_somewhere(child, rest)),
     }
 }
 

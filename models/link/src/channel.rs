@@ -10,7 +10,7 @@ use std::net::SocketAddrV4;
 
 use serde::Serialize;
 use sim_core::ipv4::{self, IPV4_HEADER_LEN, MAX_UDP_PAYLOAD, UDP_HEADER_LEN};
-use sim_core::{RngExt, SimDuration, SimRng, SimTime, TraceEvent, entity};
+use sim_core::{RngExt, SimDuration, SimTime, TraceEvent, entity};
 
 use crate::config::{LinkConfig, LossModel, Oversize};
 
@@ -147,9 +147,11 @@ impl TraceEvent for ChannelEvent {
 /// One direction of a link.
 pub struct Channel {
     cfg: LinkConfig,
-    loss_rng: SimRng,
-    delay_rng: SimRng,
-    fault_rng: SimRng,
+    /// Compact: drawn for every datagram, and a topology has two channels per link.
+    loss_rng: entity::CompactStream,
+    delay_rng: entity::CompactStream,
+    /// Lazy: most links have no faults and never draw from it.
+    fault_rng: entity::LazyStream,
     /// Gilbert-Elliott state.
     in_bad_state: bool,
     /// When the wire finishes sending what is already queued.
@@ -168,9 +170,9 @@ impl Channel {
         debug_assert!(cfg.validate().is_ok(), "validate the configuration first");
         Channel {
             cfg,
-            loss_rng: entity::stream(seed, name, "loss"),
-            delay_rng: entity::stream(seed, name, "delay"),
-            fault_rng: entity::stream(seed, name, "faults"),
+            loss_rng: entity::CompactStream::new(seed, name, "loss"),
+            delay_rng: entity::CompactStream::new(seed, name, "delay"),
+            fault_rng: entity::LazyStream::new(seed, name, "faults"),
             in_bad_state: false,
             busy_until: SimTime::ZERO,
             last_arrival: SimTime::ZERO,

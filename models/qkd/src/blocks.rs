@@ -19,10 +19,44 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rand_chacha::ChaCha20Rng;
-use rand_core::Rng;
+use rand_core::{Rng, SeedableRng};
 
 /// Poisson distribution functions by the bits of their mean.
-pub(crate) type Tables = BTreeMap<u64, Arc<[f64]>>;
+pub(crate) type Tables = BTreeMap<u64, Arc<Inverse>>;
+
+/// Entries of an [`Inverse`]'s guide table.
+const GUIDE: usize = 256;
+
+/// A distribution function, P(count <= k) for k = 0, 1, ..., with a guide table that
+/// finds where a uniform draw falls in about one comparison instead of a binary search
+/// (the "indexed search" of Chen and Asau): every link draws a count per epoch, and
+/// at scale this is much of a day's cost.
+pub(crate) struct Inverse {
+    cdf: Vec<f64>,
+    /// `guide[j]`: the first k with `cdf[k] > j / GUIDE`, where a draw in
+    /// `[j / GUIDE, (j + 1) / GUIDE)` starts looking.
+    guide: Vec<u32>,
+}
+
+impl Inverse {
+    fn new(cdf: Vec<f64>) -> Self {
+        let guide = (0..GUIDE)
+            .map(|j| cdf.partition_point(|&c| c <= j as f64 / GUIDE as f64) as u32)
+            .collect();
+        Inverse { cdf, guide }
+    }
+
+    /// The first k with `cdf[k] > u`, for `u` in [0, 1): what `partition_point` finds.
+    /// The last entry is 1, so the walk ends.
+    fn count(&self, u: f64) -> u32 {
+        // Exact: `u` has 53 bits and GUIDE is a power of two.
+        let mut k = self.guide[(u * GUIDE as f64) as usize] as usize;
+        while self.cdf[k] <= u {
+            k += 1;
+        }
+        k as u32
+    }
+}
 
 /// Mean blocks per epoch.
 const BLOCKS_PER_EPOCH: f64 = 32.0;
@@ -31,17 +65,16 @@ const BLOCKS_PER_EPOCH: f64 = 32.0;
 pub(crate) struct Blocks {
     epoch_ns: u64,
     /// P(count <= k), k = 0, 1, ...: the Poisson(`λE`) distribution function.
-    cdf: Arc<[f64]>,
+    cdf: Arc<Inverse>,
     counts: ChaCha20Rng,
-    times: ChaCha20Rng,
+    /// The key of the times stream, which is positioned afresh for every epoch.
+    times: [u8; 32],
     /// The epoch under way: its index, start, block count, and how many of its blocks
     /// were already handed out.
     epoch: u64,
     start_ns: u64,
     count: u32,
     handed: u32,
-    /// Offsets of its blocks from its start (drawn when first needed).
-    offsets: Vec<u64>,
 }
 
 impl Blocks {
@@ -58,18 +91,17 @@ impl Blocks {
         let mean = epoch_ns as f64 / mean_gap_ns;
         let cdf = tables
             .entry(mean.to_bits())
-            .or_insert_with(|| poisson_cdf(mean).into())
+            .or_insert_with(|| Inverse::new(poisson_cdf(mean)).into())
             .clone();
         let mut b = Blocks {
             epoch_ns,
             cdf,
             counts,
-            times,
+            times: times.get_seed(),
             epoch: 0,
             start_ns: 0,
             count: 0,
             handed: 0,
-            offsets: Vec::new(),
         };
         b.count = b.draw_count();
         b
@@ -87,15 +119,10 @@ impl Blocks {
                 self.start_ns = end;
                 self.count = self.draw_count();
                 self.handed = 0;
-                self.offsets.clear();
                 continue;
             }
             if self.handed < self.count {
-                if self.offsets.is_empty() {
-                    self.draw_times();
-                }
-                let since_start = now_ns - self.start_ns;
-                let due = self.offsets.iter().filter(|&&o| o <= since_start).count() as u32;
+                let due = self.due_by(now_ns - self.start_ns);
                 arrived += (due - self.handed) as u64;
                 self.handed = due;
             }
@@ -105,16 +132,21 @@ impl Blocks {
 
     fn draw_count(&mut self) -> u32 {
         let u = unit(&mut self.counts);
-        self.cdf.partition_point(|&c| c <= u) as u32
+        self.cdf.count(u)
     }
 
-    /// The current epoch's arrival times, as offsets from its start: uniform in it.
-    fn draw_times(&mut self) {
-        self.times.set_stream(self.epoch);
-        self.times.set_word_pos(0);
-        let (rng, epoch_ns) = (&mut self.times, self.epoch_ns as u128);
-        self.offsets
-            .extend((0..self.count).map(|_| ((rng.next_u64() as u128 * epoch_ns) >> 64) as u64));
+    /// How many of the current epoch's blocks arrive within `since_start` of its start.
+    /// Their times, uniform in the epoch, are drawn again on every such question rather
+    /// than kept: a few dozen draws now and then, against a vector per link for the
+    /// whole run.
+    fn due_by(&self, since_start: u64) -> u32 {
+        let mut rng = ChaCha20Rng::from_seed(self.times);
+        rng.set_stream(self.epoch);
+        rng.set_word_pos(0);
+        let epoch_ns = self.epoch_ns as u128;
+        (0..self.count)
+            .filter(|_| ((rng.next_u64() as u128 * epoch_ns) >> 64) as u64 <= since_start)
+            .count() as u32
     }
 }
 
@@ -192,6 +224,26 @@ mod tests {
             .map(|k| k as f64 * (cdf[k] - if k == 0 { 0.0 } else { cdf[k - 1] }))
             .sum();
         assert!((mean - 32.0).abs() < 1e-9, "{mean}");
+    }
+
+    /// The guide table finds what a binary search finds, at every edge of the table too.
+    #[test]
+    fn the_guided_search_finds_what_binary_search_finds() {
+        for mean in [0.5, 7.3, 32.0, 1000.0] {
+            let inv = Inverse::new(poisson_cdf(mean));
+            let mut rng = ChaCha20Rng::seed_from_u64(mean.to_bits());
+            let edges = inv.cdf.iter().copied().filter(|&c| c < 1.0);
+            let guides = (0..GUIDE).map(|j| j as f64 / GUIDE as f64);
+            let random = (0..100_000).map(|_| unit(&mut rng));
+            for u in edges
+                .chain(guides)
+                .chain(random)
+                .chain([0.0, 1.0 - f64::EPSILON])
+            {
+                let binary = inv.cdf.partition_point(|&c| c <= u) as u32;
+                assert_eq!(inv.count(u), binary, "mean {mean}, u {u}");
+            }
+        }
     }
 
     /// The count up to a time does not depend on the times asked before.

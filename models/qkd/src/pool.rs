@@ -22,6 +22,7 @@
 use rand_chacha::ChaCha20Rng;
 use rand_core::Rng;
 use serde::{Deserialize, Serialize};
+use sim_core::entity::ColdStream;
 
 /// A secret key rate derived from fiber length: the secret key rate of decoy-state BB84
 /// far below its distance cutoff is proportional to the channel transmittance
@@ -204,8 +205,9 @@ pub struct PoolHalf {
     key_size: u32,
     warning_below: u64,
     resume_at: u64,
-    /// Key bytes and key IDs of this half: the link's shared stream for this owner.
-    stream: ChaCha20Rng,
+    /// Key bytes and key IDs of this half: the link's shared stream for this owner
+    /// (cold: drawn once per key).
+    stream: ColdStream,
     pub stats: PoolStats,
 }
 
@@ -231,7 +233,7 @@ impl PoolHalf {
             key_size: cfg.key_size_bits,
             warning_below: cfg.warning_below_keys,
             resume_at: cfg.resume_at_keys.max(1),
-            stream,
+            stream: ColdStream::from_fresh(&stream),
             stats: PoolStats::default(),
         }
     }

@@ -25,6 +25,7 @@ pub use events::{
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use rand_core::CryptoRng;
 
@@ -47,6 +48,17 @@ pub(crate) struct Outputs {
     esp_spis: BTreeSet<u32>,
 }
 
+/// The next output, or none; an emptied queue gives back its room, which a handshake's
+/// burst of outputs made and an endpoint with one peer, idle for an hour between
+/// rekeys, would otherwise hold on to (a simulation holds thousands of endpoints).
+fn pop_or_release<T>(q: &mut VecDeque<T>) -> Option<T> {
+    let next = q.pop_front();
+    if next.is_none() && q.capacity() > 2 {
+        *q = VecDeque::new();
+    }
+    next
+}
+
 /// Many IKE SAs behind one IKE address.
 pub struct Endpoint {
     shared: Shared,
@@ -66,7 +78,9 @@ pub struct Endpoint {
 /// What every IKE SA works with: configuration, crypto, randomness and the outputs.
 struct Shared {
     config: EndpointConfig,
-    peers: Vec<PeerConfig>,
+    /// Shared with whoever made the endpoint (a simulated gateway keeps them to start
+    /// again from after a reboot): a hub has thousands.
+    peers: Arc<[PeerConfig]>,
     /// The first peer configuration at each remote address: who an IKE_SA_INIT is
     /// from, without a walk over thousands of peers at a hub.
     peer_at: BTreeMap<IpAddr, usize>,
@@ -95,10 +109,11 @@ impl Endpoint {
     /// `rng` (in the simulator, the gateway's seeded ChaCha20 stream).
     pub fn new(
         config: EndpointConfig,
-        peers: Vec<PeerConfig>,
+        peers: impl Into<Arc<[PeerConfig]>>,
         crypto: Box<dyn CryptoProvider>,
         mut rng: Box<dyn CryptoRng>,
     ) -> Self {
+        let peers = peers.into();
         let mut cookie_secret = [0u8; 32];
         rng.fill_bytes(&mut cookie_secret);
         let mut peer_at = BTreeMap::new();
@@ -274,11 +289,11 @@ impl Endpoint {
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.shared.out.transmits.pop_front()
+        pop_or_release(&mut self.shared.out.transmits)
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.shared.out.events.pop_front()
+        pop_or_release(&mut self.shared.out.events)
     }
 
     /// A non-zero SPI no SA of ours uses.

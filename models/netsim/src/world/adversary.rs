@@ -288,10 +288,10 @@ impl World {
                     entity,
                     at,
                     Ev::Deliver {
-                        link,
-                        dir,
+                        link: link as u32,
+                        dir: dir as u8,
                         datagram,
-                        tunnel,
+                        tunnel: tunnel.map(|t| t as u32),
                         screened: true,
                         copy,
                     },

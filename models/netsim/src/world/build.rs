@@ -16,6 +16,7 @@ use ikev2::endpoint::{Endpoint, EndpointConfig, Identity, PeerConfig, PpkPolicy}
 use link::{Channel, LinkState};
 use qkd::QkdNetwork;
 use qkd::network::StreamFactory;
+use sim_core::entity::{ColdStream, LazyStream};
 use sim_core::{EntityId, SimDuration, SimTime, Simulation, Tracer, entity};
 
 use super::adversary::Adversary;
@@ -105,7 +106,7 @@ impl Names {
 
 impl World {
     /// Builds the network of `cfg`, every stream derived from `seed`.
-    pub fn new(cfg: WorldConfig, seed: u64, tracer: Tracer) -> Result<World, BuildError> {
+    pub fn new(mut cfg: WorldConfig, seed: u64, tracer: Tracer) -> Result<World, BuildError> {
         let mut sim = Simulation::with_tracer(seed, tracer);
         let names = Names::new(&cfg);
         let (qkd, kmes) = key_managers(&cfg, &mut sim, &names, seed)?;
@@ -124,6 +125,13 @@ impl World {
         let esp_crypto = crypto_provider(cfg.crypto);
         let rows = RowBuffer::new(RowSelection::All, tunnels.len(), qkd.links.len());
         let entity = sim.entities().lookup("world").expect("registered");
+        // The run reads the tunnels' and gateways' settings; links and QKD links live on
+        // in `links` and `qkd`. A large topology's specifications are a good part of
+        // its memory, and parsing left them in vectors grown by doubling.
+        cfg.links = Vec::new();
+        cfg.qkd_links = Vec::new();
+        cfg.tunnels.shrink_to_fit();
+        cfg.gateways.shrink_to_fit();
         Ok(World {
             sim,
             entity,
@@ -257,6 +265,7 @@ fn build_qkd_network(
             draws[link][end] = true;
         }
     }
+    qkd.links.reserve_exact(cfg.qkd_links.len());
     for (i, (l, &(a, b))) in cfg.qkd_links.iter().zip(&ends).enumerate() {
         let mut pool = l.pool.clone();
         pool.share_permille.get_or_insert(match draws[i] {
@@ -290,7 +299,9 @@ fn tunnels(
 ) -> Result<(Vec<Tunnel>, Vec<Vec<(usize, PeerConfig)>>), BuildError> {
     let gw_names = &names.gateways;
     let mut peers: Vec<Vec<(usize, PeerConfig)>> = vec![Vec::new(); cfg.gateways.len()];
-    let mut tunnels = Vec::new();
+    // Exact sizes for the per-tunnel, per-link and per-gateway vectors: grown by
+    // doubling they would hold up to twice their entries' memory for the whole run.
+    let mut tunnels = Vec::with_capacity(cfg.tunnels.len());
     // Tunnels per pair of gateways (either direction).
     fn pair(t: &crate::config::TunnelSpec) -> (&str, &str) {
         let (a, b) = (t.initiator.as_str(), t.responder.as_str());
@@ -375,8 +386,8 @@ fn tunnels(
         }
         // The tunnel's own streams, drawn at its initiator's entity.
         let at_initiator = format!("gw/{}", gw_names[ini]);
-        let stream =
-            |purpose: &str| entity::stream(seed, &at_initiator, &format!("{purpose}/{}", t.name));
+        let purpose = |purpose: &str| format!("{purpose}/{}", t.name);
+        let cold = |p: &str| ColdStream::new(seed, &at_initiator, &purpose(p));
         tunnels.push(Tunnel {
             name: t.name.clone(),
             initiator: ini,
@@ -385,10 +396,10 @@ fn tunnels(
             ppk: t.ppk,
             life,
             reauth_due: None,
-            ike_life_rng: stream("ike-life"),
-            rekey_rng: stream("child-rekey"),
-            traffic_rng: stream("traffic"),
-            life_rng: stream("child-life"),
+            ike_life_rng: cold("ike-life"),
+            rekey_rng: cold("child-rekey"),
+            traffic_rng: LazyStream::new(seed, &at_initiator, &purpose("traffic")),
+            life_rng: cold("child-life"),
             retry_after: t.retry_after,
             current: None,
             ppk_ok: false,
@@ -413,7 +424,7 @@ fn gateways(
     names: &Names,
     mut peers: Vec<Vec<(usize, PeerConfig)>>,
 ) -> Result<Vec<Gateway>, BuildError> {
-    let mut gateways = Vec::new();
+    let mut gateways = Vec::with_capacity(cfg.gateways.len());
     for (i, g) in cfg.gateways.iter().enumerate() {
         let entity = sim
             .register(&format!("gw/{}", g.name))
@@ -425,6 +436,7 @@ fn gateways(
         let addr = SocketAddrV4::new(g.address, IKE_PORT);
         let (tunnel_ids, peer_cfgs): (Vec<usize>, Vec<PeerConfig>) =
             std::mem::take(&mut peers[i]).into_iter().unzip();
+        let peer_cfgs: std::sync::Arc<[PeerConfig]> = peer_cfgs.into();
         let rng = Box::new(sim.rng(entity, "ike"));
         let cpu = g.cpu.as_ref().map(|c| Cpu::new(c, Meter::default()));
         let ep = Endpoint::new(
@@ -515,7 +527,7 @@ fn links(
     seed: u64,
 ) -> Result<(Vec<SimLink>, BTreeMap<(usize, IpAddr), (usize, usize)>), BuildError> {
     let gw_names = &names.gateways;
-    let mut links = Vec::new();
+    let mut links = Vec::with_capacity(cfg.links.len());
     let mut routes = BTreeMap::new();
     for (i, l) in cfg.links.iter().enumerate() {
         let a = find(&names.gateway_index, &l.a, format!("link[{i}].a"))?;

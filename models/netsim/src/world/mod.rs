@@ -45,13 +45,17 @@ use oracle::Oracle;
 use tunnels::Tunnel;
 
 /// The simulator's events.
+///
+/// Every pending event is one of these, and a run at scale holds several per tunnel:
+/// the largest variant sets the size of all, so indices are 32-bit here (a simulation
+/// has far fewer than 2^32 links, tunnels and gateways) and rare large fields are boxed.
 enum Ev {
     Deliver {
-        link: usize,
-        dir: usize,
+        link: u32,
+        dir: u8,
         datagram: Datagram,
         /// The tunnel an ESP packet belongs to.
-        tunnel: Option<usize>,
+        tunnel: Option<u32>,
         /// Already past the adversaries in front of the gateway (what they let through
         /// late, and their own copies).
         screened: bool,
@@ -74,7 +78,7 @@ enum Ev {
     /// A datagram a gateway's CPU finished producing goes out.
     Send {
         gw: usize,
-        dst: std::net::SocketAddr,
+        dst: std::net::SocketAddrV4,
         payload: Vec<u8>,
     },
     TunnelStart {
@@ -123,7 +127,7 @@ enum Ev {
         gw: usize,
         sa: SaId,
         tunnel: usize,
-        key_id: Vec<u8>,
+        key_id: Box<[u8]>,
         asked: SimTime,
         retries: u32,
         served: bool,
@@ -188,6 +192,9 @@ enum Ev {
         attempt: u32,
     },
 }
+
+// Kept small on purpose (see `Ev`): a variant that grows it fails the build here.
+const _: () = assert!(std::mem::size_of::<Ev>() <= 56);
 
 /// Optional outputs of a run.
 pub struct Outputs<'a> {
@@ -319,14 +326,21 @@ impl World {
                 tunnel,
                 screened,
                 copy,
-            } => self.deliver(link, dir, datagram, tunnel, screened, copy),
+            } => self.deliver(
+                link as usize,
+                dir as usize,
+                datagram,
+                tunnel.map(|t| t as usize),
+                screened,
+                copy,
+            ),
             Ev::Flood { adversary } => self.flood(adversary),
             Ev::GatewayTimer { gw } => self.gateway_timer(gw),
             Ev::Resume { gw } => self.drain(gw),
             Ev::Send { gw, dst, payload } => {
                 // A gateway that rebooted meanwhile sends nothing it made before.
                 if !self.gateways[gw].down {
-                    self.send(gw, dst, payload);
+                    self.send_from(gw, net::IKE_PORT, dst, payload, None);
                 }
             }
             Ev::TunnelStart { tunnel, why } => self.start_attempt(tunnel, why),
@@ -351,7 +365,7 @@ impl World {
                 asked,
                 retries,
                 ..
-            } => self.key_fetch(gw, sa, tunnel, key_id, asked, retries),
+            } => self.key_fetch(gw, sa, tunnel, key_id.into_vec(), asked, retries),
             Ev::KmeSwitch { kme, up } => self.kme_switch(kme, up),
             Ev::KeyRefill {
                 gw,

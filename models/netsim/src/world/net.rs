@@ -20,7 +20,7 @@ pub(super) struct Gateway {
     pub addr: SocketAddrV4,
     pub ep: Endpoint,
     /// What a reboot starts again from.
-    pub peer_cfgs: Vec<PeerConfig>,
+    pub peer_cfgs: std::sync::Arc<[PeerConfig]>,
     pub restarts: u32,
     /// Rebooting: everything that arrives is lost.
     pub down: bool,
@@ -59,8 +59,8 @@ impl World {
             while let Some(t) = self.gateways[gw].ep.poll_transmit() {
                 if ready == now {
                     self.send(gw, t.dst, t.payload);
-                } else {
-                    let (dst, payload) = (t.dst, t.payload);
+                } else if let SocketAddr::V4(dst) = t.dst {
+                    let payload = t.payload;
                     self.sim
                         .schedule_at(entity, ready, Ev::Send { gw, dst, payload });
                 }
@@ -132,10 +132,10 @@ impl World {
                 entity,
                 d.at,
                 Ev::Deliver {
-                    link,
-                    dir,
+                    link: link as u32,
+                    dir: dir as u8,
                     datagram: d.datagram,
-                    tunnel,
+                    tunnel: tunnel.map(|t| t as u32),
                     screened: false,
                     copy: i > 0,
                 },

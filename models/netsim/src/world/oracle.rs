@@ -311,7 +311,7 @@ mod tests {
     fn the_oracle_reports_a_required_ppk_missing_at_either_end() {
         let mut o = Oracle::default();
         let keys = ike_keys(1);
-        let mut peers = two_gateways("1s").gateways[0].peer_cfgs.clone();
+        let mut peers = two_gateways("1s").gateways[0].peer_cfgs.to_vec();
         let used = PpkOutcome::Used { id: b"k".to_vec() };
         let downgraded = PpkOutcome::Downgraded {
             reason: ikev2::endpoint::DowngradeReason::PeerLacksPpk,

@@ -15,7 +15,7 @@ use crate::dataplane::{Crossed, ESP_PORT};
 impl World {
     /// Sends one packet of a tunnel's traffic and schedules the next.
     pub(super) fn send_packet(&mut self, t: usize, dir: usize) {
-        let tr = self.cfg.tunnels[t].traffic.clone().expect("a flow");
+        let tr = self.cfg.tunnels[t].traffic.as_ref().expect("a flow");
         let tun = &mut self.tunnels[t];
         let rng = &mut tun.traffic_rng;
         let size = tr.sizes[rng.below_or_eq(tr.sizes.len() as u64 - 1) as usize];

@@ -8,7 +8,8 @@ use ikev2::consts::exchange;
 use ikev2::endpoint::{
     ChildSa, ExchangeStats, FailReason, KeylogEntry, Ppk, PpkOutcome, SaId, Start,
 };
-use sim_core::{RngExt, SimDuration, SimRng, SimTime};
+use sim_core::entity::{ColdStream, LazyStream};
+use sim_core::{RngExt, SimDuration, SimTime};
 
 use super::output::NetTrace;
 use super::{Ev, World};
@@ -118,10 +119,12 @@ pub(super) struct Tunnel {
     pub reauth_due: Option<SimTime>,
     /// The tunnel's own streams: IKE and Child SA rekey jitter, packet gaps and sizes,
     /// volume-limit jitter (drawn at the initiator's entity).
-    pub ike_life_rng: SimRng,
-    pub rekey_rng: SimRng,
-    pub traffic_rng: SimRng,
-    pub life_rng: SimRng,
+    /// Cold: the lifetime streams are drawn a few times an hour; lazy: tunnels without
+    /// traffic never draw from theirs.
+    pub ike_life_rng: ColdStream,
+    pub rekey_rng: ColdStream,
+    pub traffic_rng: LazyStream,
+    pub life_rng: ColdStream,
     pub retry_after: SimDuration,
     /// The initiator's IKE SA of the tunnel: the newest established one.
     pub current: Option<SaId>,

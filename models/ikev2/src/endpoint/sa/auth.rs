@@ -391,7 +391,7 @@ impl IkeSa {
         self.send_response(ctx, &header, &response);
         self.established(ctx);
         if let Some(child) = child {
-            self.children.push(child.clone());
+            self.add_child(child.clone());
             ctx.out.events.push_back(Event::ChildSaReady {
                 sa: self.spi_r,
                 child,
@@ -484,7 +484,7 @@ impl IkeSa {
             };
             match child {
                 Some(child) => {
-                    self.children.push(child.clone());
+                    self.add_child(child.clone());
                     ctx.out.events.push_back(Event::ChildSaReady {
                         sa: self.spi_i,
                         child,

@@ -110,7 +110,7 @@ impl IkeSa {
             return Ok(());
         };
         if !ours {
-            self.peer_rekeys.followup = Some(f);
+            self.peer_rekeys.followup = Some(Box::new(f));
             return Ok(());
         }
         let (secret, data) = ctx.crypto.ke_initiate(method, ctx.rng);
@@ -199,7 +199,7 @@ impl IkeSa {
             ));
         }
         self.send_response(ctx, header, &response);
-        self.settle(ctx, f, false)
+        self.settle(ctx, *f, false)
     }
 
     /// Every key exchange of a rekey is done: the new Child SA or IKE SA, and, from the
@@ -238,7 +238,7 @@ impl IkeSa {
                     });
                     return;
                 };
-                self.children.push(child.clone());
+                self.add_child(child.clone());
                 let Some(old_spi_in) = old_spi_in else {
                     ctx.out.events.push_back(Event::ChildSaReady {
                         sa: self.our_spi(),

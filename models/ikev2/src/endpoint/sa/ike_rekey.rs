@@ -8,7 +8,7 @@ use rand_core::CryptoRng;
 
 use crate::proposal::ProposalSpec;
 
-use super::followup::{Creating, Followup, IkeCrossing};
+use super::followup::{Creating, Followup};
 use super::{
     Ctx, Found, IkeSa, Phase, Request, first_error, ke_data, notify_payload, random, valid_nonce,
 };
@@ -191,7 +191,7 @@ impl IkeSa {
         self.send_response(ctx, header, &response);
         if ours_running {
             // Both sides rekey this IKE SA: both exchanges go on, the nonces decide.
-            self.peer_rekeys.ike_crossing = Some(IkeCrossing::default());
+            self.peer_rekeys.ike_crossing = Some(Box::default());
         }
         let f = Followup::new(
             Creating::Ike {

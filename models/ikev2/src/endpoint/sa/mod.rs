@@ -176,15 +176,16 @@ impl Handshake {
 }
 
 /// Rekeys the peer started that are still in progress (ours live in the outstanding
-/// [`Request`]), and crossings of ours with the peer's that are still to settle.
+/// [`Request`]), and crossings of ours with the peer's that are still to settle. The
+/// larger ones are boxed: an SA seldom has them, and it has them for a round trip.
 #[derive(Default)]
 struct PeerRekeys {
     /// The peer's rekey of a Child SA that crossed ours.
     child_collision: Option<child::RekeyCollision>,
     /// The peer's IKE SA rekey that crossed ours.
-    ike_crossing: Option<IkeCrossing>,
+    ike_crossing: Option<Box<IkeCrossing>>,
     /// The peer's rekey in its IKE_FOLLOWUP_KE exchanges.
-    followup: Option<Followup>,
+    followup: Option<Box<Followup>>,
 }
 
 pub(crate) struct IkeSa {
@@ -222,6 +223,15 @@ pub(crate) struct IkeSa {
     closing_until: Option<u64>,
     /// When the next liveness check is due (dead peer detection on).
     dpd_at: Option<u64>,
+}
+
+impl IkeSa {
+    /// Files a new Child SA. One more slot, not the vector's usual four: an IKE SA
+    /// holds one Child SA, two while one is rekeyed, and a hub holds thousands.
+    fn add_child(&mut self, child: ChildSa) {
+        self.children.reserve_exact(1);
+        self.children.push(child);
+    }
 }
 
 fn random(rng: &mut dyn CryptoRng, n: usize) -> Vec<u8> {

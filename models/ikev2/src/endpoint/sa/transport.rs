@@ -70,7 +70,8 @@ pub(super) struct Outstanding {
 pub(super) struct Window {
     next_mid: u32,
     pub expected_mid: u32,
-    pub outstanding: Option<Outstanding>,
+    /// Boxed: most of an SA's life has no request in flight.
+    pub outstanding: Option<Box<Outstanding>>,
     /// The last response we sent (its message ID, its datagrams), for retransmitted
     /// requests.
     pub cached: Option<(u32, Vec<Vec<u8>>)>,
@@ -208,13 +209,13 @@ impl IkeSa {
             request_fragments: datagrams.len(),
             ..ExchangeStats::default()
         };
-        self.window.outstanding = Some(Outstanding {
+        self.window.outstanding = Some(Box::new(Outstanding {
             request,
             datagrams,
             tries: 0,
             deadline: ctx.now + ctx.peer.timers.retransmit_after(0),
             stats,
-        });
+        }));
         self.window.next_mid += 1;
     }
 

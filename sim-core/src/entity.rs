@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt;
+use std::sync::Arc;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng, TryRng};
@@ -240,8 +241,10 @@ pub enum EntityError {
 /// The registry of a run's entities.
 #[derive(Debug, Default, Clone)]
 pub struct Entities {
-    names: Vec<String>,
-    by_name: BTreeMap<String, EntityId>,
+    /// Each name is stored once, shared by the list and the index: a run at scale has
+    /// several entities per tunnel.
+    names: Vec<Arc<str>>,
+    by_name: BTreeMap<Arc<str>, EntityId>,
 }
 
 impl Entities {
@@ -258,8 +261,9 @@ impl Entities {
             return Err(EntityError::Duplicate(name.to_string()));
         }
         let id = EntityId(self.names.len() as u32);
-        self.names.push(name.to_string());
-        self.by_name.insert(name.to_string(), id);
+        let name: Arc<str> = name.into();
+        self.names.push(name.clone());
+        self.by_name.insert(name, id);
         Ok(id)
     }
 

@@ -128,6 +128,11 @@ impl<E> Simulation<E> {
         self.queue.is_pending(timer)
     }
 
+    /// Drops every pending event (and its memory): for a run that ends before them.
+    pub fn discard_pending(&mut self) {
+        self.queue = EventQueue::new();
+    }
+
     /// Takes the next event and advances the clock to it.
     pub fn next_event(&mut self) -> Option<Scheduled<E>> {
         let ev = self.queue.pop()?;

@@ -7,6 +7,7 @@
 //! never shifts another's.
 
 use std::net::SocketAddrV4;
+use std::sync::Arc;
 
 use serde::Serialize;
 use sim_core::ipv4::{self, IPV4_HEADER_LEN, MAX_UDP_PAYLOAD, UDP_HEADER_LEN};
@@ -146,7 +147,8 @@ impl TraceEvent for ChannelEvent {
 
 /// One direction of a link.
 pub struct Channel {
-    cfg: LinkConfig,
+    /// Shared: a topology's links mostly have one configuration, and it is large.
+    cfg: Arc<LinkConfig>,
     /// Compact: drawn for every datagram, and a topology has two channels per link.
     loss_rng: entity::CompactStream,
     delay_rng: entity::CompactStream,
@@ -166,7 +168,8 @@ pub struct Channel {
 impl Channel {
     /// A channel named `name` (its entity name, e.g. `link/a-b/a>b`) whose streams
     /// derive from `seed`. The configuration must be valid.
-    pub fn new(cfg: LinkConfig, seed: u64, name: &str) -> Self {
+    pub fn new(cfg: impl Into<Arc<LinkConfig>>, seed: u64, name: &str) -> Self {
+        let cfg = cfg.into();
         debug_assert!(cfg.validate().is_ok(), "validate the configuration first");
         Channel {
             cfg,

@@ -462,6 +462,18 @@ pub struct Lifetimes {
 }
 
 impl TunnelSpec {
+    /// Whether its Child SAs have a byte or packet limit.
+    pub fn has_volume_limits(&self) -> bool {
+        [
+            self.rekey_bytes,
+            self.life_bytes,
+            self.rekey_packets,
+            self.life_packets,
+        ]
+        .iter()
+        .any(Option::is_some)
+    }
+
     /// The lifetimes this tunnel runs, or the key (relative to the tunnel) that is wrong
     /// and why.
     pub fn lifetimes(&self) -> Result<Lifetimes, (&'static str, String)> {

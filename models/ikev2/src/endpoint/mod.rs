@@ -81,9 +81,11 @@ struct Shared {
     /// Shared with whoever made the endpoint (a simulated gateway keeps them to start
     /// again from after a reboot): a hub has thousands.
     peers: Arc<[PeerConfig]>,
-    /// The first peer configuration at each remote address: who an IKE_SA_INIT is
-    /// from, without a walk over thousands of peers at a hub.
-    peer_at: BTreeMap<IpAddr, usize>,
+    /// The first peer configuration at each remote address, sorted by address: who
+    /// an IKE_SA_INIT is from, without a walk over thousands of peers at a hub. A sorted
+    /// slice, not a map: it never changes, and a map's smallest node would cost a
+    /// gateway with one peer more than the slice costs a hub per peer.
+    peer_at: Box<[(IpAddr, usize)]>,
     crypto: Box<dyn CryptoProvider>,
     rng: Box<dyn CryptoRng>,
     out: Outputs,
@@ -116,15 +118,17 @@ impl Endpoint {
         let peers = peers.into();
         let mut cookie_secret = [0u8; 32];
         rng.fill_bytes(&mut cookie_secret);
-        let mut peer_at = BTreeMap::new();
-        for (i, p) in peers.iter().enumerate() {
-            peer_at.entry(p.remote.ip()).or_insert(i);
-        }
+        let mut peer_at: Vec<(IpAddr, usize)> = (peers.iter().enumerate())
+            .map(|(i, p)| (p.remote.ip(), i))
+            .collect();
+        // Sorted by address, then index: the first of each address is kept.
+        peer_at.sort_unstable();
+        peer_at.dedup_by_key(|(ip, _)| *ip);
         Endpoint {
             shared: Shared {
                 config,
                 peers,
-                peer_at,
+                peer_at: peer_at.into_boxed_slice(),
                 crypto,
                 rng,
                 out: Outputs::default(),
@@ -455,7 +459,9 @@ impl Endpoint {
                 return;
             }
         };
-        let Some(&peer) = self.shared.peer_at.get(&from.ip()) else {
+        let at = &self.shared.peer_at;
+        let found = at.binary_search_by_key(&from.ip(), |&(ip, _)| ip);
+        let Some(&(_, peer)) = found.ok().map(|i| &at[i]) else {
             self.shared.out.stats.dropped_no_peer += 1;
             return;
         };

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 
 use ikev2::crypto::{CryptoProvider, ModelCrypto, RealCrypto};
 use ikev2::endpoint::{Endpoint, EndpointConfig, Identity, PeerConfig, PpkPolicy};
-use link::{Channel, LinkState};
+use link::{Channel, LinkConfig, LinkState};
 use qkd::QkdNetwork;
 use qkd::network::StreamFactory;
 use sim_core::entity::{ColdStream, LazyStream};
@@ -125,13 +125,13 @@ impl World {
         let esp_crypto = crypto_provider(cfg.crypto);
         let rows = RowBuffer::new(RowSelection::All, tunnels.len(), qkd.links.len());
         let entity = sim.entities().lookup("world").expect("registered");
-        // The run reads the tunnels' and gateways' settings; links and QKD links live on
-        // in `links` and `qkd`. A large topology's specifications are a good part of
-        // its memory, and parsing left them in vectors grown by doubling.
+        // What the run reads of the specifications lives on in the tunnels, gateways,
+        // links and QKD links built from them: at scale the specifications themselves
+        // would be a good part of the memory.
         cfg.links = Vec::new();
         cfg.qkd_links = Vec::new();
-        cfg.tunnels.shrink_to_fit();
-        cfg.gateways.shrink_to_fit();
+        cfg.tunnels = Vec::new();
+        cfg.gateways = Vec::new();
         Ok(World {
             sim,
             entity,
@@ -407,6 +407,8 @@ fn tunnels(
             attempt: None,
             pending_ppk: None,
             consecutive_failures: 0,
+            child_rekey_both_ends: t.child_rekey_both_ends,
+            spec: (t.traffic.is_some() || t.has_volume_limits()).then(|| Box::new(t.clone())),
             summary: TunnelSummary {
                 tunnel: t.name.clone(),
                 start_ns: t.start.as_nanos(),
@@ -458,6 +460,7 @@ fn gateways(
             timer: None,
             peer_tunnel: tunnel_ids,
             cpu,
+            key_cache: g.key_cache.clone(),
         });
     }
     Ok(gateways)
@@ -529,6 +532,9 @@ fn links(
     let gw_names = &names.gateways;
     let mut links = Vec::with_capacity(cfg.links.len());
     let mut routes = BTreeMap::new();
+    // Links with the configuration of the one before share it (a generated topology's
+    // links all have one).
+    let mut shared: Option<std::sync::Arc<LinkConfig>> = None;
     for (i, l) in cfg.links.iter().enumerate() {
         let a = find(&names.gateway_index, &l.a, format!("link[{i}].a"))?;
         let b = find(&names.gateway_index, &l.b, format!("link[{i}].b"))?;
@@ -544,7 +550,12 @@ fn links(
                 .register(&channels[d])
                 .map_err(|e| err(format!("link[{i}]"), e.to_string()))?;
         }
-        let channels = [0, 1].map(|d| Channel::new(l.params.clone(), seed, &channels[d]));
+        let params = match shared.take() {
+            Some(last) if *last == l.params => last,
+            _ => std::sync::Arc::new(l.params.clone()),
+        };
+        shared = Some(params.clone());
+        let channels = [0, 1].map(|d| Channel::new(params.clone(), seed, &channels[d]));
         routes.insert((a, IpAddr::V4(cfg.gateways[b].address)), (links.len(), 0));
         routes.insert((b, IpAddr::V4(cfg.gateways[a].address)), (links.len(), 1));
         links.push(SimLink {

@@ -160,7 +160,7 @@ impl World {
     /// the attempt got its key.
     pub(super) fn key_from_cache(&mut self, t: usize) -> bool {
         let (ini, res) = (self.tunnels[t].initiator, self.tunnels[t].responder);
-        let Some(cfg) = self.cfg.gateways[ini].key_cache.clone() else {
+        let Some(cfg) = self.gateways[ini].key_cache.clone() else {
             return false;
         };
         let now = self.sim.now();
@@ -192,7 +192,7 @@ impl World {
     /// Asks for enough keys to fill `gw`'s cache for `peer` if it holds fewer than its
     /// threshold and no request is under way.
     fn maybe_refill(&mut self, gw: usize, peer: usize) {
-        let Some(cfg) = &self.cfg.gateways[gw].key_cache else {
+        let Some(cfg) = &self.gateways[gw].key_cache else {
             return;
         };
         let cache = self.caches.entry((gw, peer)).or_default();
@@ -215,7 +215,7 @@ impl World {
     /// A cache refill reaches the KME: ETSI 014 `enc_keys` with `number`; on refusal,
     /// again later (1 s doubling, at most 32 s).
     pub(super) fn key_refill(&mut self, gw: usize, peer: usize, asked: SimTime, retries: u32) {
-        let Some(cfg) = self.cfg.gateways[gw].key_cache.clone() else {
+        let Some(cfg) = self.gateways[gw].key_cache.clone() else {
             return;
         };
         let kme = self.kme_of(gw);

@@ -32,6 +32,8 @@ pub(super) struct Gateway {
     pub peer_tunnel: Vec<usize>,
     /// A finite CPU, if the scenario gives it one.
     pub cpu: Option<Cpu>,
+    /// Its cache of QKD keys, if the scenario gives it one.
+    pub key_cache: Option<crate::config::KeyCacheConfig>,
 }
 
 pub(super) struct SimLink {

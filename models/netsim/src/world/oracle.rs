@@ -21,8 +21,10 @@ use crate::dataplane::{DataPlane, PairChange};
 pub(super) struct Oracle {
     /// The keys the first side of each IKE SA (by SPIs) reported.
     sa_keys: BTreeMap<(u64, u64), IkeKeys>,
-    /// Every PPK ID an IKE SA came up with.
-    ppk_ids_used: BTreeSet<String>,
+    /// Every PPK ID an IKE SA came up with. QKD key IDs are UUIDs, kept as their 16
+    /// bytes (a run at scale uses a few per tunnel and day); any other ID as it is.
+    ppk_ids_used: BTreeSet<[u8; 16]>,
+    other_ppk_ids_used: BTreeSet<Vec<u8>>,
     /// (tunnel, SPI) -> the key one end of a Child SA reported for that direction.
     child_keys: BTreeMap<(usize, u32), Vec<u8>>,
     /// (gateway, inbound SPI) -> the time of the latest change to that Child SA pair
@@ -65,9 +67,13 @@ impl Oracle {
             }
         }
         if let (PpkOutcome::Used { id }, true) = (ppk, initiator)
-            && !self
-                .ppk_ids_used
-                .insert(String::from_utf8_lossy(id).to_string())
+            && !match std::str::from_utf8(id)
+                .ok()
+                .and_then(qkd::etsi014::parse_uuid)
+            {
+                Some(uuid) => self.ppk_ids_used.insert(uuid),
+                None => self.other_ppk_ids_used.insert(id.clone()),
+            }
         {
             let id = String::from_utf8_lossy(id);
             self.report(now, format!("QKD key {id} used by a second IKE SA"));
@@ -374,6 +380,25 @@ mod tests {
         assert_eq!(o.violations.len(), 2, "{:?}", o.violations);
         assert!(o.violations[0].contains("QKD key key-1 used by a second IKE SA"));
         assert!(o.violations[1].contains("derived different keys"));
+        // QKD key IDs are UUIDs, kept as their 16 bytes: a reuse is caught all the same.
+        o.violations.clear();
+        let uuid = |s: &str| PpkOutcome::Used {
+            id: s.as_bytes().to_vec(),
+        };
+        let (a, b) = (
+            "3f1c0d2e-5b6a-4c7d-8e9f-0a1b2c3d4e5f",
+            "3f1c0d2e-5b6a-4c7d-8e9f-0a1b2c3d4e60",
+        );
+        // (Each SA is reported by both ends: the first with the ID, the second without.)
+        for id in [a, b, a] {
+            o.check_ike_keys(now, &established(&k(3), true, uuid(id)));
+            o.check_ike_keys(now, &established(&k(3), false, PpkOutcome::NotUsed));
+            if id == b {
+                assert!(o.violations.is_empty(), "{:?}", o.violations);
+            }
+        }
+        assert_eq!(o.violations.len(), 1, "{:?}", o.violations);
+        assert!(o.violations[0].contains(&format!("QKD key {a} used by a second IKE SA")));
         // Child SAs: each end names the other's inbound SPI as its outbound one.
         o.violations.clear();
         let child = |spi_in, spi_out, k_in: u8, k_out: u8| ChildSa {

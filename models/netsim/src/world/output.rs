@@ -215,9 +215,14 @@ impl World {
                 self.rows.handshake(t_index, row);
             }
         }
-        let pools = self
-            .qkd
-            .links
+        // What follows frees the world's state as it goes: at scale the results would
+        // otherwise be built beside everything they summarize, and set the run's peak
+        // memory. Events still queued will never run.
+        self.sim.discard_pending();
+        let flows = std::mem::take(&mut self.dp).flows;
+        let violations = std::mem::take(&mut self.oracle).violations;
+        let qkd_links = std::mem::take(&mut self.qkd.links);
+        let pools = qkd_links
             .iter()
             .flat_map(|l| (0..2).map(move |end| (l, end)))
             .map(|(l, end)| {
@@ -237,8 +242,9 @@ impl World {
                 }
             })
             .collect();
-        let links = self
-            .links
+        drop(qkd_links);
+        let sim_links = std::mem::take(&mut self.links);
+        let links = sim_links
             .iter()
             .flat_map(|l| {
                 let names = [
@@ -252,19 +258,39 @@ impl World {
                 })
             })
             .collect();
+        drop(sim_links);
+        let tunnels = std::mem::take(&mut self.tunnels)
+            .into_iter()
+            .map(|t| t.summary)
+            .collect();
+        let crypto = self
+            .gateways
+            .first()
+            .map_or("real", |g| g.ep.crypto_name())
+            .to_string();
+        let mut endpoints = Vec::with_capacity(self.gateways.len());
+        let mut cpus = Vec::new();
+        for g in std::mem::take(&mut self.gateways) {
+            if let Some(cpu) = &g.cpu {
+                cpus.push(CpuSummary {
+                    gateway: g.name.clone(),
+                    cores: cpu.cores(),
+                    busy_ns: cpu.busy_ns,
+                    jobs: cpu.jobs,
+                    max_wait_ns: cpu.max_wait_ns,
+                });
+            }
+            endpoints.push((g.name, g.ep.stats().clone()));
+        }
         let fingerprint = self.sim.trace.fingerprint().to_string();
         Results {
             seed: self.sim.seed(),
-            crypto: self
-                .gateways
-                .first()
-                .map_or("real", |g| g.ep.crypto_name())
-                .to_string(),
+            crypto,
             duration_ns: self.cfg.duration.as_nanos(),
             events: self.sim.events_processed(),
             fingerprint,
-            tunnels: self.tunnels.iter().map(|t| t.summary.clone()).collect(),
-            traffic: std::mem::take(&mut self.dp.flows)
+            tunnels,
+            traffic: flows
                 .into_values()
                 .map(|mut f| {
                     f.lost_on_link = f.sent_packets - f.arrived.min(f.sent_packets);
@@ -275,27 +301,10 @@ impl World {
             pools,
             links,
             qkd: self.qkd.stats.clone(),
-            endpoints: self
-                .gateways
-                .iter()
-                .map(|g| (g.name.clone(), g.ep.stats().clone()))
-                .collect(),
-            cpus: self
-                .gateways
-                .iter()
-                .filter_map(|g| {
-                    let cpu = g.cpu.as_ref()?;
-                    Some(CpuSummary {
-                        gateway: g.name.clone(),
-                        cores: cpu.cores(),
-                        busy_ns: cpu.busy_ns,
-                        jobs: cpu.jobs,
-                        max_wait_ns: cpu.max_wait_ns,
-                    })
-                })
-                .collect(),
+            endpoints,
+            cpus,
             adversaries: self.adversaries.into_iter().map(|a| a.summary).collect(),
-            violations: self.oracle.violations,
+            violations,
             rows: self.rows.rows,
         }
     }

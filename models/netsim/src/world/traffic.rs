@@ -6,7 +6,7 @@
 use std::net::SocketAddrV4;
 
 use ikev2::endpoint::{ChildSa, Event, SaId, Start};
-use sim_core::{RngExt, SimDuration};
+use sim_core::{RngExt, SimDuration, SimTime};
 
 use super::{Ev, World};
 use crate::config::TrafficPattern;
@@ -15,8 +15,9 @@ use crate::dataplane::{Crossed, ESP_PORT};
 impl World {
     /// Sends one packet of a tunnel's traffic and schedules the next.
     pub(super) fn send_packet(&mut self, t: usize, dir: usize) {
-        let tr = self.cfg.tunnels[t].traffic.as_ref().expect("a flow");
         let tun = &mut self.tunnels[t];
+        let tr = tun.spec.as_ref().and_then(|s| s.traffic.as_ref());
+        let tr = tr.expect("a flow");
         let rng = &mut tun.traffic_rng;
         let size = tr.sizes[rng.below_or_eq(tr.sizes.len() as u64 - 1) as usize];
         let mean_gap = 1e9 / tr.rate_pps;
@@ -64,9 +65,12 @@ impl World {
 
     /// Counts the last tick's packets of an aggregate flow in each sending direction.
     pub(super) fn aggregate_tick(&mut self, t: usize) {
-        let tr = self.cfg.tunnels[t].traffic.clone().expect("a flow");
+        let tun = &self.tunnels[t];
+        let tr = tun.spec.as_ref().and_then(|s| s.traffic.clone());
+        let tr = tr.expect("a flow");
         let tick = tr.aggregate_tick;
-        let since_start = self.sim.now().saturating_since(self.cfg.tunnels[t].start);
+        let start = SimTime::from_nanos(tun.summary.start_ns);
+        let since_start = self.sim.now().saturating_since(start);
         // Packets due so far, by the mean rate; the difference to the last tick's count
         // is this tick's share, so no fraction of a packet is ever lost.
         let due = |ns: u64| (ns as f64 * tr.rate_pps / 1e9) as u64;
@@ -143,8 +147,11 @@ impl World {
     /// The lifetime of a new Child SA of tunnel `t`: the soft limits less their random
     /// part, drawn from the tunnel's own stream.
     pub(super) fn child_lifetime(&mut self, t: usize) -> esp::Lifetime {
-        let spec = &self.cfg.tunnels[t];
-        let rng = &mut self.tunnels[t].life_rng;
+        let tun = &mut self.tunnels[t];
+        let Some(spec) = tun.spec.as_deref() else {
+            return esp::Lifetime::default();
+        };
+        let rng = &mut tun.life_rng;
         let mut soft = |limit: Option<u64>, rand: u64| {
             limit.map(|l| l - rng.below_or_eq(rand.min(l.saturating_sub(1))))
         };
@@ -199,7 +206,10 @@ impl World {
                 // initiator creates a new one.
                 if let Some(&t) = self.sa_tunnel.get(&(gw, *sa))
                     && gw == self.tunnels[t].initiator
-                    && self.cfg.tunnels[t].traffic.is_some()
+                    && self.tunnels[t]
+                        .spec
+                        .as_ref()
+                        .is_some_and(|s| s.traffic.is_some())
                     && !self.dp.holds(gw, t)
                 {
                     let entity = self.gateways[gw].entity;

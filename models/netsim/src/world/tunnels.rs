@@ -13,7 +13,7 @@ use sim_core::{RngExt, SimDuration, SimTime};
 
 use super::output::NetTrace;
 use super::{Ev, World};
-use crate::config::{Lifetimes, PpkMode};
+use crate::config::{Lifetimes, PpkMode, TunnelSpec};
 use crate::results::{ExchangeRow, HandshakeRow, Outage, TunnelSummary};
 
 /// One attempt to bring a tunnel's IKE SA up, from wanting it to its end.
@@ -135,6 +135,12 @@ pub(super) struct Tunnel {
     pub attempt: Option<(HandshakeAttempt, Option<SaId>)>,
     pub pending_ppk: Option<Ppk>,
     pub consecutive_failures: u32,
+    /// Both ends rekey the tunnel's Child SAs (see `TunnelSpec::child_rekey_both_ends`).
+    pub child_rekey_both_ends: bool,
+    /// The tunnel's specification, kept past the build only when it has traffic or
+    /// volume lifetimes (what its packets read); the run needs nothing else of it, and
+    /// at scale the specifications are a good part of the memory.
+    pub spec: Option<Box<TunnelSpec>>,
     pub summary: TunnelSummary,
 }
 
@@ -611,7 +617,7 @@ impl World {
         let now = self.sim.now();
         let name = &self.tunnels[t].name;
         self.oracle.check_child_keys(now, t, name, child);
-        let both_ends = self.cfg.tunnels[t].child_rekey_both_ends;
+        let both_ends = self.tunnels[t].child_rekey_both_ends;
         let tun = &mut self.tunnels[t];
         let rekeys_here = gw == tun.initiator || both_ends;
         if let (true, Some(every)) = (rekeys_here, tun.life.child_rekey) {

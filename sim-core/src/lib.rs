@@ -41,6 +41,7 @@ macro_rules! serde_via_string {
 pub use schemars;
 
 pub mod entity;
+pub mod hash;
 pub mod ipv4;
 pub mod metrics;
 pub mod pcap;

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use esp::{EspError, Inbound, Lifetime, LifetimeState, Outbound};
 use ikev2::crypto::CryptoProvider;
 use ikev2::endpoint::{ChildSa, SaId};
+use sim_core::hash::FastMap;
 
 use crate::results::TrafficSummary;
 
@@ -76,14 +77,15 @@ pub enum PairChange {
 pub struct DataPlane {
     /// Pairs installed or removed since the driver last took this list.
     pub changed: Vec<PairChange>,
-    /// Boxed: a map node holds eleven values, and a pair is large.
-    pairs: BTreeMap<(usize, u32), Box<Pair>>,
+    /// Boxed: a pair is large, and a hash table keeps slots free. These maps are only
+    /// looked up, never walked (see `sim_core::hash`).
+    pairs: FastMap<(usize, u32), Box<Pair>>,
     /// (gateway, tunnel) -> inbound SPI of the pair it sends on.
-    sender: BTreeMap<(usize, usize), u32>,
+    sender: FastMap<(usize, usize), u32>,
     /// (gateway, tunnel) -> inbound SPIs of its pairs, and (gateway, IKE SA) -> tunnel:
     /// so that what concerns one tunnel costs the same at a hub of thousands.
-    by_tunnel: BTreeMap<(usize, usize), Vec<u32>>,
-    tunnel_of_sa: BTreeMap<(usize, SaId), usize>,
+    by_tunnel: FastMap<(usize, usize), Vec<u32>>,
+    tunnel_of_sa: FastMap<(usize, SaId), usize>,
     /// Rekeys a gateway started, by the old pair's inbound SPI.
     started: BTreeSet<(usize, u32)>,
     installed: u64,
@@ -131,11 +133,14 @@ impl DataPlane {
         refused
     }
 
-    /// Every Child SA held: (gateway, tunnel, IKE SA, inbound SPI, outbound SPI).
-    pub fn all(&self) -> impl Iterator<Item = (usize, usize, SaId, u32, u32)> + '_ {
-        self.pairs
-            .iter()
+    /// Every Child SA held: (gateway, tunnel, IKE SA, inbound SPI, outbound SPI), by
+    /// gateway and inbound SPI.
+    pub fn all(&self) -> Vec<(usize, usize, SaId, u32, u32)> {
+        let mut all: Vec<_> = (self.pairs.iter())
             .map(|(&(gw, spi_in), p)| (gw, p.tunnel, p.sa, spi_in, p.outbound.spi))
+            .collect();
+        all.sort_unstable_by_key(|&(gw, _, _, spi_in, _)| (gw, spi_in));
+        all
     }
 
     /// Whether `gw` holds the Child SA with inbound SPI `spi_in`.

@@ -193,7 +193,11 @@ impl TotalsBuilder {
     }
 
     pub fn exchange(&mut self, e: &ExchangeRow) {
-        let t = self.exchanges.entry(e.exchange.clone()).or_default();
+        if !self.exchanges.contains_key(&e.exchange) {
+            self.exchanges
+                .insert(e.exchange.clone(), ExchangeTotals::default());
+        }
+        let t = self.exchanges.get_mut(&e.exchange).expect("just inserted");
         t.count += 1;
         t.answered += (e.outcome == "answered") as u64;
         t.retransmissions += e.retransmissions as u64;

@@ -15,6 +15,14 @@ pub struct ModelCrypto;
 
 /// A fast non-cryptographic hash of the parts, expanded to `len` bytes.
 fn mix(domain: u64, parts: &[&[u8]], len: usize) -> Vec<u8> {
+    let mut out = vec![0; len];
+    mix_into(domain, parts, &mut out);
+    out
+}
+
+/// [`mix`] into `out` (its length is the length asked for): an AEAD tag is made and
+/// checked on the stack, for every IKE message and ESP packet.
+fn mix_into(domain: u64, parts: &[&[u8]], out: &mut [u8]) {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut h = domain ^ K;
     for part in parts {
@@ -29,18 +37,14 @@ fn mix(domain: u64, parts: &[&[u8]], len: usize) -> Vec<u8> {
             h = (h ^ b as u64).wrapping_mul(K).rotate_left(23);
         }
     }
-    let mut out = Vec::with_capacity(len + 8);
-    let mut i = 0u64;
-    while out.len() < len {
+    for (i, block) in out.chunks_mut(8).enumerate() {
         // splitmix64 finalizer over (h, block counter)
-        let mut z = h.wrapping_add(i.wrapping_mul(K));
+        let mut z = h.wrapping_add((i as u64).wrapping_mul(K));
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-        i += 1;
+        let z = (z ^ (z >> 31)).to_le_bytes();
+        block.copy_from_slice(&z[..block.len()]);
     }
-    out.truncate(len);
-    out
 }
 
 fn random(rng: &mut dyn CryptoRng, len: usize) -> Vec<u8> {
@@ -55,14 +59,20 @@ impl CryptoProvider for ModelCrypto {
     }
 
     fn prf(&self, alg: PrfAlg, key: &[u8], data: &[&[u8]]) -> Vec<u8> {
-        let mut parts = Vec::with_capacity(data.len() + 1);
-        parts.push(key);
-        parts.extend_from_slice(data);
+        // The key, then the data: on the stack for the few parts a PRF is given.
+        let mut few: [&[u8]; 8] = [&[]; 8];
+        if let Some(rest) = few.get_mut(1..=data.len()) {
+            rest.copy_from_slice(data);
+            few[0] = key;
+            return mix(1, &few[..=data.len()], alg.output_len());
+        }
+        let parts: Vec<&[u8]> = std::iter::once(key).chain(data.iter().copied()).collect();
         mix(1, &parts, alg.output_len())
     }
 
     fn seal(&self, _alg: AeadAlg, key: &[u8], iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) {
-        let tag = mix(2, &[key, iv, aad, buf], ICV_LEN);
+        let mut tag = [0; ICV_LEN];
+        mix_into(2, &[key, iv, aad, buf], &mut tag);
         buf.extend_from_slice(&tag);
     }
 
@@ -78,7 +88,9 @@ impl CryptoProvider for ModelCrypto {
             return Err(CryptoError::Integrity);
         }
         let split = buf.len() - ICV_LEN;
-        if mix(2, &[key, iv, aad, &buf[..split]], ICV_LEN) != buf[split..] {
+        let mut tag = [0; ICV_LEN];
+        mix_into(2, &[key, iv, aad, &buf[..split]], &mut tag);
+        if tag != buf[split..] {
             return Err(CryptoError::Integrity);
         }
         buf.truncate(split);

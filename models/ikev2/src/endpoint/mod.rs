@@ -23,10 +23,11 @@ pub use events::{
     KeylogEntry, Ppk, PpkOutcome, SaId, Start, Transmit,
 };
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use foldhash::fast::FixedState;
 use rand_core::CryptoRng;
 
 use crate::consts::{exchange, flags, notify, payload_type as pt};
@@ -62,10 +63,10 @@ fn pop_or_release<T>(q: &mut VecDeque<T>) -> Option<T> {
 /// Many IKE SAs behind one IKE address.
 pub struct Endpoint {
     shared: Shared,
-    /// IKE SAs by our SPI.
-    /// Boxed: a map node holds eleven values, and an `IkeSa` is about 2 KB, so a
-    /// gateway with one SA would otherwise pay for eleven.
-    sas: BTreeMap<SaId, Box<IkeSa>>,
+    /// IKE SAs by our SPI: a hash map, as a hub holds thousands and looks one up for
+    /// every message (with a fixed seed; walked only in SPI order, see `finish`).
+    /// Boxed: an `IkeSa` is large, and a hash table keeps slots free.
+    sas: HashMap<SaId, Box<IkeSa>, FixedState>,
     /// Responder SAs by (peer address, initiator SPI), to spot IKE_SA_INIT retransmissions.
     by_init: BTreeMap<(SocketAddr, u64), SaId>,
     /// Responder SAs that may still be half-open (see `half_open`).
@@ -133,7 +134,7 @@ impl Endpoint {
                 rng,
                 out: Outputs::default(),
             },
-            sas: BTreeMap::new(),
+            sas: HashMap::default(),
             by_init: BTreeMap::new(),
             responding: BTreeSet::new(),
             timers: BTreeSet::new(),
@@ -278,7 +279,8 @@ impl Endpoint {
     /// reported as [`ExchangeOutcome::Unfinished`], so that counts made from the
     /// exchanges add up to the endpoint's counters.
     pub fn finish(&mut self, now: u64) {
-        let spis: Vec<SaId> = self.sas.keys().copied().collect();
+        let mut spis: Vec<SaId> = self.sas.keys().copied().collect();
+        spis.sort_unstable();
         for spi in spis {
             self.with_sa(now, spi, |s, ctx| {
                 s.abandon_exchange(ctx, ExchangeOutcome::Unfinished);
@@ -350,7 +352,7 @@ impl Endpoint {
         for s in std::mem::take(&mut self.shared.out.new_sas) {
             let spi = s.our_spi();
             // A 64-bit SPI already in use is as likely as guessing a key: drop it.
-            if let std::collections::btree_map::Entry::Vacant(e) = self.sas.entry(spi) {
+            if let std::collections::hash_map::Entry::Vacant(e) = self.sas.entry(spi) {
                 e.insert(Box::new(s));
                 self.reindex(spi);
             }

@@ -492,7 +492,8 @@ fn is_defined_type(t: u8) -> bool {
 pub fn decode_payloads(first: u8, bytes: &[u8], base: usize) -> Result<Vec<Payload>, DecodeError> {
     let mut r = Reader::new(bytes, base, "payload chain");
     let mut next = first;
-    let mut payloads = Vec::new();
+    // Room for a typical message's payloads at once, rather than growing by doubling.
+    let mut payloads = Vec::with_capacity(8);
     while next != pt::NONE {
         let kind = next;
         r.context = context_of(kind);

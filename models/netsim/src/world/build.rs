@@ -17,6 +17,7 @@ use link::{Channel, LinkConfig, LinkState};
 use qkd::QkdNetwork;
 use qkd::network::StreamFactory;
 use sim_core::entity::{ColdStream, LazyStream};
+use sim_core::hash::FastMap;
 use sim_core::{EntityId, SimDuration, SimTime, Simulation, Tracer, entity};
 
 use super::adversary::Adversary;
@@ -140,10 +141,10 @@ impl World {
             links,
             routes,
             tunnels,
-            sa_tunnel: BTreeMap::new(),
+            sa_tunnel: FastMap::default(),
             kmes,
             qkd,
-            caches: BTreeMap::new(),
+            caches: FastMap::default(),
             rows,
             deliveries: Vec::new(),
             wire: Vec::new(),
@@ -528,10 +529,10 @@ fn links(
     sim: &mut Simulation<Ev>,
     names: &Names,
     seed: u64,
-) -> Result<(Vec<SimLink>, BTreeMap<(usize, IpAddr), (usize, usize)>), BuildError> {
+) -> Result<(Vec<SimLink>, FastMap<(usize, IpAddr), (usize, usize)>), BuildError> {
     let gw_names = &names.gateways;
     let mut links = Vec::with_capacity(cfg.links.len());
-    let mut routes = BTreeMap::new();
+    let mut routes = FastMap::default();
     // Links with the configuration of the one before share it (a generated topology's
     // links all have one).
     let mut shared: Option<std::sync::Arc<LinkConfig>> = None;

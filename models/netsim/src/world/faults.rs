@@ -25,11 +25,12 @@ impl World {
         let crypto = gateway_crypto(self.cfg.crypto, g.cpu.as_ref());
         let config = EndpointConfig::new(g.addr.into());
         g.ep = Endpoint::new(config, g.peer_cfgs.clone(), crypto, rng);
-        let gone: Vec<SaId> = self
-            .sa_tunnel
-            .range((gw, 0)..=(gw, SaId::MAX))
-            .map(|(&(_, sa), _)| sa)
+        // In SPI order, whatever the map's: a restart is rare, the walk may be long.
+        let mut gone: Vec<SaId> = (self.sa_tunnel.keys())
+            .filter(|&&(g, _)| g == gw)
+            .map(|&(_, sa)| sa)
             .collect();
+        gone.sort_unstable();
         for sa in gone {
             self.sa_tunnel.remove(&(gw, sa));
             self.dp.remove_sa(gw, sa);

@@ -24,7 +24,6 @@ mod tunnels;
 pub use build::{BuildError, qkd_network, tunnel_psk};
 pub use output::Keylog;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::IpAddr;
 
@@ -32,6 +31,7 @@ use ikev2::crypto::CryptoProvider;
 use ikev2::endpoint::{Event, SaId};
 use link::{Datagram, Delivery, WirePacket};
 use qkd::QkdNetwork;
+use sim_core::hash::FastMap;
 use sim_core::pcap::PcapSink;
 use sim_core::progress::Progress;
 use sim_core::{EntityId, SimDuration, SimTime, Simulation, Tracer};
@@ -228,14 +228,14 @@ pub struct World {
     gateways: Vec<Gateway>,
     links: Vec<SimLink>,
     /// (gateway, destination address) -> (link, direction).
-    routes: BTreeMap<(usize, IpAddr), (usize, usize)>,
+    routes: FastMap<(usize, IpAddr), (usize, usize)>,
     tunnels: Vec<Tunnel>,
     /// (gateway, SA) -> tunnel.
-    sa_tunnel: BTreeMap<(usize, SaId), usize>,
+    sa_tunnel: FastMap<(usize, SaId), usize>,
     kmes: Vec<Kme>,
     qkd: QkdNetwork,
     /// (gateway, peer gateway) -> the gateway's cached keys for that peer.
-    caches: BTreeMap<(usize, usize), keys::KeyCache>,
+    caches: FastMap<(usize, usize), keys::KeyCache>,
     rows: output::RowBuffer,
     /// Scratch buffers of the links: deliveries to schedule, datagrams to capture.
     deliveries: Vec<Delivery>,

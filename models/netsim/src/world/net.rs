@@ -128,8 +128,10 @@ impl World {
         );
         let entity = l.entities[dir];
         self.sim.trace(entity, &traced);
-        // A second delivery of one send is the link's duplicate.
-        for (i, d) in std::mem::take(&mut self.deliveries).into_iter().enumerate() {
+        // A second delivery of one send is the link's duplicate. (The scratch vector
+        // goes back afterwards, its capacity kept for the next send.)
+        let mut deliveries = std::mem::take(&mut self.deliveries);
+        for (i, d) in deliveries.drain(..).enumerate() {
             self.sim.schedule_at(
                 entity,
                 d.at,
@@ -143,6 +145,7 @@ impl World {
                 },
             );
         }
+        self.deliveries = deliveries;
     }
 
     /// A datagram arrives at the far end of `link`: past the adversaries in front of the

@@ -6,7 +6,9 @@
 //! in the results' `violations`. Each invariant is checked where an event can break
 //! it, at a cost per event that does not grow with the number of tunnels.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+
+use sim_core::hash::FastMap;
 
 use ikev2::endpoint::{ChildSa, Event, PeerConfig, PpkOutcome, PpkPolicy};
 use ikev2::keys::IkeKeys;
@@ -20,16 +22,16 @@ use crate::dataplane::{DataPlane, PairChange};
 #[derive(Default)]
 pub(super) struct Oracle {
     /// The keys the first side of each IKE SA (by SPIs) reported.
-    sa_keys: BTreeMap<(u64, u64), IkeKeys>,
+    sa_keys: FastMap<(u64, u64), IkeKeys>,
     /// Every PPK ID an IKE SA came up with. QKD key IDs are UUIDs, kept as their 16
     /// bytes (a run at scale uses a few per tunnel and day); any other ID as it is.
     ppk_ids_used: BTreeSet<[u8; 16]>,
     other_ppk_ids_used: BTreeSet<Vec<u8>>,
     /// (tunnel, SPI) -> the key one end of a Child SA reported for that direction.
-    child_keys: BTreeMap<(usize, u32), Vec<u8>>,
+    child_keys: FastMap<(usize, u32), Vec<u8>>,
     /// (gateway, inbound SPI) -> the time of the latest change to that Child SA pair
     /// whose look is pending.
-    watched: BTreeMap<(usize, u32), SimTime>,
+    watched: FastMap<(usize, u32), SimTime>,
     pub violations: Vec<String>,
 }
 
@@ -436,7 +438,7 @@ mod tests {
         run_until(&mut w, 5);
         assert!(w.oracle.violations.is_empty(), "{:?}", w.oracle.violations);
         // The responder loses its half of the Child SA (its IKE SA stays up), at 5 s.
-        let (_, _, _, spi_in, _) = w.dp.all().find(|p| p.0 == 1).unwrap();
+        let (_, _, _, spi_in, _) = w.dp.all().into_iter().find(|p| p.0 == 1).unwrap();
         let world = w.sim.entities().lookup("world").unwrap();
         w.sim
             .schedule_at(world, SimTime::from_nanos(5_000_000_000), Ev::Sample);

@@ -57,10 +57,15 @@ impl RowBuffer {
         }
     }
 
+    /// Whether rows of tunnel `key` (or gateway, for rows without a tunnel) are kept.
+    pub fn keeps_tunnel(&self, key: usize) -> bool {
+        self.keeps(key, self.every_tunnel)
+    }
+
     /// An exchange ended (`key`: its tunnel, or its gateway when it has none).
     pub fn exchange(&mut self, key: usize, row: ExchangeRow) {
         self.totals.exchange(&row);
-        if self.keeps(key, self.every_tunnel) {
+        if self.keeps_tunnel(key) {
             self.rows.exchanges.push(row);
         }
     }

@@ -415,8 +415,7 @@ impl World {
     pub(super) fn exchange_done(&mut self, gw: usize, sa: SaId, stats: ExchangeStats) {
         let now = self.sim.now();
         let t = self.sa_tunnel.get(&(gw, sa)).copied();
-        let name = t.map(|t| self.tunnels[t].name.clone()).unwrap_or_default();
-        let kind = exchange::name(stats.exchange).unwrap_or("?").to_string();
+        let kind = exchange::name(stats.exchange).unwrap_or("?");
         if let Some(t) = t
             && let Some(a) = self.tunnels[t].attempt_on(sa)
         {
@@ -427,21 +426,31 @@ impl World {
             a.fragments_sent += stats.request_fragments;
             a.fragments_received += stats.response_fragments;
         }
+        let name = t.map_or("", |t| self.tunnels[t].name.as_str());
         let entity = self.gateways[gw].entity;
         let trace = NetTrace::Exchange {
-            tunnel: &name,
-            exchange: &kind,
+            tunnel: name,
+            exchange: kind,
             outcome: stats.outcome.as_str(),
             bytes: stats.request_bytes + stats.response_bytes,
             fragments: stats.request_fragments + stats.response_fragments,
             retransmissions: stats.retransmissions,
         };
         self.sim.trace(entity, &trace);
+        // Every exchange adds to the totals; the fields they do not read are filled in
+        // only for a row that is kept (a run at scale keeps few or none).
+        let key = t.unwrap_or(gw);
+        let kept = self.rows.keeps_tunnel(key);
+        let text = |s: &str| if kept { s.to_string() } else { String::new() };
         let row = ExchangeRow {
-            tunnel: name,
-            gateway: self.gateways[gw].name.clone(),
-            ike_sa: format!("{sa:016x}"),
-            exchange: kind,
+            tunnel: text(name),
+            gateway: text(&self.gateways[gw].name),
+            ike_sa: if kept {
+                format!("{sa:016x}")
+            } else {
+                String::new()
+            },
+            exchange: kind.to_string(),
             started_ns: stats.started_ns,
             completed_ns: stats.completed_ns,
             outcome: stats.outcome.as_str().into(),
@@ -452,7 +461,7 @@ impl World {
             retransmissions: stats.retransmissions,
             retransmitted_datagrams: stats.retransmitted_datagrams,
         };
-        self.rows.exchange(t.unwrap_or(gw), row);
+        self.rows.exchange(key, row);
     }
 
     /// The initiator's IKE SA `sa` is up: the attempt ends, the tunnel is up (a

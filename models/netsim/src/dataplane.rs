@@ -13,12 +13,12 @@
 //! arrives, and each end keeps an inbound SA until it is deleted. On a clean link a
 //! rekey therefore loses no packets; what is lost is counted by reason.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use esp::{EspError, Inbound, Lifetime, LifetimeState, Outbound};
 use ikev2::crypto::CryptoProvider;
 use ikev2::endpoint::{ChildSa, SaId};
-use sim_core::hash::FastMap;
+use sim_core::hash::{FastMap, FastSet};
 
 use crate::results::TrafficSummary;
 
@@ -87,7 +87,7 @@ pub struct DataPlane {
     by_tunnel: FastMap<(usize, usize), Vec<u32>>,
     tunnel_of_sa: FastMap<(usize, SaId), usize>,
     /// Rekeys a gateway started, by the old pair's inbound SPI.
-    started: BTreeSet<(usize, u32)>,
+    started: FastSet<(usize, u32)>,
     installed: u64,
     pub flows: BTreeMap<usize, TrafficSummary>,
     /// Anti-replay window per tunnel with traffic (64 for the others).
@@ -118,12 +118,15 @@ impl DataPlane {
     /// The rekeys `gw` started under IKE SA `sa` were refused: their pairs may be
     /// rekeyed again. Returns their inbound SPIs.
     pub fn rekey_refused(&mut self, gw: usize, sa: SaId) -> Vec<u32> {
-        let refused: Vec<u32> = self
-            .started
-            .range((gw, 0)..=(gw, u32::MAX))
-            .map(|&(_, spi)| spi)
+        // A started rekey's pair is one of the SA's tunnel's pairs (in SPI order).
+        let tunnel = self.tunnel_of_sa.get(&(gw, sa));
+        let mut refused: Vec<u32> = (tunnel.map(|&t| self.spis(gw, t)))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|spi| self.started.contains(&(gw, *spi)))
             .filter(|spi| self.pairs.get(&(gw, *spi)).is_some_and(|p| p.sa == sa))
             .collect();
+        refused.sort_unstable();
         for spi in &refused {
             self.started.remove(&(gw, *spi));
             if let Some(p) = self.pairs.get_mut(&(gw, *spi)) {

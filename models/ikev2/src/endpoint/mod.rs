@@ -64,10 +64,13 @@ fn pop_or_release<T>(q: &mut VecDeque<T>) -> Option<T> {
 pub struct Endpoint {
     shared: Shared,
     /// IKE SAs by our SPI: a hash map, as a hub holds thousands and looks one up for
-    /// every message (with a fixed seed; walked only in SPI order, see `finish`).
+    /// every message (with a fixed seed: the keys are our own random SPIs, no peer
+    /// chooses them; walked only in SPI order, see `finish`).
     /// Boxed: an `IkeSa` is large, and a hash table keeps slots free.
     sas: HashMap<SaId, Box<IkeSa>, FixedState>,
     /// Responder SAs by (peer address, initiator SPI), to spot IKE_SA_INIT retransmissions.
+    /// A B-tree, not a fixed-seed hash map: the peer chooses these keys, and could
+    /// choose them to collide.
     by_init: BTreeMap<(SocketAddr, u64), SaId>,
     /// Responder SAs that may still be half-open (see `half_open`).
     responding: BTreeSet<SaId>,

@@ -7,6 +7,7 @@
 //! it, at a cost per event that does not grow with the number of tunnels.
 
 use std::collections::BTreeSet;
+use std::collections::hash_map::Entry;
 
 use sim_core::hash::FastMap;
 
@@ -171,20 +172,24 @@ impl Oracle {
         gateways: &[Gateway],
         dp: &DataPlane,
     ) {
-        if self.watched.get(&(gw, spi_in)) != Some(&since) {
-            return; // a newer change to the pair has its own look
-        }
-        self.watched.remove(&(gw, spi_in));
+        match self.watched.entry((gw, spi_in)) {
+            Entry::Occupied(e) if *e.get() == since => e.remove(),
+            _ => return, // a newer change to the pair has its own look
+        };
         let Some((t, sa, spi_out)) = dp.pair(gw, spi_in) else {
             return;
         };
         let tun = &tunnels[t];
         let peer = tun.other_end(gw);
-        let both_hold_ike_sa = gateways[gw]
-            .ep
-            .peer_spi(sa)
-            .is_some_and(|peer_sa| gateways[peer].ep.is_established(peer_sa));
-        if both_hold_ike_sa && !dp.has(peer, spi_out) {
+        // The peer's half first: it is there nearly always, and the IKE SAs' state
+        // then need not be looked up at both gateways.
+        let both_hold_ike_sa = || {
+            gateways[gw]
+                .ep
+                .peer_spi(sa)
+                .is_some_and(|peer_sa| gateways[peer].ep.is_established(peer_sa))
+        };
+        if !dp.has(peer, spi_out) && both_hold_ike_sa() {
             self.report(
                 now,
                 format!(

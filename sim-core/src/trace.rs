@@ -169,11 +169,16 @@ impl Tracer {
     pub fn record<T: TraceEvent + ?Sized>(&mut self, t: SimTime, entity: &str, event: &T) {
         let kind = event.kind();
         self.line.clear();
-        // Writing into a Vec cannot fail, and serializing our derived types cannot
-        // either (no maps with non-string keys).
-        let _ = write!(self.line, "{{\"t\":{},\"entity\":", t.as_nanos());
-        let _ = serde_json::to_writer(&mut self.line, entity);
-        let _ = write!(self.line, ",\"kind\":\"{kind}\",\"data\":");
+        // Written by hand up to the data, byte for byte what serde_json writes: this
+        // runs for every event. Serializing our derived types cannot fail (no maps with
+        // non-string keys).
+        self.line.extend_from_slice(b"{\"t\":");
+        push_decimal(&mut self.line, t.as_nanos());
+        self.line.extend_from_slice(b",\"entity\":");
+        push_json_str(&mut self.line, entity);
+        self.line.extend_from_slice(b",\"kind\":\"");
+        self.line.extend_from_slice(kind.as_bytes());
+        self.line.extend_from_slice(b"\",\"data\":");
         if serde_json::to_writer(&mut self.line, event).is_err() {
             self.line.extend_from_slice(b"null");
         }
@@ -218,9 +223,57 @@ impl Tracer {
     }
 }
 
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Appends `s` as a JSON string, as serde_json writes it: entity names have nothing
+/// to escape (no control characters), unless one holds a quote or a backslash.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        let _ = serde_json::to_writer(&mut *out, s);
+        return;
+    }
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_line_head_is_what_serde_json_writes() {
+        for n in [0, 7, 10, 999, 1_000_000_007, u64::MAX] {
+            let mut ours = Vec::new();
+            push_decimal(&mut ours, n);
+            assert_eq!(ours, serde_json::to_vec(&n).unwrap());
+        }
+        for name in [
+            "gw/hub",
+            "link/a-b/a>b",
+            "q\"uote",
+            "back\\slash",
+            "überall/ø",
+            "",
+        ] {
+            let mut ours = Vec::new();
+            push_json_str(&mut ours, name);
+            assert_eq!(ours, serde_json::to_vec(name).unwrap(), "{name}");
+        }
+    }
     use crate::time::SimDuration;
     use std::cell::RefCell;
     use std::rc::Rc;

@@ -151,27 +151,29 @@ pub fn open(
     key: &[u8],
     bytes: &[u8],
 ) -> Result<Opened, OpenError> {
-    let msg = crate::message::Message::decode(bytes)?;
-    let Some(last) = msg.payloads.last() else {
+    let mut msg = crate::message::Message::decode(bytes)?;
+    // The SK or SKF payload is last; its body (decoded into a vector of its own) is
+    // decrypted in place.
+    let Some(last) = msg.payloads.pop() else {
         return Err(OpenError::NotProtected);
     };
-    let (body, frag) = match last {
-        Payload::Sk { first, body } => (body, (*first, None)),
+    let (mut buf, frag) = match last {
+        Payload::Sk { first, body } => (body, (first, None)),
         Payload::Skf {
             first,
             number,
             total,
             body,
-        } => (body, (*first, Some((*number, *total)))),
+        } => (body, (first, Some((number, total)))),
         _ => return Err(OpenError::NotProtected),
     };
-    if body.len() < IV_LEN + ICV_LEN + 1 {
+    if buf.len() < IV_LEN + ICV_LEN + 1 {
         return Err(OpenError::TooShort);
     }
     // AAD: everything from the IKE header through the SK/SKF header.
-    let aad_len = bytes.len() - body.len();
-    let iv: [u8; IV_LEN] = body[..IV_LEN].try_into().expect("length checked");
-    let mut buf = body[IV_LEN..].to_vec();
+    let aad_len = bytes.len() - buf.len();
+    let iv: [u8; IV_LEN] = buf[..IV_LEN].try_into().expect("length checked");
+    buf.drain(..IV_LEN);
     c.open(aead, key, &iv, &bytes[..aad_len], &mut buf)?;
     let pad = *buf.last().ok_or(OpenError::BadPadding)? as usize;
     if pad + 1 > buf.len() {

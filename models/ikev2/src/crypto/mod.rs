@@ -257,12 +257,24 @@ pub fn prf_plus(
     let mut prev: Vec<u8> = Vec::new();
     let mut n = 1u8;
     while out.len() < len {
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(seed.len() + 2);
-        parts.push(&prev);
-        parts.extend_from_slice(seed);
         let counter = [n];
-        parts.push(&counter);
-        prev = c.prf(alg, key, &parts);
+        // T(n-1) | S | n, on the stack for the few parts a key derivation has.
+        let mut few: [&[u8]; 8] = [&[]; 8];
+        prev = match few.get_mut(..seed.len() + 2) {
+            Some(parts) => {
+                parts[0] = &prev;
+                parts[1..=seed.len()].copy_from_slice(seed);
+                parts[seed.len() + 1] = &counter;
+                c.prf(alg, key, parts)
+            }
+            None => {
+                let parts: Vec<&[u8]> = (std::iter::once(&prev[..]))
+                    .chain(seed.iter().copied())
+                    .chain(std::iter::once(&counter[..]))
+                    .collect();
+                c.prf(alg, key, &parts)
+            }
+        };
         out.extend_from_slice(&prev);
         n = n.wrapping_add(1);
     }

@@ -65,11 +65,16 @@ pub fn create(path: &Path) -> Result<fs::File> {
     fs::File::create(path).with_context(|| format!("creating {}", path.display()))
 }
 
-/// Writes `value` as pretty JSON with a final newline.
+/// Writes `value` as pretty JSON with a final newline, streamed to the file: a large
+/// run's results.json would otherwise be held in memory whole, beside the results.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(value)?;
-    text.push('\n');
-    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    let mut out = BufWriter::new(create(path)?);
+    let mut write = || -> std::io::Result<()> {
+        serde_json::to_writer_pretty(&mut out, value)?;
+        out.write_all(b"\n")?;
+        out.flush()
+    };
+    write().with_context(|| format!("writing {}", path.display()))
 }
 
 /// The run's tracer: with a filter, trace lines go to `out/trace.jsonl`.

@@ -331,8 +331,14 @@ impl<E> EventQueue<E> {
             .map(|e| e.time)
             .min()
             .expect("occupied bucket");
+        // Cancelled timers end here rather than moving down: stale is for good (a slot's
+        // new timer has a new sequence number), and the order of the live ones is theirs.
         for e in bucket.drain(..) {
-            self.place(e);
+            if self.is_live(&e) {
+                self.place(e);
+            } else {
+                self.drop_stale(e);
+            }
         }
         // Keep a small allocation for the next time this bucket fills, not a large
         // one: every bucket would hold on to its high-water mark, and over a long run

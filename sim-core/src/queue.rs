@@ -331,6 +331,19 @@ impl<E> EventQueue<E> {
             .map(|e| e.time)
             .min()
             .expect("occupied bucket");
+        if bucket.len() > SMALL_BUCKET {
+            // Room for exactly what each lower bucket (or the current instant) takes:
+            // grown by doubling, they would copy as they grow and end up holding up to
+            // twice that, while this bucket still holds its own allocation.
+            let mut counts = [0usize; BUCKETS];
+            for e in &bucket {
+                counts[64 - (e.time ^ self.last).leading_zeros() as usize] += 1;
+            }
+            self.current.reserve_exact(counts[0]);
+            for (to, &n) in counts.iter().enumerate().skip(1) {
+                self.buckets[to].reserve_exact(n);
+            }
+        }
         // Cancelled timers end here rather than moving down: stale is for good (a slot's
         // new timer has a new sequence number), and the order of the live ones is theirs.
         for e in bucket.drain(..) {

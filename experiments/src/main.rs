@@ -255,6 +255,8 @@ fn run(cli: Cli) -> Result<()> {
                 rows: Default::default(),
                 shard_index: None,
                 shard_count: None,
+                by_region: false,
+                jobs: None,
             },
             "demo",
         ),

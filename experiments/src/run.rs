@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use netsim::{Keylog, Outputs, Results, World};
+use netsim::{Keylog, Outputs, Results, World, WorldConfig};
 use results::TrafficSummary;
 
 use crate::files::{self, Manifest, write_json};
@@ -61,6 +61,16 @@ pub struct RunArgs {
     pub shard_index: Option<usize>,
     #[arg(long, value_name = "N", requires = "shard_index")]
     pub shard_count: Option<usize>,
+    /// Run each independent region as a simulation of its own, `--jobs` at a time, and
+    /// merge their results in region order as `qsafe merge` merges shards (the same
+    /// tunnels, counters and totals; `events` and the fingerprint are the parts').
+    /// A `[topology]` with `regions` and nothing written by hand is expanded one region
+    /// at a time. No trace, capture or key log.
+    #[arg(long, conflicts_with_all = ["trace", "pcap", "keylog"])]
+    pub by_region: bool,
+    /// Regions run at once with `--by-region` (default: the machine's cores).
+    #[arg(long, requires = "by_region")]
+    pub jobs: Option<usize>,
 }
 
 pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
@@ -71,30 +81,46 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
         ),
         None => (DEMO.to_string(), "built-in demo".to_string()),
     };
-    // Check the file as written first (errors with line numbers), then set.
-    let mut cfg = topologies::parse(&text, &origin)?;
     let params = args
         .set
         .iter()
         .map(|a| topologies::parse_assignment(a).map_err(|e| anyhow::anyhow!("--set {e}")))
         .collect::<Result<Vec<_>>>()?;
-    let expanded = topologies::expanded_with_params(&text.parse()?, &params, &origin)?;
-    let defaults = topologies::explain::defaults_applied(&expanded);
-    if !params.is_empty() {
-        cfg = topologies::from_table(expanded).map_err(|e| anyhow::anyhow!("in {origin}: {e}"))?;
-    } else {
-        drop(expanded); // a large topology's expansion: not to be held through the run
-    }
-    if let (Some(i), Some(n)) = (args.shard_index, args.shard_count) {
-        cfg = netsim::shard::shard(&cfg, i, n).map_err(|e| anyhow::anyhow!("in {origin}: {e}"))?;
+    // A topology of regions run region by region is never expanded as a whole.
+    let regional = match args.by_region {
+        true => topologies::RegionalScenario::new(&text, &origin, &params)?,
+        false => None,
+    };
+    let (cfg, defaults) = match &regional {
+        Some(r) => (None, topologies::explain::defaults_applied(&r.expanded(0)?)),
+        None => {
+            // Check the file as written first (errors with line numbers), then set.
+            let mut cfg = topologies::parse(&text, &origin)?;
+            let expanded = topologies::expanded_with_params(&text.parse()?, &params, &origin)?;
+            let defaults = topologies::explain::defaults_applied(&expanded);
+            if !params.is_empty() {
+                cfg = topologies::from_table(expanded)
+                    .map_err(|e| anyhow::anyhow!("in {origin}: {e}"))?;
+            } else {
+                drop(expanded); // a large topology's expansion: not to be held through the run
+            }
+            (Some(cfg), defaults)
+        }
+    };
+    let mut cfg = cfg;
+    if let (Some(i), Some(n), Some(c)) = (args.shard_index, args.shard_count, cfg.as_mut()) {
+        *c = netsim::shard::shard(c, i, n).map_err(|e| anyhow::anyhow!("in {origin}: {e}"))?;
         println!(
             "shard {i} of {n}: {} gateways, {} tunnels, {} key managers",
-            cfg.gateways.len(),
-            cfg.tunnels.len(),
-            cfg.kmes.len()
+            c.gateways.len(),
+            c.tunnels.len(),
+            c.kmes.len()
         );
     }
-    let seed = args.seed.or(cfg.seed).unwrap_or(1);
+    let seed = args
+        .seed
+        .or(cfg.as_ref().map_or(regional_seed(&regional)?, |c| c.seed))
+        .unwrap_or(1);
     let out = args.out.clone().unwrap_or_else(|| {
         let stem = args
             .scenario
@@ -104,13 +130,32 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
         PathBuf::from("out").join(stem.as_deref().unwrap_or(default_out))
     });
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let built = |cfg: WorldConfig| {
+        World::new(cfg, seed, Tracer::new()).map_err(|e| {
+            let at = topologies::line_of(&text, &e.field)
+                .map(|(line, why)| format!("line {line}{why}: "))
+                .unwrap_or_default();
+            anyhow::anyhow!("in {origin}: {at}{e}")
+        })
+    };
+    if args.by_region {
+        let mut rows = results::CsvRows::create(&out)?;
+        let parts = match (regional, cfg) {
+            (Some(r), _) => Regions::Generated(r),
+            (None, Some(cfg)) => {
+                drop(built(cfg.clone())?); // errors name the whole scenario's fields
+                Regions::Split(netsim::shard::by_region(&cfg))
+            }
+            (None, None) => unreachable!("a scenario is either regional or whole"),
+        };
+        let results = run_by_region(&parts, args, &built, &mut rows)?;
+        rows.finish()?;
+        results::rows::write_parquet(&out)?;
+        return finish_run(args, &out, &origin, &text, seed, defaults, results);
+    }
+    let cfg = cfg.expect("not regional");
     let tracer = files::tracer(&out, args.trace.as_deref())?;
-    let world = World::new(cfg, seed, Tracer::new()).map_err(|e| {
-        let at = topologies::line_of(&text, &e.field)
-            .map(|(line, why)| format!("line {line}{why}: "))
-            .unwrap_or_default();
-        anyhow::anyhow!("in {origin}: {at}{e}")
-    })?;
+    let world = built(cfg)?;
     let mut pcap = files::capture(&out, args.pcap)?;
     let mut keylog = Keylog::default();
     let mut rows = results::CsvRows::create(&out)?;
@@ -140,6 +185,170 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
         }
     }
 
+    finish_run(args, &out, &origin, &text, seed, defaults, results)
+}
+
+/// The regions of a `--by-region` run.
+enum Regions {
+    /// A topology of regions, each expanded when its turn comes.
+    Generated(topologies::RegionalScenario),
+    /// A scenario split into its regions.
+    Split(Vec<WorldConfig>),
+}
+
+impl Regions {
+    fn count(&self) -> usize {
+        match self {
+            Regions::Generated(r) => r.regions,
+            Regions::Split(parts) => parts.len(),
+        }
+    }
+
+    fn config(&self, r: usize) -> Result<WorldConfig> {
+        Ok(match self {
+            Regions::Generated(g) => g.region(r)?,
+            Regions::Split(parts) => parts[r].clone(),
+        })
+    }
+
+    /// The tunnels and QKD links of the whole, which `--rows sample` picks from.
+    fn sizes(&self) -> Result<(usize, usize)> {
+        let of = |c: &WorldConfig| (c.tunnels.len(), c.qkd_links.len());
+        Ok(match self {
+            Regions::Generated(g) => {
+                // Every region of a topology is the same size.
+                let (t, q) = of(&g.region(0)?);
+                (t * g.regions, q * g.regions)
+            }
+            Regions::Split(parts) => parts
+                .iter()
+                .map(of)
+                .fold((0, 0), |(t, q), (a, b)| (t + a, q + b)),
+        })
+    }
+}
+
+/// Runs every region as its own simulation, `--jobs` at a time on threads of their own
+/// (one simulation stays on one thread), and merges their results in region order:
+/// the same bytes whatever the number of jobs.
+fn run_by_region(
+    regions: &Regions,
+    args: &RunArgs,
+    built: &(dyn Fn(WorldConfig) -> Result<World> + Sync),
+    rows: &mut results::CsvRows,
+) -> Result<Results> {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let count = regions.count();
+    let sample_of = regions.sizes()?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, count.max(1));
+    let next = AtomicUsize::new(0);
+    let run_one = |r: usize| -> Result<(Results, results::TotalsBuilder)> {
+        let world = built(regions.config(r)?)?;
+        let outputs = Outputs {
+            tracer: Tracer::new(),
+            pcap: None,
+            keylog: None,
+            progress: false,
+            rows: args.rows,
+            row_sink: None,
+        };
+        Ok(world.run_part(outputs, sample_of))
+    };
+    let mut progress = RegionProgress::new(count, !args.quiet);
+    let mut merge = results::merge::Merge::default();
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..jobs {
+            let (tx, next, run_one) = (tx.clone(), &next, &run_one);
+            scope.spawn(move || {
+                loop {
+                    let r = next.fetch_add(1, Ordering::Relaxed);
+                    if r >= count || tx.send((r, run_one(r))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        // Regions finish out of order; they are merged in order.
+        let mut waiting = BTreeMap::new();
+        for (r, done) in rx {
+            waiting.insert(r, done);
+            while let Some(done) = waiting.remove(&merge.parts()) {
+                let r = merge.parts();
+                let part = done.and_then(|(mut results, totals)| {
+                    results.rows.drain_into(rows);
+                    merge
+                        .add(results, &totals)
+                        .map_err(|e| anyhow::anyhow!("region {r}: {e}"))
+                });
+                if let Err(e) = part {
+                    next.store(count, Ordering::Relaxed); // the workers stop
+                    return Err(e.context(format!("region {r}")));
+                }
+                progress.done(merge.parts());
+            }
+        }
+        Ok(())
+    })?;
+    Ok(merge.finish(args.rows))
+}
+
+/// Regions done, on stderr when it is a terminal.
+struct RegionProgress {
+    count: usize,
+    started: std::time::Instant,
+    shown: bool,
+}
+
+impl RegionProgress {
+    fn new(count: usize, wanted: bool) -> Self {
+        use std::io::IsTerminal;
+        RegionProgress {
+            count,
+            started: std::time::Instant::now(),
+            shown: wanted && std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn done(&mut self, done: usize) {
+        if !self.shown {
+            return;
+        }
+        let spent = self.started.elapsed().as_secs_f64();
+        let left = spent / done as f64 * (self.count - done) as f64;
+        eprint!(
+            "\r{done} of {} regions, {spent:.0} s, about {left:.0} s to go   ",
+            self.count
+        );
+        if done == self.count {
+            eprintln!();
+        }
+    }
+}
+
+/// The seed a regional scenario sets, if it does.
+fn regional_seed(regional: &Option<topologies::RegionalScenario>) -> Result<Option<u64>> {
+    Ok(match regional {
+        Some(r) => r.region(0)?.seed,
+        None => None,
+    })
+}
+
+/// Writes what every run writes (manifest, results, tables, report) and tells the user.
+fn finish_run(
+    args: &RunArgs,
+    out: &Path,
+    origin: &str,
+    text: &str,
+    seed: u64,
+    defaults: Vec<(String, String)>,
+    results: Results,
+) -> Result<()> {
     let mut reproduce = match &args.scenario {
         Some(p) => format!("qsafe run {} --seed {seed}", p.display()),
         None => format!("qsafe run --seed {seed}"),
@@ -147,10 +356,13 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
     for a in &args.set {
         reproduce += &format!(" --set '{a}'");
     }
+    if args.by_region {
+        reproduce += " --by-region";
+    }
     let mut manifest = Manifest::new(
         "run",
-        &origin,
-        &text,
+        origin,
+        text,
         seed,
         Some(&results.crypto),
         results.fingerprint.clone(),
@@ -159,11 +371,11 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
     manifest.defaults_applied = Some(defaults.into_iter().collect());
     write_json(&out.join("manifest.json"), &manifest)?;
     write_json(&out.join("results.json"), &results)?;
-    write_csvs(&out, &results)?;
+    write_csvs(out, &results)?;
     print_summary(&results);
     println!("results: {}", out.display());
     if !args.no_report {
-        let report = reports::write_report(&out)?;
+        let report = reports::write_report(out)?;
         println!("report: {}", report.display());
     }
     println!("fingerprint: {}", results.fingerprint);
@@ -300,54 +512,54 @@ pub fn print_summary(r: &Results) {
 }
 
 /// The summary tables as CSV beside results.json: per tunnel, gateway, link direction,
-/// QKD pool half and traffic flow (the row files were written during the run).
+/// QKD pool half and traffic flow (the row files were written during the run). Each row
+/// is converted and written in turn: a million tunnels' tables never exist as JSON.
 fn write_csvs(out: &Path, r: &Results) -> Result<()> {
     fn value<T: Serialize>(v: &T) -> serde_json::Value {
         serde_json::to_value(v).expect("results serialize")
     }
-    let gateways: Vec<serde_json::Value> = r
-        .endpoints
-        .iter()
-        .map(|(name, stats)| {
-            let mut row = serde_json::json!({ "gateway": name });
-            if let (Some(row), serde_json::Value::Object(s)) = (row.as_object_mut(), value(stats)) {
-                row.extend(s);
-            }
-            row
-        })
-        .collect();
-    let pools: Vec<serde_json::Value> = r.pools.iter().map(value).collect();
+    let gateway = |(name, stats): &(String, results::EndpointStats)| {
+        let mut row = serde_json::json!({ "gateway": name });
+        if let (Some(row), serde_json::Value::Object(s)) = (row.as_object_mut(), value(stats)) {
+            row.extend(s);
+        }
+        row
+    };
     // Drops by reason as named columns.
-    let links: Vec<serde_json::Value> = r
-        .links
-        .iter()
-        .map(|l| {
-            let mut v = value(l);
-            let drops: serde_json::Map<String, serde_json::Value> = link::DropReason::ALL
-                .iter()
-                .map(|d| (d.as_str().to_string(), l.stats.dropped(*d).into()))
-                .collect();
-            v["stats"]["drops"] = drops.into();
-            v
-        })
-        .collect();
-    let tables: [(&str, Vec<serde_json::Value>); 5] = [
-        ("tunnels", r.tunnels.iter().map(value).collect()),
-        ("gateways", gateways),
-        ("links", links),
-        ("qkd_links", pools),
-        ("traffic", r.traffic.iter().map(value).collect()),
+    let link = |l: &results::LinkSummary| {
+        let mut v = value(l);
+        let drops: serde_json::Map<String, serde_json::Value> = link::DropReason::ALL
+            .iter()
+            .map(|d| (d.as_str().to_string(), l.stats.dropped(*d).into()))
+            .collect();
+        v["stats"]["drops"] = drops.into();
+        v
+    };
+    let tables: [(&str, Box<dyn Iterator<Item = serde_json::Value>>); 5] = [
+        ("tunnels", Box::new(r.tunnels.iter().map(value))),
+        ("gateways", Box::new(r.endpoints.iter().map(gateway))),
+        ("links", Box::new(r.links.iter().map(link))),
+        ("qkd_links", Box::new(r.pools.iter().map(value))),
+        ("traffic", Box::new(r.traffic.iter().map(value))),
     ];
     for (name, rows) in tables {
         let path = out.join(format!("{name}.csv"));
-        fs::write(&path, csv(&rows)).with_context(|| format!("writing {}", path.display()))?;
+        let file =
+            fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+        let mut w = std::io::BufWriter::new(file);
+        write_csv(&mut w, rows)
+            .and_then(|()| std::io::Write::flush(&mut w))
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
 
 /// Rows (JSON objects) as CSV: a column per field in field order, nested objects as
 /// `outer.inner`, lists as their JSON text; strings quoted when they need it.
-fn csv(rows: &[serde_json::Value]) -> String {
+fn write_csv(
+    w: &mut impl std::io::Write,
+    rows: impl Iterator<Item = serde_json::Value>,
+) -> std::io::Result<()> {
     fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
         match v {
             serde_json::Value::Object(o) => {
@@ -372,18 +584,18 @@ fn csv(rows: &[serde_json::Value]) -> String {
             s.to_string()
         }
     };
-    let mut text = String::new();
-    for (i, row) in rows.iter().enumerate() {
-        let mut cells = Vec::new();
-        flatten("", row, &mut cells);
+    let mut cells = Vec::new();
+    for (i, row) in rows.enumerate() {
+        cells.clear();
+        flatten("", &row, &mut cells);
         if i == 0 {
             let header: Vec<String> = cells.iter().map(|c| quote(&c.0)).collect();
-            text += &(header.join(",") + "\n");
+            writeln!(w, "{}", header.join(","))?;
         }
         let values: Vec<String> = cells.iter().map(|c| quote(&c.1)).collect();
-        text += &(values.join(",") + "\n");
+        writeln!(w, "{}", values.join(","))?;
     }
-    text
+    Ok(())
 }
 
 /// `qsafe merge OUT RUN_DIRS...` for the shards of one run (`--shard-index`): one
@@ -393,11 +605,9 @@ fn csv(rows: &[serde_json::Value]) -> String {
 /// must have kept all its rows). The row files are concatenated. The fingerprint is a
 /// hash of the shards' fingerprints in the order given, not a single run's.
 pub fn merge_runs(out: &Path, dirs: &[PathBuf]) -> Result<Results> {
-    use sha2::{Digest, Sha256};
-    let mut merged = Results::default();
+    let mut merge = results::merge::Merge::default();
     let mut rows = results::Rows::default();
-    let mut hash = Sha256::new();
-    for (i, dir) in dirs.iter().enumerate() {
+    for dir in dirs {
         let path = dir.join("results.json");
         let text =
             fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -409,45 +619,23 @@ pub fn merge_runs(out: &Path, dirs: &[PathBuf]) -> Result<Results> {
                 dir.display()
             );
         }
-        if i > 0
-            && (r.seed, &r.crypto, r.duration_ns)
-                != (merged.seed, &merged.crypto, merged.duration_ns)
-        {
-            bail!(
-                "{}: another seed, crypto or duration than {}",
-                dir.display(),
-                dirs[0].display()
-            );
-        }
         let mut shard_rows = results::Rows::read_csv(dir)?;
+        let mut totals = results::TotalsBuilder::default();
+        shard_rows
+            .handshakes
+            .iter()
+            .for_each(|h| totals.handshake(h));
+        shard_rows.exchanges.iter().for_each(|e| totals.exchange(e));
+        shard_rows
+            .key_requests
+            .iter()
+            .for_each(|k| totals.key_request(k));
+        merge
+            .add(r, &totals)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
         shard_rows.drain_into(&mut rows);
-        hash.update(r.fingerprint.as_bytes());
-        merged.seed = r.seed;
-        merged.crypto = r.crypto;
-        merged.duration_ns = r.duration_ns;
-        merged.events += r.events;
-        merged.tunnels.extend(r.tunnels);
-        merged.traffic.extend(r.traffic);
-        merged.pools.extend(r.pools);
-        merged.links.extend(r.links);
-        merged.endpoints.extend(r.endpoints);
-        merged.cpus.extend(r.cpus);
-        merged.adversaries.extend(r.adversaries);
-        merged.violations.extend(r.violations);
-        let q = &mut merged.qkd;
-        q.keys_delivered += r.qkd.keys_delivered;
-        q.keys_fetched += r.qkd.keys_fetched;
-        q.keys_wasted += r.qkd.keys_wasted;
-        q.requests_refused += r.qkd.requests_refused;
-        q.relay_keys += r.qkd.relay_keys;
     }
-    let mut totals = results::TotalsBuilder::default();
-    rows.handshakes.iter().for_each(|h| totals.handshake(h));
-    rows.exchanges.iter().for_each(|e| totals.exchange(e));
-    rows.key_requests.iter().for_each(|k| totals.key_request(k));
-    merged.totals = totals.finish(results::RowSelection::All);
-    let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    merged.fingerprint = format!("merged:{hex}");
+    let merged = merge.finish(results::RowSelection::All);
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut csv = results::CsvRows::create(out)?;
     rows.drain_into(&mut csv);

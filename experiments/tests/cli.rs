@@ -722,3 +722,101 @@ fn shards_of_independent_regions_merge_into_the_single_runs_results() {
         String::from_utf8_lossy(&o.stderr).contains("3 independent region(s), fewer than 4 shards")
     );
 }
+
+#[test]
+fn regions_run_by_region_give_the_whole_runs_results() {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("by-region");
+    let _ = fs::remove_dir_all(&base);
+    fs::create_dir_all(&base).unwrap();
+    let written = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/regions.toml");
+    let generated = base.join("generated.toml");
+    fs::write(
+        &generated,
+        "duration = \"10m\"\ncrypto = \"model\"\n[topology]\nkind = \"hub-and-spoke\"\nnodes = 3\nregions = 3\nlink = { latency = \"10ms\", loss = { model = \"bernoulli\", probability = 0.05 } }\nqkd = { rate_bps = 100, capacity_bits = 65536, initial_bits = 4096 }\ntunnel = { ppk = \"required\", reauth_time = \"3m\", traffic = { rate_pps = 2 } }\n",
+    )
+    .unwrap();
+    let run = |scenario: &str, out: &str, extra: &[&str]| {
+        let dir = base.join(out);
+        let mut args = vec![
+            "run",
+            scenario,
+            "--quiet",
+            "--no-report",
+            "--set",
+            "crypto=\"model\"",
+            "--out",
+            dir.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let o = qsafe(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        dir
+    };
+    let read = |d: &PathBuf, f: &str| fs::read_to_string(d.join(f)).unwrap();
+    let json = |d: &PathBuf| -> serde_json::Value {
+        serde_json::from_str(&read(d, "results.json")).unwrap()
+    };
+    for (name, scenario) in [
+        ("written", written),
+        ("generated", generated.to_str().unwrap()),
+    ] {
+        let whole = run(scenario, &format!("{name}-whole"), &[]);
+        let one = run(
+            scenario,
+            &format!("{name}-1"),
+            &["--by-region", "--jobs", "1"],
+        );
+        let two = run(
+            scenario,
+            &format!("{name}-2"),
+            &["--by-region", "--jobs", "2"],
+        );
+        // The same bytes however many regions run at once.
+        for f in [
+            "results.json",
+            "handshakes.csv",
+            "exchanges.csv",
+            "tunnels.csv",
+            "links.csv",
+        ] {
+            assert_eq!(read(&one, f), read(&two, f), "{name}: {f}");
+        }
+        // Regions are listed in file order: every table and total is the whole run's,
+        // only the events (each region runs the periodic ones) and the fingerprint differ.
+        let (w, r) = (json(&whole), json(&one));
+        assert_eq!(w["tunnels"].as_array().unwrap().len(), 9, "{name}");
+        assert!(
+            w["totals"]["handshake_ns"]["count"].as_u64().unwrap() > 9,
+            "{name}"
+        );
+        for (field, value) in w.as_object().unwrap() {
+            if field != "events" && field != "fingerprint" {
+                assert_eq!(*value, r[field], "{name}: {field}");
+            }
+        }
+        assert!(r["fingerprint"].as_str().unwrap().starts_with("merged:"));
+        let rows = |d: &PathBuf| {
+            let mut lines: Vec<String> =
+                read(d, "exchanges.csv").lines().map(String::from).collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(rows(&whole), rows(&one), "{name}: the same exchanges");
+    }
+    // The same as merging one shard per region, fingerprint included.
+    let shards: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            let i = i.to_string();
+            run(
+                written,
+                &format!("shard-{i}"),
+                &["--shard-index", &i, "--shard-count", "3"],
+            )
+        })
+        .collect();
+    let merged = base.join("merged");
+    let mut args = vec!["merge", merged.to_str().unwrap()];
+    args.extend(shards.iter().map(|s| s.to_str().unwrap()));
+    assert!(qsafe(&args).status.success());
+    assert_eq!(json(&merged), json(&base.join("written-1")));
+}

@@ -42,19 +42,8 @@ pub fn parse(text: &str, origin: &str) -> Result<WorldConfig, ScenarioError> {
         .map_err(|e: toml::de::Error| fail(origin, one_line(&e.to_string())))?;
     let written = value.clone();
     let expanded = expand(value).map_err(|e| fail(origin, e))?;
-    // Expanded values have no spans: the line comes from the text, found by the field's
-    // path (the item written by hand, or the `[topology]` template that generated it).
     if expanded.1 {
-        serde_path_to_error::deserialize(Value::Table(expanded.0)).map_err(|e| {
-            let path = e.path().to_string();
-            let at = locate(text, &written, &path)
-                .map(|(line, why)| format!("line {line}{why}: "))
-                .unwrap_or_default();
-            fail(
-                origin,
-                format!("{at}field `{path}`: {}", e.inner().message()),
-            )
-        })
+        deserialize_located(expanded.0, text, &written, origin)
     } else {
         let de =
             toml::Deserializer::parse(text).map_err(|e| fail(origin, one_line(&e.to_string())))?;
@@ -69,6 +58,76 @@ pub fn parse(text: &str, origin: &str) -> Result<WorldConfig, ScenarioError> {
                 format!("{at}field `{}`: {}", e.path(), e.inner().message()),
             )
         })
+    }
+}
+
+/// Deserializes an expanded scenario; an error names the line of `text` (whose table is
+/// `written`) that the field comes from.
+fn deserialize_located(
+    expanded: Table,
+    text: &str,
+    written: &Table,
+    origin: &str,
+) -> Result<WorldConfig, ScenarioError> {
+    // Expanded values have no spans: the line comes from the text, found by the field's
+    // path (the item written by hand, or the `[topology]` template that generated it).
+    serde_path_to_error::deserialize(Value::Table(expanded)).map_err(|e| {
+        let path = e.path().to_string();
+        let at = locate(text, written, &path)
+            .map(|(line, why)| format!("line {line}{why}: "))
+            .unwrap_or_default();
+        fail(
+            origin,
+            format!("{at}field `{path}`: {}", e.inner().message()),
+        )
+    })
+}
+
+/// A scenario that is a `[topology]` of several regions and nothing written by hand
+/// ([`generated_regions`]), with its parameters set: each region is expanded only when
+/// it is wanted, so a million tunnels in a thousand regions never exist as one table.
+pub struct RegionalScenario {
+    text: String,
+    origin: String,
+    written: Table,
+    params: Vec<(String, Value)>,
+    pub regions: usize,
+}
+
+impl RegionalScenario {
+    /// `None` if the scenario (with `params` set) has one region, or items written by
+    /// hand.
+    pub fn new(
+        text: &str,
+        origin: &str,
+        params: &[(String, Value)],
+    ) -> Result<Option<RegionalScenario>, ScenarioError> {
+        let written: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| fail(origin, one_line(&e.to_string())))?;
+        // Parameters of the topology itself (`topology.regions`) count.
+        let mut set = written.clone();
+        for (path, v) in params.iter().filter(|(p, _)| p.starts_with("topology.")) {
+            set_path(&mut set, path, v.clone()).map_err(|e| fail(origin, e))?;
+        }
+        let regions = generated_regions(&set).map_err(|e| fail(origin, e))?;
+        Ok(regions.filter(|&n| n > 1).map(|regions| RegionalScenario {
+            text: text.to_string(),
+            origin: origin.to_string(),
+            written,
+            params: params.to_vec(),
+            regions,
+        }))
+    }
+
+    /// Region `r`, expanded, with the parameters set.
+    pub fn expanded(&self, r: usize) -> Result<Table, ScenarioError> {
+        expanded_with_params_in(&self.written, &self.params, &self.origin, Some(r))
+    }
+
+    /// Region `r`'s configuration; an error names the file, the line and the field.
+    pub fn region(&self, r: usize) -> Result<WorldConfig, ScenarioError> {
+        deserialize_located(self.expanded(r)?, &self.text, &self.written, &self.origin)
     }
 }
 
@@ -194,16 +253,56 @@ pub fn template_of(path: &str) -> Option<String> {
     })
 }
 
-/// Expands `[topology]` into gateways, links, KMEs, QKD links and tunnels. Returns the
-/// table and whether anything was generated.
+/// Expands `[topology]` into gateways, links, KMEs, QKD links and tunnels (every
+/// region of it, in order). Returns the table and whether anything was generated.
 pub fn expand(mut t: Table) -> Result<(Table, bool), String> {
     let Some(topo) = t.remove("topology") else {
         return Ok((t, false));
     };
-    let Value::Table(topo) = topo else {
-        return Err("`topology` must be a table".into());
+    let topo = Topology::from_value(topo)?;
+    for r in 0..topo.regions as usize {
+        append(&mut t, Generated::region(&topo, r)?)?;
+    }
+    Ok((t, true))
+}
+
+/// The number of regions of a scenario that is a `[topology]` alone (nothing written by
+/// hand that could join its regions): each can then be expanded by itself
+/// ([`expand_region`]) and run as its own simulation. `None` for any other scenario.
+pub fn generated_regions(t: &Table) -> Result<Option<usize>, String> {
+    let Some(topo) = t.get("topology") else {
+        return Ok(None);
     };
-    let g = Generated::from(&topo)?;
+    let written = [
+        "gateway",
+        "link",
+        "kme",
+        "qkd_link",
+        "tunnel",
+        "fault",
+        "adversary",
+    ]
+    .iter()
+    .any(|k| t.contains_key(*k));
+    if written {
+        return Ok(None);
+    }
+    Ok(Some(Topology::from_value(topo.clone())?.regions as usize))
+}
+
+/// The scenario with only region `r` of its `[topology]` expanded: what [`expand`]
+/// generates for that region, with the same names, addresses and parameters.
+pub fn expand_region(mut t: Table, r: usize) -> Result<Table, String> {
+    let topo = t
+        .remove("topology")
+        .ok_or("the scenario has no `[topology]`")?;
+    let topo = Topology::from_value(topo)?;
+    append(&mut t, Generated::region(&topo, r)?)?;
+    Ok(t)
+}
+
+/// Appends generated items after those of the same kind written by hand.
+fn append(t: &mut Table, g: Generated) -> Result<(), String> {
     for (key, items) in [
         ("gateway", g.gateways),
         ("link", g.links),
@@ -217,7 +316,7 @@ pub fn expand(mut t: Table) -> Result<(Table, bool), String> {
         };
         list.extend(items.into_iter().map(Value::Table));
     }
-    Ok((t, true))
+    Ok(())
 }
 
 #[derive(Default)]
@@ -270,6 +369,13 @@ pub struct Topology {
     /// chain (1 to 100,000).
     #[serde(default = "two")]
     pub nodes: u32,
+    /// Copies of the topology that share nothing (1 to 10,000): region `r` names its
+    /// gateways and key managers `r<r>-...` (`r0-hub`, `r0-gw-7`, `kme-r0-hub`) and takes
+    /// the next block of addresses; each starts its tunnels from time 0. One region (the
+    /// default) keeps the plain names. Regions can run as separate simulations
+    /// (`qsafe run --by-region`).
+    #[serde(default = "one")]
+    pub regions: u32,
     /// Every IP link's `params` (the keys of `link.*.params`).
     #[serde(default)]
     #[schemars(with = "Template")]
@@ -325,24 +431,66 @@ fn stagger() -> sim_core::SimDuration {
     sim_core::SimDuration::from_nanos(37_000_000)
 }
 
-impl Generated {
-    fn from(topo: &Table) -> Result<Generated, String> {
-        let topo: Topology = serde_path_to_error::deserialize(Value::Table(topo.clone()))
+impl Topology {
+    /// Reads and checks a `[topology]` table.
+    fn from_value(topo: Value) -> Result<Topology, String> {
+        if !topo.is_table() {
+            return Err("`topology` must be a table".into());
+        }
+        let topo: Topology = serde_path_to_error::deserialize(topo)
             .map_err(|e| format!("field `topology.{}`: {}", e.path(), e.inner().message()))?;
-        let kind = topo.kind;
         if !(1..=100_000).contains(&topo.nodes) {
             return Err("field `topology.nodes`: expected an integer in 1..=100000".into());
         }
-        let n = topo.nodes as usize;
         if !(1..=100).contains(&topo.tunnels_per_pair) {
             return Err("field `topology.tunnels_per_pair`: expected an integer in 1..=100".into());
         }
+        if !(1..=10_000).contains(&topo.regions) {
+            return Err("field `topology.regions`: expected an integer in 1..=10000".into());
+        }
+        if topo.regions as usize * topo.gateways_per_region() > MAX_GATEWAYS {
+            return Err(format!(
+                "field `topology.regions`: {} regions of {} gateways are more than the {MAX_GATEWAYS} addresses there are",
+                topo.regions,
+                topo.gateways_per_region()
+            ));
+        }
+        Ok(topo)
+    }
+
+    fn gateways_per_region(&self) -> usize {
+        match self.kind {
+            Kind::PointToPoint | Kind::Chain => 2,
+            Kind::HubAndSpoke => self.nodes as usize + 1,
+            Kind::FullMesh | Kind::Ring | Kind::Random => self.nodes as usize,
+        }
+    }
+}
+
+/// Generated gateways get addresses 10.a.b.c with a in 1..=250, b in 0..250, c in 1..=250.
+const MAX_GATEWAYS: usize = 250 * 250 * 250;
+
+impl Generated {
+    /// Region `r` of the topology.
+    fn region(topo: &Topology, r: usize) -> Result<Generated, String> {
+        let kind = topo.kind;
+        let n = topo.nodes as usize;
         let per_pair = topo.tunnels_per_pair as usize;
+        let topo = topo.clone();
+        // One region keeps the names it always had; several are told apart by a prefix.
+        let prefix = if topo.regions == 1 {
+            String::new()
+        } else {
+            format!("r{r}-")
+        };
+        let first_address = r * topo.gateways_per_region();
         let (link, qkd, tunnel, kme) = (topo.link, topo.qkd, topo.tunnel, topo.kme);
         let (gateway, hub) = (topo.gateway, topo.hub);
         let stagger = topo.stagger;
         let mut g = Generated::default();
+        let hub_name = format!("{prefix}hub");
         let gw = |g: &mut Generated, name: &str, i: usize| {
+            let i = first_address + i;
             let addr = format!(
                 "10.{}.{}.{}",
                 i / 62_500 % 250 + 1,
@@ -350,7 +498,7 @@ impl Generated {
                 i % 250 + 1
             );
             let mut t = gateway.clone();
-            if name == "hub" {
+            if name == hub_name {
                 t.extend(hub.clone());
             }
             t.insert("name".into(), s(name));
@@ -396,24 +544,24 @@ impl Generated {
                 g.tunnels.push(t);
             }
         };
-        let names: Vec<String> = (0..n).map(|i| format!("gw-{i}")).collect();
+        let names: Vec<String> = (0..n).map(|i| format!("{prefix}gw-{i}")).collect();
+        let [a, b] = ["gw-a", "gw-b"].map(|x| format!("{prefix}{x}"));
         let kme_of = |name: &str| format!("kme-{name}");
         match kind {
             Kind::PointToPoint => {
-                for (i, name) in ["gw-a", "gw-b"].iter().enumerate() {
-                    gw(&mut g, name, i);
-                }
-                ip(&mut g, "gw-a", "gw-b");
-                qkd_link(&mut g, &kme_of("gw-a"), &kme_of("gw-b"));
-                tun(&mut g, "gw-a", "gw-b");
+                gw(&mut g, &a, 0);
+                gw(&mut g, &b, 1);
+                ip(&mut g, &a, &b);
+                qkd_link(&mut g, &kme_of(&a), &kme_of(&b));
+                tun(&mut g, &a, &b);
             }
             Kind::HubAndSpoke => {
-                gw(&mut g, "hub", 0);
+                gw(&mut g, &hub_name, 0);
                 for (i, name) in names.iter().enumerate() {
                     gw(&mut g, name, i + 1);
-                    ip(&mut g, "hub", name);
-                    qkd_link(&mut g, &kme_of(name), &kme_of("hub"));
-                    tun(&mut g, name, "hub");
+                    ip(&mut g, &hub_name, name);
+                    qkd_link(&mut g, &kme_of(name), &kme_of(&hub_name));
+                    tun(&mut g, name, &hub_name);
                 }
             }
             Kind::FullMesh | Kind::Ring => {
@@ -438,24 +586,24 @@ impl Generated {
             }
             Kind::Chain => {
                 // Two gateways with a direct IP link; their keys cross `nodes` trusted nodes.
-                for (i, name) in ["gw-a", "gw-b"].iter().enumerate() {
-                    gw(&mut g, name, i);
-                }
-                ip(&mut g, "gw-a", "gw-b");
+                gw(&mut g, &a, 0);
+                gw(&mut g, &b, 1);
+                ip(&mut g, &a, &b);
                 if qkd.is_some() {
-                    let mut hops = vec![kme_of("gw-a")];
+                    let mut hops = vec![kme_of(&a)];
                     for i in 0..n {
+                        let name = format!("{prefix}trusted-{i}");
                         let mut k = kme.clone();
-                        k.insert("name".into(), s(format!("trusted-{i}")));
+                        k.insert("name".into(), s(name.clone()));
                         g.kmes.push(k);
-                        hops.push(format!("trusted-{i}"));
+                        hops.push(name);
                     }
-                    hops.push(kme_of("gw-b"));
+                    hops.push(kme_of(&b));
                     for w in hops.windows(2) {
                         qkd_link(&mut g, &w[0], &w[1]);
                     }
                 }
-                tun(&mut g, "gw-a", "gw-b");
+                tun(&mut g, &a, &b);
             }
             Kind::Random => {
                 let p = topo.edge_probability;
@@ -532,6 +680,17 @@ pub fn expanded_with_params(
     params: &[(String, Value)],
     origin: &str,
 ) -> Result<Table, ScenarioError> {
+    expanded_with_params_in(scenario, params, origin, None)
+}
+
+/// [`expanded_with_params`] with only region `r` of the `[topology]` expanded (for a
+/// scenario that [`generated_regions`] can split), or all of it (`None`).
+pub fn expanded_with_params_in(
+    scenario: &Table,
+    params: &[(String, Value)],
+    origin: &str,
+    region: Option<usize>,
+) -> Result<Table, ScenarioError> {
     let written = |path: &str| scenario.contains_key(path.split('.').next().unwrap_or(""));
     let set = |t: &mut Table, before: bool| {
         for (path, v) in params.iter().filter(|(p, _)| written(p) == before) {
@@ -541,7 +700,10 @@ pub fn expanded_with_params(
     };
     let mut t = scenario.clone();
     set(&mut t, true)?;
-    let (mut t, _) = expand(t).map_err(|e| fail(origin, e))?;
+    let mut t = match region {
+        None => expand(t).map_err(|e| fail(origin, e))?.0,
+        Some(r) => expand_region(t, r).map_err(|e| fail(origin, e))?,
+    };
     set(&mut t, false)?;
     Ok(t)
 }
@@ -609,6 +771,49 @@ mod tests {
 
     fn world(text: &str) -> WorldConfig {
         parse(text, "test.toml").unwrap()
+    }
+
+    #[test]
+    fn regions_are_named_apart_and_expand_one_at_a_time() {
+        let text = "duration = \"1m\"\n[topology]\nkind = \"hub-and-spoke\"\nnodes = 2\nregions = 3\nqkd = { rate_bps = 1000, capacity_bits = 65536 }\nhub = { cpu = { cores = 2 } }";
+        let all = world(text);
+        let names: Vec<&str> = all.gateways.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "r0-hub", "r0-gw-0", "r0-gw-1", "r1-hub", "r1-gw-0", "r1-gw-1", "r2-hub",
+                "r2-gw-0", "r2-gw-1"
+            ]
+        );
+        let addresses: BTreeSet<String> =
+            all.gateways.iter().map(|g| g.address.to_string()).collect();
+        assert_eq!(addresses.len(), 9, "every gateway its own address");
+        assert_eq!(all.tunnels[2].name, "r1-gw-0-r1-hub");
+        assert_eq!(
+            all.tunnels[2].start, all.tunnels[0].start,
+            "regions start alike"
+        );
+        assert_eq!(all.kmes[3].name, "kme-r1-hub");
+        assert!(all.gateways[3].cpu.is_some() && all.gateways[4].cpu.is_none());
+        assert_eq!(netsim::shard::regions(&all).0, [0, 0, 0, 1, 1, 1, 2, 2, 2]);
+        // Region by region: the same items, in the same order, as the whole.
+        let table: Table = text.parse().unwrap();
+        assert_eq!(generated_regions(&table), Ok(Some(3)));
+        let mut joined: Vec<String> = Vec::new();
+        for r in 0..3 {
+            let one = from_table(expand_region(table.clone(), r).unwrap()).unwrap();
+            assert_eq!(netsim::shard::regions(&one).0, [0, 0, 0]);
+            joined.extend(one.tunnels.iter().map(|t| format!("{t:?}")));
+        }
+        let whole: Vec<String> = all.tunnels.iter().map(|t| format!("{t:?}")).collect();
+        assert_eq!(joined, whole);
+        // Anything written by hand could join regions: no splitting then.
+        let written: Table = format!("{text}\n[[gateway]]\nname = \"x\"\naddress = \"10.9.9.9\"")
+            .parse()
+            .unwrap();
+        assert_eq!(generated_regions(&written), Ok(None));
+        let e = parse(&text.replace("regions = 3", "regions = 0"), "t.toml").unwrap_err();
+        assert!(e.0.contains("topology.regions"), "{e}");
     }
 
     #[test]

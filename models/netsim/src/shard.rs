@@ -75,43 +75,106 @@ pub fn shard(cfg: &WorldConfig, index: usize, count: usize) -> Result<WorldConfi
             "shard index {index} is not below the shard count {count}"
         ));
     }
-    let (gw_region, kme_region) = regions(cfg);
-    let regions = gw_region
-        .iter()
-        .chain(&kme_region)
-        .max()
-        .map_or(0, |m| m + 1);
-    if regions < count {
+    let regions = regions(cfg);
+    let count_of = region_count(&regions);
+    if count_of < count {
         return Err(format!(
-            "the scenario has {regions} independent region(s), fewer than {count} shards"
+            "the scenario has {count_of} independent region(s), fewer than {count} shards"
         ));
     }
-    let mine = |r: usize| r % count == index;
-    let gw_in: BTreeMap<&str, bool> = cfg
-        .gateways
-        .iter()
-        .zip(&gw_region)
-        .map(|(g, &r)| (g.name.as_str(), mine(r)))
-        .collect();
-    let kme_in: BTreeMap<&str, bool> = cfg
-        .kmes
-        .iter()
-        .zip(&kme_region)
-        .map(|(k, &r)| (k.name.as_str(), mine(r)))
-        .collect();
-    let gw = |n: &str| gw_in.get(n).copied().unwrap_or(false);
-    let km = |n: &str| kme_in.get(n).copied().unwrap_or(false);
-    let mut out = cfg.clone();
-    out.gateways.retain(|g| gw(&g.name));
-    out.links.retain(|l| gw(&l.a));
-    out.kmes.retain(|k| km(&k.name));
-    out.qkd_links.retain(|q| km(&q.a));
-    out.tunnels.retain(|t| gw(&t.initiator));
-    out.faults.retain(|f| match f {
-        Fault::GatewayRestart { gateway, .. } | Fault::CorruptChildKey { gateway, .. } => {
-            gw(gateway)
+    let mut parts = split(cfg, regions, |r| (r % count == index).then_some(0), 1);
+    Ok(parts.pop().expect("one part"))
+}
+
+/// Every region as a scenario of its own, in region order: the run's settings, the
+/// region's gateways, links, key managers, QKD links, tunnels, faults and adversaries
+/// in file order.
+pub fn by_region(cfg: &WorldConfig) -> Vec<WorldConfig> {
+    let regions = regions(cfg);
+    let parts = region_count(&regions);
+    split(cfg, regions, Some, parts)
+}
+
+/// The number of regions.
+fn region_count((gateways, kmes): &(Vec<usize>, Vec<usize>)) -> usize {
+    gateways.iter().chain(kmes).max().map_or(0, |m| m + 1)
+}
+
+/// `parts` scenarios: each item goes to the part `part_of` gives its region (none: it
+/// is left out; so is an item that names no gateway or key manager of the scenario).
+fn split(
+    cfg: &WorldConfig,
+    (gw_region, kme_region): (Vec<usize>, Vec<usize>),
+    part_of: impl Fn(usize) -> Option<usize>,
+    parts: usize,
+) -> Vec<WorldConfig> {
+    let index = |names: &mut dyn Iterator<Item = &String>, regions: &[usize]| {
+        names
+            .zip(regions)
+            .map(|(n, &r)| (n.clone(), r))
+            .collect::<BTreeMap<String, usize>>()
+    };
+    let gw_part = index(&mut cfg.gateways.iter().map(|g| &g.name), &gw_region);
+    let kme_part = index(&mut cfg.kmes.iter().map(|k| &k.name), &kme_region);
+    let gw = |n: &str| gw_part.get(n).and_then(|&r| part_of(r));
+    let km = |n: &str| kme_part.get(n).and_then(|&r| part_of(r));
+    let shell = WorldConfig {
+        seed: cfg.seed,
+        duration: cfg.duration,
+        crypto: cfg.crypto,
+        sample_every: cfg.sample_every,
+        relay_latency: cfg.relay_latency,
+        gateways: Vec::new(),
+        links: Vec::new(),
+        kmes: Vec::new(),
+        qkd_links: Vec::new(),
+        tunnels: Vec::new(),
+        faults: Vec::new(),
+        adversaries: Vec::new(),
+    };
+    let mut out = vec![shell; parts];
+    fn deal<T: Clone>(
+        items: &[T],
+        part: impl Fn(&T) -> Option<usize>,
+        out: &mut [WorldConfig],
+        list: impl Fn(&mut WorldConfig) -> &mut Vec<T>,
+    ) {
+        for x in items {
+            if let Some(p) = part(x) {
+                list(&mut out[p]).push(x.clone());
+            }
         }
-    });
-    out.adversaries.retain(|a| gw(&a.gateway));
-    Ok(out)
+    }
+    deal(
+        &cfg.gateways,
+        |g| gw(&g.name),
+        &mut out,
+        |c| &mut c.gateways,
+    );
+    deal(&cfg.links, |l| gw(&l.a), &mut out, |c| &mut c.links);
+    deal(&cfg.kmes, |k| km(&k.name), &mut out, |c| &mut c.kmes);
+    deal(&cfg.qkd_links, |q| km(&q.a), &mut out, |c| &mut c.qkd_links);
+    deal(
+        &cfg.tunnels,
+        |t| gw(&t.initiator),
+        &mut out,
+        |c| &mut c.tunnels,
+    );
+    deal(
+        &cfg.faults,
+        |f| match f {
+            Fault::GatewayRestart { gateway, .. } | Fault::CorruptChildKey { gateway, .. } => {
+                gw(gateway)
+            }
+        },
+        &mut out,
+        |c| &mut c.faults,
+    );
+    deal(
+        &cfg.adversaries,
+        |a| gw(&a.gateway),
+        &mut out,
+        |c| &mut c.adversaries,
+    );
+    out
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod merge;
 pub mod metrics;
 pub mod parquet;
 pub mod rows;
@@ -172,7 +173,7 @@ impl RunTotals {
 }
 
 /// Adds rows up into [`RunTotals`] as they happen.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct TotalsBuilder {
     handshake: Sketch,
     time_to_up: Sketch,
@@ -210,6 +211,25 @@ impl TotalsBuilder {
 
     pub fn key_request(&mut self, k: &KeyRequestRow) {
         self.key_latency.record(k.latency_ns);
+    }
+
+    /// Adds the rows `other` added up: the same as adding both parts' rows here.
+    pub fn merge(&mut self, other: &TotalsBuilder) {
+        self.handshake.merge(&other.handshake);
+        self.time_to_up.merge(&other.time_to_up);
+        self.key_wait.merge(&other.key_wait);
+        self.key_latency.merge(&other.key_latency);
+        for (name, t) in &other.exchanges {
+            let mine = self.exchanges.entry(name.clone()).or_default();
+            mine.count += t.count;
+            mine.answered += t.answered;
+            mine.retransmissions += t.retransmissions;
+            mine.retransmitted_datagrams += t.retransmitted_datagrams;
+            mine.request_bytes += t.request_bytes;
+            mine.response_bytes += t.response_bytes;
+            mine.request_fragments += t.request_fragments;
+            mine.response_fragments += t.response_fragments;
+        }
     }
 
     pub fn finish(self, rows: RowSelection) -> RunTotals {

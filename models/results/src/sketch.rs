@@ -76,6 +76,33 @@ impl Sketch {
         self.count
     }
 
+    /// Adds `other`'s values: the same sketch as recording both streams, in any order
+    /// (exact while the values together fit [`EXACT`], else the histogram).
+    pub fn merge(&mut self, other: &Sketch) {
+        self.count += other.count;
+        self.sum += other.sum;
+        self.max = self.max.max(other.max);
+        if self.buckets.is_empty()
+            && other.buckets.is_empty()
+            && self.exact.len() + other.exact.len() <= EXACT
+        {
+            self.exact.extend_from_slice(&other.exact);
+            return;
+        }
+        for x in std::mem::take(&mut self.exact)
+            .into_iter()
+            .chain(other.exact.iter().copied())
+        {
+            self.bump(x);
+        }
+        if self.buckets.len() < other.buckets.len() {
+            self.buckets.resize(other.buckets.len(), 0);
+        }
+        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
+            *mine += theirs;
+        }
+    }
+
     /// The value of rank `round((n - 1) q)` (from 0) among the `n` values: exact while
     /// they were kept, else the middle of its bucket.
     pub fn quantile(&self, q: f64) -> Option<u64> {
@@ -156,6 +183,24 @@ pub struct QuantileSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_sketches_are_the_sketch_of_both_streams() {
+        let values: Vec<u64> = (0..3_000u64).map(|i| (i * 7919) % 100_003).collect();
+        for split in [0, 10, 500, 1024, 1025, 2_000, 3_000] {
+            for take in [600, 3_000] {
+                let part = &values[..take];
+                let (a, b) = part.split_at(split.min(take));
+                let mut whole = Sketch::default();
+                part.iter().for_each(|&v| whole.record(v));
+                let (mut left, mut right) = (Sketch::default(), Sketch::default());
+                a.iter().for_each(|&v| left.record(v));
+                b.iter().for_each(|&v| right.record(v));
+                right.merge(&left);
+                assert_eq!(right.summary(), whole.summary(), "split {split} of {take}");
+            }
+        }
+    }
 
     #[test]
     fn buckets_hold_what_they_say() {

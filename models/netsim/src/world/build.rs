@@ -124,7 +124,12 @@ impl World {
         let adversaries = adversaries(&cfg, &mut sim, &names)?;
         qkd_schedules(&cfg, &mut sim, &qkd, &kmes);
         let esp_crypto = crypto_provider(cfg.crypto);
-        let rows = RowBuffer::new(RowSelection::All, tunnels.len(), qkd.links.len());
+        let rows = RowBuffer::new(
+            RowSelection::All,
+            tunnels.len(),
+            qkd.links.len(),
+            qkd.links.len(),
+        );
         let entity = sim.entities().lookup("world").expect("registered");
         // What the run reads of the specifications lives on in the tunnels, gateways,
         // links and QKD links built from them: at scale the specifications themselves

@@ -38,7 +38,7 @@ use sim_core::{EntityId, SimDuration, SimTime, Simulation, Tracer};
 
 use crate::config::WorldConfig;
 use crate::dataplane::DataPlane;
-use crate::results::{Results, RowSelection, RowSink};
+use crate::results::{Results, RowSelection, RowSink, TotalsBuilder};
 use keys::Kme;
 use net::{Gateway, SimLink};
 use oracle::Oracle;
@@ -252,7 +252,31 @@ pub struct World {
 
 impl World {
     /// Runs to the configured duration and returns the results.
-    pub fn run(mut self, outputs: Outputs<'_>) -> Results {
+    pub fn run(self, outputs: Outputs<'_>) -> Results {
+        self.run_inner(outputs, None, None)
+    }
+
+    /// Runs one part of a larger run (a region of it, see [`crate::shard`]), whose
+    /// results go into a [`crate::results::merge::Merge`]: also returns the builder of
+    /// its totals, and `--rows sample` picks from `sample_of` (the whole run's tunnels
+    /// and QKD links, by index within this part) so that the parts together keep about
+    /// as many rows as the whole would.
+    pub fn run_part(
+        self,
+        outputs: Outputs<'_>,
+        sample_of: (usize, usize),
+    ) -> (Results, TotalsBuilder) {
+        let mut totals = TotalsBuilder::default();
+        let results = self.run_inner(outputs, Some(sample_of), Some(&mut totals));
+        (results, totals)
+    }
+
+    fn run_inner(
+        mut self,
+        outputs: Outputs<'_>,
+        sample_of: Option<(usize, usize)>,
+        totals: Option<&mut TotalsBuilder>,
+    ) -> Results {
         let Outputs {
             tracer,
             mut pcap,
@@ -261,7 +285,9 @@ impl World {
             rows,
             mut row_sink,
         } = outputs;
-        self.rows = output::RowBuffer::new(rows, self.tunnels.len(), self.qkd.links.len());
+        let (of_tunnels, of_links) =
+            sample_of.unwrap_or((self.tunnels.len(), self.qkd.links.len()));
+        self.rows = output::RowBuffer::new(rows, of_tunnels, of_links, self.qkd.links.len());
         self.sim.trace = tracer;
         self.keylog = keylog.as_ref().map(|_| Keylog::default());
         let capture = pcap.is_some();
@@ -296,7 +322,7 @@ impl World {
         if let (Some(out), Some(mine)) = (keylog, self.keylog.take()) {
             *out = mine;
         }
-        let mut results = self.results();
+        let mut results = self.results(totals);
         if let Some(sink) = row_sink {
             results.rows.drain_into(sink);
         }

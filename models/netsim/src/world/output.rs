@@ -30,13 +30,15 @@ pub(super) struct RowBuffer {
 }
 
 impl RowBuffer {
-    pub fn new(selection: RowSelection, tunnels: usize, links: usize) -> Self {
+    /// `sample` picks from `of_tunnels` tunnels and `of_links` QKD links (the run's, or
+    /// the whole's of which this run is a part); this run has `links` QKD links.
+    pub fn new(selection: RowSelection, of_tunnels: usize, of_links: usize, links: usize) -> Self {
         RowBuffer {
             rows: Rows::default(),
             totals: TotalsBuilder::default(),
             selection,
-            every_tunnel: tunnels.div_ceil(1000).max(1),
-            every_link: links.div_ceil(100).max(1),
+            every_tunnel: of_tunnels.div_ceil(1000).max(1),
+            every_link: of_links.div_ceil(100).max(1),
             last_sample: vec![None; 2 * links],
         }
     }
@@ -190,7 +192,8 @@ impl World {
         }
     }
 
-    pub(super) fn results(mut self) -> Results {
+    /// The results; `totals` (if given) gets a copy of the totals' builder.
+    pub(super) fn results(mut self, totals: Option<&mut TotalsBuilder>) -> Results {
         let now = self.sim.now();
         // The pools' counters up to the end.
         self.qkd.advance(now.as_nanos());
@@ -302,7 +305,13 @@ impl World {
                     f
                 })
                 .collect(),
-            totals: std::mem::take(&mut self.rows.totals).finish(self.rows.selection),
+            totals: {
+                let builder = std::mem::take(&mut self.rows.totals);
+                if let Some(out) = totals {
+                    *out = builder.clone();
+                }
+                builder.finish(self.rows.selection)
+            },
             pools,
             links,
             qkd: self.qkd.stats.clone(),

@@ -94,17 +94,27 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
     let (cfg, defaults) = match &regional {
         Some(r) => (None, topologies::explain::defaults_applied(&r.expanded(0)?)),
         None => {
-            // Check the file as written first (errors with line numbers), then set.
-            let mut cfg = topologies::parse(&text, &origin)?;
-            let expanded = topologies::expanded_with_params(&text.parse()?, &params, &origin)?;
+            // Expanded once (a large topology is most of the memory before the run).
+            // Should it fail, the file as written is checked for an error with a line
+            // number first.
+            let located = || topologies::parse(&text, &origin).err();
+            let table: toml::Table = match text.parse() {
+                Ok(t) => t,
+                Err(e) => return Err(located().map_or_else(|| e.into(), Into::into)),
+            };
+            let expanded = match topologies::expanded_with_params(&table, &params, &origin) {
+                Ok(t) => t,
+                Err(e) => return Err(located().unwrap_or(e).into()),
+            };
+            drop(table);
             let defaults = topologies::explain::defaults_applied(&expanded);
-            if !params.is_empty() {
-                cfg = topologies::from_table(expanded)
-                    .map_err(|e| anyhow::anyhow!("in {origin}: {e}"))?;
-            } else {
-                drop(expanded); // a large topology's expansion: not to be held through the run
+            match topologies::from_table(expanded) {
+                Ok(cfg) => (Some(cfg), defaults),
+                Err(e) => match located() {
+                    Some(e) => return Err(e.into()),
+                    None => bail!("in {origin}: {e}"),
+                },
             }
-            (Some(cfg), defaults)
         }
     };
     let mut cfg = cfg;

@@ -158,7 +158,9 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
             }
             (None, None) => unreachable!("a scenario is either regional or whole"),
         };
-        let results = run_by_region(&parts, args, &built, &mut rows)?;
+        let mut csvs = SummaryCsvs::create(&out)?;
+        let results = run_by_region(&parts, args, &built, &mut rows, &mut csvs)?;
+        csvs.finish()?;
         rows.finish()?;
         results::rows::write_parquet(&out)?;
         return finish_run(args, &out, &origin, &text, seed, defaults, results);
@@ -195,6 +197,9 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
         }
     }
 
+    let mut csvs = SummaryCsvs::create(&out)?;
+    csvs.add(&results)?;
+    csvs.finish()?;
     finish_run(args, &out, &origin, &text, seed, defaults, results)
 }
 
@@ -246,6 +251,7 @@ fn run_by_region(
     args: &RunArgs,
     built: &(dyn Fn(WorldConfig) -> Result<World> + Sync),
     rows: &mut results::CsvRows,
+    csvs: &mut SummaryCsvs,
 ) -> Result<Results> {
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -292,6 +298,7 @@ fn run_by_region(
                 let r = merge.parts();
                 let part = done.and_then(|(mut results, totals)| {
                     results.rows.drain_into(rows);
+                    csvs.add(&results)?;
                     merge
                         .add(results, &totals)
                         .map_err(|e| anyhow::anyhow!("region {r}: {e}"))
@@ -381,7 +388,6 @@ fn finish_run(
     manifest.defaults_applied = Some(defaults.into_iter().collect());
     write_json(&out.join("manifest.json"), &manifest)?;
     write_json(&out.join("results.json"), &results)?;
-    write_csvs(out, &results)?;
     print_summary(&results);
     println!("results: {}", out.display());
     if !args.no_report {
@@ -522,90 +528,146 @@ pub fn print_summary(r: &Results) {
 }
 
 /// The summary tables as CSV beside results.json: per tunnel, gateway, link direction,
-/// QKD pool half and traffic flow (the row files were written during the run). Each row
-/// is converted and written in turn: a million tunnels' tables never exist as JSON.
-fn write_csvs(out: &Path, r: &Results) -> Result<()> {
-    fn value<T: Serialize>(v: &T) -> serde_json::Value {
-        serde_json::to_value(v).expect("results serialize")
-    }
-    let gateway = |(name, stats): &(String, results::EndpointStats)| {
-        let mut row = serde_json::json!({ "gateway": name });
-        if let (Some(row), serde_json::Value::Object(s)) = (row.as_object_mut(), value(stats)) {
-            row.extend(s);
-        }
-        row
-    };
-    // Drops by reason as named columns.
-    let link = |l: &results::LinkSummary| {
-        let mut v = value(l);
-        let drops: serde_json::Map<String, serde_json::Value> = link::DropReason::ALL
-            .iter()
-            .map(|d| (d.as_str().to_string(), l.stats.dropped(*d).into()))
-            .collect();
-        v["stats"]["drops"] = drops.into();
-        v
-    };
-    let tables: [(&str, Box<dyn Iterator<Item = serde_json::Value>>); 5] = [
-        ("tunnels", Box::new(r.tunnels.iter().map(value))),
-        ("gateways", Box::new(r.endpoints.iter().map(gateway))),
-        ("links", Box::new(r.links.iter().map(link))),
-        ("qkd_links", Box::new(r.pools.iter().map(value))),
-        ("traffic", Box::new(r.traffic.iter().map(value))),
-    ];
-    for (name, rows) in tables {
-        let path = out.join(format!("{name}.csv"));
-        let file =
-            fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
-        let mut w = std::io::BufWriter::new(file);
-        write_csv(&mut w, rows)
-            .and_then(|()| std::io::Write::flush(&mut w))
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+/// QKD pool half and traffic flow (the row files were written during the run). Rows are
+/// converted and written one at a time, as results come in (a run's, or region after
+/// region's): a million tunnels' tables never exist as JSON.
+struct SummaryCsvs {
+    tables: [CsvTable; 5],
 }
 
-/// Rows (JSON objects) as CSV: a column per field in field order, nested objects as
-/// `outer.inner`, lists as their JSON text; strings quoted when they need it.
-fn write_csv(
-    w: &mut impl std::io::Write,
-    rows: impl Iterator<Item = serde_json::Value>,
-) -> std::io::Result<()> {
-    fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
-        match v {
-            serde_json::Value::Object(o) => {
-                for (k, v) in o {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    flatten(&key, v, out);
-                }
+impl SummaryCsvs {
+    fn create(out: &Path) -> Result<Self> {
+        let table = |name: &str| CsvTable::create(out.join(format!("{name}.csv")));
+        Ok(SummaryCsvs {
+            tables: [
+                table("tunnels")?,
+                table("gateways")?,
+                table("links")?,
+                table("qkd_links")?,
+                table("traffic")?,
+            ],
+        })
+    }
+
+    /// Writes the rows of `r`'s tables.
+    fn add(&mut self, r: &Results) -> Result<()> {
+        fn value<T: Serialize>(v: &T) -> serde_json::Value {
+            serde_json::to_value(v).expect("results serialize")
+        }
+        let gateway = |(name, stats): &(String, results::EndpointStats)| {
+            let mut row = serde_json::json!({ "gateway": name });
+            if let (Some(row), serde_json::Value::Object(s)) = (row.as_object_mut(), value(stats)) {
+                row.extend(s);
             }
-            serde_json::Value::String(s) => out.push((prefix.to_string(), s.clone())),
-            serde_json::Value::Null => out.push((prefix.to_string(), String::new())),
-            other => out.push((prefix.to_string(), other.to_string())),
-        }
+            row
+        };
+        // Drops by reason as named columns.
+        let link = |l: &results::LinkSummary| {
+            let mut v = value(l);
+            let drops: serde_json::Map<String, serde_json::Value> = link::DropReason::ALL
+                .iter()
+                .map(|d| (d.as_str().to_string(), l.stats.dropped(*d).into()))
+                .collect();
+            v["stats"]["drops"] = drops.into();
+            v
+        };
+        let [tunnels, gateways, links, pools, traffic] = &mut self.tables;
+        r.tunnels.iter().try_for_each(|t| tunnels.row(value(t)))?;
+        r.endpoints
+            .iter()
+            .try_for_each(|g| gateways.row(gateway(g)))?;
+        r.links.iter().try_for_each(|l| links.row(link(l)))?;
+        r.pools.iter().try_for_each(|p| pools.row(value(p)))?;
+        r.traffic.iter().try_for_each(|f| traffic.row(value(f)))
     }
-    let quote = |s: &str| {
-        if s.contains([',', '"', '\n']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
-    };
-    let mut cells = Vec::new();
-    for (i, row) in rows.enumerate() {
-        cells.clear();
-        flatten("", &row, &mut cells);
-        if i == 0 {
-            let header: Vec<String> = cells.iter().map(|c| quote(&c.0)).collect();
-            writeln!(w, "{}", header.join(","))?;
-        }
-        let values: Vec<String> = cells.iter().map(|c| quote(&c.1)).collect();
-        writeln!(w, "{}", values.join(","))?;
+
+    fn finish(self) -> Result<()> {
+        self.tables.into_iter().try_for_each(CsvTable::finish)
     }
-    Ok(())
+}
+
+/// One CSV file of rows that are JSON objects: a column per field in field order,
+/// nested objects as `outer.inner`, lists as their JSON text; strings quoted when they
+/// need it. The first row's fields make the header.
+struct CsvTable {
+    path: PathBuf,
+    w: std::io::BufWriter<fs::File>,
+    rows: u64,
+    keys: Vec<String>,
+    values: Vec<String>,
+}
+
+impl CsvTable {
+    fn create(path: PathBuf) -> Result<Self> {
+        let file =
+            fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(CsvTable {
+            path,
+            w: std::io::BufWriter::new(file),
+            rows: 0,
+            keys: Vec::new(),
+            values: Vec::new(),
+        })
+    }
+
+    fn row(&mut self, row: serde_json::Value) -> Result<()> {
+        use std::io::Write;
+        // Keys only for the header: every row has the same fields.
+        fn flatten(
+            prefix: &str,
+            v: &serde_json::Value,
+            keys: &mut Option<&mut Vec<String>>,
+            values: &mut Vec<String>,
+        ) {
+            match v {
+                serde_json::Value::Object(o) => {
+                    for (k, v) in o {
+                        let key = match (keys.is_some(), prefix.is_empty()) {
+                            (false, _) => String::new(),
+                            (true, true) => k.clone(),
+                            (true, false) => format!("{prefix}.{k}"),
+                        };
+                        flatten(&key, v, keys, values);
+                    }
+                    return;
+                }
+                serde_json::Value::String(s) => values.push(quote(s)),
+                serde_json::Value::Null => values.push(String::new()),
+                other => values.push(quote(&other.to_string())),
+            }
+            if let Some(keys) = keys {
+                keys.push(quote(prefix));
+            }
+        }
+        fn quote(s: &str) -> String {
+            if s.contains([',', '"', '\n']) {
+                format!("\"{}\"", s.replace('"', "\"\""))
+            } else {
+                s.to_string()
+            }
+        }
+        self.values.clear();
+        let header = self.rows == 0;
+        flatten(
+            "",
+            &row,
+            &mut header.then_some(&mut self.keys),
+            &mut self.values,
+        );
+        let written = (|| {
+            if header {
+                writeln!(self.w, "{}", self.keys.join(","))?;
+            }
+            writeln!(self.w, "{}", self.values.join(","))
+        })();
+        self.rows += 1;
+        written.with_context(|| format!("writing {}", self.path.display()))
+    }
+
+    fn finish(mut self) -> Result<()> {
+        std::io::Write::flush(&mut self.w)
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
 }
 
 /// `qsafe merge OUT RUN_DIRS...` for the shards of one run (`--shard-index`): one

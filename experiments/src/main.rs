@@ -3,6 +3,24 @@
 //! With no arguments it runs the built-in demo scenario and writes its results under
 //! `out/demo`.
 
+// jemalloc rather than the C library's allocator: a run allocates and frees small
+// objects (messages, payloads, events) at a high rate, which jemalloc does about 10 %
+// faster (`qsafe bench`, 1,000 and 10,000 spokes). Which allocator runs cannot change a
+// result: nothing reads addresses.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read when it starts: freed pages go back to the system after half
+/// a second rather than ten, so that the resident memory follows what a run holds
+/// (1,000 spokes: 15.3 KiB per tunnel rather than 16.3, for 2 % of the speed).
+#[repr(transparent)]
+struct MallocConf(*const u8);
+// SAFETY: a pointer to a static, NUL-terminated string that nothing writes.
+unsafe impl Sync for MallocConf {}
+#[used]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: MallocConf = MallocConf(c"dirty_decay_ms:500,muzzy_decay_ms:0".as_ptr().cast());
+
 mod bench;
 mod calibrate;
 mod files;

@@ -26,6 +26,7 @@ use netsim::{Outputs, Results, World, WorldConfig};
 use sim_core::Tracer;
 
 use crate::calibrate;
+use crate::regions::{Regions, run_by_region};
 
 const SCALE: &str = include_str!("../scenarios/scale-day.toml");
 
@@ -52,6 +53,10 @@ pub struct BenchArgs {
     /// Spokes of the crypto-floor rows.
     #[arg(long, default_value_t = 200)]
     pub heavy_spokes: u64,
+    /// Regions of the by-region row: that many copies of the first scale row's hub,
+    /// run region by region (`qsafe run --by-region`) on every core; 0: no such row.
+    #[arg(long, default_value_t = 10)]
+    pub regions: u64,
     /// Run only the scale row with this many spokes and print its figures on one line
     /// (how `qsafe bench` measures each row in a process of its own).
     #[arg(long, hide = true)]
@@ -66,16 +71,31 @@ struct ScaleRow {
     peak_rss: u64,
 }
 
-/// Runs the scale day with `spokes` spokes here and prints its [`ScaleRow`].
-fn scale_row(spokes: u64, hours: u64) -> Result<()> {
-    let cfg = scenario(
-        SCALE,
-        &[
-            ("topology.nodes", (spokes + 1).to_string()),
-            ("duration", format!("\"{hours}h\"")),
-        ],
-    )?;
-    let (r, secs) = timed(cfg)?;
+/// Runs the scale day with `spokes` spokes here (`regions` hubs of them, region by
+/// region, if more than one) and prints its [`ScaleRow`].
+fn scale_row(spokes: u64, hours: u64, regions: u64) -> Result<()> {
+    let sets = [
+        ("topology.nodes", (spokes + 1).to_string()),
+        ("duration", format!("\"{hours}h\"")),
+        ("topology.regions", regions.max(1).to_string()),
+    ];
+    let (r, secs) = if regions > 1 {
+        let regional = topologies::RegionalScenario::new(SCALE, "qsafe bench", &params(&sets)?)?
+            .context("the scale day has regions")?;
+        let start = Instant::now();
+        let built = |cfg| World::new(cfg, 1, Tracer::new()).map_err(|e| anyhow::anyhow!("{e}"));
+        let r = run_by_region(
+            &Regions::Generated(regional),
+            RowSelection::None,
+            None,
+            false,
+            &built,
+            |_| Ok(()),
+        )?;
+        (r, start.elapsed().as_secs_f64())
+    } else {
+        timed(scenario(SCALE, &sets)?)?
+    };
     println!(
         "scale-row {secs} {} {} {}",
         r.events,
@@ -86,10 +106,11 @@ fn scale_row(spokes: u64, hours: u64) -> Result<()> {
 }
 
 /// Runs [`scale_row`] in a new process of this program.
-fn scale_row_apart(spokes: u64, hours: u64) -> Result<ScaleRow> {
+fn scale_row_apart(spokes: u64, hours: u64, regions: u64) -> Result<ScaleRow> {
     let out = std::process::Command::new(std::env::current_exe()?)
         .args(["bench", "--scale-row", &spokes.to_string()])
         .args(["--hours", &hours.to_string()])
+        .args(["--regions", &regions.to_string()])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let line = (text.lines().find_map(|l| l.strip_prefix("scale-row "))).with_context(|| {
@@ -136,14 +157,16 @@ fn peak_rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn scenario(text: &str, sets: &[(&str, String)]) -> Result<WorldConfig> {
-    let params = sets
-        .iter()
+fn params(sets: &[(&str, String)]) -> Result<Vec<(String, toml::Value)>> {
+    sets.iter()
         .map(|(k, v)| topologies::parse_assignment(&format!("{k}={v}")))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!(e))?;
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+fn scenario(text: &str, sets: &[(&str, String)]) -> Result<WorldConfig> {
     let table = text.parse().context("the bench scenario")?;
-    Ok(topologies::with_params(&table, &params, "qsafe bench")?)
+    Ok(topologies::with_params(&table, &params(sets)?, "qsafe bench")?)
 }
 
 fn exchanges(r: &Results) -> u64 {
@@ -152,20 +175,28 @@ fn exchanges(r: &Results) -> u64 {
 
 pub fn command(args: &BenchArgs) -> Result<()> {
     if let Some(n) = args.scale_row {
-        return scale_row(n, args.hours);
+        return scale_row(n, args.hours, args.regions);
     }
     println!(
         "| run | tunnels | simulated h | wall s | events/s | exchanges/s | crypto floor s | wall / floor | peak RSS MiB | KiB per tunnel | wall growth | tunnel growth |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let base = scale_row_apart(1, args.hours)?.peak_rss;
+    let base = scale_row_apart(1, args.hours, 1)?.peak_rss;
     let mut first: Option<(u64, f64)> = None;
-    for &n in &args.spokes {
-        let row = scale_row_apart(n, args.hours)?;
-        let secs = row.secs;
+    // The scale rows, then the first size again as regions run by region.
+    let by_region = (args.regions > 1).then(|| args.spokes.first().map(|&n| (n, args.regions)));
+    let rows = args.spokes.iter().map(|&n| (n, 1)).chain(by_region.flatten());
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (spokes, regions) in rows {
+        let row = scale_row_apart(spokes, args.hours, regions)?;
+        let (n, secs) = (spokes * regions, row.secs);
         let (n0, s0) = *first.get_or_insert((n, secs));
+        let run = match regions {
+            1 => "scale-day, model crypto".to_string(),
+            r => format!("scale-day, {r} regions by region, {jobs} threads"),
+        };
         println!(
-            "| scale-day, model crypto | {n} | {} | {secs:.2} | {:.0} | {:.0} | - | - | {:.1} | {:.1} | {:.2}x | {:.0}x |",
+            "| {run} | {n} | {} | {secs:.2} | {:.0} | {:.0} | - | - | {:.1} | {:.1} | {:.2}x | {:.0}x |",
             args.hours,
             row.events as f64 / secs,
             row.exchanges as f64 / secs,

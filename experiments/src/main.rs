@@ -26,6 +26,7 @@ mod calibrate;
 mod files;
 mod kme;
 mod live;
+mod regions;
 mod run;
 mod swarm;
 mod sweep;

@@ -166,7 +166,11 @@ fn params(sets: &[(&str, String)]) -> Result<Vec<(String, toml::Value)>> {
 
 fn scenario(text: &str, sets: &[(&str, String)]) -> Result<WorldConfig> {
     let table = text.parse().context("the bench scenario")?;
-    Ok(topologies::with_params(&table, &params(sets)?, "qsafe bench")?)
+    Ok(topologies::with_params(
+        &table,
+        &params(sets)?,
+        "qsafe bench",
+    )?)
 }
 
 fn exchanges(r: &Results) -> u64 {
@@ -185,7 +189,11 @@ pub fn command(args: &BenchArgs) -> Result<()> {
     let mut first: Option<(u64, f64)> = None;
     // The scale rows, then the first size again as regions run by region.
     let by_region = (args.regions > 1).then(|| args.spokes.first().map(|&n| (n, args.regions)));
-    let rows = args.spokes.iter().map(|&n| (n, 1)).chain(by_region.flatten());
+    let rows = args
+        .spokes
+        .iter()
+        .map(|&n| (n, 1))
+        .chain(by_region.flatten());
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     for (spokes, regions) in rows {
         let row = scale_row_apart(spokes, args.hours, regions)?;

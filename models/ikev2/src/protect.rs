@@ -68,16 +68,29 @@ pub fn seal(
     out.push(first);
     out.push(0);
     out.extend_from_slice(&((total - HEADER_LEN) as u16).to_be_bytes());
-    let iv = iv_bytes(iv_counter);
-    let aad_len = out.len();
-    let mut buf = Vec::with_capacity(inner.len() + 1 + ICV_LEN);
-    buf.extend_from_slice(inner);
-    buf.push(0); // Pad Length
-    c.seal(aead, key, &iv, &out[..aad_len], &mut buf);
-    out.extend_from_slice(&iv);
-    out.extend_from_slice(&buf);
+    seal_body(c, aead, key, iv_counter, inner, &mut out);
     debug_assert_eq!(out.len(), total);
     out
+}
+
+/// Appends IV | encrypted (`inner` | Pad Length 0) | ICV to `out`, which holds the
+/// message up to the SK or SKF payload's body (the AAD), encrypting in place.
+fn seal_body(
+    c: &dyn CryptoProvider,
+    aead: AeadAlg,
+    key: &[u8],
+    iv_counter: &mut u64,
+    inner: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let iv = iv_bytes(iv_counter);
+    let aad_len = out.len();
+    out.extend_from_slice(&iv);
+    out.extend_from_slice(inner);
+    out.push(0); // Pad Length
+    let (aad, body) = out.split_at_mut(aad_len);
+    let icv = c.seal_detached(aead, key, &iv, aad, &mut body[iv.len()..]);
+    out.extend_from_slice(&icv);
 }
 
 /// Seals `inner` as one message if it fits `max_ike` bytes, or else as an SKF fragment
@@ -112,14 +125,7 @@ pub fn seal_fragmented(
             out.extend_from_slice(&((total - HEADER_LEN) as u16).to_be_bytes());
             out.extend_from_slice(&number.to_be_bytes());
             out.extend_from_slice(&count.to_be_bytes());
-            let iv = iv_bytes(iv_counter);
-            let aad_len = out.len();
-            let mut buf = Vec::with_capacity(chunk.len() + 1 + ICV_LEN);
-            buf.extend_from_slice(chunk);
-            buf.push(0);
-            c.seal(aead, key, &iv, &out[..aad_len], &mut buf);
-            out.extend_from_slice(&iv);
-            out.extend_from_slice(&buf);
+            seal_body(c, aead, key, iv_counter, chunk, &mut out);
             out
         })
         .collect()

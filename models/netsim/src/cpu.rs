@@ -22,7 +22,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use ikev2::crypto::{
-    AeadAlg, CryptoError, CryptoProvider, IV_LEN, KeMethod, KeSecret, PreparedAead, PrfAlg,
+    AeadAlg, CryptoError, CryptoProvider, ICV_LEN, IV_LEN, KeMethod, KeSecret, PreparedAead, PrfAlg,
 };
 use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
@@ -185,9 +185,16 @@ impl CryptoProvider for Metered {
         self.inner.prf(alg, key, data)
     }
 
-    fn seal(&self, alg: AeadAlg, key: &[u8], iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) {
+    fn seal_detached(
+        &self,
+        alg: AeadAlg,
+        key: &[u8],
+        iv: &[u8; IV_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> [u8; ICV_LEN] {
         self.meter.add(self.costs.aead_bytes(buf.len()));
-        self.inner.seal(alg, key, iv, aad, buf)
+        self.inner.seal_detached(alg, key, iv, aad, buf)
     }
 
     fn open(

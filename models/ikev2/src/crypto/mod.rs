@@ -209,7 +209,21 @@ pub trait CryptoProvider {
     fn prf(&self, alg: PrfAlg, key: &[u8], data: &[&[u8]]) -> Vec<u8>;
 
     /// Encrypts `buf` in place and appends the ICV. `key` is key | salt.
-    fn seal(&self, alg: AeadAlg, key: &[u8], iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>);
+    fn seal(&self, alg: AeadAlg, key: &[u8], iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) {
+        let icv = self.seal_detached(alg, key, iv, aad, buf);
+        buf.extend_from_slice(&icv);
+    }
+
+    /// Encrypts `buf` in place and returns the ICV: for a message built around `buf`,
+    /// which then needs no copy of its own.
+    fn seal_detached(
+        &self,
+        alg: AeadAlg,
+        key: &[u8],
+        iv: &[u8; IV_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> [u8; ICV_LEN];
 
     /// Checks and removes the ICV, then decrypts `buf` in place.
     fn open(

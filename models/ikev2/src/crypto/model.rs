@@ -70,10 +70,17 @@ impl CryptoProvider for ModelCrypto {
         mix(1, &parts, alg.output_len())
     }
 
-    fn seal(&self, _alg: AeadAlg, key: &[u8], iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) {
+    fn seal_detached(
+        &self,
+        _alg: AeadAlg,
+        key: &[u8],
+        iv: &[u8; IV_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> [u8; ICV_LEN] {
         let mut tag = [0; ICV_LEN];
         mix_into(2, &[key, iv, aad, buf], &mut tag);
-        buf.extend_from_slice(&tag);
+        tag
     }
 
     fn open(

@@ -71,8 +71,15 @@ impl CryptoProvider for RealCrypto {
         }
     }
 
-    fn seal(&self, alg: AeadAlg, key: &[u8], iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) {
-        RealKey::new(alg, key).seal(iv, aad, buf)
+    fn seal_detached(
+        &self,
+        alg: AeadAlg,
+        key: &[u8],
+        iv: &[u8; IV_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> [u8; ICV_LEN] {
+        RealKey::new(alg, key).seal_detached(iv, aad, buf)
     }
 
     fn open(
@@ -191,6 +198,17 @@ impl RealKey {
     }
 
     /// The GCM nonce: salt | IV (RFC 4106/5282).
+    /// Encrypts `buf` in place and returns the ICV.
+    fn seal_detached(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; ICV_LEN] {
+        let n = self.nonce(iv);
+        match &self.cipher {
+            Gcm::Aes128(c) => c.encrypt_inout_detached(&n.into(), aad, buf.into()),
+            Gcm::Aes256(c) => c.encrypt_inout_detached(&n.into(), aad, buf.into()),
+        }
+        .expect("IKE and ESP packets are far below the GCM length limit")
+        .into()
+    }
+
     fn nonce(&self, iv: &[u8; IV_LEN]) -> [u8; 12] {
         let mut n = [0u8; 12];
         n[..SALT_LEN].copy_from_slice(&self.salt);
@@ -201,12 +219,7 @@ impl RealKey {
 
 impl PreparedAead for RealKey {
     fn seal(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) {
-        let n = self.nonce(iv);
-        let tag = match &self.cipher {
-            Gcm::Aes128(c) => c.encrypt_inout_detached(&n.into(), aad, buf.as_mut_slice().into()),
-            Gcm::Aes256(c) => c.encrypt_inout_detached(&n.into(), aad, buf.as_mut_slice().into()),
-        }
-        .expect("IKE and ESP packets are far below the GCM length limit");
+        let tag = self.seal_detached(iv, aad, buf);
         buf.extend_from_slice(&tag);
     }
 

@@ -163,7 +163,9 @@ impl IkeSa {
         header: &Header,
         payloads: &[Payload],
     ) -> (Vec<Vec<u8>>, Vec<u8>) {
-        let mut inner = Vec::new();
+        // Room for an ML-KEM-1024 key or ciphertext and the rest: most messages are
+        // encoded without growing the vector.
+        let mut inner = Vec::with_capacity(2048);
         encode_payloads(payloads, &mut inner);
         let first = payloads.first().map_or(pt::NONE, Payload::kind);
         let aead = self.suite().aead;
@@ -183,7 +185,12 @@ impl IkeSa {
                 ctx.crypto, aead, key, iv, header, first, &inner,
             )]
         };
-        (datagrams, protect::intauth_input(header, first, &inner))
+        // Only IKE_INTERMEDIATE messages go into IntAuth (RFC 9242).
+        let ap = match header.exchange {
+            exchange::IKE_INTERMEDIATE => protect::intauth_input(header, first, &inner),
+            _ => Vec::new(),
+        };
+        (datagrams, ap)
     }
 
     /// Sends datagrams as our next request and keeps them for retransmission.
@@ -224,7 +231,8 @@ impl IkeSa {
         self.window.next_mid = 0;
     }
 
-    /// Sends a protected request; returns its `A | P` for IntAuth.
+    /// Sends a protected request; returns its `A | P` for IntAuth (IKE_INTERMEDIATE;
+    /// empty for other exchanges).
     pub(super) fn send_request(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -237,7 +245,8 @@ impl IkeSa {
         ap
     }
 
-    /// Sends (and caches) a protected response; returns its `A | P`.
+    /// Sends (and caches) a protected response; returns its `A | P` (IKE_INTERMEDIATE;
+    /// empty for other exchanges).
     pub(super) fn send_response(
         &mut self,
         ctx: &mut Ctx<'_>,

@@ -22,6 +22,10 @@ use netsim::config::{
 use netsim::{Outputs, World};
 use sim_core::{SimDuration, Tracer};
 
+// The allocator `qsafe` runs on, so that these figures are the program's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// What the tunnels of a bench run do.
 #[derive(Clone, Copy, PartialEq)]
 enum Shape {

@@ -69,8 +69,26 @@ pub fn fragment_payload_sizes(ip_payload_len: usize, mtu: u32) -> impl Iterator<
 /// # Panics
 /// If `payload` is longer than [`MAX_UDP_PAYLOAD`]; callers drop such datagrams first.
 pub fn udp_packet(src: SocketAddrV4, dst: SocketAddrV4, ident: u16, payload: &[u8]) -> Vec<u8> {
-    assert!(payload.len() <= MAX_UDP_PAYLOAD, "UDP payload too large");
-    let udp_len = UDP_HEADER_LEN + payload.len();
+    udp_packet_padded(src, dst, ident, payload, 0)
+}
+
+/// [`udp_packet`] whose payload is `payload` followed by `zeros` zero bytes, without the
+/// caller building it: the zeros add nothing to the checksum, which skips them.
+///
+/// # Panics
+/// If the payload is larger than [`MAX_UDP_PAYLOAD`].
+pub fn udp_packet_padded(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    ident: u16,
+    payload: &[u8],
+    zeros: usize,
+) -> Vec<u8> {
+    assert!(
+        payload.len() + zeros <= MAX_UDP_PAYLOAD,
+        "UDP payload too large"
+    );
+    let udp_len = UDP_HEADER_LEN + payload.len() + zeros;
     let mut p = Vec::with_capacity(IPV4_HEADER_LEN + udp_len);
     write_ipv4_header(&mut p, *src.ip(), *dst.ip(), PROTO_UDP, ident, 0, udp_len);
     p.extend_from_slice(&src.port().to_be_bytes());
@@ -90,6 +108,7 @@ pub fn udp_packet(src: SocketAddrV4, dst: SocketAddrV4, ident: u16, payload: &[u
         c = 0xffff; // zero means "no checksum" in UDP
     }
     p[IPV4_HEADER_LEN + 6..IPV4_HEADER_LEN + 8].copy_from_slice(&c.to_be_bytes());
+    p.resize(IPV4_HEADER_LEN + udp_len, 0);
     p
 }
 
@@ -247,6 +266,28 @@ pub fn udp_checksum_ok(packet: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_padded_packet_is_the_packet_of_its_whole_payload() {
+        let (src, dst) = (
+            "10.0.0.1:9".parse().unwrap(),
+            "10.9.8.7:4500".parse().unwrap(),
+        );
+        for (head, zeros) in [
+            (&b""[..], 0),
+            (b"\x01\x02\x03", 5),
+            (b"\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8", 964),
+            (b"\x7f", 0),
+        ] {
+            let mut whole = head.to_vec();
+            whole.resize(head.len() + zeros, 0);
+            assert_eq!(
+                udp_packet_padded(src, dst, 77, head, zeros),
+                udp_packet(src, dst, 77, &whole)
+            );
+        }
+    }
+
     use super::*;
     use proptest::prelude::*;
 

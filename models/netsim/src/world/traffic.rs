@@ -36,12 +36,13 @@ impl World {
             Ev::Packet { tunnel: t, dir },
         );
         let seq = self.dp.next_seq(t, dir);
-        let mut payload = vec![0u8; size - 28];
-        payload[..8].copy_from_slice(&seq.to_be_bytes());
-        // Inner addresses: the sites behind the two gateways.
+        // Inner addresses: the sites behind the two gateways. The payload: the flow
+        // sequence number, then zeros up to the packet's size.
         let site =
             |g: usize| SocketAddrV4::new([10, 200 + (g >> 8) as u8 % 50, g as u8, 1].into(), 9);
-        let inner = sim_core::ipv4::udp_packet(site(gw), site(peer), seq as u16, &payload);
+        let (src, dst) = (site(gw), site(peer));
+        let inner =
+            sim_core::ipv4::udp_packet_padded(src, dst, seq as u16, &seq.to_be_bytes(), size - 36);
         let Some((esp, crossed)) = self.dp.seal(&*self.esp_crypto, gw, t, &inner) else {
             return;
         };

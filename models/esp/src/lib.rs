@@ -117,22 +117,25 @@ impl Outbound {
         }
         self.seq += 1;
         let seq = self.seq;
-        let mut out = Vec::with_capacity(HEADER_LEN + inner.len() + 5 + ICV_LEN);
+        let pad = (4 - (inner.len() + 2) % 4) % 4;
+        let mut out = Vec::with_capacity(HEADER_LEN + inner.len() + pad + 2 + ICV_LEN);
         out.extend_from_slice(&self.spi.to_be_bytes());
         out.extend_from_slice(&(seq as u32).to_be_bytes());
         let iv = seq.to_be_bytes();
         out.extend_from_slice(&iv);
-        let pad = (4 - (inner.len() + 2) % 4) % 4;
-        let mut buf = Vec::with_capacity(inner.len() + pad + 2 + ICV_LEN);
-        buf.extend_from_slice(inner);
-        buf.extend((1..=pad as u8).collect::<Vec<u8>>());
-        buf.push(pad as u8);
-        buf.push(next_header);
+        // Encrypted in place after the header: inner | padding 1, 2, ... | pad length |
+        // next header; then the ICV.
+        out.extend_from_slice(inner);
+        out.extend(1..=pad as u8);
+        out.push(pad as u8);
+        out.push(next_header);
         let (aead, key) = (self.aead, &self.key);
-        self.prepared
+        let (aad, aad_len) = aad(self.spi, seq, self.esn);
+        let icv = self
+            .prepared
             .get_or_insert_with(|| c.prepare(aead, key))
-            .seal(&iv, &aad(self.spi, seq, self.esn), &mut buf);
-        out.extend_from_slice(&buf);
+            .seal_detached(&iv, &aad[..aad_len], &mut out[HEADER_LEN..]);
+        out.extend_from_slice(&icv);
         self.stats.packets += 1;
         self.stats.bytes += inner.len() as u64;
         Ok(out)
@@ -177,13 +180,17 @@ impl Outbound {
     }
 }
 
-fn aad(spi: u32, seq: u64, esn: bool) -> Vec<u8> {
-    let mut a = spi.to_be_bytes().to_vec();
-    if esn {
-        a.extend_from_slice(&((seq >> 32) as u32).to_be_bytes());
-    }
-    a.extend_from_slice(&(seq as u32).to_be_bytes());
-    a
+fn aad(spi: u32, seq: u64, esn: bool) -> ([u8; 12], usize) {
+    let mut a = [0; 12];
+    a[..4].copy_from_slice(&spi.to_be_bytes());
+    let low = if esn {
+        a[4..8].copy_from_slice(&((seq >> 32) as u32).to_be_bytes());
+        8
+    } else {
+        4
+    };
+    a[low..low + 4].copy_from_slice(&(seq as u32).to_be_bytes());
+    (a, low + 4)
 }
 
 fn state(l: &Lifetime, s: &EspStats) -> LifetimeState {
@@ -356,9 +363,10 @@ impl Inbound {
         let iv: [u8; IV_LEN] = packet[8..HEADER_LEN].try_into().expect("8 bytes");
         let mut buf = packet[HEADER_LEN..].to_vec();
         let (aead, key) = (self.aead, &self.key);
+        let (aad, aad_len) = aad(self.spi, seq, self.esn);
         self.prepared
             .get_or_insert_with(|| c.prepare(aead, key))
-            .open(&iv, &aad(self.spi, seq, self.esn), &mut buf)
+            .open(&iv, &aad[..aad_len], &mut buf)
             .map_err(|_| EspError::Integrity)?;
         self.window.accept(seq);
         let next = buf.pop().ok_or(EspError::Malformed)?;

@@ -196,7 +196,12 @@ pub enum CryptoError {
 /// An AEAD key whose key schedule is expanded once, for the many packets of one SA
 /// (what a kernel's SA holds). Same results as the provider's `seal` and `open`.
 pub trait PreparedAead: Send {
-    fn seal(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>);
+    fn seal(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) {
+        let icv = self.seal_detached(iv, aad, buf);
+        buf.extend_from_slice(&icv);
+    }
+    /// Encrypts `buf` in place and returns the ICV (what `seal` appends).
+    fn seal_detached(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; ICV_LEN];
     fn open(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), CryptoError>;
 }
 

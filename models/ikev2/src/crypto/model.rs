@@ -167,8 +167,8 @@ impl CryptoProvider for ModelCrypto {
 struct ModelKey(AeadAlg, Vec<u8>);
 
 impl PreparedAead for ModelKey {
-    fn seal(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) {
-        ModelCrypto.seal(self.0, &self.1, iv, aad, buf)
+    fn seal_detached(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; ICV_LEN] {
+        ModelCrypto.seal_detached(self.0, &self.1, iv, aad, buf)
     }
 
     fn open(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), CryptoError> {

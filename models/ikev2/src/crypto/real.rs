@@ -198,17 +198,6 @@ impl RealKey {
     }
 
     /// The GCM nonce: salt | IV (RFC 4106/5282).
-    /// Encrypts `buf` in place and returns the ICV.
-    fn seal_detached(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; ICV_LEN] {
-        let n = self.nonce(iv);
-        match &self.cipher {
-            Gcm::Aes128(c) => c.encrypt_inout_detached(&n.into(), aad, buf.into()),
-            Gcm::Aes256(c) => c.encrypt_inout_detached(&n.into(), aad, buf.into()),
-        }
-        .expect("IKE and ESP packets are far below the GCM length limit")
-        .into()
-    }
-
     fn nonce(&self, iv: &[u8; IV_LEN]) -> [u8; 12] {
         let mut n = [0u8; 12];
         n[..SALT_LEN].copy_from_slice(&self.salt);
@@ -218,9 +207,14 @@ impl RealKey {
 }
 
 impl PreparedAead for RealKey {
-    fn seal(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) {
-        let tag = self.seal_detached(iv, aad, buf);
-        buf.extend_from_slice(&tag);
+    fn seal_detached(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; ICV_LEN] {
+        let n = self.nonce(iv);
+        match &self.cipher {
+            Gcm::Aes128(c) => c.encrypt_inout_detached(&n.into(), aad, buf.into()),
+            Gcm::Aes256(c) => c.encrypt_inout_detached(&n.into(), aad, buf.into()),
+        }
+        .expect("IKE and ESP packets are far below the GCM length limit")
+        .into()
     }
 
     fn open(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), CryptoError> {

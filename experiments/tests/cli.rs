@@ -374,9 +374,9 @@ fn calibrate_prints_a_cpu_line_a_scenario_takes() {
     assert_eq!(r["cpus"].as_array().unwrap().len(), 2);
 }
 
-/// `qsafe bench` prints its one table: scale rows, then the crypto-floor rows, with the
-/// floor a positive time, the heavy run's exchanges counted and the scale rows' memory
-/// read (no timing is asserted).
+/// `qsafe bench` prints its one table: scale rows (the last by region), then the
+/// crypto-floor rows, with the floor a positive time, the heavy run's exchanges counted
+/// and the scale rows' memory read (no timing is asserted).
 #[test]
 fn bench_prints_its_table() {
     let o = qsafe(&[
@@ -394,15 +394,20 @@ fn bench_prints_its_table() {
         .filter(|l| l.starts_with("| ") && !l.starts_with("| run"))
         .map(|l| l.split('|').map(str::trim).collect())
         .collect();
-    assert_eq!(rows.len(), 4, "{out}");
+    assert_eq!(rows.len(), 5, "{out}");
     assert_eq!((rows[0][2], rows[1][2]), ("3", "6"), "{out}");
-    assert!(rows[2][1].contains("real crypto") && rows[3][1].contains("model crypto"));
+    // Ten regions of the first size, run region by region.
+    assert!(rows[2][1].contains("10 regions by region"), "{out}");
+    assert_eq!(rows[2][2], "30", "{out}");
+    assert!(rows[3][1].contains("real crypto") && rows[4][1].contains("model crypto"));
     // Each scale row ran in a process of its own and read its peak memory.
-    let peak_mib: f64 = rows[1][9].parse().unwrap();
-    let _per_tunnel: f64 = rows[1][10].parse().unwrap();
-    assert!(peak_mib > 1.0, "{out}");
-    let floor: f64 = rows[2][7].parse().unwrap();
-    let exchanges_per_s: f64 = rows[2][6].parse().unwrap();
+    for row in &rows[1..3] {
+        let peak_mib: f64 = row[9].parse().unwrap();
+        let _per_tunnel: f64 = row[10].parse().unwrap();
+        assert!(peak_mib > 1.0, "{out}");
+    }
+    let floor: f64 = rows[3][7].parse().unwrap();
+    let exchanges_per_s: f64 = rows[3][6].parse().unwrap();
     assert!(floor > 0.0 && exchanges_per_s > 0.0, "{out}");
     assert!(out.contains("us per IKE exchange"), "{out}");
 }

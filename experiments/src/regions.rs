@@ -103,9 +103,7 @@ pub fn run_by_region(
                 let r = merge.parts();
                 let part = done.and_then(|(mut results, totals)| {
                     each(&mut results)?;
-                    merge
-                        .add(results, &totals)
-                        .map_err(|e| anyhow::anyhow!("region {r}: {e}"))
+                    merge.add(results, &totals).map_err(|e| anyhow::anyhow!(e))
                 });
                 if let Err(e) = part {
                     next.store(count, Ordering::Relaxed); // the workers stop

@@ -92,7 +92,7 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
         true => topologies::RegionalScenario::new(&text, &origin, &params)?,
         false => None,
     };
-    let (cfg, defaults) = match &regional {
+    let (mut cfg, defaults) = match &regional {
         Some(r) => (None, topologies::explain::defaults_applied(&r.expanded(0)?)),
         None => {
             // Expanded once (a large topology is most of the memory before the run).
@@ -118,7 +118,6 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
             }
         }
     };
-    let mut cfg = cfg;
     if let (Some(i), Some(n), Some(c)) = (args.shard_index, args.shard_count, cfg.as_mut()) {
         *c = netsim::shard::shard(c, i, n).map_err(|e| anyhow::anyhow!("in {origin}: {e}"))?;
         println!(
@@ -128,10 +127,12 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
             c.kmes.len()
         );
     }
-    let seed = args
-        .seed
-        .or(cfg.as_ref().map_or(regional_seed(&regional)?, |c| c.seed))
-        .unwrap_or(1);
+    let scenario_seed = match (&cfg, &regional) {
+        (Some(c), _) => c.seed,
+        (None, Some(r)) => r.region(0)?.seed,
+        (None, None) => None,
+    };
+    let seed = args.seed.or(scenario_seed).unwrap_or(1);
     let out = args.out.clone().unwrap_or_else(|| {
         let stem = args
             .scenario
@@ -205,14 +206,6 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
     csvs.add(&results)?;
     csvs.finish()?;
     finish_run(args, &out, &origin, &text, seed, defaults, results)
-}
-
-/// The seed a regional scenario sets, if it does.
-fn regional_seed(regional: &Option<topologies::RegionalScenario>) -> Result<Option<u64>> {
-    Ok(match regional {
-        Some(r) => r.region(0)?.seed,
-        None => None,
-    })
 }
 
 /// Writes what every run writes (manifest, results, tables, report) and tells the user.

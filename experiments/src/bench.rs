@@ -54,9 +54,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 200)]
     pub heavy_spokes: u64,
     /// Regions of the by-region row: that many copies of the first scale row's hub,
-    /// run region by region (`qsafe run --by-region`) on every core; 0: no such row.
-    #[arg(long, default_value_t = 10)]
-    pub regions: u64,
+    /// run region by region (`qsafe run --by-region`) on every core; 0 or 1: no such
+    /// row. [default: 10; with `--scale-row`, 1]
+    #[arg(long)]
+    pub regions: Option<u64>,
     /// Run only the scale row with this many spokes and print its figures on one line
     /// (how `qsafe bench` measures each row in a process of its own).
     #[arg(long, hide = true)]
@@ -179,7 +180,7 @@ fn exchanges(r: &Results) -> u64 {
 
 pub fn command(args: &BenchArgs) -> Result<()> {
     if let Some(n) = args.scale_row {
-        return scale_row(n, args.hours, args.regions);
+        return scale_row(n, args.hours, args.regions.unwrap_or(1));
     }
     println!(
         "| run | tunnels | simulated h | wall s | events/s | exchanges/s | crypto floor s | wall / floor | peak RSS MiB | KiB per tunnel | wall growth | tunnel growth |"
@@ -188,7 +189,8 @@ pub fn command(args: &BenchArgs) -> Result<()> {
     let base = scale_row_apart(1, args.hours, 1)?.peak_rss;
     let mut first: Option<(u64, f64)> = None;
     // The scale rows, then the first size again as regions run by region.
-    let by_region = (args.regions > 1).then(|| args.spokes.first().map(|&n| (n, args.regions)));
+    let regions = args.regions.unwrap_or(10);
+    let by_region = (regions > 1).then(|| args.spokes.first().map(|&n| (n, regions)));
     let rows = args
         .spokes
         .iter()

@@ -23,7 +23,8 @@ pub use events::{
     KeylogEntry, Ppk, PpkOutcome, SaId, Start, Transmit,
 };
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -74,8 +75,13 @@ pub struct Endpoint {
     by_init: BTreeMap<(SocketAddr, u64), SaId>,
     /// Responder SAs that may still be half-open (see `half_open`).
     responding: BTreeSet<SaId>,
-    /// (deadline, SA) for every SA with a timer; `IkeSa::indexed` mirrors its entry.
-    timers: BTreeSet<(u64, SaId)>,
+    /// (deadline, SA) for every SA with a timer, earliest first. An entry counts while
+    /// its SA's `IkeSa::indexed` is that deadline; a changed deadline leaves the old
+    /// entry behind, dropped when it reaches the top (kept live after every change) or
+    /// when such entries outnumber the SAs. A heap rather than an ordered set: a hub
+    /// re-arms thousands of SAs' timers, and a push is cheaper than a B-tree's remove
+    /// and insert.
+    timers: BinaryHeap<Reverse<(u64, SaId)>>,
     cookie_secret: [u8; 32],
 }
 
@@ -140,7 +146,7 @@ impl Endpoint {
             sas: HashMap::default(),
             by_init: BTreeMap::new(),
             responding: BTreeSet::new(),
-            timers: BTreeSet::new(),
+            timers: BinaryHeap::new(),
             cookie_secret,
         }
     }
@@ -266,15 +272,16 @@ impl Endpoint {
 
     /// Runs every timer due at or before `now`.
     pub fn handle_timeout(&mut self, now: u64) {
-        while let Some(&(deadline, spi)) = self.timers.first() {
+        while let Some(&Reverse((deadline, spi))) = self.timers.peek() {
             if deadline > now {
                 break;
             }
-            self.timers.remove(&(deadline, spi));
+            self.timers.pop();
             if let Some(s) = self.sas.get_mut(&spi) {
                 s.indexed = None;
             }
             self.with_sa(now, spi, |s, ctx| s.on_timeout(ctx));
+            self.drop_stale_timers();
         }
     }
 
@@ -294,7 +301,7 @@ impl Endpoint {
 
     /// The next instant `handle_timeout` must be called.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.timers.first().map(|&(t, _)| t)
+        self.timers.peek().map(|&Reverse((t, _))| t)
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -367,12 +374,10 @@ impl Endpoint {
             for spi_in in s.child_spis() {
                 self.shared.out.esp_spis.remove(&spi_in);
             }
-            if let Some(t) = s.indexed {
-                self.timers.remove(&(t, spi));
-            }
             if !s.initiator {
                 self.by_init.remove(&(s.init_remote, s.spi_i));
             }
+            self.drop_stale_timers();
         }
     }
 
@@ -384,12 +389,30 @@ impl Endpoint {
         if next == s.indexed {
             return;
         }
-        if let Some(t) = s.indexed.take() {
-            self.timers.remove(&(t, spi));
-        }
+        s.indexed = next;
         if let Some(t) = next {
-            self.timers.insert((t, spi));
-            s.indexed = Some(t);
+            self.timers.push(Reverse((t, spi)));
+        }
+        self.drop_stale_timers();
+    }
+
+    /// Keeps the earliest timer entry a live one (so `poll_timeout` can read it), and
+    /// rebuilds the heap from the SAs when old entries outnumber them.
+    fn drop_stale_timers(&mut self) {
+        let live = |sas: &HashMap<SaId, Box<IkeSa>, FixedState>, t: u64, spi: SaId| {
+            sas.get(&spi).is_some_and(|s| s.indexed == Some(t))
+        };
+        if self.timers.len() > 2 * self.sas.len() + 64 {
+            // Built from the SAs in any order: the heap yields them by (deadline, SPI).
+            self.timers = (self.sas.iter())
+                .filter_map(|(&spi, s)| s.indexed.map(|t| Reverse((t, spi))))
+                .collect();
+        }
+        while let Some(&Reverse((t, spi))) = self.timers.peek() {
+            if live(&self.sas, t, spi) {
+                break;
+            }
+            self.timers.pop();
         }
     }
 

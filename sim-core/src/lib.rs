@@ -3,7 +3,8 @@
 //! It knows nothing about IPsec. It provides integer-nanosecond time ([`SimTime`],
 //! [`SimDuration`]), an event queue with a total order and cancellable timers
 //! ([`EventQueue`]), entities with independent seeded ChaCha streams ([`entity`]),
-//! typed JSON-lines tracing with a run fingerprint ([`trace`]), metrics ([`metrics`]),
+//! typed JSON-lines tracing with a run fingerprint ([`trace`], over the binary records of
+//! [`canonical`]), metrics ([`metrics`]),
 //! IPv4/UDP wire images ([`ipv4`]) and pcap capture ([`pcap`]).
 //!
 //! Determinism rules: one run is one thread; no wall clock (except the progress line,
@@ -40,6 +41,7 @@ macro_rules! serde_via_string {
 /// For `serde_via_string!` in other crates.
 pub use schemars;
 
+pub mod canonical;
 pub mod entity;
 pub mod hash;
 pub mod ipv4;

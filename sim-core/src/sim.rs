@@ -155,7 +155,7 @@ impl<E> Simulation<E> {
 
     /// Records a trace event of `entity` at the current time.
     pub fn trace<T: TraceEvent + ?Sized>(&mut self, entity: EntityId, event: &T) {
-        self.trace
-            .record(self.now, self.entities.name(entity), event);
+        let entities = &self.entities;
+        (self.trace).record(self.now, entity, || entities.name(entity), event);
     }
 }

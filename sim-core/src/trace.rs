@@ -1,16 +1,24 @@
 //! Typed trace events, written as JSON lines, and the run fingerprint.
 //!
 //! Models define their own event types (`#[derive(Serialize)]` plus [`TraceEvent`]).
-//! Every event recorded goes, in its canonical form, into a SHA-256 over the whole run:
-//! the fingerprint. The canonical line is
+//! Every event recorded goes, as a compact binary record, into a SHA-256 over the whole
+//! run: the fingerprint. The record is
+//!
+//! ```text
+//! t: u64 LE (ns) | entity id: u32 LE | kind length: u8 | kind | data (crate::canonical)
+//! ```
+//!
+//! so two runs agree on the fingerprint exactly when they agree on every traced event
+//! (entity ids follow from the scenario: entities are registered in model order). A
+//! binary record rather than the JSON line because every event of a run is hashed:
+//! it is a third of the bytes and needs no decimal formatting. A [`TraceFilter`]
+//! selects which events are also written out as JSON lines
 //!
 //! ```text
 //! {"t":<ns>,"entity":"<name>","kind":"<kind>","data":{...}}
 //! ```
 //!
-//! with fields in declaration order and integer time, so two runs agree on the
-//! fingerprint exactly when they agree on every traced event. A [`TraceFilter`] selects
-//! which lines are also written out; it never changes the fingerprint.
+//! (fields in declaration order, integer time); it never changes the fingerprint.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -18,6 +26,8 @@ use std::io::{self, Write};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::canonical;
+use crate::entity::EntityId;
 use crate::time::SimTime;
 
 /// An event a model can record in the trace.
@@ -27,7 +37,8 @@ pub trait TraceEvent: Serialize {
 
     /// Appends the event as JSON, byte for byte what serde_json writes for it, and
     /// returns true; for events so frequent (a link's, per datagram) that serde's
-    /// generic path shows in a profile. By default returns false: serde_json writes it.
+    /// generic path shows in the profile of a traced run. By default returns false:
+    /// serde_json writes it.
     fn write_json(&self, _out: &mut Vec<u8>) -> bool {
         false
     }
@@ -140,6 +151,7 @@ pub struct Tracer {
     sink: Option<Box<dyn Write>>,
     written: u64,
     write_error: Option<io::Error>,
+    /// The record being hashed, then the line being written.
     line: Vec<u8>,
 }
 
@@ -172,36 +184,53 @@ impl Tracer {
         }
     }
 
-    /// Records one event of `entity` at `t`.
-    pub fn record<T: TraceEvent + ?Sized>(&mut self, t: SimTime, entity: &str, event: &T) {
+    /// Records one event of `entity` (whose name `name` gives, asked only when the line
+    /// is written out) at `t`.
+    pub fn record<'n, T: TraceEvent + ?Sized>(
+        &mut self,
+        t: SimTime,
+        entity: EntityId,
+        name: impl FnOnce() -> &'n str,
+        event: &T,
+    ) {
         let kind = event.kind();
-        self.line.clear();
-        // Written by hand up to the data, byte for byte what serde_json writes: this
-        // runs for every event. Serializing our derived types cannot fail (no maps with
-        // non-string keys).
-        self.line.extend_from_slice(b"{\"t\":");
-        push_decimal(&mut self.line, t.as_nanos());
-        self.line.extend_from_slice(b",\"entity\":");
-        push_json_str(&mut self.line, entity);
-        self.line.extend_from_slice(b",\"kind\":\"");
-        self.line.extend_from_slice(kind.as_bytes());
-        self.line.extend_from_slice(b"\",\"data\":");
-        if !event.write_json(&mut self.line)
-            && serde_json::to_writer(&mut self.line, event).is_err()
-        {
-            self.line.extend_from_slice(b"null");
+        // The canonical record: time, entity, kind, then the data (see the module doc).
+        let record = &mut self.line;
+        record.clear();
+        record.extend_from_slice(&t.as_nanos().to_le_bytes());
+        record.extend_from_slice(&entity.0.to_le_bytes());
+        record.push(kind.len() as u8);
+        record.extend_from_slice(kind.as_bytes());
+        if let Err(e) = canonical::encode(event, record) {
+            // Our derived types cannot fail; should one, its error is what is hashed.
+            record.extend_from_slice(e.to_string().as_bytes());
         }
-        self.line.extend_from_slice(b"}\n");
-        self.hasher.update(&self.line);
+        self.hasher.update(&*record);
         self.events += 1;
-        if let Some(sink) = self.sink.as_mut()
-            && self.write_error.is_none()
-            && self.filter.matches(t, entity, kind)
-        {
-            match sink.write_all(&self.line) {
-                Ok(()) => self.written += 1,
-                Err(e) => self.write_error = Some(e),
-            }
+        let Some(sink) = self.sink.as_mut() else {
+            return;
+        };
+        let entity = name();
+        if self.write_error.is_some() || !self.filter.matches(t, entity, kind) {
+            return;
+        }
+        let line = &mut self.line;
+        line.clear();
+        // Written by hand up to the data, byte for byte what serde_json writes.
+        line.extend_from_slice(b"{\"t\":");
+        push_decimal(line, t.as_nanos());
+        line.extend_from_slice(b",\"entity\":");
+        push_json_str(line, entity);
+        line.extend_from_slice(b",\"kind\":\"");
+        line.extend_from_slice(kind.as_bytes());
+        line.extend_from_slice(b"\",\"data\":");
+        if !event.write_json(line) && serde_json::to_writer(&mut *line, event).is_err() {
+            line.extend_from_slice(b"null");
+        }
+        line.extend_from_slice(b"}\n");
+        match sink.write_all(line) {
+            Ok(()) => self.written += 1,
+            Err(e) => self.write_error = Some(e),
         }
     }
 
@@ -340,9 +369,24 @@ mod tests {
                 reason: "loss",
                 bytes: 1200,
             };
-            tr.record(SimTime::from_nanos(500_000_000), "link/a-b", &d);
-            tr.record(SimTime::from_nanos(1_000_000_000), "link/a-b", &d);
-            tr.record(SimTime::from_nanos(1_000_000_000), "gw/a", &Up);
+            tr.record(
+                SimTime::from_nanos(500_000_000),
+                EntityId(1),
+                || "link/a-b",
+                &d,
+            );
+            tr.record(
+                SimTime::from_nanos(1_000_000_000),
+                EntityId(1),
+                || "link/a-b",
+                &d,
+            );
+            tr.record(
+                SimTime::from_nanos(1_000_000_000),
+                EntityId(2),
+                || "gw/a",
+                &Up,
+            );
         }
         assert_eq!(filtered.events(), 3);
         assert_eq!(filtered.written(), 1);
@@ -352,7 +396,7 @@ mod tests {
         );
         assert_eq!(filtered.fingerprint(), plain.fingerprint());
         let before = plain.fingerprint();
-        plain.record(SimTime::from_nanos(2), "gw/a", &Up);
+        plain.record(SimTime::from_nanos(2), EntityId(2), || "gw/a", &Up);
         assert_ne!(plain.fingerprint(), before);
         assert_eq!(plain.fingerprint().to_string().len(), 64);
     }

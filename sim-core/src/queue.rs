@@ -6,8 +6,8 @@
 //! follows from the model alone, never from insertion accidents or hashing.
 //!
 //! Structure: a radix heap on time (events are never scheduled before the last one taken
-//! out, which is the monotone property a radix heap needs) plus a small binary heap for
-//! the events at the current instant, ordered by (source, sequence). Each event is moved
+//! out, which is the monotone property a radix heap needs) plus a small binary heap of
+//! the keys (source, sequence) of the events at the current instant. Each event is moved
 //! between buckets at most ~64 times and the buckets are plain vectors scanned in order,
 //! so with a million pending events it touches memory far more kindly than a binary heap
 //! of the same events (see `cargo bench -p sim-core`).
@@ -21,7 +21,7 @@
 //! is compacted when stale entries outnumber live ones, so frequently re-armed timers
 //! (retransmission, lifetimes) cannot make it grow without bound.
 
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 use crate::entity::EntityId;
@@ -58,9 +58,63 @@ struct Entry<E> {
     event: E,
 }
 
-/// Entries at the current instant, ordered so that `BinaryHeap` (a max-heap) yields the
-/// lowest (source, seq) first.
-struct Now<E>(Entry<E>);
+/// Entries at the current instant, yielded lowest (source, seq) first. The heap holds
+/// only those keys and each entry's slot in `entries`: the entries are large (the model's
+/// event), and a heap moves its items at every level of every push and pop.
+struct Now<E> {
+    keys: BinaryHeap<Reverse<(u32, u64, u32)>>,
+    /// Emptied slot by slot as keys come out; cleared when the instant has none left.
+    entries: Vec<Option<Entry<E>>>,
+}
+
+impl<E> Now<E> {
+    fn new() -> Self {
+        Now {
+            keys: BinaryHeap::new(),
+            entries: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, e: Entry<E>) {
+        let slot = self.entries.len() as u32;
+        self.keys.push(Reverse((e.source, e.seq, slot)));
+        self.entries.push(Some(e));
+    }
+
+    fn peek(&self) -> Option<&Entry<E>> {
+        let Reverse((.., slot)) = self.keys.peek()?;
+        self.entries[*slot as usize].as_ref()
+    }
+
+    fn pop(&mut self) -> Option<Entry<E>> {
+        let Reverse((.., slot)) = self.keys.pop()?;
+        let e = self.entries[slot as usize].take();
+        if self.keys.is_empty() {
+            self.entries.clear();
+        }
+        e
+    }
+
+    fn reserve_exact(&mut self, n: usize) {
+        self.keys.reserve_exact(n);
+        self.entries.reserve_exact(n);
+    }
+
+    fn retain(&mut self, mut live: impl FnMut(&Entry<E>) -> bool) {
+        let entries = &mut self.entries;
+        self.keys.retain(|Reverse((.., slot))| {
+            let e = &mut entries[*slot as usize];
+            let keep = e.as_ref().is_some_and(&mut live);
+            if !keep {
+                *e = None;
+            }
+            keep
+        });
+        if self.keys.is_empty() {
+            self.entries.clear();
+        }
+    }
+}
 
 /// Entries before the radix base, ordered so that the lowest (time, source, seq) is
 /// yielded first.
@@ -83,23 +137,6 @@ impl<E> Ord for Early<E> {
     }
 }
 
-impl<E> PartialEq for Now<E> {
-    fn eq(&self, o: &Self) -> bool {
-        (self.0.source, self.0.seq) == (o.0.source, o.0.seq)
-    }
-}
-impl<E> Eq for Now<E> {}
-impl<E> PartialOrd for Now<E> {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl<E> Ord for Now<E> {
-    fn cmp(&self, o: &Self) -> Ordering {
-        (o.0.source, o.0.seq).cmp(&(self.0.source, self.0.seq))
-    }
-}
-
 #[derive(Clone, Copy)]
 struct TimerSlot {
     generation: u32,
@@ -114,7 +151,7 @@ pub struct EventQueue<E> {
     /// The radix base: every entry in `current` and `buckets` is at or after it.
     last: u64,
     /// Entries at `last`.
-    current: BinaryHeap<Now<E>>,
+    current: Now<E>,
     /// Entries in `popped..last`; they all come before everything else.
     early: BinaryHeap<Early<E>>,
     buckets: Vec<Vec<Entry<E>>>,
@@ -138,7 +175,7 @@ impl<E> EventQueue<E> {
         EventQueue {
             popped: 0,
             last: 0,
-            current: BinaryHeap::new(),
+            current: Now::new(),
             early: BinaryHeap::new(),
             buckets: (0..BUCKETS).map(|_| Vec::new()).collect(),
             occupied: 0,
@@ -228,10 +265,10 @@ impl<E> EventQueue<E> {
                 continue;
             }
             if let Some(top) = self.current.peek() {
-                if self.is_live(&top.0) {
-                    return Some(SimTime::from_nanos(top.0.time));
+                if self.is_live(top) {
+                    return Some(SimTime::from_nanos(top.time));
                 }
-                let Now(e) = self.current.pop().expect("peeked");
+                let e = self.current.pop().expect("peeked");
                 self.drop_stale(e);
                 continue;
             }
@@ -245,7 +282,7 @@ impl<E> EventQueue<E> {
     pub fn pop(&mut self) -> Option<Scheduled<E>> {
         loop {
             let next = if self.early.is_empty() {
-                self.current.pop().map(|Now(e)| e)
+                self.current.pop()
             } else {
                 self.early.pop().map(|Early(e)| e)
             };
@@ -309,7 +346,7 @@ impl<E> EventQueue<E> {
         }
         let diff = e.time ^ self.last;
         if diff == 0 {
-            self.current.push(Now(e));
+            self.current.push(e);
         } else {
             let b = 64 - diff.leading_zeros() as usize;
             self.buckets[b].push(e);
@@ -391,7 +428,7 @@ impl<E> EventQueue<E> {
         for bucket in &mut self.buckets {
             bucket.retain(|e| live(e));
         }
-        self.current.retain(|n| live(&n.0));
+        self.current.retain(live);
         self.early.retain(|n| live(&n.0));
         self.occupied = 0;
         for (b, bucket) in self.buckets.iter().enumerate().skip(1) {

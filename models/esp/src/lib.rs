@@ -15,6 +15,8 @@
 //! updated only after the ICV verifies. Lifetimes by bytes and packets are counted on
 //! both directions; time limits belong to the driver (it owns the clock).
 
+use std::ops::Range;
+
 use ikev2::crypto::{AeadAlg, CryptoProvider, ICV_LEN, IV_LEN, PreparedAead};
 use serde::{Deserialize, Serialize};
 
@@ -327,12 +329,25 @@ impl Inbound {
         }
     }
 
-    /// Decapsulates one ESP packet; returns the inner packet and its Next Header.
+    /// Decapsulates one ESP packet; returns (a copy of) the inner packet and its Next
+    /// Header.
     pub fn open(
         &mut self,
         c: &dyn CryptoProvider,
         packet: &[u8],
     ) -> Result<(Vec<u8>, u8), EspError> {
+        let mut buf = packet.to_vec();
+        let (inner, next) = self.open_in_place(c, &mut buf)?;
+        Ok((buf[inner].to_vec(), next))
+    }
+
+    /// Like [`open`](Self::open), but decrypts where the packet lies and returns where
+    /// in it the inner packet is: what a receiver that owns the datagram does.
+    pub fn open_in_place(
+        &mut self,
+        c: &dyn CryptoProvider,
+        packet: &mut [u8],
+    ) -> Result<(Range<usize>, u8), EspError> {
         let r = self.open_inner(c, packet);
         match r {
             Err(EspError::Replay) => self.stats.replayed += 1,
@@ -347,8 +362,8 @@ impl Inbound {
     fn open_inner(
         &mut self,
         c: &dyn CryptoProvider,
-        packet: &[u8],
-    ) -> Result<(Vec<u8>, u8), EspError> {
+        packet: &mut [u8],
+    ) -> Result<(Range<usize>, u8), EspError> {
         if packet.len() < HEADER_LEN + 2 + ICV_LEN || packet[..4] != self.spi.to_be_bytes() {
             return Err(EspError::Malformed);
         }
@@ -361,28 +376,29 @@ impl Inbound {
             return Err(EspError::Replay);
         }
         let iv: [u8; IV_LEN] = packet[8..HEADER_LEN].try_into().expect("8 bytes");
-        let mut buf = packet[HEADER_LEN..].to_vec();
+        let body_len = packet.len() - HEADER_LEN - ICV_LEN;
+        let (body, tag) = packet[HEADER_LEN..].split_at_mut(body_len);
+        let tag: &[u8; ICV_LEN] = (&*tag).try_into().expect("16 bytes");
         let (aead, key) = (self.aead, &self.key);
         let (aad, aad_len) = aad(self.spi, seq, self.esn);
         self.prepared
             .get_or_insert_with(|| c.prepare(aead, key))
-            .open(&iv, &aad[..aad_len], &mut buf)
+            .open_detached(&iv, &aad[..aad_len], body, tag)
             .map_err(|_| EspError::Integrity)?;
         self.window.accept(seq);
-        let next = buf.pop().ok_or(EspError::Malformed)?;
-        let pad = buf.pop().ok_or(EspError::Malformed)? as usize;
-        if pad > buf.len()
-            || buf[buf.len() - pad..]
-                .iter()
-                .enumerate()
-                .any(|(i, &b)| b as usize != i + 1)
-        {
+        // The trailer: padding 1, 2, 3, ..., its length, the next header.
+        let [.., pad, next] = *body else {
+            return Err(EspError::Malformed);
+        };
+        let end = (body.len() - 2)
+            .checked_sub(pad as usize)
+            .ok_or(EspError::BadPadding)?;
+        if (body[end..body.len() - 2].iter().enumerate()).any(|(i, &b)| b as usize != i + 1) {
             return Err(EspError::BadPadding);
         }
-        buf.truncate(buf.len() - pad);
         self.stats.packets += 1;
-        self.stats.bytes += buf.len() as u64;
-        Ok((buf, next))
+        self.stats.bytes += end as u64;
+        Ok((HEADER_LEN..HEADER_LEN + end, next))
     }
 
     pub fn lifetime_state(&self) -> LifetimeState {

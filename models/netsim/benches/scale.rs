@@ -221,10 +221,11 @@ fn main() {
     let inner = vec![0u8; 1000];
     let start = Instant::now();
     for _ in 0..packets {
-        let p = out
+        let mut p = out
             .seal(&ikev2::crypto::RealCrypto, &inner, esp::NEXT_IPV4)
             .unwrap();
-        inb.open(&ikev2::crypto::RealCrypto, &p).unwrap();
+        inb.open_in_place(&ikev2::crypto::RealCrypto, &mut p)
+            .unwrap();
     }
     let bare_rate = packets as f64 / start.elapsed().as_secs_f64();
     println!(

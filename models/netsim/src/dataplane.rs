@@ -411,7 +411,7 @@ impl DataPlane {
         gw: usize,
         t: usize,
         dir: usize,
-        packet: &[u8],
+        packet: &mut [u8],
         copy: bool,
     ) -> Result<Option<Crossed>, String> {
         let Some(flow) = self.flows.get_mut(&t) else {
@@ -443,8 +443,8 @@ impl DataPlane {
             stats.expired += 1;
             return Ok(None);
         }
-        let inner = match p.inbound.open(crypto, packet) {
-            Ok((inner, _)) => inner,
+        let inner = match p.inbound.open_in_place(crypto, packet) {
+            Ok((inner, _)) => &packet[inner],
             Err(EspError::Replay) => {
                 stats.replayed += 1;
                 return Ok(None);

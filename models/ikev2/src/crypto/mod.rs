@@ -202,7 +202,24 @@ pub trait PreparedAead: Send {
     }
     /// Encrypts `buf` in place and returns the ICV (what `seal` appends).
     fn seal_detached(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; ICV_LEN];
-    fn open(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), CryptoError>;
+    /// Checks and removes the ICV, then decrypts `buf` in place.
+    fn open(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), CryptoError> {
+        let split = buf
+            .len()
+            .checked_sub(ICV_LEN)
+            .ok_or(CryptoError::Integrity)?;
+        let tag: [u8; ICV_LEN] = buf[split..].try_into().expect("16 bytes");
+        buf.truncate(split);
+        self.open_detached(iv, aad, buf, &tag)
+    }
+    /// Checks `tag` and decrypts `buf` in place (a packet opened where it lies).
+    fn open_detached(
+        &self,
+        iv: &[u8; IV_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; ICV_LEN],
+    ) -> Result<(), CryptoError>;
 }
 
 /// Everything IKEv2 asks of cryptography.

@@ -171,7 +171,18 @@ impl PreparedAead for ModelKey {
         ModelCrypto.seal_detached(self.0, &self.1, iv, aad, buf)
     }
 
-    fn open(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), CryptoError> {
-        ModelCrypto.open(self.0, &self.1, iv, aad, buf)
+    fn open_detached(
+        &self,
+        iv: &[u8; IV_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; ICV_LEN],
+    ) -> Result<(), CryptoError> {
+        let mut expected = [0; ICV_LEN];
+        mix_into(2, &[&self.1, iv, aad, buf], &mut expected);
+        match expected == *tag {
+            true => Ok(()),
+            false => Err(CryptoError::Integrity),
+        }
     }
 }

@@ -217,21 +217,17 @@ impl PreparedAead for RealKey {
         .into()
     }
 
-    fn open(&self, iv: &[u8; IV_LEN], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), CryptoError> {
-        if buf.len() < ICV_LEN {
-            return Err(CryptoError::Integrity);
-        }
+    fn open_detached(
+        &self,
+        iv: &[u8; IV_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; ICV_LEN],
+    ) -> Result<(), CryptoError> {
         let n = self.nonce(iv);
-        let split = buf.len() - ICV_LEN;
-        let tag: [u8; ICV_LEN] = buf[split..].try_into().expect("16 bytes");
-        buf.truncate(split);
         match &self.cipher {
-            Gcm::Aes128(c) => {
-                c.decrypt_inout_detached(&n.into(), aad, buf.as_mut_slice().into(), &tag.into())
-            }
-            Gcm::Aes256(c) => {
-                c.decrypt_inout_detached(&n.into(), aad, buf.as_mut_slice().into(), &tag.into())
-            }
+            Gcm::Aes128(c) => c.decrypt_inout_detached(&n.into(), aad, buf.into(), tag.into()),
+            Gcm::Aes256(c) => c.decrypt_inout_detached(&n.into(), aad, buf.into(), tag.into()),
         }
         .map_err(|_| CryptoError::Integrity)
     }

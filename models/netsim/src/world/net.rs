@@ -164,7 +164,7 @@ impl World {
         if self.gateways[gw].down {
             return;
         }
-        let datagram = match screened || self.adversaries.is_empty() {
+        let mut datagram = match screened || self.adversaries.is_empty() {
             true => datagram,
             false => match self.screen(gw, link, dir, datagram, tunnel) {
                 Some(d) => d,
@@ -172,7 +172,7 @@ impl World {
             },
         };
         if let (ESP_PORT, Some(t)) = (datagram.dst.port(), tunnel) {
-            self.esp_arrived(t, gw, &datagram.payload, copy);
+            self.esp_arrived(t, gw, &mut datagram.payload, copy);
             return;
         }
         let from = SocketAddr::V4(datagram.src);

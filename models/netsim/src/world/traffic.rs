@@ -54,7 +54,7 @@ impl World {
     }
 
     /// An ESP packet of tunnel `t` reached gateway `gw`.
-    pub(super) fn esp_arrived(&mut self, t: usize, gw: usize, packet: &[u8], copy: bool) {
+    pub(super) fn esp_arrived(&mut self, t: usize, gw: usize, packet: &mut [u8], copy: bool) {
         // Direction 0 runs from the tunnel's initiator to its responder.
         let dir = usize::from(gw != self.tunnels[t].responder);
         match self.dp.open(&*self.esp_crypto, gw, t, dir, packet, copy) {

@@ -28,6 +28,16 @@ pub const ESP_PORT: u16 = 4500;
 const INNER_HEADER: usize = 28;
 pub const MIN_PACKET: usize = INNER_HEADER + 8;
 
+/// A tunnel's traffic, looked up once per packet: its counters, the replay window of its
+/// inbound SAs and, per direction (0: from its initiator), the next flow sequence number
+/// and the sequence numbers delivered so far, one bit each.
+struct Flow {
+    summary: TrafficSummary,
+    replay_window: u64,
+    next_seq: [u64; 2],
+    delivered: [Vec<u64>; 2],
+}
+
 /// One Child SA at one gateway: both directions.
 struct Pair {
     tunnel: usize,
@@ -89,21 +99,31 @@ pub struct DataPlane {
     /// Rekeys a gateway started, by the old pair's inbound SPI.
     started: FastSet<(usize, u32)>,
     installed: u64,
-    pub flows: BTreeMap<usize, TrafficSummary>,
-    /// Anti-replay window per tunnel with traffic (64 for the others).
-    windows: BTreeMap<usize, u64>,
-    /// Per (tunnel, direction): flow sequence numbers delivered so far, one bit each.
-    delivered: BTreeMap<(usize, usize), Vec<u64>>,
-    /// Per (tunnel, direction): the next flow sequence number.
-    next_seq: BTreeMap<(usize, usize), u64>,
+    /// By tunnel; the tunnels without traffic have none (and replay windows of 64).
+    flows: BTreeMap<usize, Flow>,
 }
 
 impl DataPlane {
     /// Adds a traffic flow for tunnel `t` (its counters start at zero) and the replay
     /// window of its inbound SAs.
     pub fn add_flow(&mut self, t: usize, summary: TrafficSummary, replay_window: u64) {
-        self.flows.insert(t, summary);
-        self.windows.insert(t, replay_window);
+        let flow = Flow {
+            summary,
+            replay_window,
+            next_seq: [0; 2],
+            delivered: Default::default(),
+        };
+        self.flows.insert(t, flow);
+    }
+
+    /// The counters of tunnel `t`'s flow, if it has one.
+    pub fn flow_mut(&mut self, t: usize) -> Option<&mut TrafficSummary> {
+        self.flows.get_mut(&t).map(|f| &mut f.summary)
+    }
+
+    /// The flows' counters, by tunnel.
+    pub fn into_flows(self) -> impl Iterator<Item = TrafficSummary> {
+        self.flows.into_values().map(|f| f.summary)
     }
 
     /// A gateway started a rekey of the pair `spi_in`: it will send on the successor
@@ -192,7 +212,7 @@ impl DataPlane {
         old_spi_in: Option<u32>,
         lifetime: Lifetime,
     ) {
-        let replay_window = self.windows.get(&tunnel).copied().unwrap_or(64);
+        let replay_window = self.flows.get(&tunnel).map_or(64, |f| f.replay_window);
         let ours = old_spi_in.is_some_and(|old| self.started.remove(&(gw, old)));
         if let Some(old) = old_spi_in.and_then(|o| self.pairs.get_mut(&(gw, o))) {
             old.retired = true;
@@ -358,7 +378,7 @@ impl DataPlane {
 
     /// The flow sequence number of the next packet of (tunnel, direction).
     pub fn next_seq(&mut self, tunnel: usize, dir: usize) -> u64 {
-        let n = self.next_seq.entry((tunnel, dir)).or_insert(0);
+        let n = &mut self.flows.get_mut(&tunnel).expect("a flow").next_seq[dir];
         *n += 1;
         *n
     }
@@ -372,7 +392,7 @@ impl DataPlane {
         t: usize,
         inner: &[u8],
     ) -> Option<(Vec<u8>, Option<Crossed>)> {
-        let stats = self.flows.get_mut(&t).expect("a flow");
+        let stats = &mut self.flows.get_mut(&t).expect("a flow").summary;
         stats.offered_packets += 1;
         stats.offered_bytes += inner.len() as u64;
         let Some(p) = self
@@ -421,13 +441,13 @@ impl DataPlane {
         let mut refused_copy;
         let stats = match copy {
             true => {
-                flow.copies_arrived += 1;
+                flow.summary.copies_arrived += 1;
                 refused_copy = TrafficSummary::default();
                 &mut refused_copy
             }
             false => {
-                flow.arrived += 1;
-                flow
+                flow.summary.arrived += 1;
+                &mut flow.summary
             }
         };
         let spi = packet
@@ -470,15 +490,14 @@ impl DataPlane {
             stats.malformed += 1;
             return Ok(crossed);
         };
-        let flow = self.flows.get_mut(&t).expect("the flow");
         match copy {
-            true => flow.copies_delivered += 1,
+            true => flow.summary.copies_delivered += 1,
             false => {
-                flow.delivered_packets += 1;
-                flow.delivered_bytes += inner.len() as u64;
+                flow.summary.delivered_packets += 1;
+                flow.summary.delivered_bytes += inner.len() as u64;
             }
         }
-        let bits = self.delivered.entry((t, dir)).or_default();
+        let bits = &mut flow.delivered[dir];
         let (word, bit) = ((seq / 64) as usize, seq % 64);
         if bits.len() <= word {
             bits.resize(word + 1, 0);
@@ -486,7 +505,7 @@ impl DataPlane {
         if bits[word] & (1 << bit) != 0 {
             return Err(format!(
                 "tunnel {}: packet {seq} of direction {dir} accepted twice (replay)",
-                flow.tunnel
+                flow.summary.tunnel
             ));
         }
         bits[word] |= 1 << bit;
@@ -504,7 +523,7 @@ impl DataPlane {
         packets: u64,
         bytes: u64,
     ) -> Vec<(usize, Crossed)> {
-        let stats = self.flows.get_mut(&t).expect("a flow");
+        let stats = &mut self.flows.get_mut(&t).expect("a flow").summary;
         stats.offered_packets += packets;
         stats.offered_bytes += bytes;
         let mut crossed = Vec::new();

@@ -227,7 +227,7 @@ impl World {
         // otherwise be built beside everything they summarize, and set the run's peak
         // memory. Events still queued will never run.
         self.sim.discard_pending();
-        let flows = std::mem::take(&mut self.dp).flows;
+        let flows = std::mem::take(&mut self.dp).into_flows();
         let violations = std::mem::take(&mut self.oracle).violations;
         let qkd_links = std::mem::take(&mut self.qkd.links);
         let pools = qkd_links
@@ -299,7 +299,6 @@ impl World {
             fingerprint,
             tunnels,
             traffic: flows
-                .into_values()
                 .map(|mut f| {
                     f.lost_on_link = f.sent_packets - f.arrived.min(f.sent_packets);
                     f

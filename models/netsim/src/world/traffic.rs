@@ -113,7 +113,7 @@ impl World {
                 && let Some(f) = self
                     .sa_tunnel
                     .get(&(gw, sa))
-                    .and_then(|t| self.dp.flows.get_mut(t))
+                    .and_then(|&t| self.dp.flow_mut(t))
             {
                 f.volume_rekeys += 1;
             }
@@ -138,7 +138,7 @@ impl World {
             && let Some(f) = self
                 .sa_tunnel
                 .get(&(gw, sa))
-                .and_then(|t| self.dp.flows.get_mut(t))
+                .and_then(|&t| self.dp.flow_mut(t))
         {
             f.hard_expiries += 1;
         }

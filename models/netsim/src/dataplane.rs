@@ -56,6 +56,9 @@ struct Pair {
     soft_reported: bool,
     /// Past its hard time lifetime: no more traffic.
     expired: bool,
+    /// When the invariant oracle's pending look at this pair was asked for (a newer
+    /// change replaces an older look); kept here, since the look reads the pair anyway.
+    watch_ns: Option<u64>,
 }
 
 /// Which lifetime limit a packet pushed an SA over, for the driver to act on.
@@ -186,9 +189,26 @@ impl DataPlane {
         self.by_tunnel.contains_key(&(gw, t))
     }
 
-    /// The pair `gw` holds with inbound SPI `spi_in`: (tunnel, IKE SA, outbound SPI).
-    pub fn pair(&self, gw: usize, spi_in: u32) -> Option<(usize, SaId, u32)> {
-        let p = self.pairs.get(&(gw, spi_in))?;
+    /// Asks for a look at the pair `spi_in` at `gw` as of `now_ns`, replacing an earlier
+    /// one; false if `gw` does not hold it (nothing to look at).
+    pub fn watch(&mut self, gw: usize, spi_in: u32, now_ns: u64) -> bool {
+        let p = self.pairs.get_mut(&(gw, spi_in));
+        p.map(|p| p.watch_ns = Some(now_ns)).is_some()
+    }
+
+    /// The pair's (tunnel, IKE SA, outbound SPI), if the look asked for at `since_ns` is
+    /// still its latest (this takes it) and the pair is still held.
+    pub fn take_watch(
+        &mut self,
+        gw: usize,
+        spi_in: u32,
+        since_ns: u64,
+    ) -> Option<(usize, SaId, u32)> {
+        let p = self.pairs.get_mut(&(gw, spi_in))?;
+        if p.watch_ns != Some(since_ns) {
+            return None; // a newer change to the pair has its own look
+        }
+        p.watch_ns = None;
         Some((p.tunnel, p.sa, p.outbound.spi))
     }
 
@@ -258,6 +278,7 @@ impl DataPlane {
                 retired: false,
                 soft_reported: false,
                 expired: false,
+                watch_ns: None,
             }),
         );
         if sending {

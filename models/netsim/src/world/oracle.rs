@@ -7,11 +7,10 @@
 //! it, at a cost per event that does not grow with the number of tunnels.
 
 use std::collections::BTreeSet;
-use std::collections::hash_map::Entry;
 
 use sim_core::hash::FastMap;
 
-use ikev2::endpoint::{ChildSa, Event, PeerConfig, PpkOutcome, PpkPolicy};
+use ikev2::endpoint::{ChildSa, Event, PeerConfig, PpkOutcome, PpkPolicy, SaId};
 use ikev2::keys::IkeKeys;
 use sim_core::{SimDuration, SimTime};
 
@@ -30,9 +29,6 @@ pub(super) struct Oracle {
     other_ppk_ids_used: BTreeSet<Vec<u8>>,
     /// (tunnel, SPI) -> the key one end of a Child SA reported for that direction.
     child_keys: FastMap<(usize, u32), Vec<u8>>,
-    /// (gateway, inbound SPI) -> the time of the latest change to that Child SA pair
-    /// whose look is pending.
-    watched: FastMap<(usize, u32), SimTime>,
     pub violations: Vec<String>,
 }
 
@@ -163,22 +159,17 @@ impl Oracle {
     ///
     /// Checked where it can break: a pair installed at one end, or removed at one end,
     /// is looked at again one grace time later ([`World::watch_pair`]); a newer change
-    /// to the same pair replaces the older look. Called for the look of `since`.
+    /// to the same pair replaces the older look. Called for the look of `since`, which
+    /// is the pair's latest.
     fn check_pair(
         &mut self,
         now: SimTime,
         (gw, spi_in, since): (usize, u32, SimTime),
+        (t, sa, spi_out): (usize, SaId, u32),
         tunnels: &[Tunnel],
         gateways: &[Gateway],
         dp: &DataPlane,
     ) {
-        match self.watched.entry((gw, spi_in)) {
-            Entry::Occupied(e) if *e.get() == since => e.remove(),
-            _ => return, // a newer change to the pair has its own look
-        };
-        let Some((t, sa, spi_out)) = dp.pair(gw, spi_in) else {
-            return;
-        };
         let tun = &tunnels[t];
         let peer = tun.other_end(gw);
         // The peer's half first: it is there nearly always, and the IKE SAs' state
@@ -214,7 +205,9 @@ impl World {
     /// [`Oracle::check_pair`]).
     fn watch_pair(&mut self, gw: usize, t: usize, spi_in: u32) {
         let now = self.sim.now();
-        self.oracle.watched.insert((gw, spi_in), now);
+        if !self.dp.watch(gw, spi_in, now.as_nanos()) {
+            return; // not held: nothing can go stale
+        }
         let tun = &self.tunnels[t];
         let timers = &self.gateways[tun.initiator].peer_cfgs[tun.peer].timers;
         let grace = SimDuration::from_nanos(timers.exchange_timeout_ns() + 1_000_000_000);
@@ -248,8 +241,11 @@ impl World {
 
     pub(super) fn check_pair(&mut self, gw: usize, spi_in: u32, since: SimTime) {
         let now = self.sim.now();
+        let Some(pair) = self.dp.take_watch(gw, spi_in, since.as_nanos()) else {
+            return;
+        };
         let look = (gw, spi_in, since);
-        (self.oracle).check_pair(now, look, &self.tunnels, &self.gateways, &self.dp);
+        (self.oracle).check_pair(now, look, pair, &self.tunnels, &self.gateways, &self.dp);
     }
 
     /// Looks for a stuck negotiation of tunnel `t`'s attempt number `attempt`, and

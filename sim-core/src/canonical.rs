@@ -59,6 +59,16 @@ impl Encoder<'_> {
 
 type Done = Result<(), EncodeError>;
 
+/// Serializer methods that write a number's little-endian bytes.
+macro_rules! le_numbers {
+    ($($method:ident: $t:ty),* $(,)?) => {$(
+        fn $method(self, v: $t) -> Done {
+            self.out.extend_from_slice(&v.to_le_bytes());
+            Ok(())
+        }
+    )*};
+}
+
 impl<'a, 'b> ser::Serializer for &'a mut Encoder<'b> {
     type Ok = ();
     type Error = EncodeError;
@@ -74,53 +84,16 @@ impl<'a, 'b> ser::Serializer for &'a mut Encoder<'b> {
         self.out.push(v as u8);
         Ok(())
     }
-    fn serialize_i8(self, v: i8) -> Done {
-        self.out.extend_from_slice(&v.to_le_bytes());
-        Ok(())
-    }
-    fn serialize_i16(self, v: i16) -> Done {
-        self.out.extend_from_slice(&v.to_le_bytes());
-        Ok(())
-    }
-    fn serialize_i32(self, v: i32) -> Done {
-        self.out.extend_from_slice(&v.to_le_bytes());
-        Ok(())
-    }
-    fn serialize_i64(self, v: i64) -> Done {
-        self.out.extend_from_slice(&v.to_le_bytes());
-        Ok(())
-    }
-    fn serialize_i128(self, v: i128) -> Done {
-        self.out.extend_from_slice(&v.to_le_bytes());
-        Ok(())
-    }
-    fn serialize_u8(self, v: u8) -> Done {
-        self.out.push(v);
-        Ok(())
-    }
-    fn serialize_u16(self, v: u16) -> Done {
-        self.out.extend_from_slice(&v.to_le_bytes());
-        Ok(())
-    }
-    fn serialize_u32(self, v: u32) -> Done {
-        self.out.extend_from_slice(&v.to_le_bytes());
-        Ok(())
-    }
-    fn serialize_u64(self, v: u64) -> Done {
-        self.out.extend_from_slice(&v.to_le_bytes());
-        Ok(())
-    }
-    fn serialize_u128(self, v: u128) -> Done {
-        self.out.extend_from_slice(&v.to_le_bytes());
-        Ok(())
+    le_numbers! {
+        serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
+        serialize_i128: i128, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32,
+        serialize_u64: u64, serialize_u128: u128,
     }
     fn serialize_f32(self, v: f32) -> Done {
-        self.out.extend_from_slice(&v.to_bits().to_le_bytes());
-        Ok(())
+        self.serialize_u32(v.to_bits())
     }
     fn serialize_f64(self, v: f64) -> Done {
-        self.out.extend_from_slice(&v.to_bits().to_le_bytes());
-        Ok(())
+        self.serialize_u64(v.to_bits())
     }
     fn serialize_char(self, v: char) -> Done {
         self.serialize_u32(v as u32)

@@ -47,6 +47,22 @@ fn mix_into(domain: u64, parts: &[&[u8]], out: &mut [u8]) {
     }
 }
 
+/// The model's AEAD check: `tag` is what sealing `body` made (the model encrypts nothing).
+fn check_tag(
+    key: &[u8],
+    iv: &[u8; IV_LEN],
+    aad: &[u8],
+    body: &[u8],
+    tag: &[u8],
+) -> Result<(), CryptoError> {
+    let mut expected = [0; ICV_LEN];
+    mix_into(2, &[key, iv, aad, body], &mut expected);
+    match expected[..] == *tag {
+        true => Ok(()),
+        false => Err(CryptoError::Integrity),
+    }
+}
+
 fn random(rng: &mut dyn CryptoRng, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
     rng.fill_bytes(&mut v);
@@ -91,15 +107,11 @@ impl CryptoProvider for ModelCrypto {
         aad: &[u8],
         buf: &mut Vec<u8>,
     ) -> Result<(), CryptoError> {
-        if buf.len() < ICV_LEN {
-            return Err(CryptoError::Integrity);
-        }
-        let split = buf.len() - ICV_LEN;
-        let mut tag = [0; ICV_LEN];
-        mix_into(2, &[key, iv, aad, &buf[..split]], &mut tag);
-        if tag != buf[split..] {
-            return Err(CryptoError::Integrity);
-        }
+        let split = buf
+            .len()
+            .checked_sub(ICV_LEN)
+            .ok_or(CryptoError::Integrity)?;
+        check_tag(key, iv, aad, &buf[..split], &buf[split..])?;
         buf.truncate(split);
         Ok(())
     }
@@ -178,11 +190,6 @@ impl PreparedAead for ModelKey {
         buf: &mut [u8],
         tag: &[u8; ICV_LEN],
     ) -> Result<(), CryptoError> {
-        let mut expected = [0; ICV_LEN];
-        mix_into(2, &[&self.1, iv, aad, buf], &mut expected);
-        match expected == *tag {
-            true => Ok(()),
-            false => Err(CryptoError::Integrity),
-        }
+        check_tag(&self.1, iv, aad, buf, tag)
     }
 }

@@ -140,7 +140,7 @@ fn esp_keys_decrypt_captured_esp_in_tshark() {
     let mut out = esp::Outbound::new(
         child.spi_out,
         child.aead,
-        child.encr_out.clone(),
+        child.encr_out,
         false,
         Default::default(),
     );

@@ -7,7 +7,7 @@ use std::time::Instant;
 use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Aes256Gcm, KeyInit};
 use esp::{Inbound, Lifetime, NEXT_IPV4, Outbound};
-use ikev2::crypto::{AeadAlg, RealCrypto};
+use ikev2::crypto::{AeadAlg, AeadKey, RealCrypto};
 
 fn ns_per_op(iters: u32, rounds: usize, mut f: impl FnMut()) -> f64 {
     let mut v: Vec<f64> = (0..rounds)
@@ -26,39 +26,20 @@ fn ns_per_op(iters: u32, rounds: usize, mut f: impl FnMut()) -> f64 {
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let (iters, rounds) = if quick { (10, 1) } else { (20_000, 7) };
-    let key = vec![9u8; 36];
+    let key = AeadKey::new(&[9u8; 36]);
     println!(
         "{:<24} {:>10} {:>10} {:>12} {:>7}",
         "packet", "seal ns", "open ns", "bare GCM ns", "ratio"
     );
     for size in [64usize, 1400, 9000] {
         let inner = vec![0x45u8; size];
-        let mut out = Outbound::new(
-            1,
-            AeadAlg::AesGcm16_256,
-            key.clone(),
-            true,
-            Lifetime::default(),
-        );
-        let mut inb = Inbound::new(
-            1,
-            AeadAlg::AesGcm16_256,
-            key.clone(),
-            true,
-            64,
-            Lifetime::default(),
-        );
+        let mut out = Outbound::new(1, AeadAlg::AesGcm16_256, key, true, Lifetime::default());
+        let mut inb = Inbound::new(1, AeadAlg::AesGcm16_256, key, true, 64, Lifetime::default());
         let seal = ns_per_op(iters, rounds, || {
             black_box(out.seal(&RealCrypto, black_box(&inner), NEXT_IPV4).unwrap());
         });
         // Open a fresh stream of packets (the replay window refuses repeats).
-        let mut sender = Outbound::new(
-            1,
-            AeadAlg::AesGcm16_256,
-            key.clone(),
-            true,
-            Lifetime::default(),
-        );
+        let mut sender = Outbound::new(1, AeadAlg::AesGcm16_256, key, true, Lifetime::default());
         let packets: Vec<Vec<u8>> = (0..iters as usize * rounds)
             .map(|_| sender.seal(&RealCrypto, &inner, NEXT_IPV4).unwrap())
             .collect();

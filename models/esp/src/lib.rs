@@ -17,7 +17,7 @@
 
 use std::ops::Range;
 
-use ikev2::crypto::{AeadAlg, CryptoProvider, ICV_LEN, IV_LEN, PreparedAead};
+use ikev2::crypto::{AeadAlg, AeadKey, CryptoProvider, ICV_LEN, IV_LEN, PreparedAead};
 use serde::{Deserialize, Serialize};
 
 /// Bytes of SPI, sequence number and IV before the ciphertext.
@@ -77,7 +77,7 @@ pub struct EspStats {
 pub struct Outbound {
     pub spi: u32,
     aead: AeadAlg,
-    key: Vec<u8>,
+    key: AeadKey,
     /// The key with its schedule expanded, made on first use by the provider given.
     prepared: Option<Box<dyn PreparedAead>>,
     esn: bool,
@@ -89,7 +89,7 @@ pub struct Outbound {
 
 impl Outbound {
     /// `key` is the key followed by the 4-byte salt (the KEYMAT slice for this direction).
-    pub fn new(spi: u32, aead: AeadAlg, key: Vec<u8>, esn: bool, lifetime: Lifetime) -> Self {
+    pub fn new(spi: u32, aead: AeadAlg, key: AeadKey, esn: bool, lifetime: Lifetime) -> Self {
         assert_eq!(key.len(), aead.keymat_len(), "ESP key must be key | salt");
         Outbound {
             spi,
@@ -299,7 +299,7 @@ impl ReplayWindow {
 pub struct Inbound {
     pub spi: u32,
     aead: AeadAlg,
-    key: Vec<u8>,
+    key: AeadKey,
     prepared: Option<Box<dyn PreparedAead>>,
     esn: bool,
     window: ReplayWindow,
@@ -311,7 +311,7 @@ impl Inbound {
     pub fn new(
         spi: u32,
         aead: AeadAlg,
-        key: Vec<u8>,
+        key: AeadKey,
         esn: bool,
         window: u64,
         lifetime: Lifetime,
@@ -446,12 +446,12 @@ mod tests {
     }
 
     fn pair(esn: bool, window: u64) -> (Outbound, Inbound) {
-        let key = vec![7u8; 36];
+        let key = AeadKey::new(&[7u8; 36]);
         (
             Outbound::new(
                 0x1234_5678,
                 AeadAlg::AesGcm16_256,
-                key.clone(),
+                key,
                 esn,
                 Lifetime::default(),
             ),
@@ -512,7 +512,7 @@ mod tests {
 
     #[test]
     fn lifetimes_go_soft_then_hard() {
-        let key = vec![1u8; 20];
+        let key = AeadKey::new(&[1u8; 20]);
         let life = Lifetime {
             soft_packets: Some(3),
             hard_packets: Some(5),

@@ -54,10 +54,7 @@ fn identical_keys_for_every_combination() {
                 expect.push(exchange::IKE_AUTH);
                 assert_eq!(kinds, expect);
                 let (ca, cb) = (p.child(0).unwrap(), p.child(1).unwrap());
-                assert_eq!(
-                    (ca.encr_out.clone(), ca.encr_in.clone()),
-                    (cb.encr_in.clone(), cb.encr_out.clone())
-                );
+                assert_eq!((ca.encr_out, ca.encr_in), (cb.encr_in, cb.encr_out));
                 assert_eq!((ca.spi_out, ca.spi_in), (cb.spi_in, cb.spi_out));
                 assert_eq!(ca.encr_out.len(), 36);
             }

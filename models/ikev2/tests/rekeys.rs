@@ -66,7 +66,7 @@ fn child_sas_rekey_with_and_without_pfs_from_either_side() {
             (first[0].spi_in, first[1].spi_in),
             "the old SA each side names"
         );
-        assert_eq!(a.proposal, esp.to_string());
+        assert_eq!(*a.proposal, esp.to_string());
         // The old pair is deleted on both sides.
         assert_eq!(
             (deleted(&p, 0), deleted(&p, 1)),
@@ -371,7 +371,10 @@ fn hybrid_rekeys_run_their_additional_key_exchanges_in_ike_followup_ke() {
             (&ca.encr_out, &ca.encr_in, ca.spi_out),
             (&cb.encr_in, &cb.encr_out, cb.spi_in)
         );
-        assert_eq!(ca.proposal, "aes256gcm16-x25519-ke1_mlkem512-ke2_mlkem768");
+        assert_eq!(
+            &*ca.proposal,
+            "aes256gcm16-x25519-ke1_mlkem512-ke2_mlkem768"
+        );
         assert_eq!((p.eps[0].sa_count(), p.eps[1].sa_count()), (1, 1));
     }
 }
@@ -668,7 +671,7 @@ fn a_child_rekey_refused_for_its_key_share_retries_with_the_method_asked_for() {
     let (ra, rb) = (rekeyed_children(&p, 0), rekeyed_children(&p, 1));
     assert_eq!((ra.len(), rb.len()), (1, 1), "{:?}", p.events);
     assert_eq!(ra[0].1.encr_out, rb[0].1.encr_in);
-    assert_eq!(ra[0].1.proposal, "aes256gcm16-mlkem768");
+    assert_eq!(&*ra[0].1.proposal, "aes256gcm16-mlkem768");
     // Two CREATE_CHILD_SA requests: the refused X25519 share, then ML-KEM-768.
     let creates = p
         .exchanges(0)

@@ -233,14 +233,14 @@ fn esp_traffic(quick: bool) {
         esp::Outbound::new(
             1,
             ikev2::crypto::AeadAlg::AesGcm16_256,
-            vec![7; 36],
+            ikev2::crypto::AeadKey::new(&[7; 36]),
             false,
             Default::default(),
         ),
         esp::Inbound::new(
             1,
             ikev2::crypto::AeadAlg::AesGcm16_256,
-            vec![7; 36],
+            ikev2::crypto::AeadKey::new(&[7; 36]),
             false,
             64,
             Default::default(),

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use esp::{EspError, Inbound, Lifetime, LifetimeState, Outbound};
 use ikev2::crypto::CryptoProvider;
 use ikev2::endpoint::{ChildSa, SaId};
-use sim_core::hash::{FastMap, FastSet};
+use sim_core::hash::FastMap;
 
 use crate::results::TrafficSummary;
 
@@ -52,6 +52,8 @@ struct Pair {
     predecessor: Option<u32>,
     /// Rekeyed, being rekeyed or deleted for its lifetime: no further rekey for it.
     retired: bool,
+    /// This gateway started its rekey (and so sends on the successor at once).
+    started: bool,
     /// Its soft limit was reported (once).
     soft_reported: bool,
     /// Past its hard time lifetime: no more traffic.
@@ -86,24 +88,78 @@ pub enum PairChange {
     },
 }
 
+/// One gateway's half of a tunnel: its pairs in installation order (one, two while a
+/// rekey overlaps) and the inbound SPI of the one it sends on.
+struct End {
+    gw: usize,
+    pairs: Vec<Pair>,
+    sender: Option<u32>,
+}
+
+impl End {
+    fn pair(&self, spi_in: u32) -> Option<&Pair> {
+        self.pairs.iter().find(|p| p.inbound.spi == spi_in)
+    }
+
+    fn pair_mut(&mut self, spi_in: u32) -> Option<&mut Pair> {
+        self.pairs.iter_mut().find(|p| p.inbound.spi == spi_in)
+    }
+
+    /// Pairs that waited for `spi_in` to go may send now.
+    fn promote_successors(&mut self, spi_in: u32) {
+        for p in &mut self.pairs {
+            if p.predecessor == Some(spi_in) {
+                p.predecessor = None;
+                p.sending = true;
+            }
+        }
+    }
+
+    /// Sends on the newest pair that may send.
+    fn choose_sender(&mut self) {
+        let best = (self.pairs.iter().filter(|p| p.sending)).max_by_key(|p| p.order);
+        self.sender = best.map(|p| p.inbound.spi);
+    }
+}
+
+/// A tunnel's data plane: both ends in one record, so that what concerns one tunnel
+/// is one lookup and a few adjacent cache lines at a hub of thousands.
+#[derive(Default)]
+struct TunnelPlane {
+    ends: [Option<End>; 2],
+}
+
 #[derive(Default)]
 pub struct DataPlane {
     /// Pairs installed or removed since the driver last took this list.
     pub changed: Vec<PairChange>,
-    /// Boxed: a pair is large, and a hash table keeps slots free. These maps are only
-    /// looked up, never walked (see `sim_core::hash`).
-    pairs: FastMap<(usize, u32), Box<Pair>>,
-    /// (gateway, tunnel) -> inbound SPI of the pair it sends on.
-    sender: FastMap<(usize, usize), u32>,
-    /// (gateway, tunnel) -> inbound SPIs of its pairs, and (gateway, IKE SA) -> tunnel:
-    /// so that what concerns one tunnel costs the same at a hub of thousands.
-    by_tunnel: FastMap<(usize, usize), Vec<u32>>,
+    /// (gateway, inbound SPI) -> tunnel of the pair, and (gateway, IKE SA) -> tunnel:
+    /// packets and the endpoints' events name pairs and SAs, the pairs live by tunnel.
+    /// Only looked up, never walked (see `sim_core::hash`).
+    tunnel_of_spi: FastMap<(usize, u32), usize>,
     tunnel_of_sa: FastMap<(usize, SaId), usize>,
-    /// Rekeys a gateway started, by the old pair's inbound SPI.
-    started: FastSet<(usize, u32)>,
+    /// By tunnel (grown to the highest tunnel with a pair).
+    tunnels: Vec<TunnelPlane>,
     installed: u64,
     /// By tunnel; the tunnels without traffic have none (and replay windows of 64).
     flows: BTreeMap<usize, Flow>,
+}
+
+/// `gw`'s half of tunnel `t`, if it has one.
+fn end_mut(tunnels: &mut [TunnelPlane], gw: usize, t: usize) -> Option<&mut End> {
+    let ends = &mut tunnels.get_mut(t)?.ends;
+    ends.iter_mut().flatten().find(|e| e.gw == gw)
+}
+
+/// The pair with inbound SPI `spi_in` at `gw`.
+fn pair_mut<'a>(
+    tunnel_of_spi: &FastMap<(usize, u32), usize>,
+    tunnels: &'a mut [TunnelPlane],
+    gw: usize,
+    spi_in: u32,
+) -> Option<&'a mut Pair> {
+    let t = *tunnel_of_spi.get(&(gw, spi_in))?;
+    end_mut(tunnels, gw, t)?.pair_mut(spi_in)
 }
 
 impl DataPlane {
@@ -129,11 +185,25 @@ impl DataPlane {
         self.flows.into_values().map(|f| f.summary)
     }
 
+    fn end(&self, gw: usize, t: usize) -> Option<&End> {
+        let ends = &self.tunnels.get(t)?.ends;
+        ends.iter().flatten().find(|e| e.gw == gw)
+    }
+
+    fn pair(&self, gw: usize, spi_in: u32) -> Option<&Pair> {
+        let t = *self.tunnel_of_spi.get(&(gw, spi_in))?;
+        self.end(gw, t)?.pair(spi_in)
+    }
+
+    fn pair_mut(&mut self, gw: usize, spi_in: u32) -> Option<&mut Pair> {
+        pair_mut(&self.tunnel_of_spi, &mut self.tunnels, gw, spi_in)
+    }
+
     /// A gateway started a rekey of the pair `spi_in`: it will send on the successor
     /// as soon as it has it.
     pub fn rekey_started(&mut self, gw: usize, spi_in: u32) {
-        self.started.insert((gw, spi_in));
-        if let Some(p) = self.pairs.get_mut(&(gw, spi_in)) {
+        if let Some(p) = self.pair_mut(gw, spi_in) {
+            p.started = true;
             p.retired = true;
         }
     }
@@ -141,29 +211,28 @@ impl DataPlane {
     /// The rekeys `gw` started under IKE SA `sa` were refused: their pairs may be
     /// rekeyed again. Returns their inbound SPIs.
     pub fn rekey_refused(&mut self, gw: usize, sa: SaId) -> Vec<u32> {
-        // A started rekey's pair is one of the SA's tunnel's pairs (in SPI order).
-        let tunnel = self.tunnel_of_sa.get(&(gw, sa));
-        let mut refused: Vec<u32> = (tunnel.map(|&t| self.spis(gw, t)))
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|spi| self.started.contains(&(gw, *spi)))
-            .filter(|spi| self.pairs.get(&(gw, *spi)).is_some_and(|p| p.sa == sa))
-            .collect();
-        refused.sort_unstable();
-        for spi in &refused {
-            self.started.remove(&(gw, *spi));
-            if let Some(p) = self.pairs.get_mut(&(gw, *spi)) {
-                p.retired = false;
-            }
+        let Some(&t) = self.tunnel_of_sa.get(&(gw, sa)) else {
+            return Vec::new();
+        };
+        let Some(end) = end_mut(&mut self.tunnels, gw, t) else {
+            return Vec::new();
+        };
+        let mut refused = Vec::new();
+        for p in (end.pairs.iter_mut()).filter(|p| p.started && p.sa == sa) {
+            p.started = false;
+            p.retired = false;
+            refused.push(p.inbound.spi);
         }
+        refused.sort_unstable();
         refused
     }
 
     /// Every Child SA held: (gateway, tunnel, IKE SA, inbound SPI, outbound SPI), by
     /// gateway and inbound SPI.
     pub fn all(&self) -> Vec<(usize, usize, SaId, u32, u32)> {
-        let mut all: Vec<_> = (self.pairs.iter())
-            .map(|(&(gw, spi_in), p)| (gw, p.tunnel, p.sa, spi_in, p.outbound.spi))
+        let ends = self.tunnels.iter().flat_map(|t| t.ends.iter().flatten());
+        let mut all: Vec<_> = (ends.flat_map(|e| e.pairs.iter().map(move |p| (e.gw, p))))
+            .map(|(gw, p)| (gw, p.tunnel, p.sa, p.inbound.spi, p.outbound.spi))
             .collect();
         all.sort_unstable_by_key(|&(gw, _, _, spi_in, _)| (gw, spi_in));
         all
@@ -171,28 +240,31 @@ impl DataPlane {
 
     /// Whether `gw` holds the Child SA with inbound SPI `spi_in`.
     pub fn has(&self, gw: usize, spi_in: u32) -> bool {
-        self.pairs.contains_key(&(gw, spi_in))
+        self.tunnel_of_spi.contains_key(&(gw, spi_in))
     }
 
     /// Whether `gw` can send tunnel `t`'s traffic to `peer`: it has a pair to send on,
     /// not past its hard lifetime, whose other half `peer` holds.
     pub fn carries(&self, gw: usize, t: usize, peer: usize) -> bool {
-        let pair = self
-            .sender
-            .get(&(gw, t))
-            .and_then(|spi| self.pairs.get(&(gw, *spi)));
-        pair.is_some_and(|p| !p.expired && self.has(peer, p.outbound.spi))
+        let Some(end) = self.end(gw, t) else {
+            return false;
+        };
+        let pair = end.sender.and_then(|spi| end.pair(spi));
+        // The other half is nearly always the same tunnel's, read with this record.
+        let held =
+            |spi| self.end(peer, t).is_some_and(|e| e.pair(spi).is_some()) || self.has(peer, spi);
+        pair.is_some_and(|p| !p.expired && held(p.outbound.spi))
     }
 
     /// Whether `gw` holds any Child SA of tunnel `t`.
     pub fn holds(&self, gw: usize, t: usize) -> bool {
-        self.by_tunnel.contains_key(&(gw, t))
+        self.end(gw, t).is_some_and(|e| !e.pairs.is_empty())
     }
 
     /// Asks for a look at the pair `spi_in` at `gw` as of `now_ns`, replacing an earlier
     /// one; false if `gw` does not hold it (nothing to look at).
     pub fn watch(&mut self, gw: usize, spi_in: u32, now_ns: u64) -> bool {
-        let p = self.pairs.get_mut(&(gw, spi_in));
+        let p = self.pair_mut(gw, spi_in);
         p.map(|p| p.watch_ns = Some(now_ns)).is_some()
     }
 
@@ -204,7 +276,7 @@ impl DataPlane {
         spi_in: u32,
         since_ns: u64,
     ) -> Option<(usize, SaId, u32)> {
-        let p = self.pairs.get_mut(&(gw, spi_in))?;
+        let p = self.pair_mut(gw, spi_in)?;
         if p.watch_ns != Some(since_ns) {
             return None; // a newer change to the pair has its own look
         }
@@ -215,10 +287,7 @@ impl DataPlane {
     /// The IKE SA of the pair, if it exists and was neither rekeyed nor expired (so a
     /// rekey of it makes sense).
     pub fn rekeyable(&self, gw: usize, spi_in: u32) -> Option<SaId> {
-        self.pairs
-            .get(&(gw, spi_in))
-            .filter(|p| !p.retired)
-            .map(|p| p.sa)
+        self.pair(gw, spi_in).filter(|p| !p.retired).map(|p| p.sa)
     }
 
     /// Installs a Child SA the endpoint of `gw` reported; `old_spi_in` names the pair it
@@ -233,13 +302,45 @@ impl DataPlane {
         lifetime: Lifetime,
     ) {
         let replay_window = self.flows.get(&tunnel).map_or(64, |f| f.replay_window);
-        let ours = old_spi_in.is_some_and(|old| self.started.remove(&(gw, old)));
-        if let Some(old) = old_spi_in.and_then(|o| self.pairs.get_mut(&(gw, o))) {
-            old.retired = true;
+        // An inbound SPI is the gateway's own and unique; one installed again replaces
+        // its pair.
+        if let Some(t) = self.tunnel_of_spi.insert((gw, child.spi_in), tunnel)
+            && let Some(end) = end_mut(&mut self.tunnels, gw, t)
+            && t != tunnel
+        {
+            end.pairs.retain(|p| p.inbound.spi != child.spi_in);
         }
+        self.tunnel_of_sa.insert((gw, sa), tunnel);
+        if self.tunnels.len() <= tunnel {
+            self.tunnels.resize_with(tunnel + 1, TunnelPlane::default);
+        }
+        let ends = &mut self.tunnels[tunnel].ends;
+        let at = match ends
+            .iter()
+            .position(|e| e.as_ref().is_some_and(|e| e.gw == gw))
+        {
+            Some(at) => at,
+            None => {
+                let free = ends.iter().position(Option::is_none);
+                let at = free.expect("a tunnel has two ends");
+                ends[at] = Some(End {
+                    gw,
+                    pairs: Vec::new(),
+                    sender: None,
+                });
+                at
+            }
+        };
+        let end = ends[at].as_mut().expect("just found");
+        let old = old_spi_in.and_then(|o| end.pair_mut(o));
+        let ours = old.as_ref().is_some_and(|o| o.started);
         // The end that started the rekey sends on the new SA at once; so does an end
         // whose old SA is gone already (its Delete overtook the rekey's answer).
-        let old_gone = old_spi_in.is_some_and(|old| !self.pairs.contains_key(&(gw, old)));
+        let old_gone = old_spi_in.is_some() && old.is_none();
+        if let Some(old) = old {
+            old.started = false;
+            old.retired = true;
+        }
         let sending = old_spi_in.is_none() || ours || old_gone;
         self.installed += 1;
         self.changed.push(PairChange::Installed {
@@ -247,99 +348,88 @@ impl DataPlane {
             tunnel,
             spi_in: child.spi_in,
         });
-        let spis = self.by_tunnel.entry((gw, tunnel)).or_default();
-        if !spis.contains(&child.spi_in) {
-            spis.push(child.spi_in);
+        let pair = Pair {
+            tunnel,
+            sa,
+            inbound: Inbound::new(
+                child.spi_in,
+                child.aead,
+                child.encr_in,
+                child.esn,
+                replay_window,
+                lifetime,
+            ),
+            outbound: Outbound::new(
+                child.spi_out,
+                child.aead,
+                child.encr_out,
+                child.esn,
+                lifetime,
+            ),
+            order: self.installed,
+            sending,
+            predecessor: old_spi_in.filter(|_| !sending),
+            retired: false,
+            started: false,
+            soft_reported: false,
+            expired: false,
+            watch_ns: None,
+        };
+        match end.pair_mut(child.spi_in) {
+            Some(p) => *p = pair,
+            None => {
+                // One more slot, not the vector's usual four: a pair is large, and an
+                // end holds one, two while a rekey overlaps.
+                end.pairs.reserve_exact(1);
+                end.pairs.push(pair);
+            }
         }
-        self.tunnel_of_sa.insert((gw, sa), tunnel);
-        self.pairs.insert(
-            (gw, child.spi_in),
-            Box::new(Pair {
-                tunnel,
-                sa,
-                inbound: Inbound::new(
-                    child.spi_in,
-                    child.aead,
-                    child.encr_in.clone(),
-                    child.esn,
-                    replay_window,
-                    lifetime,
-                ),
-                outbound: Outbound::new(
-                    child.spi_out,
-                    child.aead,
-                    child.encr_out.clone(),
-                    child.esn,
-                    lifetime,
-                ),
-                order: self.installed,
-                sending,
-                predecessor: old_spi_in.filter(|_| !sending),
-                retired: false,
-                soft_reported: false,
-                expired: false,
-                watch_ns: None,
-            }),
-        );
         if sending {
-            self.sender.insert((gw, tunnel), child.spi_in);
+            end.sender = Some(child.spi_in);
         }
     }
 
     /// The endpoint of `gw` deleted the pair `spi_in`: successors waiting for that
     /// Delete start sending, and the gateway sends on its newest sending pair.
     pub fn remove(&mut self, gw: usize, spi_in: u32) {
-        let Some(gone) = self.pairs.remove(&(gw, spi_in)) else {
+        let Some(t) = self.tunnel_of_spi.remove(&(gw, spi_in)) else {
             return;
         };
+        let Some(end) = end_mut(&mut self.tunnels, gw, t) else {
+            return;
+        };
+        let Some(at) = end.pairs.iter().position(|p| p.inbound.spi == spi_in) else {
+            return;
+        };
+        let gone = end.pairs.remove(at);
+        // Back to one slot once a rekey's overlap ends: held for hours, a spare slot
+        // would cost as much as the pair.
+        end.pairs.shrink_to_fit();
         self.changed.push(PairChange::Removed {
             gw,
             tunnel: gone.tunnel,
             spi_out: gone.outbound.spi,
         });
-        let key = (gw, gone.tunnel);
-        if let Some(spis) = self.by_tunnel.get_mut(&key) {
-            spis.retain(|&s| s != spi_in);
-            if spis.is_empty() {
-                self.by_tunnel.remove(&key);
-            }
-        }
-        self.started.remove(&(gw, spi_in));
-        self.promote_successors(gw, gone.tunnel, spi_in);
-        self.choose_sender(gw, gone.tunnel);
-    }
-
-    /// The inbound SPIs of the pairs `gw` holds for `tunnel`.
-    fn spis(&self, gw: usize, tunnel: usize) -> Vec<u32> {
-        self.by_tunnel
-            .get(&(gw, tunnel))
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Pairs that waited for `spi_in` to go may send now.
-    fn promote_successors(&mut self, gw: usize, tunnel: usize, spi_in: u32) {
-        for spi in self.spis(gw, tunnel) {
-            if let Some(p) = self.pairs.get_mut(&(gw, spi))
-                && p.predecessor == Some(spi_in)
-            {
-                p.predecessor = None;
-                p.sending = true;
-            }
-        }
+        end.promote_successors(spi_in);
+        end.choose_sender();
     }
 
     /// `gw` is deleting the pair `spi_in`: it sends on it no more (strongSwan removes
     /// the outbound SA first), but still accepts what arrives until the peer answered.
     pub fn stop_sending(&mut self, gw: usize, spi_in: u32) {
-        let Some(p) = self.pairs.get_mut(&(gw, spi_in)) else {
+        let Some(&t) = self.tunnel_of_spi.get(&(gw, spi_in)) else {
+            return;
+        };
+        let Some(end) = end_mut(&mut self.tunnels, gw, t) else {
+            return;
+        };
+        let Some(p) = end.pair_mut(spi_in) else {
             return;
         };
         p.sending = false;
         p.retired = true;
-        let tunnel = p.tunnel;
-        self.promote_successors(gw, tunnel, spi_in);
-        self.choose_sender(gw, tunnel);
+        end.promote_successors(spi_in);
+        end.choose_sender();
     }
 
     /// The IKE SA `sa` of `gw` is gone, and its Child SAs with it.
@@ -347,10 +437,9 @@ impl DataPlane {
         let Some(tunnel) = self.tunnel_of_sa.remove(&(gw, sa)) else {
             return;
         };
-        let doomed: Vec<u32> = self
-            .spis(gw, tunnel)
-            .into_iter()
-            .filter(|spi| self.pairs.get(&(gw, *spi)).is_some_and(|p| p.sa == sa))
+        let doomed: Vec<u32> = (self.end(gw, tunnel).into_iter())
+            .flat_map(|e| e.pairs.iter().filter(|p| p.sa == sa))
+            .map(|p| p.inbound.spi)
             .collect();
         for spi in doomed {
             self.remove(gw, spi);
@@ -363,10 +452,8 @@ impl DataPlane {
             return;
         };
         self.tunnel_of_sa.insert((gw, new), tunnel);
-        for spi in self.spis(gw, tunnel) {
-            if let Some(p) = self.pairs.get_mut(&(gw, spi))
-                && p.sa == old
-            {
+        if let Some(end) = end_mut(&mut self.tunnels, gw, tunnel) {
+            for p in end.pairs.iter_mut().filter(|p| p.sa == old) {
                 p.sa = new;
             }
         }
@@ -375,26 +462,10 @@ impl DataPlane {
     /// The pair's hard time lifetime ran out: it carries nothing more. Returns its IKE
     /// SA if the pair still exists.
     pub fn expire(&mut self, gw: usize, spi_in: u32) -> Option<SaId> {
-        let p = self.pairs.get_mut(&(gw, spi_in))?;
+        let p = self.pair_mut(gw, spi_in)?;
         p.expired = true;
         p.retired = true;
         Some(p.sa)
-    }
-
-    fn choose_sender(&mut self, gw: usize, tunnel: usize) {
-        let best = self
-            .by_tunnel
-            .get(&(gw, tunnel))
-            .into_iter()
-            .flatten()
-            .filter_map(|&spi| Some((spi, self.pairs.get(&(gw, spi))?)))
-            .filter(|(_, p)| p.sending)
-            .max_by_key(|(_, p)| p.order)
-            .map(|(spi, _)| spi);
-        match best {
-            Some(spi) => self.sender.insert((gw, tunnel), spi),
-            None => self.sender.remove(&(gw, tunnel)),
-        };
     }
 
     /// The flow sequence number of the next packet of (tunnel, direction).
@@ -416,11 +487,8 @@ impl DataPlane {
         let stats = &mut self.flows.get_mut(&t).expect("a flow").summary;
         stats.offered_packets += 1;
         stats.offered_bytes += inner.len() as u64;
-        let Some(p) = self
-            .sender
-            .get(&(gw, t))
-            .and_then(|spi| self.pairs.get_mut(&(gw, *spi)))
-        else {
+        let end = end_mut(&mut self.tunnels, gw, t);
+        let Some(p) = end.and_then(|e| e.sender.and_then(|spi| e.pair_mut(spi))) else {
             stats.no_sa += 1;
             return None;
         };
@@ -474,7 +542,8 @@ impl DataPlane {
         let spi = packet
             .get(..4)
             .map(|b| u32::from_be_bytes(b.try_into().unwrap()));
-        let Some(p) = spi.and_then(|spi| self.pairs.get_mut(&(gw, spi))) else {
+        let tunnels = &mut self.tunnels;
+        let Some(p) = spi.and_then(|spi| pair_mut(&self.tunnel_of_spi, tunnels, gw, spi)) else {
             // The receiver does not hold this SA: not yet (the new SA of a rekey whose
             // response is still on its way) or no longer (deleted).
             stats.unknown_spi += 1;
@@ -548,11 +617,8 @@ impl DataPlane {
         stats.offered_packets += packets;
         stats.offered_bytes += bytes;
         let mut crossed = Vec::new();
-        let Some(p) = self
-            .sender
-            .get(&(gw, t))
-            .and_then(|spi| self.pairs.get_mut(&(gw, *spi)))
-        else {
+        let end = end_mut(&mut self.tunnels, gw, t);
+        let Some(p) = end.and_then(|e| e.sender.and_then(|spi| e.pair_mut(spi))) else {
             stats.no_sa += packets;
             return crossed;
         };
@@ -563,7 +629,7 @@ impl DataPlane {
         stats.sent_packets += packets;
         crossed.extend(limit(p).map(|c| (gw, c)));
         let spi_out = p.outbound.spi;
-        let Some(q) = self.pairs.get_mut(&(peer, spi_out)) else {
+        let Some(q) = pair_mut(&self.tunnel_of_spi, &mut self.tunnels, peer, spi_out) else {
             stats.unknown_spi += packets;
             return crossed;
         };

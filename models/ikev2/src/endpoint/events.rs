@@ -3,8 +3,9 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use crate::crypto::AeadAlg;
+use crate::crypto::{AeadAlg, AeadKey};
 use crate::keys::IkeKeys;
 use crate::message::TrafficSelector;
 
@@ -134,18 +135,19 @@ impl fmt::Debug for KeylogEntry {
     }
 }
 
-/// A Child SA's data-plane keys and selectors. `encr_*` are key | 4-byte salt.
+/// A Child SA's data-plane keys and selectors. `encr_*` are key | 4-byte salt. Cloned
+/// into every event about it, so its keys are inline and its proposal's name shared.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ChildSa {
     /// Our inbound SPI (the peer sends with it) and the peer's.
     pub spi_in: u32,
     pub spi_out: u32,
-    pub proposal: String,
+    pub proposal: Arc<str>,
     pub aead: AeadAlg,
     /// Extended (64-bit) sequence numbers were negotiated (RFC 4303 section 2.2.1).
     pub esn: bool,
-    pub encr_in: Vec<u8>,
-    pub encr_out: Vec<u8>,
+    pub encr_in: AeadKey,
+    pub encr_out: AeadKey,
     pub local_ts: Vec<TrafficSelector>,
     pub remote_ts: Vec<TrafficSelector>,
 }

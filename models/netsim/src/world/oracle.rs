@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 
 use sim_core::hash::FastMap;
 
+use ikev2::crypto::AeadKey;
 use ikev2::endpoint::{ChildSa, Event, PeerConfig, PpkOutcome, PpkPolicy, SaId};
 use ikev2::keys::IkeKeys;
 use sim_core::{SimDuration, SimTime};
@@ -28,7 +29,7 @@ pub(super) struct Oracle {
     ppk_ids_used: BTreeSet<[u8; 16]>,
     other_ppk_ids_used: BTreeSet<Vec<u8>>,
     /// (tunnel, SPI) -> the key one end of a Child SA reported for that direction.
-    child_keys: FastMap<(usize, u32), Vec<u8>>,
+    child_keys: FastMap<(usize, u32), AeadKey>,
     pub violations: Vec<String>,
 }
 
@@ -116,7 +117,7 @@ impl Oracle {
                 ),
                 Some(_) => {}
                 None => {
-                    self.child_keys.insert((t, spi), key.clone());
+                    self.child_keys.insert((t, spi), *key);
                 }
             }
         }
@@ -407,11 +408,11 @@ mod tests {
         let child = |spi_in, spi_out, k_in: u8, k_out: u8| ChildSa {
             spi_in,
             spi_out,
-            proposal: String::new(),
+            proposal: "".into(),
             aead: AeadAlg::AesGcm16_256,
             esn: false,
-            encr_in: vec![k_in],
-            encr_out: vec![k_out],
+            encr_in: AeadKey::new(&[k_in]),
+            encr_out: AeadKey::new(&[k_out]),
             local_ts: vec![],
             remote_ts: vec![],
         };

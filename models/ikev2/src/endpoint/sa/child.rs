@@ -13,7 +13,7 @@ use super::{
     Ctx, Found, IkeSa, Phase, Request, first_error, ke_data, notify_payload, random, valid_nonce,
 };
 use crate::consts::{notify, protocol, transform_type as tt};
-use crate::crypto::{AeadAlg, KeMethod, KeSecret};
+use crate::crypto::{AeadAlg, AeadKey, KeMethod, KeSecret};
 use crate::endpoint::events::{ChildSa, Event, FailReason, Start};
 use crate::keys::child_keymat;
 use crate::message::{Header, Notify, Payload, TrafficSelector, find_notify};
@@ -177,14 +177,14 @@ impl IkeSa {
         Some(ChildSa {
             spi_in: n.spi_in,
             spi_out: n.spi_out,
-            proposal: n.chosen.to_string(),
+            proposal: n.chosen.to_string().into(),
             aead,
             esn: n
                 .chosen
                 .chosen(tt::ESN)
                 .is_some_and(|a| a.id == crate::consts::esn::ESN),
-            encr_in: encr_in.to_vec(),
-            encr_out: encr_out.to_vec(),
+            encr_in: AeadKey::new(encr_in),
+            encr_out: AeadKey::new(encr_out),
             local_ts: n.local_ts,
             remote_ts: n.remote_ts,
         })

@@ -24,7 +24,7 @@ pub use events::{
 };
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -37,6 +37,9 @@ use crate::message::{DecodeErrorKind, Header, Message, Notify, Payload};
 use sa::{Ctx, IkeSa, Phase};
 
 /// Transmits and events waiting to be polled, and counters.
+/// Inbound ESP SPIs in use at an endpoint (see [`Outputs`]).
+pub(crate) type EspSpis = HashSet<u32, FixedState>;
+
 #[derive(Default)]
 pub(crate) struct Outputs {
     transmits: VecDeque<Transmit>,
@@ -46,8 +49,9 @@ pub(crate) struct Outputs {
     new_sas: Vec<IkeSa>,
     /// Inbound ESP SPIs of our Child SAs and of those being negotiated: a new one is
     /// never one of them (at a hub of thousands of tunnels, random 32-bit SPIs collide
-    /// within a day). A negotiation that fails keeps its SPI out of use.
-    esp_spis: BTreeSet<u32>,
+    /// within a day). A negotiation that fails keeps its SPI out of use. A hash set
+    /// with a fixed seed, as `Endpoint::sas`: our own random SPIs, only looked up.
+    esp_spis: EspSpis,
 }
 
 /// The next output, or none; an emptied queue gives back its room, which a handshake's

@@ -3,8 +3,6 @@
 //! retransmitting on strongSwan's schedule, replaying cached responses, and opening
 //! (decrypting and reassembling) what arrives.
 
-use std::collections::BTreeSet;
-
 use rand_core::CryptoRng;
 
 use super::child::ChildRequest;
@@ -13,7 +11,7 @@ use super::ike_rekey::IkeRekey;
 use super::{Ctx, IkeSa};
 use crate::consts::{exchange, payload_type as pt};
 use crate::endpoint::events::{Event, ExchangeOutcome, ExchangeStats, FailReason, Transmit};
-use crate::endpoint::skf_number;
+use crate::endpoint::{EspSpis, skf_number};
 use crate::keys::IkeKeys;
 use crate::message::{Header, Payload, RawHeader, encode_payloads};
 use crate::protect::{self, OpenError, Opened, Reassembler, Reassembly};
@@ -103,7 +101,7 @@ impl Window {
 
 /// A new inbound ESP SPI: random, outside the reserved range 0..255, and not in
 /// `in_use` (where it goes).
-pub(super) fn new_esp_spi(rng: &mut dyn CryptoRng, in_use: &mut BTreeSet<u32>) -> u32 {
+pub(super) fn new_esp_spi(rng: &mut dyn CryptoRng, in_use: &mut EspSpis) -> u32 {
     loop {
         let spi = rng.next_u32();
         if spi >= 256 && in_use.insert(spi) {
@@ -462,7 +460,7 @@ mod tests {
     fn a_new_esp_spi_is_never_one_in_use() {
         let mut first_draws = ChaCha20Rng::seed_from_u64(9);
         let taken = first_draws.next_u32();
-        let mut in_use = BTreeSet::from([taken]);
+        let mut in_use = EspSpis::from_iter([taken]);
         let spi = new_esp_spi(&mut ChaCha20Rng::seed_from_u64(9), &mut in_use);
         assert_ne!(spi, taken);
         assert!(spi >= 256 && in_use.contains(&spi) && in_use.len() == 2);

@@ -3,19 +3,18 @@
 //! RFC 9867 (PPK mixing and confirmation). Each function's comment gives its formula
 //! and the section that defines it.
 
-use crate::crypto::{CryptoProvider, PrfAlg, Suite, prf_plus};
+use crate::crypto::{AeadKey, CryptoProvider, PrfAlg, PrfKey, Suite, prf_plus};
 
-/// The IKE SA's keys. With AEAD, SK_ai and SK_ar are empty; SK_ei and SK_er carry the
-/// cipher key followed by the 4-byte salt.
-#[derive(Clone, PartialEq, Eq)]
+/// The IKE SA's keys, inline. The suites are AEAD (RFC 5282), so SK_ai and SK_ar have
+/// length 0 and are not kept; SK_ei and SK_er carry the cipher key followed by the
+/// 4-byte salt.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct IkeKeys {
-    pub sk_d: Vec<u8>,
-    pub sk_ai: Vec<u8>,
-    pub sk_ar: Vec<u8>,
-    pub sk_ei: Vec<u8>,
-    pub sk_er: Vec<u8>,
-    pub sk_pi: Vec<u8>,
-    pub sk_pr: Vec<u8>,
+    pub sk_d: PrfKey,
+    pub sk_ei: AeadKey,
+    pub sk_er: AeadKey,
+    pub sk_pi: PrfKey,
+    pub sk_pr: PrfKey,
 }
 
 impl std::fmt::Debug for IkeKeys {
@@ -54,18 +53,15 @@ impl IkeKeys {
         );
         let mut at = 0;
         let mut take = |n: usize| {
-            let v = km[at..at + n].to_vec();
             at += n;
-            v
+            &km[at - n..at]
         };
         IkeKeys {
-            sk_d: take(p),
-            sk_ai: take(0),
-            sk_ar: take(0),
-            sk_ei: take(e),
-            sk_er: take(e),
-            sk_pi: take(p),
-            sk_pr: take(p),
+            sk_d: PrfKey::new(take(p)),
+            sk_ei: AeadKey::new(take(e)),
+            sk_er: AeadKey::new(take(e)),
+            sk_pi: PrfKey::new(take(p)),
+            sk_pr: PrfKey::new(take(p)),
         }
     }
 
@@ -97,12 +93,12 @@ impl IkeKeys {
     /// RFC 8784: `SK_d`, `SK_pi`, `SK_pr` become `prf+(PPK, SK_x)` of the same length;
     /// the encryption keys stay (IKE_AUTH is still protected by the classical keys).
     pub fn mix_ppk_rfc8784(&self, c: &dyn CryptoProvider, prf: PrfAlg, ppk: &[u8]) -> Self {
-        let mix = |k: &[u8]| prf_plus(c, prf, ppk, &[k], k.len());
+        let mix = |k: &[u8]| PrfKey::new(&prf_plus(c, prf, ppk, &[k], k.len()));
         IkeKeys {
             sk_d: mix(&self.sk_d),
             sk_pi: mix(&self.sk_pi),
             sk_pr: mix(&self.sk_pr),
-            ..self.clone()
+            ..*self
         }
     }
 
@@ -281,12 +277,9 @@ mod tests {
                 aead: AeadAlg::AesGcm16_256,
             };
             let k = IkeKeys::initial(&RealCrypto, suite, &[7; 32], id());
-            let lens = [
-                &k.sk_d, &k.sk_ai, &k.sk_ar, &k.sk_ei, &k.sk_er, &k.sk_pi, &k.sk_pr,
-            ]
-            .map(|v| v.len());
+            let lens = [&k.sk_d[..], &k.sk_ei, &k.sk_er, &k.sk_pi, &k.sk_pr].map(|v| v.len());
             let p = prf.output_len();
-            assert_eq!(lens, [p, 0, 0, 36, 36, p, p]);
+            assert_eq!(lens, [p, 36, 36, p, p]);
             assert_eq!(lens.iter().sum::<usize>(), total);
         }
         let k = IkeKeys::initial(
@@ -336,12 +329,9 @@ mod tests {
 
         // RFC 8784 changes SK_d/SK_pi/SK_pr only, each one PRF block here.
         let m = k1.mix_ppk_rfc8784(&c, PrfAlg::HmacSha256, b"qkd key");
+        assert_eq!((m.sk_ei, m.sk_er), (k1.sk_ei, k1.sk_er));
         assert_eq!(
-            (m.sk_ei.clone(), m.sk_er.clone()),
-            (k1.sk_ei.clone(), k1.sk_er.clone())
-        );
-        assert_eq!(
-            m.sk_d,
+            *m.sk_d,
             c.prf(PrfAlg::HmacSha256, b"qkd key", &[&k1.sk_d, &[1]])
         );
 

@@ -222,12 +222,12 @@ fn simultaneous_ike_sa_rekeys_leave_the_same_single_successor_on_both_sides() {
                     .filter_map(|e| match &e.1 {
                         Event::IkeSaRekeyed {
                             new, keys, keylog, ..
-                        } => Some((*new, keys.clone(), (keylog.spi_i, keylog.spi_r))),
+                        } => Some((*new, *keys, (keylog.spi_i, keylog.spi_r))),
                         _ => None,
                     })
                     .collect();
                 assert_eq!(r.len(), 1, "{ike} seed {seed} side {i}: {:?}", p.events[i]);
-                r[0].clone()
+                r[0]
             };
             let (a, b) = (rekeyed(0), rekeyed(1));
             assert_eq!((&a.1, a.2), (&b.1, b.2), "{ike} seed {seed}");
@@ -271,7 +271,7 @@ fn ike_sas_rekey_from_either_side_and_keep_their_child_sas() {
         });
         p.handshake(10 * SEC);
         let sa_of = |p: &Pair, i: usize| match p.established(i) {
-            Some(Event::IkeSaEstablished { sa, keys, .. }) => (*sa, keys.clone()),
+            Some(Event::IkeSaEstablished { sa, keys, .. }) => (*sa, *keys),
             _ => panic!(),
         };
         let (old, old_keys) = sa_of(&p, rekeyer);
@@ -281,7 +281,7 @@ fn ike_sas_rekey_from_either_side_and_keep_their_child_sas() {
             p.events[i]
                 .iter()
                 .find_map(|e| match &e.1 {
-                    Event::IkeSaRekeyed { old, new, keys, .. } => Some((*old, *new, keys.clone())),
+                    Event::IkeSaRekeyed { old, new, keys, .. } => Some((*old, *new, *keys)),
                     _ => None,
                 })
                 .unwrap_or_else(|| panic!("side {i} not rekeyed: {:?}", p.events[i]))
@@ -341,7 +341,7 @@ fn hybrid_rekeys_run_their_additional_key_exchanges_in_ike_followup_ke() {
             p.events[i]
                 .iter()
                 .find_map(|e| match &e.1 {
-                    Event::IkeSaRekeyed { new, keys, .. } => Some((*new, keys.clone())),
+                    Event::IkeSaRekeyed { new, keys, .. } => Some((*new, *keys)),
                     _ => None,
                 })
                 .unwrap_or_else(|| panic!("side {i} not rekeyed: {:?}", p.events[i]))
@@ -711,7 +711,7 @@ fn an_ike_rekey_that_chooses_another_cipher_uses_it() {
         p.events[i]
             .iter()
             .find_map(|e| match &e.1 {
-                Event::IkeSaRekeyed { keys, .. } => Some(keys.clone()),
+                Event::IkeSaRekeyed { keys, .. } => Some(*keys),
                 _ => None,
             })
             .unwrap_or_else(|| panic!("not rekeyed: {:?}", p.events[i]))

@@ -80,49 +80,56 @@ impl AeadAlg {
 
 pub const SALT_LEN: usize = 4;
 
-/// The longest key material of one direction: an AES-256 key and its salt.
-const MAX_KEYMAT: usize = 32 + SALT_LEN;
+/// An AEAD key followed by its 4-byte salt (RFC 4106 section 8.1): an AES-256 key at
+/// most.
+pub type AeadKey = InlineKey<{ 32 + SALT_LEN }>;
 
-/// An AEAD key followed by its 4-byte salt (RFC 4106 section 8.1), held inline rather
-/// than in an allocation of its own: a hub holds thousands of Child and ESP SAs, and a
-/// key behind a pointer is one more cache line to fetch whenever its SA is read.
+/// A key of a PRF's output length (SK_d, SK_pi, SK_pr): HMAC-SHA-512's at most.
+pub type PrfKey = InlineKey<64>;
+
+/// Key bytes held inline rather than in an allocation of their own: a hub holds
+/// thousands of IKE, Child and ESP SAs, and a key behind a pointer is one more cache
+/// line to fetch whenever its SA is used.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct AeadKey {
+pub struct InlineKey<const N: usize> {
     len: u8,
-    bytes: [u8; MAX_KEYMAT],
+    bytes: [u8; N],
 }
 
-impl AeadKey {
-    /// Key material of one direction (`key | salt`), at most 36 bytes: it is cut from a
-    /// KEYMAT whose length the negotiated [`AeadAlg`] sets, never read from the wire.
-    pub fn new(keymat: &[u8]) -> Self {
-        assert!(keymat.len() <= MAX_KEYMAT, "AEAD key material too long");
-        let mut bytes = [0; MAX_KEYMAT];
-        bytes[..keymat.len()].copy_from_slice(keymat);
-        AeadKey {
-            len: keymat.len() as u8,
+impl<const N: usize> InlineKey<N> {
+    /// At most `N` bytes: keys are cut from key material whose lengths the negotiated
+    /// algorithms set, never read from the wire.
+    pub fn new(key: &[u8]) -> Self {
+        assert!(
+            key.len() <= N && N <= 255,
+            "key longer than its kind allows"
+        );
+        let mut bytes = [0; N];
+        bytes[..key.len()].copy_from_slice(key);
+        InlineKey {
+            len: key.len() as u8,
             bytes,
         }
     }
 }
 
-impl std::ops::Deref for AeadKey {
+impl<const N: usize> std::ops::Deref for InlineKey<N> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
 }
 
-impl std::ops::DerefMut for AeadKey {
+impl<const N: usize> std::ops::DerefMut for InlineKey<N> {
     fn deref_mut(&mut self) -> &mut [u8] {
         &mut self.bytes[..self.len as usize]
     }
 }
 
-impl std::fmt::Debug for AeadKey {
+impl<const N: usize> std::fmt::Debug for InlineKey<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Keys are for keylogs, which say so; not for debug output.
-        write!(f, "AeadKey({} bytes)", self.len)
+        write!(f, "InlineKey({} bytes)", self.len)
     }
 }
 /// Explicit IV on the wire.

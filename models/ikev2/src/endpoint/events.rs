@@ -95,8 +95,8 @@ pub enum FailReason {
 pub struct KeylogEntry {
     pub spi_i: u64,
     pub spi_r: u64,
-    pub sk_ei: Vec<u8>,
-    pub sk_er: Vec<u8>,
+    pub sk_ei: AeadKey,
+    pub sk_er: AeadKey,
     pub aead: AeadAlg,
 }
 

@@ -63,7 +63,7 @@ impl Oracle {
             ),
             Some(_) => {}
             None => {
-                self.sa_keys.insert(spis, keys.clone());
+                self.sa_keys.insert(spis, *keys);
             }
         }
         if let (PpkOutcome::Used { id }, true) = (ppk, initiator)
@@ -270,7 +270,7 @@ mod tests {
     use super::super::{Ev, World};
     use super::*;
     use crate::WorldConfig;
-    use ikev2::crypto::AeadAlg;
+    use ikev2::crypto::{AeadAlg, PrfKey};
     use ikev2::endpoint::KeylogEntry;
     use sim_core::Tracer;
 
@@ -281,12 +281,12 @@ mod tests {
             initiator,
             proposal: String::new(),
             ppk,
-            keys: keys.clone(),
+            keys: *keys,
             keylog: KeylogEntry {
                 spi_i: 1,
                 spi_r: 2,
-                sk_ei: vec![],
-                sk_er: vec![],
+                sk_ei: AeadKey::new(&[]),
+                sk_er: AeadKey::new(&[]),
                 aead: AeadAlg::AesGcm16_256,
             },
         }
@@ -295,13 +295,11 @@ mod tests {
     /// IKE SA keys told apart by `sk_d`.
     fn ike_keys(b: u8) -> IkeKeys {
         IkeKeys {
-            sk_d: vec![b],
-            sk_ai: vec![],
-            sk_ar: vec![],
-            sk_ei: vec![],
-            sk_er: vec![],
-            sk_pi: vec![],
-            sk_pr: vec![],
+            sk_d: PrfKey::new(&[b]),
+            sk_ei: AeadKey::new(&[]),
+            sk_er: AeadKey::new(&[]),
+            sk_pi: PrfKey::new(&[]),
+            sk_pr: PrfKey::new(&[]),
         }
     }
 

@@ -73,7 +73,7 @@ impl IkeSa {
     }
 
     pub(super) fn send_auth(&mut self, ctx: &mut Ctx<'_>) -> Result<(), FailReason> {
-        let keys = self.ike_keys().clone();
+        let keys = *self.ike_keys();
         let ppk = match std::mem::replace(&mut self.hs().ppk, PpkState::NotWanted) {
             PpkState::Have(p) => Some(p),
             PpkState::Unavailable => {
@@ -125,7 +125,7 @@ impl IkeSa {
                 payloads.push(notify_payload(notify::NO_PPK_AUTH, no_ppk));
             }
         }
-        self.send_request(ctx, Request::Auth((keys, mixed)), &payloads);
+        self.send_request(ctx, Request::Auth(Box::new((keys, mixed))), &payloads);
         Ok(())
     }
 
@@ -238,7 +238,7 @@ impl IkeSa {
         ppk: Option<Vec<u8>>,
     ) -> Option<IkeKeys> {
         let id_rest = ctx.peer.remote_id.rest_of_payload();
-        let keys = self.ike_keys().clone();
+        let keys = *self.ike_keys();
         let prf = self.suite().prf;
         let use_ppk = self.hs().use_ppk;
         let ppk_sent = find_notify(payloads, notify::PPK_IDENTITY)

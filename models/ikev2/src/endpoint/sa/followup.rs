@@ -122,7 +122,7 @@ impl IkeSa {
             notify_payload(notify::ADDITIONAL_KEY_EXCHANGE, f.token.clone()),
         ];
         f.secret = Some(secret);
-        self.send_request(ctx, Request::Followup(f), &payloads);
+        self.send_request(ctx, Request::Followup(Box::new(f)), &payloads);
         Ok(())
     }
 
@@ -380,7 +380,7 @@ impl IkeSa {
             ctx.out.events.push_back(Event::IkeSaRekeyed {
                 old: self.our_spi(),
                 new: new.our_spi(),
-                keys: new.ike_keys().clone(),
+                keys: *new.ike_keys(),
                 keylog: new.keylog(),
             });
         }

@@ -100,7 +100,7 @@ impl IkeSa {
         shared: &[u8],
     ) {
         let suite = self.suite();
-        let keys = self.ike_keys().clone();
+        let keys = *self.ike_keys();
         let hs = self.hs();
         hs.int_auth.add_exchange(
             ctx.crypto,

@@ -400,8 +400,8 @@ impl IkeSa {
         KeylogEntry {
             spi_i: self.spi_i,
             spi_r: self.spi_r,
-            sk_ei: k.sk_ei.clone(),
-            sk_er: k.sk_er.clone(),
+            sk_ei: k.sk_ei,
+            sk_er: k.sk_er,
             aead: self.suite().aead,
         }
     }
@@ -478,7 +478,7 @@ impl IkeSa {
                 .map(ToString::to_string)
                 .unwrap_or_default(),
             ppk: self.ppk_outcome.clone(),
-            keys: self.ike_keys().clone(),
+            keys: *self.ike_keys(),
             keylog: self.keylog(),
         });
     }
@@ -557,10 +557,10 @@ impl IkeSa {
                 Request::Intermediate => {
                     self.on_intermediate_response(ctx, &header, first, &inner, &payloads)
                 }
-                Request::Auth(keys) => self.on_auth_response(ctx, keys, &payloads),
+                Request::Auth(keys) => self.on_auth_response(ctx, *keys, &payloads),
                 Request::Child(r) => self.on_create_child_response(ctx, r, &payloads),
                 Request::IkeRekey(r) => self.on_ike_rekey_response(ctx, r, &payloads),
-                Request::Followup(f) => self.on_followup_response(ctx, f, &payloads),
+                Request::Followup(f) => self.on_followup_response(ctx, *f, &payloads),
                 Request::DeleteChild(spi_in) => {
                     self.on_delete_child_response(ctx, spi_in);
                     Ok(())

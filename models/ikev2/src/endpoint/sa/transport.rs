@@ -25,13 +25,13 @@ pub(super) enum Request {
     /// One additional key exchange of the handshake (its secret and `A | P` wait in
     /// the handshake state).
     Intermediate,
-    Auth(AuthKeys),
+    Auth(Box<AuthKeys>),
     /// CREATE_CHILD_SA for a new Child SA or a Child SA rekey.
     Child(ChildRequest),
     /// CREATE_CHILD_SA rekeying this IKE SA.
     IkeRekey(IkeRekey),
     /// One IKE_FOLLOWUP_KE of our rekey (RFC 9370).
-    Followup(Followup),
+    Followup(Box<Followup>),
     /// INFORMATIONAL deleting the Child SA with this inbound SPI.
     DeleteChild(u32),
     /// INFORMATIONAL deleting this IKE SA.

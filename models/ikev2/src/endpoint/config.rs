@@ -4,6 +4,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::consts::id_type;
 use crate::message::TrafficSelector;
@@ -156,10 +157,12 @@ pub struct PeerConfig {
     pub local_id: Identity,
     pub remote_id: Identity,
     pub psk: Vec<u8>,
-    /// IKE proposals in preference order (strongSwan strings).
-    pub ike: Vec<ProposalSpec>,
-    /// ESP proposals for the Child SA.
-    pub esp: Vec<ProposalSpec>,
+    /// IKE proposals in preference order (strongSwan strings). Shared: a hub's peers
+    /// mostly have the same lists, which every exchange reads, so one copy stays in
+    /// cache instead of one per peer.
+    pub ike: Arc<[ProposalSpec]>,
+    /// ESP proposals for the Child SA (shared likewise).
+    pub esp: Arc<[ProposalSpec]>,
     /// Traffic selectors: our side and the peer's side.
     pub local_ts: Vec<TrafficSelector>,
     pub remote_ts: Vec<TrafficSelector>,
@@ -202,11 +205,11 @@ impl PeerConfig {
             local_id,
             remote_id,
             psk: psk.to_vec(),
-            ike: vec![
+            ike: Arc::new([
                 ProposalSpec::parse_ike("aes256gcm16-prfsha256-x25519-ke1_mlkem768")
                     .expect("valid"),
-            ],
-            esp: vec![ProposalSpec::parse_esp("aes256gcm16").expect("valid")],
+            ]),
+            esp: Arc::new([ProposalSpec::parse_esp("aes256gcm16").expect("valid")]),
             childless: false,
             fragmentation: true,
             fragment_size: 1280,
@@ -221,7 +224,8 @@ impl PeerConfig {
         self.ike = proposals
             .iter()
             .map(|p| ProposalSpec::parse_ike(p))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?
+            .into();
         Ok(self)
     }
 
@@ -230,7 +234,8 @@ impl PeerConfig {
         self.esp = proposals
             .iter()
             .map(|p| ProposalSpec::parse_esp(p))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?
+            .into();
         Ok(self)
     }
 

@@ -10,9 +10,11 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
 
 use ikev2::crypto::{CryptoProvider, ModelCrypto, RealCrypto};
 use ikev2::endpoint::{Endpoint, EndpointConfig, Identity, PeerConfig, PpkPolicy};
+use ikev2::proposal::ProposalSpec;
 use link::{Channel, LinkConfig, LinkState};
 use qkd::QkdNetwork;
 use qkd::network::StreamFactory;
@@ -317,6 +319,9 @@ fn tunnels(
     for t in &cfg.tunnels {
         *per_pair.entry(pair(t)).or_default() += 1;
     }
+    // One copy of each distinct proposal list, shared by the peers that use it (every
+    // exchange reads them: shared, they stay in cache).
+    let mut proposal_lists: BTreeMap<(bool, &[String]), Arc<[ProposalSpec]>> = BTreeMap::new();
     for (i, t) in cfg.tunnels.iter().enumerate() {
         let ini = find(
             &names.gateway_index,
@@ -377,6 +382,13 @@ fn tunnels(
             p = p
                 .with_esp(&esp)
                 .map_err(|e| err(format!("tunnel[{i}].esp"), e.to_string()))?;
+            let mut share = |esp, list, parsed: &Arc<[ProposalSpec]>| {
+                (proposal_lists.entry((esp, list)))
+                    .or_insert_with(|| parsed.clone())
+                    .clone()
+            };
+            p.ike = share(false, &t.ike, &p.ike);
+            p.esp = share(true, &t.esp, &p.esp);
             p.fragment_size = t.fragment_size;
             p.fragmentation = t.fragmentation;
             p.timers.dpd_delay_ns = t.dpd_delay.map(|d| d.as_nanos());

@@ -277,7 +277,9 @@ struct Pending {
 #[derive(Default)]
 pub struct Reassembler {
     limits: ReassemblyLimits,
-    pending: Option<Pending>,
+    /// Boxed: an IKE SA holds two reassemblers for its whole life, and a fragment set
+    /// is in them for a round trip now and then.
+    pending: Option<Box<Pending>>,
     expired: u64,
 }
 
@@ -320,14 +322,14 @@ impl Reassembler {
             Some(_) => false,
         };
         if restart {
-            self.pending = Some(Pending {
+            self.pending = Some(Box::new(Pending {
                 header,
                 total,
                 first: pt::NONE,
                 chunks: vec![None; total as usize],
                 bytes: 0,
                 started_ns: now_ns,
-            });
+            }));
         }
         let p = self.pending.as_mut().expect("just ensured");
         let slot = &mut p.chunks[number as usize - 1];

@@ -309,6 +309,7 @@ impl DataPlane {
             && t != tunnel
         {
             end.pairs.retain(|p| p.inbound.spi != child.spi_in);
+            end.choose_sender();
         }
         self.tunnel_of_sa.insert((gw, sa), tunnel);
         if self.tunnels.len() <= tunnel {

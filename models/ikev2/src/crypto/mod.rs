@@ -132,6 +132,7 @@ impl<const N: usize> std::fmt::Debug for InlineKey<N> {
         write!(f, "InlineKey({} bytes)", self.len)
     }
 }
+
 /// Explicit IV on the wire.
 pub const IV_LEN: usize = 8;
 /// The GCM tag.

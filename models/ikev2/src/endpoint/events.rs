@@ -136,7 +136,8 @@ impl fmt::Debug for KeylogEntry {
 }
 
 /// A Child SA's data-plane keys and selectors. `encr_*` are key | 4-byte salt. Cloned
-/// into every event about it, so its keys are inline and its proposal's name shared.
+/// into every event about it, so its keys are inline and its copies share the name of
+/// its proposal.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ChildSa {
     /// Our inbound SPI (the peer sends with it) and the peer's.

@@ -269,19 +269,29 @@ impl DataPlane {
     }
 
     /// The pair's (tunnel, IKE SA, outbound SPI), if the look asked for at `since_ns` is
-    /// still its latest (this takes it) and the pair is still held.
+    /// still its latest (this takes it) and the pair is still held; and whether the
+    /// tunnel's other end holds its other half (then the look is done: read here, with
+    /// the pair, it costs no further lookup).
     pub fn take_watch(
         &mut self,
         gw: usize,
         spi_in: u32,
         since_ns: u64,
-    ) -> Option<(usize, SaId, u32)> {
-        let p = self.pair_mut(gw, spi_in)?;
+    ) -> Option<(usize, SaId, u32, bool)> {
+        let t = *self.tunnel_of_spi.get(&(gw, spi_in))?;
+        let ends = &mut self.tunnels.get_mut(t)?.ends;
+        let p = ends
+            .iter_mut()
+            .flatten()
+            .find(|e| e.gw == gw)?
+            .pair_mut(spi_in)?;
         if p.watch_ns != Some(since_ns) {
             return None; // a newer change to the pair has its own look
         }
         p.watch_ns = None;
-        Some((p.tunnel, p.sa, p.outbound.spi))
+        let (tunnel, sa, spi_out) = (p.tunnel, p.sa, p.outbound.spi);
+        let other_holds = (ends.iter().flatten()).any(|e| e.gw != gw && e.pair(spi_out).is_some());
+        Some((tunnel, sa, spi_out, other_holds))
     }
 
     /// The IKE SA of the pair, if it exists and was neither rekeyed nor expired (so a

@@ -242,9 +242,14 @@ impl World {
 
     pub(super) fn check_pair(&mut self, gw: usize, spi_in: u32, since: SimTime) {
         let now = self.sim.now();
-        let Some(pair) = self.dp.take_watch(gw, spi_in, since.as_nanos()) else {
+        let Some((t, sa, spi_out, other_holds)) = self.dp.take_watch(gw, spi_in, since.as_nanos())
+        else {
             return;
         };
+        if other_holds {
+            return; // as it should be
+        }
+        let pair = (t, sa, spi_out);
         let look = (gw, spi_in, since);
         (self.oracle).check_pair(now, look, pair, &self.tunnels, &self.gateways, &self.dp);
     }

@@ -38,18 +38,25 @@ struct Flow {
     delivered: [Vec<u64>; 2],
 }
 
-/// One Child SA at one gateway: both directions.
+/// One Child SA at one gateway: both directions. What the driver and the oracle look
+/// up (SPIs, owners, flags) comes first, in one cache line; the ESP SAs, read only by
+/// packets, after it.
+#[repr(C, align(64))]
 struct Pair {
+    /// The inbound SA's SPI (the pair's name at this gateway) and the outbound one's.
+    spi_in: u32,
+    spi_out: u32,
     tunnel: usize,
     sa: SaId,
-    inbound: Inbound,
-    outbound: Outbound,
     /// Installation order at this gateway (the newest sending pair is used).
     order: u64,
-    /// Whether this end may send on it yet (see the module comment).
-    sending: bool,
+    /// When the invariant oracle's pending look at this pair was asked for (a newer
+    /// change replaces an older look); kept here, since the look reads the pair anyway.
+    watch_ns: Option<u64>,
     /// Inbound SPI of the pair this one replaces, until that one is deleted.
     predecessor: Option<u32>,
+    /// Whether this end may send on it yet (see the module comment).
+    sending: bool,
     /// Rekeyed, being rekeyed or deleted for its lifetime: no further rekey for it.
     retired: bool,
     /// This gateway started its rekey (and so sends on the successor at once).
@@ -58,9 +65,8 @@ struct Pair {
     soft_reported: bool,
     /// Past its hard time lifetime: no more traffic.
     expired: bool,
-    /// When the invariant oracle's pending look at this pair was asked for (a newer
-    /// change replaces an older look); kept here, since the look reads the pair anyway.
-    watch_ns: Option<u64>,
+    inbound: Inbound,
+    outbound: Outbound,
 }
 
 /// Which lifetime limit a packet pushed an SA over, for the driver to act on.
@@ -98,11 +104,11 @@ struct End {
 
 impl End {
     fn pair(&self, spi_in: u32) -> Option<&Pair> {
-        self.pairs.iter().find(|p| p.inbound.spi == spi_in)
+        self.pairs.iter().find(|p| p.spi_in == spi_in)
     }
 
     fn pair_mut(&mut self, spi_in: u32) -> Option<&mut Pair> {
-        self.pairs.iter_mut().find(|p| p.inbound.spi == spi_in)
+        self.pairs.iter_mut().find(|p| p.spi_in == spi_in)
     }
 
     /// Pairs that waited for `spi_in` to go may send now.
@@ -118,7 +124,7 @@ impl End {
     /// Sends on the newest pair that may send.
     fn choose_sender(&mut self) {
         let best = (self.pairs.iter().filter(|p| p.sending)).max_by_key(|p| p.order);
-        self.sender = best.map(|p| p.inbound.spi);
+        self.sender = best.map(|p| p.spi_in);
     }
 }
 
@@ -221,7 +227,7 @@ impl DataPlane {
         for p in (end.pairs.iter_mut()).filter(|p| p.started && p.sa == sa) {
             p.started = false;
             p.retired = false;
-            refused.push(p.inbound.spi);
+            refused.push(p.spi_in);
         }
         refused.sort_unstable();
         refused
@@ -232,7 +238,7 @@ impl DataPlane {
     pub fn all(&self) -> Vec<(usize, usize, SaId, u32, u32)> {
         let ends = self.tunnels.iter().flat_map(|t| t.ends.iter().flatten());
         let mut all: Vec<_> = (ends.flat_map(|e| e.pairs.iter().map(move |p| (e.gw, p))))
-            .map(|(gw, p)| (gw, p.tunnel, p.sa, p.inbound.spi, p.outbound.spi))
+            .map(|(gw, p)| (gw, p.tunnel, p.sa, p.spi_in, p.spi_out))
             .collect();
         all.sort_unstable_by_key(|&(gw, _, _, spi_in, _)| (gw, spi_in));
         all
@@ -253,7 +259,7 @@ impl DataPlane {
         // The other half is nearly always the same tunnel's, read with this record.
         let held =
             |spi| self.end(peer, t).is_some_and(|e| e.pair(spi).is_some()) || self.has(peer, spi);
-        pair.is_some_and(|p| !p.expired && held(p.outbound.spi))
+        pair.is_some_and(|p| !p.expired && held(p.spi_out))
     }
 
     /// Whether `gw` holds any Child SA of tunnel `t`.
@@ -289,7 +295,7 @@ impl DataPlane {
             return None; // a newer change to the pair has its own look
         }
         p.watch_ns = None;
-        let (tunnel, sa, spi_out) = (p.tunnel, p.sa, p.outbound.spi);
+        let (tunnel, sa, spi_out) = (p.tunnel, p.sa, p.spi_out);
         let other_holds = (ends.iter().flatten()).any(|e| e.gw != gw && e.pair(spi_out).is_some());
         Some((tunnel, sa, spi_out, other_holds))
     }
@@ -318,7 +324,7 @@ impl DataPlane {
             && let Some(end) = end_mut(&mut self.tunnels, gw, t)
             && t != tunnel
         {
-            end.pairs.retain(|p| p.inbound.spi != child.spi_in);
+            end.pairs.retain(|p| p.spi_in != child.spi_in);
             end.choose_sender();
         }
         self.tunnel_of_sa.insert((gw, sa), tunnel);
@@ -360,6 +366,8 @@ impl DataPlane {
             spi_in: child.spi_in,
         });
         let pair = Pair {
+            spi_in: child.spi_in,
+            spi_out: child.spi_out,
             tunnel,
             sa,
             inbound: Inbound::new(
@@ -409,7 +417,7 @@ impl DataPlane {
         let Some(end) = end_mut(&mut self.tunnels, gw, t) else {
             return;
         };
-        let Some(at) = end.pairs.iter().position(|p| p.inbound.spi == spi_in) else {
+        let Some(at) = end.pairs.iter().position(|p| p.spi_in == spi_in) else {
             return;
         };
         let gone = end.pairs.remove(at);
@@ -419,7 +427,7 @@ impl DataPlane {
         self.changed.push(PairChange::Removed {
             gw,
             tunnel: gone.tunnel,
-            spi_out: gone.outbound.spi,
+            spi_out: gone.spi_out,
         });
         end.promote_successors(spi_in);
         end.choose_sender();
@@ -450,7 +458,7 @@ impl DataPlane {
         };
         let doomed: Vec<u32> = (self.end(gw, tunnel).into_iter())
             .flat_map(|e| e.pairs.iter().filter(|p| p.sa == sa))
-            .map(|p| p.inbound.spi)
+            .map(|p| p.spi_in)
             .collect();
         for spi in doomed {
             self.remove(gw, spi);
@@ -639,7 +647,7 @@ impl DataPlane {
         }
         stats.sent_packets += packets;
         crossed.extend(limit(p).map(|c| (gw, c)));
-        let spi_out = p.outbound.spi;
+        let spi_out = p.spi_out;
         let Some(q) = pair_mut(&self.tunnel_of_spi, &mut self.tunnels, peer, spi_out) else {
             stats.unknown_spi += packets;
             return crossed;
@@ -659,7 +667,7 @@ impl DataPlane {
 /// The limit this pair has just reached, once: soft asks for a rekey (unless the pair
 /// was already rekeyed or is being rekeyed), hard for a delete.
 fn limit(p: &mut Pair) -> Option<Crossed> {
-    let spi_in = p.inbound.spi;
+    let spi_in = p.spi_in;
     match p.outbound.lifetime_state().max(p.inbound.lifetime_state()) {
         LifetimeState::Hard if !p.expired => {
             p.expired = true;

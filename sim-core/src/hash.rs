@@ -9,6 +9,3 @@
 
 /// A hash map with a fixed-seed fast hasher (foldhash).
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
-
-/// A hash set with the same hasher as [`FastMap`].
-pub type FastSet<T> = std::collections::HashSet<T, foldhash::fast::FixedState>;

@@ -2,8 +2,9 @@
 //!
 //! - Scale: the day of `scenarios/scale-day.toml` (model crypto, no rows kept) at each
 //!   size asked for: wall time, events and IKE exchanges per second, memory per tunnel,
-//!   and the wall time's growth beside the tunnels'. Each size runs in a process of its
-//!   own (`qsafe bench --scale-row N`), so its peak resident memory is its own: the
+//!   and the wall time's growth beside the tunnels'. Each size runs `--repeat` times
+//!   (the row shows the run of median wall time), each run in a process of its own
+//!   (`qsafe bench --scale-row N`), so its peak resident memory is its own: the
 //!   whole process, scenario parsing included, less that of the same process running a
 //!   single spoke, per tunnel.
 //! - Crypto floor: a rekey-heavy half hour with real crypto, where every
@@ -58,6 +59,10 @@ pub struct BenchArgs {
     /// row. [default: 10; with `--scale-row`, 1]
     #[arg(long)]
     pub regions: Option<u64>,
+    /// Runs of each scale row; the row shows the run of median wall time (this
+    /// machine's wall times vary by 10 % and more from run to run).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub repeat: u64,
     /// Run only the scale row with this many spokes and print its figures on one line
     /// (how `qsafe bench` measures each row in a process of its own).
     #[arg(long, hide = true)]
@@ -198,7 +203,11 @@ pub fn command(args: &BenchArgs) -> Result<()> {
         .chain(by_region.flatten());
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     for (spokes, regions) in rows {
-        let row = scale_row_apart(spokes, args.hours, regions)?;
+        let mut runs = (0..args.repeat)
+            .map(|_| scale_row_apart(spokes, args.hours, regions))
+            .collect::<Result<Vec<_>>>()?;
+        runs.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+        let row = runs.swap_remove(runs.len() / 2);
         let (n, secs) = (spokes * regions, row.secs);
         let (n0, s0) = *first.get_or_insert((n, secs));
         let run = match regions {

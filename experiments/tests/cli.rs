@@ -374,8 +374,8 @@ fn calibrate_prints_a_cpu_line_a_scenario_takes() {
     assert_eq!(r["cpus"].as_array().unwrap().len(), 2);
 }
 
-/// `qsafe bench` prints its one table: scale rows (the last by region), then the
-/// crypto-floor rows, with the floor a positive time, the heavy run's exchanges counted
+/// `qsafe bench` prints its one table: scale rows (the last by region; each the median of
+/// `--repeat` runs), then the crypto-floor rows, with the floor a positive time, the heavy run's exchanges counted
 /// and the scale rows' memory read (no timing is asserted).
 #[test]
 fn bench_prints_its_table() {
@@ -386,6 +386,8 @@ fn bench_prints_its_table() {
         "--hours",
         "1",
         "--heavy-spokes",
+        "2",
+        "--repeat",
         "2",
     ]);
     let out = stdout(&o);

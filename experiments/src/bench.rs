@@ -59,8 +59,8 @@ pub struct BenchArgs {
     /// row. [default: 10; with `--scale-row`, 1]
     #[arg(long)]
     pub regions: Option<u64>,
-    /// Runs of each scale row; the row shows the run of median wall time (this
-    /// machine's wall times vary by 10 % and more from run to run).
+    /// Runs of each scale row; the row shows the middle one by wall time (the slower
+    /// middle one of an even number): wall times vary by 10 % and more from run to run.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     pub repeat: u64,
     /// Run only the scale row with this many spokes and print its figures on one line

@@ -374,9 +374,9 @@ fn calibrate_prints_a_cpu_line_a_scenario_takes() {
     assert_eq!(r["cpus"].as_array().unwrap().len(), 2);
 }
 
-/// `qsafe bench` prints its one table: scale rows (the last by region; each the median of
-/// `--repeat` runs), then the crypto-floor rows, with the floor a positive time, the heavy run's exchanges counted
-/// and the scale rows' memory read (no timing is asserted).
+/// `qsafe bench` prints its one table: scale rows (the last by region; each the middle
+/// of `--repeat` runs), then the crypto-floor rows, with the floor a positive time, the
+/// heavy run's exchanges counted and the scale rows' memory read (no timing is asserted).
 #[test]
 fn bench_prints_its_table() {
     let o = qsafe(&[

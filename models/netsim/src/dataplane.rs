@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use esp::{EspError, Inbound, Lifetime, LifetimeState, Outbound};
 use ikev2::crypto::CryptoProvider;
 use ikev2::endpoint::{ChildSa, SaId};
+use sim_core::TimerId;
 use sim_core::hash::FastMap;
 
 use crate::results::TrafficSummary;
@@ -50,9 +51,9 @@ struct Pair {
     sa: SaId,
     /// Installation order at this gateway (the newest sending pair is used).
     order: u64,
-    /// When the invariant oracle's pending look at this pair was asked for (a newer
-    /// change replaces an older look); kept here, since the look reads the pair anyway.
-    watch_ns: Option<u64>,
+    /// The invariant oracle's pending look at this pair (a timer), while its other half
+    /// is missing: a newer change replaces it, the other half's arrival settles it.
+    look: Option<TimerId>,
     /// Inbound SPI of the pair this one replaces, until that one is deleted.
     predecessor: Option<u32>,
     /// Whether this end may send on it yet (see the module comment).
@@ -139,6 +140,9 @@ struct TunnelPlane {
 pub struct DataPlane {
     /// Pairs installed or removed since the driver last took this list.
     pub changed: Vec<PairChange>,
+    /// The oracle's looks that a change made moot (their pair went, or its other half
+    /// came): timers for the driver to cancel.
+    pub moot_looks: Vec<TimerId>,
     /// (gateway, inbound SPI) -> tunnel of the pair, and (gateway, IKE SA) -> tunnel:
     /// packets and the endpoints' events name pairs and SAs, the pairs live by tunnel.
     /// Only looked up, never walked (see `sim_core::hash`).
@@ -267,23 +271,49 @@ impl DataPlane {
         self.end(gw, t).is_some_and(|e| !e.pairs.is_empty())
     }
 
-    /// Asks for a look at the pair `spi_in` at `gw` as of `now_ns`, replacing an earlier
-    /// one; false if `gw` does not hold it (nothing to look at).
-    pub fn watch(&mut self, gw: usize, spi_in: u32, now_ns: u64) -> bool {
-        let p = self.pair_mut(gw, spi_in);
-        p.map(|p| p.watch_ns = Some(now_ns)).is_some()
+    /// The pair `spi_in` at `gw` changed: `None` if `gw` does not hold it, else whether
+    /// the tunnel's other end holds its other half. The looks this settles go to
+    /// `moot_looks`: the pair's own, and with the other half there, the other half's
+    /// (which waited for this one).
+    pub fn settle(&mut self, gw: usize, spi_in: u32) -> Option<bool> {
+        let t = *self.tunnel_of_spi.get(&(gw, spi_in))?;
+        let [x, y] = &mut self.tunnels.get_mut(t)?.ends;
+        let (mine, other) = if x.as_ref().is_some_and(|e| e.gw == gw) {
+            (x.as_mut()?, y.as_mut())
+        } else {
+            (y.as_mut().filter(|e| e.gw == gw)?, x.as_mut())
+        };
+        let p = mine.pair_mut(spi_in)?;
+        self.moot_looks.extend(p.look.take());
+        let spi_out = p.spi_out;
+        let half = other.and_then(|o| o.pair_mut(spi_out));
+        Some(half.is_some_and(|h| {
+            if h.spi_out == spi_in {
+                self.moot_looks.extend(h.look.take());
+            }
+            true
+        }))
     }
 
-    /// The pair's (tunnel, IKE SA, outbound SPI), if the look asked for at `since_ns` is
-    /// still its latest (this takes it) and the pair is still held; and whether the
-    /// tunnel's other end holds its other half (then the look is done: read here, with
-    /// the pair, it costs no further lookup).
-    pub fn take_watch(
-        &mut self,
-        gw: usize,
-        spi_in: u32,
-        since_ns: u64,
-    ) -> Option<(usize, SaId, u32, bool)> {
+    /// Records the oracle's look at the pair `spi_in` at `gw` (see [`Self::settle`]).
+    pub fn set_look(&mut self, gw: usize, spi_in: u32, look: TimerId) {
+        if let Some(p) = self.pair_mut(gw, spi_in) {
+            p.look = Some(look);
+        }
+    }
+
+    /// Pairs with a look of the oracle pending.
+    #[cfg(test)]
+    pub fn looks_pending(&self) -> usize {
+        let ends = self.tunnels.iter().flat_map(|t| t.ends.iter().flatten());
+        ends.flat_map(|e| &e.pairs)
+            .filter(|p| p.look.is_some())
+            .count()
+    }
+
+    /// The oracle's look at the pair is due (this takes it): the pair's (tunnel, IKE SA,
+    /// outbound SPI) and whether the tunnel's other end holds its other half by now.
+    pub fn take_look(&mut self, gw: usize, spi_in: u32) -> Option<(usize, SaId, u32, bool)> {
         let t = *self.tunnel_of_spi.get(&(gw, spi_in))?;
         let ends = &mut self.tunnels.get_mut(t)?.ends;
         let p = ends
@@ -291,10 +321,7 @@ impl DataPlane {
             .flatten()
             .find(|e| e.gw == gw)?
             .pair_mut(spi_in)?;
-        if p.watch_ns != Some(since_ns) {
-            return None; // a newer change to the pair has its own look
-        }
-        p.watch_ns = None;
+        p.look.take()?;
         let (tunnel, sa, spi_out) = (p.tunnel, p.sa, p.spi_out);
         let other_holds = (ends.iter().flatten()).any(|e| e.gw != gw && e.pair(spi_out).is_some());
         Some((tunnel, sa, spi_out, other_holds))
@@ -324,7 +351,12 @@ impl DataPlane {
             && let Some(end) = end_mut(&mut self.tunnels, gw, t)
             && t != tunnel
         {
-            end.pairs.retain(|p| p.spi_in != child.spi_in);
+            let moot = &mut self.moot_looks;
+            end.pairs.retain(|p| {
+                let keep = p.spi_in != child.spi_in;
+                moot.extend(p.look.filter(|_| !keep));
+                keep
+            });
             end.choose_sender();
         }
         self.tunnel_of_sa.insert((gw, sa), tunnel);
@@ -392,10 +424,13 @@ impl DataPlane {
             started: false,
             soft_reported: false,
             expired: false,
-            watch_ns: None,
+            look: None,
         };
         match end.pair_mut(child.spi_in) {
-            Some(p) => *p = pair,
+            Some(p) => {
+                self.moot_looks.extend(p.look);
+                *p = pair;
+            }
             None => {
                 // One more slot, not the vector's usual four: a pair is large, and an
                 // end holds one, two while a rekey overlaps.
@@ -421,6 +456,7 @@ impl DataPlane {
             return;
         };
         let gone = end.pairs.remove(at);
+        self.moot_looks.extend(gone.look);
         // Back to one slot once a rekey's overlap ends: held for hours, a spare slot
         // would cost as much as the pair.
         end.pairs.shrink_to_fit();

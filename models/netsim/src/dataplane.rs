@@ -68,6 +68,15 @@ struct Pair {
     expired: bool,
     inbound: Inbound,
     outbound: Outbound,
+    /// The timer of its hard time lifetime (read only when the pair goes).
+    expiry: Option<TimerId>,
+}
+
+impl Pair {
+    /// Its pending timers, which its going makes moot.
+    fn timers(&self) -> impl Iterator<Item = TimerId> {
+        self.look.into_iter().chain(self.expiry)
+    }
 }
 
 /// Which lifetime limit a packet pushed an SA over, for the driver to act on.
@@ -140,9 +149,10 @@ struct TunnelPlane {
 pub struct DataPlane {
     /// Pairs installed or removed since the driver last took this list.
     pub changed: Vec<PairChange>,
-    /// The oracle's looks that a change made moot (their pair went, or its other half
-    /// came): timers for the driver to cancel.
-    pub moot_looks: Vec<TimerId>,
+    /// Timers a change made moot (their pair went, or the other half an oracle's look
+    /// waited for came), for the driver to cancel: else each would fire, long after,
+    /// into state gone cold, only to find nothing to do.
+    pub moot_timers: Vec<TimerId>,
     /// (gateway, inbound SPI) -> tunnel of the pair, and (gateway, IKE SA) -> tunnel:
     /// packets and the endpoints' events name pairs and SAs, the pairs live by tunnel.
     /// Only looked up, never walked (see `sim_core::hash`).
@@ -284,12 +294,12 @@ impl DataPlane {
             (y.as_mut().filter(|e| e.gw == gw)?, x.as_mut())
         };
         let p = mine.pair_mut(spi_in)?;
-        self.moot_looks.extend(p.look.take());
+        self.moot_timers.extend(p.look.take());
         let spi_out = p.spi_out;
         let half = other.and_then(|o| o.pair_mut(spi_out));
         Some(half.is_some_and(|h| {
             if h.spi_out == spi_in {
-                self.moot_looks.extend(h.look.take());
+                self.moot_timers.extend(h.look.take());
             }
             true
         }))
@@ -309,6 +319,13 @@ impl DataPlane {
         ends.flat_map(|e| &e.pairs)
             .filter(|p| p.look.is_some())
             .count()
+    }
+
+    /// Records the timer of the pair's hard time lifetime.
+    pub fn set_expiry(&mut self, gw: usize, spi_in: u32, expiry: TimerId) {
+        if let Some(p) = self.pair_mut(gw, spi_in) {
+            p.expiry = Some(expiry);
+        }
     }
 
     /// The oracle's look at the pair is due (this takes it): the pair's (tunnel, IKE SA,
@@ -351,10 +368,12 @@ impl DataPlane {
             && let Some(end) = end_mut(&mut self.tunnels, gw, t)
             && t != tunnel
         {
-            let moot = &mut self.moot_looks;
+            let moot = &mut self.moot_timers;
             end.pairs.retain(|p| {
                 let keep = p.spi_in != child.spi_in;
-                moot.extend(p.look.filter(|_| !keep));
+                if !keep {
+                    moot.extend(p.timers());
+                }
                 keep
             });
             end.choose_sender();
@@ -425,10 +444,11 @@ impl DataPlane {
             soft_reported: false,
             expired: false,
             look: None,
+            expiry: None,
         };
         match end.pair_mut(child.spi_in) {
             Some(p) => {
-                self.moot_looks.extend(p.look);
+                self.moot_timers.extend(p.timers());
                 *p = pair;
             }
             None => {
@@ -456,7 +476,7 @@ impl DataPlane {
             return;
         };
         let gone = end.pairs.remove(at);
-        self.moot_looks.extend(gone.look);
+        self.moot_timers.extend(gone.timers());
         // Back to one slot once a rekey's overlap ends: held for hours, a spare slot
         // would cost as much as the pair.
         end.pairs.shrink_to_fit();

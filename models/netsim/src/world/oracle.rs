@@ -224,8 +224,9 @@ impl World {
         self.dp.set_look(gw, spi_in, look);
     }
 
-    /// Watches the pairs the data plane changed while handling an event: an
-    /// installed half, and the peer's half of a removed one.
+    /// Watches the pairs the data plane changed while handling an event (an installed
+    /// half, and the peer's half of a removed one), and cancels the timers the changes
+    /// made moot.
     pub(super) fn watch_changed_pairs(&mut self) {
         while let Some(c) = self.dp.changed.pop() {
             match c {
@@ -240,8 +241,8 @@ impl World {
                 }
             }
         }
-        for look in self.dp.moot_looks.drain(..) {
-            self.sim.cancel_timer(look);
+        for timer in self.dp.moot_timers.drain(..) {
+            self.sim.cancel_timer(timer);
         }
     }
 
@@ -318,7 +319,8 @@ mod tests {
             r#"{{"duration": "{duration}",
                 "gateway": [{{"name": "a", "address": "10.0.0.1"}}, {{"name": "b", "address": "10.0.0.2"}}],
                 "link": [{{"a": "a", "b": "b"}}],
-                "tunnel": [{{"name": "t", "initiator": "a", "responder": "b"}}]}}"#
+                "tunnel": [{{"name": "t", "initiator": "a", "responder": "b",
+                             "child_rekey_time": "1h"}}]}}"#
         ))
         .unwrap();
         World::new(cfg, 1, Tracer::new()).unwrap()
@@ -455,7 +457,11 @@ mod tests {
             .schedule_at(world, SimTime::from_nanos(5_000_000_000), Ev::Sample);
         run_until(&mut w, 5);
         w.dp.remove(1, spi_in);
+        // Its hard lifetime's timer goes with it.
+        let expiry = w.dp.moot_timers.clone();
+        assert!(expiry.len() == 1 && w.sim.timer_pending(expiry[0]));
         w.watch_changed_pairs();
+        assert!(!w.sim.timer_pending(expiry[0]));
         assert_eq!(w.dp.looks_pending(), 1);
         // Tolerated while an exchange could still be under way (166 s), then reported,
         // once.

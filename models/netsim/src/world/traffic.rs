@@ -178,8 +178,11 @@ impl World {
         if let Some(after) = self.tunnels[t].life.child_life {
             let entity = self.gateways[gw].entity;
             let spi_in = child.spi_in;
-            self.sim
-                .schedule(entity, after, Ev::ChildExpire { gw, spi_in });
+            let at = self.sim.now() + after;
+            let expiry = self
+                .sim
+                .set_timer(entity, at, Ev::ChildExpire { gw, spi_in });
+            self.dp.set_expiry(gw, spi_in, expiry);
         }
     }
 

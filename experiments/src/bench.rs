@@ -2,8 +2,11 @@
 //!
 //! - Scale: the day of `scenarios/scale-day.toml` (model crypto, no rows kept) at each
 //!   size asked for: wall time, events and IKE exchanges per second, memory per tunnel,
-//!   and the wall time's growth beside the tunnels'. Each size runs `--repeat` times
-//!   (the row shows the run of median wall time), each run in a process of its own
+//!   and the wall time's growth beside the tunnels'. Each size runs `--repeat` times,
+//!   in rounds of one run of every size (the row shows the run of median wall time,
+//!   its growth the median over rounds of its wall time over the first size's in the
+//!   same round, so that the machine's drift over minutes is not counted as growth),
+//!   each run in a process of its own
 //!   (`qsafe bench --scale-row N`), so its peak resident memory is its own: the
 //!   whole process, scenario parsing included, less that of the same process running a
 //!   single spoke, per tunnel.
@@ -59,7 +62,8 @@ pub struct BenchArgs {
     /// row. [default: 10; with `--scale-row`, 1]
     #[arg(long)]
     pub regions: Option<u64>,
-    /// Runs of each scale row; the row shows the middle one by wall time (the slower
+    /// Rounds of the scale rows, each running every row once; a row shows its middle
+    /// run by wall time, and the middle of its growths over the rounds (the larger
     /// middle one of an even number): wall times vary by 10 % and more from run to run.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     pub repeat: u64,
@@ -179,6 +183,12 @@ fn scenario(text: &str, sets: &[(&str, String)]) -> Result<WorldConfig> {
     )?)
 }
 
+/// The middle value (the larger middle one of an even number).
+fn middle(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 fn exchanges(r: &Results) -> u64 {
     r.totals.exchanges.iter().map(|e| e.count).sum()
 }
@@ -192,36 +202,40 @@ pub fn command(args: &BenchArgs) -> Result<()> {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let base = scale_row_apart(1, args.hours, 1)?.peak_rss;
-    let mut first: Option<(u64, f64)> = None;
     // The scale rows, then the first size again as regions run by region.
     let regions = args.regions.unwrap_or(10);
     let by_region = (regions > 1).then(|| args.spokes.first().map(|&n| (n, regions)));
-    let rows = args
-        .spokes
-        .iter()
-        .map(|&n| (n, 1))
-        .chain(by_region.flatten());
+    let rows: Vec<(u64, u64)> = (args.spokes.iter().map(|&n| (n, 1)))
+        .chain(by_region.flatten())
+        .collect();
+    // Round by round, every row once per round: the machine's speed drifts over
+    // minutes, and a growth taken within one round sees the same machine.
+    let mut runs: Vec<Vec<ScaleRow>> = rows.iter().map(|_| Vec::new()).collect();
+    for _ in 0..args.repeat {
+        for (&(spokes, regions), runs) in rows.iter().zip(&mut runs) {
+            runs.push(scale_row_apart(spokes, args.hours, regions)?);
+        }
+    }
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for (spokes, regions) in rows {
-        let mut runs = (0..args.repeat)
-            .map(|_| scale_row_apart(spokes, args.hours, regions))
-            .collect::<Result<Vec<_>>>()?;
-        runs.sort_by(|a, b| a.secs.total_cmp(&b.secs));
-        let row = runs.swap_remove(runs.len() / 2);
+    let n0 = rows.first().map_or(1, |&(n, r)| n * r);
+    for (&(spokes, regions), row_runs) in rows.iter().zip(&runs) {
+        let growths = (row_runs.iter().zip(&runs[0])).map(|(r, first)| r.secs / first.secs);
+        let growth = middle(growths.collect());
+        let mut by_secs = row_runs.iter().collect::<Vec<_>>();
+        by_secs.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+        let row = by_secs[by_secs.len() / 2];
         let (n, secs) = (spokes * regions, row.secs);
-        let (n0, s0) = *first.get_or_insert((n, secs));
         let run = match regions {
             1 => "scale-day, model crypto".to_string(),
             r => format!("scale-day, {r} regions by region, {jobs} threads"),
         };
         println!(
-            "| {run} | {n} | {} | {secs:.2} | {:.0} | {:.0} | - | - | {:.1} | {:.1} | {:.2}x | {:.0}x |",
+            "| {run} | {n} | {} | {secs:.2} | {:.0} | {:.0} | - | - | {:.1} | {:.1} | {growth:.2}x | {:.0}x |",
             args.hours,
             row.events as f64 / secs,
             row.exchanges as f64 / secs,
             row.peak_rss as f64 / (1 << 20) as f64,
             row.peak_rss.saturating_sub(base) as f64 / 1024.0 / n as f64,
-            secs / s0,
             n as f64 / n0 as f64,
         );
     }

@@ -283,7 +283,7 @@ impl DataPlane {
 
     /// The pair `spi_in` at `gw` changed: `None` if `gw` does not hold it, else whether
     /// the tunnel's other end holds its other half. The looks this settles go to
-    /// `moot_looks`: the pair's own, and with the other half there, the other half's
+    /// `moot_timers`: the pair's own, and with the other half there, the other half's
     /// (which waited for this one).
     pub fn settle(&mut self, gw: usize, spi_in: u32) -> Option<bool> {
         let t = *self.tunnel_of_spi.get(&(gw, spi_in))?;

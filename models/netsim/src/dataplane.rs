@@ -104,11 +104,59 @@ pub enum PairChange {
     },
 }
 
-/// One gateway's half of a tunnel: its pairs in installation order (one, two while a
-/// rekey overlaps) and the inbound SPI of the one it sends on.
+/// One end's pairs in installation order: one nearly always, two while a rekey
+/// overlaps. The first lives in the tunnel's record itself, so that a packet finds it
+/// without a further pointer to follow; a second goes to the heap until the first goes.
+#[derive(Default)]
+struct Pairs {
+    /// `None` only if `rest` is empty.
+    first: Option<Pair>,
+    /// Held for hours, a spare slot would cost as much as the pair: `rest` holds
+    /// exactly what it has.
+    rest: Vec<Pair>,
+}
+
+impl Pairs {
+    fn iter(&self) -> impl Iterator<Item = &Pair> {
+        self.first.iter().chain(&self.rest)
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Pair> {
+        self.first.iter_mut().chain(&mut self.rest)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn push(&mut self, pair: Pair) {
+        match self.first {
+            None => self.first = Some(pair),
+            Some(_) => {
+                self.rest.reserve_exact(1);
+                self.rest.push(pair);
+            }
+        }
+    }
+
+    /// Removes and returns the pair with inbound SPI `spi_in`.
+    fn remove(&mut self, spi_in: u32) -> Option<Pair> {
+        let gone = if self.first.as_ref()?.spi_in == spi_in {
+            let next = (!self.rest.is_empty()).then(|| self.rest.remove(0));
+            std::mem::replace(&mut self.first, next)
+        } else {
+            let at = self.rest.iter().position(|p| p.spi_in == spi_in)?;
+            Some(self.rest.remove(at))
+        };
+        self.rest.shrink_to_fit();
+        gone
+    }
+}
+
+/// One gateway's half of a tunnel: its pairs and the inbound SPI of the one it sends on.
 struct End {
     gw: usize,
-    pairs: Vec<Pair>,
+    pairs: Pairs,
     sender: Option<u32>,
 }
 
@@ -123,7 +171,7 @@ impl End {
 
     /// Pairs that waited for `spi_in` to go may send now.
     fn promote_successors(&mut self, spi_in: u32) {
-        for p in &mut self.pairs {
+        for p in self.pairs.iter_mut() {
             if p.predecessor == Some(spi_in) {
                 p.predecessor = None;
                 p.sending = true;
@@ -316,7 +364,7 @@ impl DataPlane {
     #[cfg(test)]
     pub fn looks_pending(&self) -> usize {
         let ends = self.tunnels.iter().flat_map(|t| t.ends.iter().flatten());
-        ends.flat_map(|e| &e.pairs)
+        ends.flat_map(|e| e.pairs.iter())
             .filter(|p| p.look.is_some())
             .count()
     }
@@ -368,14 +416,9 @@ impl DataPlane {
             && let Some(end) = end_mut(&mut self.tunnels, gw, t)
             && t != tunnel
         {
-            let moot = &mut self.moot_timers;
-            end.pairs.retain(|p| {
-                let keep = p.spi_in != child.spi_in;
-                if !keep {
-                    moot.extend(p.timers());
-                }
-                keep
-            });
+            if let Some(gone) = end.pairs.remove(child.spi_in) {
+                self.moot_timers.extend(gone.timers());
+            }
             end.choose_sender();
         }
         self.tunnel_of_sa.insert((gw, sa), tunnel);
@@ -393,7 +436,7 @@ impl DataPlane {
                 let at = free.expect("a tunnel has two ends");
                 ends[at] = Some(End {
                     gw,
-                    pairs: Vec::new(),
+                    pairs: Pairs::default(),
                     sender: None,
                 });
                 at
@@ -451,12 +494,7 @@ impl DataPlane {
                 self.moot_timers.extend(p.timers());
                 *p = pair;
             }
-            None => {
-                // One more slot, not the vector's usual four: a pair is large, and an
-                // end holds one, two while a rekey overlaps.
-                end.pairs.reserve_exact(1);
-                end.pairs.push(pair);
-            }
+            None => end.pairs.push(pair),
         }
         if sending {
             end.sender = Some(child.spi_in);
@@ -472,14 +510,10 @@ impl DataPlane {
         let Some(end) = end_mut(&mut self.tunnels, gw, t) else {
             return;
         };
-        let Some(at) = end.pairs.iter().position(|p| p.spi_in == spi_in) else {
+        let Some(gone) = end.pairs.remove(spi_in) else {
             return;
         };
-        let gone = end.pairs.remove(at);
         self.moot_timers.extend(gone.timers());
-        // Back to one slot once a rekey's overlap ends: held for hours, a spare slot
-        // would cost as much as the pair.
-        end.pairs.shrink_to_fit();
         self.changed.push(PairChange::Removed {
             gw,
             tunnel: gone.tunnel,

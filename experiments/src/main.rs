@@ -12,14 +12,23 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read when it starts: freed pages go back to the system after half
 /// a second rather than ten, so that the resident memory follows what a run holds
-/// (1,000 spokes: 15.3 KiB per tunnel rather than 16.3, for 2 % of the speed).
+/// (1,000 spokes: 15.3 KiB per tunnel rather than 16.3, for 2 % of the speed); the heap
+/// and jemalloc's own tables go in 2 MiB pages where the kernel gives them (transparent
+/// huge pages in `madvise` mode or `always`): a hub of thousands of tunnels looks its
+/// state up all over a heap far larger than the cache, and with 4 KiB pages every such
+/// lookup also misses the address translation (10,000 spokes about 5 % faster; 5.6 MB
+/// more for the process, the same per tunnel).
 #[repr(transparent)]
 struct MallocConf(*const u8);
 // SAFETY: a pointer to a static, NUL-terminated string that nothing writes.
 unsafe impl Sync for MallocConf {}
 #[used]
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: MallocConf = MallocConf(c"dirty_decay_ms:500,muzzy_decay_ms:0".as_ptr().cast());
+static MALLOC_CONF: MallocConf = MallocConf(
+    c"thp:always,metadata_thp:always,dirty_decay_ms:500,muzzy_decay_ms:0"
+        .as_ptr()
+        .cast(),
+);
 
 mod bench;
 mod calibrate;

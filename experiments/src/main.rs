@@ -16,8 +16,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// and jemalloc's own tables go in 2 MiB pages where the kernel gives them (transparent
 /// huge pages in `madvise` mode or `always`): a hub of thousands of tunnels looks its
 /// state up all over a heap far larger than the cache, and with 4 KiB pages every such
-/// lookup also misses the address translation (10,000 spokes about 5 % faster; 5.6 MB
-/// more for the process, the same per tunnel).
+/// lookup also misses the address translation (99,999 spokes about 7 % faster, 10,000
+/// within the noise; 6 MB more for the process, the same per tunnel: see the README).
 #[repr(transparent)]
 struct MallocConf(*const u8);
 // SAFETY: a pointer to a static, NUL-terminated string that nothing writes.

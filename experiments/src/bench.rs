@@ -184,10 +184,10 @@ fn scenario(text: &str, sets: &[(&str, String)]) -> Result<WorldConfig> {
     )?)
 }
 
-/// The middle value (the larger middle one of an even number).
-fn middle(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+/// The middle value by `key` (the larger middle one of an even number).
+fn middle<T>(mut values: Vec<T>, key: impl Fn(&T) -> f64) -> T {
+    values.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    values.swap_remove(values.len() / 2)
 }
 
 fn exchanges(r: &Results) -> u64 {
@@ -221,10 +221,8 @@ pub fn command(args: &BenchArgs) -> Result<()> {
     let n0 = rows.first().map_or(1, |&(n, r)| n * r);
     for (&(spokes, regions), row_runs) in rows.iter().zip(&runs) {
         let growths = (row_runs.iter().zip(&runs[0])).map(|(r, first)| r.secs / first.secs);
-        let growth = middle(growths.collect());
-        let mut by_secs = row_runs.iter().collect::<Vec<_>>();
-        by_secs.sort_by(|a, b| a.secs.total_cmp(&b.secs));
-        let row = by_secs[by_secs.len() / 2];
+        let growth = middle(growths.collect(), |&g| g);
+        let row = middle(row_runs.iter().collect(), |r| r.secs);
         let (n, secs) = (spokes * regions, row.secs);
         let run = match regions {
             1 => "scale-day, model crypto".to_string(),
@@ -263,15 +261,14 @@ pub fn command(args: &BenchArgs) -> Result<()> {
     );
     // A third of a second, where one slow tick of the machine shows: the run of median
     // wall time of `--repeat`.
-    let mut models = (0..args.repeat)
+    let models = (0..args.repeat)
         .map(|_| {
             let mut model = scenario(HEAVY, std::slice::from_ref(&nodes))?;
             model.crypto = CryptoMode::Model;
             timed(model)
         })
         .collect::<Result<Vec<_>>>()?;
-    models.sort_by(|a, b| a.1.total_cmp(&b.1));
-    let (m, model_secs) = models.swap_remove(models.len() / 2);
+    let (m, model_secs) = middle(models, |&(_, secs)| secs);
     println!(
         "| heavy rekeying, model crypto | {n} | 0.5 | {model_secs:.2} | {:.0} | {:.0} | - | - | - | - | - | - |",
         m.events as f64 / model_secs,

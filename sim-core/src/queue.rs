@@ -8,9 +8,12 @@
 //! Structure: a radix heap on time (events are never scheduled before the last one taken
 //! out, which is the monotone property a radix heap needs) plus a small binary heap of
 //! the keys (source, sequence) of the events at the current instant. Each event is moved
-//! between buckets at most ~64 times and the buckets are plain vectors scanned in order,
-//! so with a million pending events it touches memory far more kindly than a binary heap
-//! of the same events (see `cargo bench -p sim-core`).
+//! between buckets at most ~64 times and the buckets are chunked vectors scanned in
+//! order, so with a million pending events it touches memory far more kindly than a
+//! binary heap of the same events (see `cargo bench -p sim-core`). A bucket is a list of
+//! fixed-size chunks, and drained chunks are kept for the next bucket to fill: a bucket
+//! that crowds with events (hourly timers, at a hub of thousands) grows without copying
+//! what it holds or faulting in fresh pages.
 //!
 //! Peeking, and skipping cancelled timers, can move the radix base past the time of the
 //! last event actually taken out; events scheduled in that gap (still in the future of
@@ -29,8 +32,8 @@ use crate::time::SimTime;
 
 const NO_TIMER: u32 = u32::MAX;
 const BUCKETS: usize = 65;
-/// Entries a drained bucket keeps room for (see [`EventQueue::refill`]).
-const SMALL_BUCKET: usize = 256;
+/// Bytes of one bucket chunk.
+const CHUNK_BYTES: usize = 4096;
 
 /// A handle to a pending timer; stale handles (fired or cancelled) are harmless.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -95,11 +98,6 @@ impl<E> Now<E> {
         e
     }
 
-    fn reserve_exact(&mut self, n: usize) {
-        self.keys.reserve_exact(n);
-        self.entries.reserve_exact(n);
-    }
-
     fn retain(&mut self, mut live: impl FnMut(&Entry<E>) -> bool) {
         let entries = &mut self.entries;
         self.keys.retain(|Reverse((.., slot))| {
@@ -154,7 +152,11 @@ pub struct EventQueue<E> {
     current: Now<E>,
     /// Entries in `popped..last`; they all come before everything else.
     early: BinaryHeap<Early<E>>,
-    buckets: Vec<Vec<Entry<E>>>,
+    /// Each a list of chunks of at most [`Self::CHUNK`] entries, filled in order.
+    buckets: Vec<Vec<Vec<Entry<E>>>>,
+    /// Empty chunks (with room for [`Self::CHUNK`] entries) for buckets to fill; no more
+    /// than the entries pending would fill.
+    spare: Vec<Vec<Entry<E>>>,
     /// Bit `i - 1` is set when bucket `i` (1..=64) is non-empty.
     occupied: u64,
     entries: usize,
@@ -171,6 +173,13 @@ impl<E> Default for EventQueue<E> {
 }
 
 impl<E> EventQueue<E> {
+    /// Entries per bucket chunk (a byte more each: no division by zero for events of no
+    /// size).
+    const CHUNK: usize = match CHUNK_BYTES / (1 + std::mem::size_of::<Entry<E>>()) {
+        0 => 1,
+        n => n,
+    };
+
     pub fn new() -> Self {
         EventQueue {
             popped: 0,
@@ -178,6 +187,7 @@ impl<E> EventQueue<E> {
             current: Now::new(),
             early: BinaryHeap::new(),
             buckets: (0..BUCKETS).map(|_| Vec::new()).collect(),
+            spare: Vec::new(),
             occupied: 0,
             entries: 0,
             stale: 0,
@@ -349,8 +359,31 @@ impl<E> EventQueue<E> {
             self.current.push(e);
         } else {
             let b = 64 - diff.leading_zeros() as usize;
-            self.buckets[b].push(e);
+            self.push_to(b, e);
             self.occupied |= 1 << (b - 1);
+        }
+    }
+
+    /// Appends `e` to bucket `b`, in its last chunk or a new one.
+    #[inline]
+    fn push_to(&mut self, b: usize, e: Entry<E>) {
+        let chunks = &mut self.buckets[b];
+        match chunks.last_mut() {
+            Some(last) if last.len() < Self::CHUNK => last.push(e),
+            _ => {
+                let mut chunk =
+                    (self.spare.pop()).unwrap_or_else(|| Vec::with_capacity(Self::CHUNK));
+                chunk.push(e);
+                chunks.push(chunk);
+            }
+        }
+    }
+
+    /// Takes back an emptied chunk, unless the spares would outgrow what is pending.
+    fn recycle(&mut self, chunk: Vec<Entry<E>>) {
+        debug_assert!(chunk.is_empty());
+        if self.spare.len() <= self.entries / Self::CHUNK + BUCKETS {
+            self.spare.push(chunk);
         }
     }
 
@@ -362,41 +395,24 @@ impl<E> EventQueue<E> {
         }
         let b = self.occupied.trailing_zeros() as usize + 1;
         self.occupied &= !(1 << (b - 1));
-        let mut bucket = std::mem::take(&mut self.buckets[b]);
-        self.last = bucket
-            .iter()
-            .map(|e| e.time)
+        let mut chunks = std::mem::take(&mut self.buckets[b]);
+        self.last = (chunks.iter().flatten().map(|e| e.time))
             .min()
             .expect("occupied bucket");
-        if bucket.len() > SMALL_BUCKET {
-            // Room for exactly what each lower bucket (or the current instant) takes:
-            // grown by doubling, they would copy as they grow and end up holding up to
-            // twice that, while this bucket still holds its own allocation.
-            let mut counts = [0usize; BUCKETS];
-            for e in &bucket {
-                counts[64 - (e.time ^ self.last).leading_zeros() as usize] += 1;
-            }
-            self.current.reserve_exact(counts[0]);
-            for (to, &n) in counts.iter().enumerate().skip(1) {
-                self.buckets[to].reserve_exact(n);
-            }
-        }
         // Cancelled timers end here rather than moving down: stale is for good (a slot's
         // new timer has a new sequence number), and the order of the live ones is theirs.
-        for e in bucket.drain(..) {
-            if self.is_live(&e) {
-                self.place(e);
-            } else {
-                self.drop_stale(e);
+        for mut chunk in chunks.drain(..) {
+            for e in chunk.drain(..) {
+                if self.is_live(&e) {
+                    self.place(e);
+                } else {
+                    self.drop_stale(e);
+                }
             }
+            self.recycle(chunk);
         }
-        // Keep a small allocation for the next time this bucket fills, not a large
-        // one: every bucket would hold on to its high-water mark, and over a long run
-        // the buckets together to many times the events pending. Growing again costs
-        // one more move per event, against the up to 64 each makes between buckets.
-        if bucket.capacity() <= SMALL_BUCKET {
-            self.buckets[b] = bucket;
-        }
+        // The bucket keeps its (small) list of chunks for the next time it fills.
+        self.buckets[b] = chunks;
         true
     }
 
@@ -420,14 +436,25 @@ impl<E> EventQueue<E> {
     /// Drops every cancelled entry; O(pending), amortized over the cancels that made it
     /// necessary.
     fn compact(&mut self) {
+        for b in 1..BUCKETS {
+            let mut chunks = std::mem::take(&mut self.buckets[b]);
+            for mut chunk in chunks.drain(..) {
+                for e in chunk.drain(..) {
+                    if self.is_live(&e) {
+                        self.push_to(b, e);
+                    }
+                }
+                self.recycle(chunk);
+            }
+            if self.buckets[b].is_empty() {
+                self.buckets[b] = chunks;
+            }
+        }
         let timers = &self.timers;
         let live = |e: &Entry<E>| {
             e.timer_slot == NO_TIMER
                 || timers[e.timer_slot as usize].armed == Some((e.source, e.seq))
         };
-        for bucket in &mut self.buckets {
-            bucket.retain(|e| live(e));
-        }
         self.current.retain(live);
         self.early.retain(|n| live(&n.0));
         self.occupied = 0;

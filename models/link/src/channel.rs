@@ -92,8 +92,10 @@ impl DropReason {
     }
 }
 
-/// Totals for one direction.
+/// Totals for one direction. In declaration order (see [`Channel`]): the first four are
+/// bumped by every datagram.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[repr(C)]
 pub struct ChannelStats {
     pub datagrams_sent: u64,
     pub payload_bytes_sent: u64,
@@ -182,24 +184,33 @@ impl TraceEvent for ChannelEvent {
 }
 
 /// One direction of a link.
+///
+/// Laid out for a topology of thousands of links, where a channel is cold when a datagram
+/// comes: what every datagram reads and writes (configuration, wire state, the first
+/// counters) shares the first cache line, the other counters it bumps the second, and
+/// each random stream draws from a line of its own.
+#[repr(C)]
 pub struct Channel {
     /// Shared: a topology's links mostly have one configuration, and it is large.
     cfg: Arc<LinkConfig>,
-    /// Compact: drawn for every datagram, and a topology has two channels per link.
-    loss_rng: entity::CompactStream,
-    delay_rng: entity::CompactStream,
-    /// Lazy: most links have no faults and never draw from it.
-    fault_rng: entity::LazyStream,
-    /// Gilbert-Elliott state.
-    in_bad_state: bool,
     /// When the wire finishes sending what is already queued.
     busy_until: SimTime,
     /// Arrival of the last in-order datagram (jitter never reorders).
     last_arrival: SimTime,
     next_ip_ident: u16,
+    /// Gilbert-Elliott state.
+    in_bad_state: bool,
     capture: bool,
     stats: ChannelStats,
+    /// Lazy: most links have no faults and never draw from it.
+    fault_rng: entity::LazyStream,
+    /// Compact: drawn for every datagram, and a topology has two channels per link.
+    loss_rng: entity::CompactStream,
+    delay_rng: entity::CompactStream,
 }
+
+// The first four counters end the first cache line (see `Channel`).
+const _: () = assert!(std::mem::offset_of!(Channel, stats) == 32);
 
 impl Channel {
     /// A channel named `name` (its entity name, e.g. `link/a-b/a>b`) whose streams

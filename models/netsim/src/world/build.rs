@@ -114,12 +114,24 @@ impl World {
         let names = Names::new(&cfg);
         let (qkd, kmes) = key_managers(&cfg, &mut sim, &names, seed)?;
         let (tunnels, peers) = tunnels(&cfg, &names, seed)?;
-        let gateways = gateways(&cfg, &mut sim, &names, peers)?;
+        let mut gateways = gateways(&cfg, &mut sim, &names, peers)?;
         let dp = traffic(&cfg, &mut sim, &tunnels, &gateways)?;
         let (links, routes) = links(&cfg, &mut sim, &names, seed)?;
         for (i, t) in tunnels.iter().enumerate() {
             if !routes.contains_key(&(t.initiator, IpAddr::V4(cfg.gateways[t.responder].address))) {
                 return Err(err(format!("tunnel[{i}]"), "no link joins its gateways"));
+            }
+        }
+        let mut link_count = vec![0u32; gateways.len()];
+        for l in &links {
+            l.ends.iter().for_each(|&g| link_count[g] += 1);
+        }
+        for (i, l) in links.iter().enumerate() {
+            for (dir, [from, to]) in [l.ends, [l.ends[1], l.ends[0]]].into_iter().enumerate() {
+                if link_count[from] == 1 {
+                    let to_addr = *gateways[to].addr.ip();
+                    gateways[from].sole_route = Some((to_addr, i as u32, dir as u8));
+                }
             }
         }
         first_events(&cfg, &mut sim, &names, &gateways, &kmes, &tunnels)?;
@@ -469,6 +481,7 @@ fn gateways(
             name: g.name.clone(),
             entity,
             addr,
+            sole_route: None,
             ep,
             peer_cfgs,
             restarts: 0,

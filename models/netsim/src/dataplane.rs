@@ -74,8 +74,8 @@ struct Pair {
 
 impl Pair {
     /// Its pending timers, which its going makes moot.
-    fn timers(&self) -> impl Iterator<Item = TimerId> {
-        self.look.into_iter().chain(self.expiry)
+    fn timers(&self) -> [Option<TimerId>; 2] {
+        [self.look, self.expiry]
     }
 }
 
@@ -146,7 +146,7 @@ impl Pairs {
         let gone = |p: &Pair| Gone {
             tunnel: p.tunnel,
             spi_out: p.spi_out,
-            timers: [p.look, p.expiry],
+            timers: p.timers(),
         };
         let first = self.first.as_ref()?;
         let g = if first.spi_in == spi_in {
@@ -509,7 +509,7 @@ impl DataPlane {
         };
         match end.pair_mut(child.spi_in) {
             Some(p) => {
-                self.moot_timers.extend(p.timers());
+                self.moot_timers.extend(p.timers().into_iter().flatten());
                 *p = pair;
             }
             None => end.pairs.push(pair),

@@ -135,6 +135,36 @@ impl<E> Ord for Early<E> {
     }
 }
 
+/// A radix bucket: its entries in chunks of [`EventQueue::CHUNK`], filled in order, so
+/// that a crowded bucket grows without moving what it holds. New entries go into `tail`;
+/// a full tail joins `full`.
+struct Bucket<E> {
+    full: Vec<Vec<Entry<E>>>,
+    tail: Vec<Entry<E>>,
+}
+
+impl<E> Default for Bucket<E> {
+    fn default() -> Self {
+        Bucket {
+            full: Vec::new(),
+            tail: Vec::new(),
+        }
+    }
+}
+
+impl<E> Bucket<E> {
+    fn is_empty(&self) -> bool {
+        self.tail.is_empty() && self.full.is_empty()
+    }
+
+    fn min_time(&self) -> Option<u64> {
+        let min = |chunk: &[Entry<E>]| chunk.iter().map(|e| e.time).min();
+        (self.full.iter().filter_map(|c| min(c)))
+            .chain(min(&self.tail))
+            .min()
+    }
+}
+
 #[derive(Clone, Copy)]
 struct TimerSlot {
     generation: u32,
@@ -152,8 +182,7 @@ pub struct EventQueue<E> {
     current: Now<E>,
     /// Entries in `popped..last`; they all come before everything else.
     early: BinaryHeap<Early<E>>,
-    /// Each a list of chunks of at most [`Self::CHUNK`] entries, filled in order.
-    buckets: Vec<Vec<Vec<Entry<E>>>>,
+    buckets: Vec<Bucket<E>>,
     /// Empty chunks (with room for [`Self::CHUNK`] entries) for buckets to fill; no more
     /// than the entries pending would fill.
     spare: Vec<Vec<Entry<E>>>,
@@ -186,7 +215,7 @@ impl<E> EventQueue<E> {
             last: 0,
             current: Now::new(),
             early: BinaryHeap::new(),
-            buckets: (0..BUCKETS).map(|_| Vec::new()).collect(),
+            buckets: (0..BUCKETS).map(|_| Bucket::default()).collect(),
             spare: Vec::new(),
             occupied: 0,
             entries: 0,
@@ -364,26 +393,38 @@ impl<E> EventQueue<E> {
         }
     }
 
-    /// Appends `e` to bucket `b`, in its last chunk or a new one.
+    /// Appends `e` to bucket `b`, in its tail chunk or, when that is full, a new one.
     #[inline]
     fn push_to(&mut self, b: usize, e: Entry<E>) {
-        let chunks = &mut self.buckets[b];
-        match chunks.last_mut() {
-            Some(last) if last.len() < Self::CHUNK => last.push(e),
-            _ => {
-                let mut chunk =
-                    (self.spare.pop()).unwrap_or_else(|| Vec::with_capacity(Self::CHUNK));
-                chunk.push(e);
-                chunks.push(chunk);
+        let bucket = &mut self.buckets[b];
+        if bucket.tail.len() >= Self::CHUNK || bucket.tail.capacity() == 0 {
+            let next = (self.spare.pop()).unwrap_or_else(|| Vec::with_capacity(Self::CHUNK));
+            let full = std::mem::replace(&mut bucket.tail, next);
+            if !full.is_empty() {
+                bucket.full.push(full);
             }
         }
+        bucket.tail.push(e);
     }
 
     /// Takes back an emptied chunk, unless the spares would outgrow what is pending.
     fn recycle(&mut self, chunk: Vec<Entry<E>>) {
         debug_assert!(chunk.is_empty());
-        if self.spare.len() <= self.entries / Self::CHUNK + BUCKETS {
+        if chunk.capacity() > 0 && self.spare.len() <= self.entries / Self::CHUNK + BUCKETS {
             self.spare.push(chunk);
+        }
+    }
+
+    /// Moves the entries of `chunk` to where they belong now; cancelled timers end here
+    /// rather than moving down (stale is for good: a slot's new timer has a new sequence
+    /// number), and the order of the live ones is theirs.
+    fn move_down(&mut self, chunk: &mut Vec<Entry<E>>) {
+        for e in chunk.drain(..) {
+            if self.is_live(&e) {
+                self.place(e);
+            } else {
+                self.drop_stale(e);
+            }
         }
     }
 
@@ -395,24 +436,16 @@ impl<E> EventQueue<E> {
         }
         let b = self.occupied.trailing_zeros() as usize + 1;
         self.occupied &= !(1 << (b - 1));
-        let mut chunks = std::mem::take(&mut self.buckets[b]);
-        self.last = (chunks.iter().flatten().map(|e| e.time))
-            .min()
-            .expect("occupied bucket");
-        // Cancelled timers end here rather than moving down: stale is for good (a slot's
-        // new timer has a new sequence number), and the order of the live ones is theirs.
-        for mut chunk in chunks.drain(..) {
-            for e in chunk.drain(..) {
-                if self.is_live(&e) {
-                    self.place(e);
-                } else {
-                    self.drop_stale(e);
-                }
-            }
+        let mut bucket = std::mem::take(&mut self.buckets[b]);
+        self.last = bucket.min_time().expect("occupied bucket");
+        // Its entries all go to lower buckets (or the current instant): none comes back.
+        for mut chunk in bucket.full.drain(..) {
+            self.move_down(&mut chunk);
             self.recycle(chunk);
         }
-        // The bucket keeps its (small) list of chunks for the next time it fills.
-        self.buckets[b] = chunks;
+        // The tail stays, empty, for the next time the bucket fills.
+        self.move_down(&mut bucket.tail);
+        self.buckets[b] = bucket;
         true
     }
 
@@ -437,17 +470,18 @@ impl<E> EventQueue<E> {
     /// necessary.
     fn compact(&mut self) {
         for b in 1..BUCKETS {
-            let mut chunks = std::mem::take(&mut self.buckets[b]);
-            for mut chunk in chunks.drain(..) {
+            let mut bucket = std::mem::take(&mut self.buckets[b]);
+            let chunks = bucket
+                .full
+                .drain(..)
+                .chain([std::mem::take(&mut bucket.tail)]);
+            for mut chunk in chunks.collect::<Vec<_>>() {
                 for e in chunk.drain(..) {
                     if self.is_live(&e) {
                         self.push_to(b, e);
                     }
                 }
                 self.recycle(chunk);
-            }
-            if self.buckets[b].is_empty() {
-                self.buckets[b] = chunks;
             }
         }
         let timers = &self.timers;
@@ -520,6 +554,27 @@ mod tests {
         assert_eq!(q.len(), 1);
         assert!(q.entries < 10_000, "stale entries kept: {}", q.entries);
         assert_eq!(q.pop().unwrap().event, 99_999);
+    }
+
+    #[test]
+    fn crowded_buckets_keep_the_order_across_chunks_and_compaction() {
+        // Far more events than a chunk holds, in shuffled times, most of them cancelled
+        // (enough to compact the queue on the way).
+        let n = 10_000u64;
+        assert!(n > 50 * EventQueue::<u64>::CHUNK as u64);
+        let time = |i: u64| 1_000_000 + (i * 7919) % n;
+        let mut q = EventQueue::new();
+        let ids: Vec<_> = (0..n)
+            .map(|i| q.schedule_timer(t(time(i)), EntityId((i % 3) as u32), i))
+            .collect();
+        let cancelled = |i: u64| i.is_multiple_of(2) || i.is_multiple_of(7);
+        for i in (0..n).filter(|&i| cancelled(i)) {
+            assert!(q.cancel(ids[i as usize]));
+        }
+        let got: Vec<u64> = std::iter::from_fn(|| q.pop()).map(|s| s.event).collect();
+        let mut want: Vec<u64> = (0..n).filter(|&i| !cancelled(i)).collect();
+        want.sort_by_key(|&i| time(i));
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -136,8 +136,9 @@ impl<E> Ord for Early<E> {
 }
 
 /// A radix bucket: its entries in chunks of [`EventQueue::CHUNK`], filled in order, so
-/// that a crowded bucket grows without moving what it holds. New entries go into `tail`;
-/// a full tail joins `full`.
+/// that a crowded bucket grows without moving what it holds. New entries go into `tail`,
+/// which grows as a vector does up to a chunk (a bucket of a few entries stays small, in
+/// few cache lines and pages); a full tail joins `full`.
 struct Bucket<E> {
     full: Vec<Vec<Entry<E>>>,
     tail: Vec<Entry<E>>,
@@ -377,7 +378,7 @@ impl<E> EventQueue<E> {
         seq
     }
 
-    #[inline]
+    #[inline(always)]
     fn place(&mut self, e: Entry<E>) {
         if e.time < self.last {
             self.early.push(Early(e));
@@ -396,21 +397,29 @@ impl<E> EventQueue<E> {
     /// Appends `e` to bucket `b`, in its tail chunk or, when that is full, a new one.
     #[inline]
     fn push_to(&mut self, b: usize, e: Entry<E>) {
-        let bucket = &mut self.buckets[b];
-        if bucket.tail.len() >= Self::CHUNK || bucket.tail.capacity() == 0 {
-            let next = (self.spare.pop()).unwrap_or_else(|| Vec::with_capacity(Self::CHUNK));
-            let full = std::mem::replace(&mut bucket.tail, next);
-            if !full.is_empty() {
-                bucket.full.push(full);
-            }
+        if self.buckets[b].tail.len() >= Self::CHUNK {
+            self.new_tail(b);
         }
-        bucket.tail.push(e);
+        self.buckets[b].tail.push(e);
+    }
+
+    /// Bucket `b`'s full tail joins its full chunks, and a spare chunk becomes its tail.
+    /// Out of line: rare, and `place`, which runs for every move, stays small enough to
+    /// be inlined.
+    #[cold]
+    #[inline(never)]
+    fn new_tail(&mut self, b: usize) {
+        let next = (self.spare.pop()).unwrap_or_else(|| Vec::with_capacity(Self::CHUNK));
+        let bucket = &mut self.buckets[b];
+        bucket.full.push(std::mem::replace(&mut bucket.tail, next));
     }
 
     /// Takes back an emptied chunk, unless the spares would outgrow what is pending.
     fn recycle(&mut self, chunk: Vec<Entry<E>>) {
         debug_assert!(chunk.is_empty());
-        if chunk.capacity() > 0 && self.spare.len() <= self.entries / Self::CHUNK + BUCKETS {
+        if chunk.capacity() >= Self::CHUNK
+            && self.spare.len() <= self.entries / Self::CHUNK + BUCKETS
+        {
             self.spare.push(chunk);
         }
     }
@@ -418,6 +427,7 @@ impl<E> EventQueue<E> {
     /// Moves the entries of `chunk` to where they belong now; cancelled timers end here
     /// rather than moving down (stale is for good: a slot's new timer has a new sequence
     /// number), and the order of the live ones is theirs.
+    #[inline(always)]
     fn move_down(&mut self, chunk: &mut Vec<Entry<E>>) {
         for e in chunk.drain(..) {
             if self.is_live(&e) {

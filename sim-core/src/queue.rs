@@ -10,10 +10,10 @@
 //! the keys (source, sequence) of the events at the current instant. Each event is moved
 //! between buckets at most ~64 times and the buckets are chunked vectors scanned in
 //! order, so with a million pending events it touches memory far more kindly than a
-//! binary heap of the same events (see `cargo bench -p sim-core`). A bucket is a list of
-//! fixed-size chunks, and drained chunks are kept for the next bucket to fill: a bucket
-//! that crowds with events (hourly timers, at a hub of thousands) grows without copying
-//! what it holds or faulting in fresh pages.
+//! binary heap of the same events (see `cargo bench -p sim-core`). A bucket that crowds
+//! with events (hourly timers, at a hub of thousands) fills fixed-size chunks, and
+//! drained chunks are kept for the next bucket to fill: it grows without copying what it
+//! holds or faulting in fresh pages.
 //!
 //! Peeking, and skipping cancelled timers, can move the radix base past the time of the
 //! last event actually taken out; events scheduled in that gap (still in the future of
@@ -481,11 +481,8 @@ impl<E> EventQueue<E> {
     fn compact(&mut self) {
         for b in 1..BUCKETS {
             let mut bucket = std::mem::take(&mut self.buckets[b]);
-            let chunks = bucket
-                .full
-                .drain(..)
-                .chain([std::mem::take(&mut bucket.tail)]);
-            for mut chunk in chunks.collect::<Vec<_>>() {
+            let tail = std::mem::take(&mut bucket.tail);
+            for mut chunk in bucket.full.drain(..).chain([tail]) {
                 for e in chunk.drain(..) {
                     if self.is_live(&e) {
                         self.push_to(b, e);

@@ -47,6 +47,7 @@ pub mod hash;
 pub mod ipv4;
 pub mod metrics;
 pub mod pcap;
+pub mod prefetch;
 pub mod progress;
 pub mod queue;
 pub mod sim;

@@ -318,6 +318,15 @@ impl<E> EventQueue<E> {
         }
     }
 
+    /// The next live event, without taking it out (see [`peek_time`](Self::peek_time)).
+    pub fn peek(&mut self) -> Option<&E> {
+        self.peek_time()?;
+        match self.early.peek() {
+            Some(Early(e)) => Some(&e.event),
+            None => self.current.peek().map(|e| &e.event),
+        }
+    }
+
     /// Takes out the next live event in `(time, source, sequence)` order.
     pub fn pop(&mut self) -> Option<Scheduled<E>> {
         loop {
@@ -607,10 +616,10 @@ mod tests {
     }
 
     proptest! {
-        /// Against a reference model (sort by key) under interleaved pushes, pops and
-        /// cancels.
+        /// Against a reference model (sort by key) under interleaved pushes, pops,
+        /// cancels and peeks (which look ahead, and so must change no order).
         #[test]
-        fn matches_a_sorted_reference(ops in prop::collection::vec((0u8..4, 0u64..50, 0u32..4), 1..300)) {
+        fn matches_a_sorted_reference(ops in prop::collection::vec((0u8..5, 0u64..50, 0u32..4), 1..300)) {
             let mut q = EventQueue::new();
             let mut reference: Vec<(u64, u32, u64, usize)> = Vec::new();
             let mut seqs = [0u64; 4];
@@ -635,6 +644,10 @@ mod tests {
                             prop_assert_eq!(q.cancel(id), pending);
                             reference.retain(|r| r.3 != n);
                         }
+                    }
+                    4 => {
+                        reference.sort();
+                        prop_assert_eq!(q.peek().copied(), reference.first().map(|e| e.3));
                     }
                     _ => {
                         reference.sort();

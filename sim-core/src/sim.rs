@@ -141,6 +141,12 @@ impl<E> Simulation<E> {
         Some(ev)
     }
 
+    /// The event [`next_event`](Self::next_event) would take out now, left queued:
+    /// what the model may prefetch for while it handles the current one.
+    pub fn peek_event(&mut self) -> Option<&E> {
+        self.queue.peek()
+    }
+
     /// Like [`next_event`](Self::next_event), but stops (leaving the event queued)
     /// before any event later than `end`; the clock then moves to `end`.
     pub fn next_event_until(&mut self, end: SimTime) -> Option<Scheduled<E>> {

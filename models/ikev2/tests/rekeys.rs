@@ -740,3 +740,46 @@ fn an_ike_rekey_that_chooses_another_cipher_uses_it() {
     );
     assert!(p.failed(0).is_none() && p.failed(1).is_none());
 }
+
+/// What a driver that prefetches reads ahead: the SA a datagram or the next timer names,
+/// and where that SA lies; and nothing for what names no SA of the endpoint.
+#[test]
+fn a_driver_finds_the_sa_a_message_or_timer_is_for() {
+    let mut p = Pair::new(3, |_, _| {});
+    p.handshake(10 * SEC);
+    let sa = |i: usize| match p.established(i) {
+        Some(Event::IkeSaEstablished { sa, .. }) => *sa,
+        other => panic!("not established: {other:?}"),
+    };
+    let (sa0, sa1) = (sa(0), sa(1));
+    assert_ne!(sa0, sa1, "each side names the SA by its own SPI");
+    assert_eq!(
+        p.eps[0].next_timer_sa(),
+        None,
+        "no timer runs on an idle SA"
+    );
+
+    // The initiator's liveness check names the responder's SA at the responder, and is
+    // nothing the initiator would look up as its own from its peer.
+    p.eps[0].check_liveness(p.now, sa0);
+    let request = p.eps[0].poll_transmit().expect("an INFORMATIONAL request");
+    assert_eq!(p.eps[0].next_timer_sa(), Some(sa0), "its retransmission");
+    assert_eq!(p.eps[1].sa_of_datagram(&request.payload), Some(sa1));
+    assert_eq!(p.eps[1].sa_of_datagram(&request.payload[..20]), None);
+
+    let mut hints = Vec::new();
+    assert_eq!(
+        p.eps[1].locate_sa(sa1, |at, len| hints.push((at, len))),
+        Some(0)
+    );
+    assert!(
+        hints.len() == 2 && hints[0].1 > 0 && hints[1].1 > 0,
+        "{hints:?}"
+    );
+    hints.clear();
+    assert_eq!(
+        p.eps[1].locate_sa(sa1 ^ 1, |at, len| hints.push((at, len))),
+        None
+    );
+    assert!(hints.is_empty());
+}

@@ -410,6 +410,17 @@ impl DataPlane {
         Some((tunnel, sa, spi_out, other_holds))
     }
 
+    /// Where tunnel `t`'s record lies, as (address, length) to `hint`: for a driver
+    /// that prefetches it (see `sim_core::prefetch`).
+    pub fn locate(&self, t: usize, mut hint: impl FnMut(*const u8, usize)) {
+        if let Some(r) = self.tunnels.get(t) {
+            hint(
+                r as *const TunnelPlane as *const u8,
+                std::mem::size_of::<TunnelPlane>(),
+            );
+        }
+    }
+
     /// The IKE SA of the pair, if it exists and was neither rekeyed nor expired (so a
     /// rekey of it makes sense).
     pub fn rekeyable(&self, gw: usize, spi_in: u32) -> Option<SaId> {

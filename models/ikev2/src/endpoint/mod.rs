@@ -274,6 +274,31 @@ impl Endpoint {
         self.with_sa(now, ours, |s, ctx| s.on_message(ctx, raw, bytes, from));
     }
 
+    /// The IKE SA a datagram names (ours of its SPIs), if it parses; for a driver that
+    /// looks ahead (see [`locate_sa`](Self::locate_sa)).
+    pub fn sa_of_datagram(&self, bytes: &[u8]) -> Option<SaId> {
+        let h = Header::parse(bytes).ok()?.header;
+        Some(if h.from_initiator() { h.spi_r } else { h.spi_i })
+    }
+
+    /// The IKE SA whose timer is due next.
+    pub fn next_timer_sa(&self) -> Option<SaId> {
+        self.timers.peek().map(|&Reverse((_, spi))| spi)
+    }
+
+    /// Where IKE SA `sa`'s state lies, as (address, length) to `hint`, and its peer: for
+    /// a driver that prefetches the state into the cache while it does other work, before
+    /// the SA's next message or timer. Reads only the SA index; changes nothing.
+    pub fn locate_sa(&self, sa: SaId, mut hint: impl FnMut(*const u8, usize)) -> Option<usize> {
+        let s = self.sas.get(&sa)?;
+        hint(
+            &**s as *const IkeSa as *const u8,
+            std::mem::size_of::<IkeSa>(),
+        );
+        s.locate_children(hint);
+        Some(s.peer)
+    }
+
     /// Runs every timer due at or before `now`.
     pub fn handle_timeout(&mut self, now: u64) {
         while let Some(&Reverse((deadline, spi))) = self.timers.peek() {

@@ -300,6 +300,7 @@ impl World {
         let mut progress =
             progress.then(|| Progress::new(end, std::time::Duration::from_millis(500)));
         while let Some(ev) = self.sim.next_event_until(end) {
+            self.prefetch_next();
             self.handle(ev.event);
             self.watch_changed_pairs();
             if let Some(sink) = row_sink.as_deref_mut() {
@@ -341,6 +342,55 @@ impl World {
     /// Schedules `ev` after `after` on behalf of the world itself.
     fn schedule_world(&mut self, after: SimDuration, ev: Ev) {
         self.sim.schedule(self.entity, after, ev);
+    }
+
+    /// Starts loading the state the next event will touch (its gateway, IKE SA,
+    /// link and tunnel), so that those cache misses overlap the current event's work
+    /// (see `sim_core::prefetch`).
+    fn prefetch_next(&mut self) {
+        use sim_core::prefetch::{prefetch, prefetch_range};
+        let (gw, sa) = match self.sim.peek_event() {
+            Some(Ev::Deliver {
+                link,
+                dir,
+                datagram,
+                ..
+            }) => {
+                let l = &self.links[*link as usize];
+                prefetch(l);
+                let gw = l.ends[1 - *dir as usize];
+                let sa = match datagram.dst.port() {
+                    crate::dataplane::ESP_PORT => None,
+                    _ => self.gateways[gw].ep.sa_of_datagram(&datagram.payload),
+                };
+                (gw, sa)
+            }
+            Some(Ev::GatewayTimer { gw }) => (*gw, self.gateways[*gw].ep.next_timer_sa()),
+            Some(
+                Ev::TimedChildRekey { tunnel, .. }
+                | Ev::IkeRekey { tunnel, .. }
+                | Ev::Reauthenticate { tunnel, .. },
+            ) => {
+                let t = &self.tunnels[*tunnel];
+                if let Some((_, link, _)) = self.gateways[t.initiator].sole_route {
+                    prefetch(&self.links[link as usize]);
+                }
+                (t.initiator, t.current)
+            }
+            Some(Ev::KeyDraw { tunnel, .. }) => {
+                prefetch(&self.tunnels[*tunnel]);
+                return;
+            }
+            _ => return,
+        };
+        let g = &self.gateways[gw];
+        prefetch(g);
+        if let Some(peer) = sa.and_then(|sa| g.ep.locate_sa(sa, prefetch_range))
+            && let Some(&t) = g.peer_tunnel.get(peer)
+        {
+            prefetch(&self.tunnels[t]);
+            self.dp.locate(t, prefetch_range);
+        }
     }
 
     fn handle(&mut self, ev: Ev) {

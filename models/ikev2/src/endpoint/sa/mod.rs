@@ -226,6 +226,14 @@ pub(crate) struct IkeSa {
 }
 
 impl IkeSa {
+    /// Hints where its Child SAs lie (see `Endpoint::locate_sa`).
+    pub(crate) fn locate_children(&self, mut hint: impl FnMut(*const u8, usize)) {
+        hint(
+            self.children.as_ptr() as *const u8,
+            std::mem::size_of_val(self.children.as_slice()),
+        );
+    }
+
     /// Files a new Child SA. One more slot, not the vector's usual four: an IKE SA
     /// holds one Child SA, two while one is rekeyed, and a hub holds thousands.
     fn add_child(&mut self, child: ChildSa) {

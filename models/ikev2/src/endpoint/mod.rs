@@ -295,6 +295,13 @@ impl Endpoint {
             &**s as *const IkeSa as *const u8,
             std::mem::size_of::<IkeSa>(),
         );
+        // Its peer's configuration, which every exchange reads: a hub has thousands.
+        if let Some(peer) = self.shared.peers.get(s.peer) {
+            hint(
+                peer as *const PeerConfig as *const u8,
+                std::mem::size_of::<PeerConfig>(),
+            );
+        }
         s.locate_children(hint);
         Some(s.peer)
     }

@@ -5,7 +5,8 @@
 //! ([`EventQueue`]), entities with independent seeded ChaCha streams ([`entity`]),
 //! typed JSON-lines tracing with a run fingerprint ([`trace`], over the binary records of
 //! [`canonical`]), metrics ([`metrics`]),
-//! IPv4/UDP wire images ([`ipv4`]) and pcap capture ([`pcap`]).
+//! IPv4/UDP wire images ([`ipv4`]), pcap capture ([`pcap`]) and cache prefetch hints
+//! for a model that looks at the next event ahead ([`prefetch`]).
 //!
 //! Determinism rules: one run is one thread; no wall clock (except the progress line,
 //! which only prints); no OS entropy; nothing iterates a hash map.

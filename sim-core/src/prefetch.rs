@@ -7,12 +7,12 @@
 //! event will touch (see `Simulation::peek_event`) and have it on its way meanwhile. A
 //! hint never changes what a program computes: only when its memory arrives.
 
-/// Cache lines hinted at most per object: the head of a large one is what is read first.
+/// Cache lines hinted at most per object (a kilobyte).
 const MAX_LINES: usize = 16;
 const LINE: usize = 64;
 
-/// Hints the processor to load the cache lines of `r` (at most the first
-/// [`MAX_LINES`]).
+/// Hints the processor to load the cache lines of `r` (at most its first kilobyte: the
+/// head of a large object is what is read first).
 #[inline(always)]
 pub fn prefetch<T: ?Sized>(r: &T) {
     prefetch_range(r as *const T as *const u8, std::mem::size_of_val(r));
@@ -31,8 +31,7 @@ fn line(p: *const u8) {
     let _ = p;
 }
 
-/// Hints the processor to load `len` bytes from `start` (at most the first
-/// [`MAX_LINES`] lines).
+/// Hints the processor to load `len` bytes from `start` (at most the first kilobyte).
 #[inline(always)]
 pub fn prefetch_range(start: *const u8, len: usize) {
     for i in 0..len.div_ceil(LINE).min(MAX_LINES) {

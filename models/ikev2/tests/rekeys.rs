@@ -759,8 +759,7 @@ fn a_driver_finds_the_sa_a_message_or_timer_is_for() {
         "no timer runs on an idle SA"
     );
 
-    // The initiator's liveness check names the responder's SA at the responder, and is
-    // nothing the initiator would look up as its own from its peer.
+    // The initiator's liveness check names the responder's SA at the responder.
     p.eps[0].check_liveness(p.now, sa0);
     let request = p.eps[0].poll_transmit().expect("an INFORMATIONAL request");
     assert_eq!(p.eps[0].next_timer_sa(), Some(sa0), "its retransmission");

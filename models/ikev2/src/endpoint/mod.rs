@@ -65,6 +65,12 @@ fn pop_or_release<T>(q: &mut VecDeque<T>) -> Option<T> {
     next
 }
 
+/// Our SPI of the SA a peer's message is for: the peer's messages carry it as SPIr if
+/// they come from the original initiator, as SPIi otherwise.
+fn our_spi(h: &Header) -> SaId {
+    if h.from_initiator() { h.spi_r } else { h.spi_i }
+}
+
 /// Many IKE SAs behind one IKE address.
 pub struct Endpoint {
     shared: Shared,
@@ -259,9 +265,7 @@ impl Endpoint {
             self.on_init_request(now, from, h, bytes);
             return;
         }
-        // The peer's messages carry our SPI as SPIr if they come from the original
-        // initiator, as SPIi otherwise.
-        let ours = if h.from_initiator() { h.spi_r } else { h.spi_i };
+        let ours = our_spi(&h);
         match self.sas.get(&ours) {
             Some(s)
                 if s.spi_i == h.spi_i
@@ -277,8 +281,7 @@ impl Endpoint {
     /// The IKE SA a datagram names (ours of its SPIs), if it parses; for a driver that
     /// looks ahead (see [`locate_sa`](Self::locate_sa)).
     pub fn sa_of_datagram(&self, bytes: &[u8]) -> Option<SaId> {
-        let h = Header::parse(bytes).ok()?.header;
-        Some(if h.from_initiator() { h.spi_r } else { h.spi_i })
+        Some(our_spi(&Header::parse(bytes).ok()?.header))
     }
 
     /// The IKE SA whose timer is due next.

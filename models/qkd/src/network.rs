@@ -10,16 +10,18 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use petgraph::graph::{NodeIndex, UnGraph};
 use rand_chacha::ChaCha20Rng;
 use rand_core::Rng;
+use sim_core::hash::FastMap;
 
 use crate::blocks::Blocks;
 use crate::pool::{PoolConfig, PoolHalf, PoolState, Supply};
 
 /// A route: (link, owner end) per hop, from the drawing KME on.
-pub type Route = Vec<(usize, usize)>;
+pub type Route = Arc<[(usize, usize)]>;
 
 /// Where every random stream comes from: (entity name, purpose) -> stream. The simulator
 /// passes its seeded per-entity streams.
@@ -141,13 +143,16 @@ pub struct QkdNetwork {
     pub(crate) pending: BTreeMap<(usize, [u8; 16]), PendingKey>,
     /// (deadline, KME, key ID) of pending keys that expire.
     expiries: std::collections::BTreeSet<(u64, usize, [u8; 16])>,
-    /// KME indices by KME ID and by the ID of an SAE attached to it.
-    by_name: BTreeMap<String, usize>,
-    by_sae: BTreeMap<String, usize>,
+    /// KME indices by KME ID and by the ID of an SAE attached to it. Hash maps (only
+    /// ever looked up, never walked): a network of thousands of SAEs looks one up for
+    /// every key request.
+    by_name: FastMap<String, usize>,
+    by_sae: FastMap<String, usize>,
     /// The block supplies' distribution functions, shared between links.
     poisson_tables: crate::blocks::Tables,
-    /// Routes found so far, by (from, to); forgotten when the graph grows.
-    routes: RefCell<BTreeMap<(usize, usize), Option<Route>>>,
+    /// Routes found so far, by (from, to); forgotten when the graph grows. Shared
+    /// (`Arc`), as every key request asks for one.
+    routes: RefCell<FastMap<(usize, usize), Option<Route>>>,
     /// Time a relayed key spends per trusted-node hop.
     pub relay_latency_ns: u64,
     pub stats: NetworkStats,
@@ -164,8 +169,8 @@ impl QkdNetwork {
             expiries: Default::default(),
             routes: Default::default(),
             poisson_tables: Default::default(),
-            by_name: BTreeMap::new(),
-            by_sae: BTreeMap::new(),
+            by_name: FastMap::default(),
+            by_sae: FastMap::default(),
             relay_latency_ns: 0,
             stats: NetworkStats::default(),
         }
@@ -348,7 +353,7 @@ impl QkdNetwork {
             .route(from, to)
             .filter(|r| !r.is_empty())
             .ok_or(DrawError::NoRoute)?;
-        for &(l, _) in &route {
+        for &(l, _) in route.iter() {
             self.links[l].advance(now_ns);
         }
         let need = number * size_bits;

@@ -281,7 +281,7 @@ fn build_qkd_network(
         let (Some(from), Some(to)) = (kme_of(&t.initiator), kme_of(&t.responder)) else {
             continue;
         };
-        for (link, end) in probe.route(from, to).unwrap_or_default() {
+        for &(link, end) in probe.route(from, to).unwrap_or_default().iter() {
             draws[link][end] = true;
         }
     }

@@ -285,6 +285,7 @@ fn run(cli: Cli) -> Result<()> {
                 shard_count: None,
                 by_region: false,
                 jobs: None,
+                event_costs: false,
             },
             "demo",
         ),

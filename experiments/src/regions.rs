@@ -76,6 +76,7 @@ pub fn run_by_region(
             progress: false,
             rows,
             row_sink: None,
+            costs: None,
         };
         Ok(world.run_part(outputs, sample_of))
     };

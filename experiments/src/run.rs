@@ -67,11 +67,15 @@ pub struct RunArgs {
     /// tunnels, counters and totals; `events` and the fingerprint are the parts').
     /// A `[topology]` with `regions` and nothing written by hand is expanded one region
     /// at a time. No trace, capture or key log.
-    #[arg(long, conflicts_with_all = ["trace", "pcap", "keylog"])]
+    #[arg(long, conflicts_with_all = ["trace", "pcap", "keylog", "event_costs"])]
     pub by_region: bool,
     /// Regions run at once with `--by-region` (default: the machine's cores).
     #[arg(long, requires = "by_region")]
     pub jobs: Option<usize>,
+    /// Print to stderr where the run's wall time went, by kind of event: a diagnostic
+    /// of this machine, kept out of the results.
+    #[arg(long)]
+    pub event_costs: bool,
 }
 
 pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
@@ -176,6 +180,7 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
     let mut pcap = files::capture(&out, args.pcap)?;
     let mut keylog = Keylog::default();
     let mut rows = results::CsvRows::create(&out)?;
+    let mut costs = netsim::EventCosts::default();
     let results = world.run(Outputs {
         tracer,
         pcap: pcap.as_mut(),
@@ -183,7 +188,11 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
         progress: !args.quiet,
         rows: args.rows,
         row_sink: Some(&mut rows),
+        costs: args.event_costs.then_some(&mut costs),
     });
+    if args.event_costs {
+        eprint!("{}", event_costs_table(&costs));
+    }
     rows.finish()?;
     results::rows::write_parquet(&out)?;
     if let Some(p) = pcap {
@@ -206,6 +215,29 @@ pub fn command(args: &RunArgs, default_out: &str) -> Result<()> {
     csvs.add(&results)?;
     csvs.finish()?;
     finish_run(args, &out, &origin, &text, seed, defaults, results)
+}
+
+/// `--event-costs`: the kinds of event by the wall time they took, largest first.
+fn event_costs_table(costs: &netsim::EventCosts) -> String {
+    let mut rows = costs.rows().to_vec();
+    rows.sort_by(|a, b| b.wall.cmp(&a.wall).then(a.kind.cmp(b.kind)));
+    let total: f64 = rows.iter().map(|r| r.wall.as_secs_f64()).sum();
+    let events: u64 = rows.iter().map(|r| r.events).sum();
+    let mut t = format!(
+        "wall time by kind of event (this machine's, not a result):\n{:<26} {:>11} {:>9} {:>7} {:>9}\n",
+        "kind", "events", "wall s", "share", "µs/event"
+    );
+    let line = |kind: &str, events: u64, secs: f64| {
+        format!(
+            "{kind:<26} {events:>11} {secs:>9.3} {:>6.1}% {:>9.2}\n",
+            100.0 * secs / total.max(f64::MIN_POSITIVE),
+            1e6 * secs / events.max(1) as f64
+        )
+    };
+    for r in &rows {
+        t += &line(r.kind, r.events, r.wall.as_secs_f64());
+    }
+    t + &line("all", events, total)
 }
 
 /// Writes what every run writes (manifest, results, tables, report) and tells the user.

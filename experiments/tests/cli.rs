@@ -166,6 +166,44 @@ fn a_bad_file_names_the_file_and_the_field() {
     }
 }
 
+/// `--event-costs` prints where the wall time went, by kind of event, and changes no
+/// result: the results file is the same byte for byte.
+#[test]
+fn event_costs_are_printed_apart_from_the_results() {
+    let dir = scratch("event-costs");
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/demo.toml");
+    let run = |out: &str, extra: &[&str]| {
+        let out = dir.join(out);
+        let mut args = vec!["run", demo, "--quiet", "--no-report", "--out"];
+        args.push(out.to_str().unwrap());
+        args.extend(extra);
+        let o = qsafe(&args);
+        stdout(&o);
+        let results = fs::read(out.join("results.json")).unwrap();
+        (String::from_utf8(o.stderr).unwrap(), results)
+    };
+    let (plain_err, plain) = run("plain", &[]);
+    let (err, timed) = run("timed", &["--event-costs"]);
+    assert_eq!(plain, timed);
+    assert!(!plain_err.contains("kind of event"), "{plain_err}");
+    let events = serde_json::from_slice::<serde_json::Value>(&timed).unwrap()["events"]
+        .as_u64()
+        .unwrap();
+    let all = err
+        .lines()
+        .find_map(|l| l.strip_prefix("all "))
+        .unwrap_or_else(|| panic!("no total in {err}"));
+    assert_eq!(
+        all.split_whitespace().next(),
+        Some(events.to_string().as_str()),
+        "{err}"
+    );
+    assert!(
+        err.contains("wall time by kind of event") && err.contains("deliver IKE"),
+        "{err}"
+    );
+}
+
 #[test]
 fn run_reproduces_a_scenario_and_reports_bad_files_precisely() {
     let dir = scratch("run");

@@ -11,4 +11,6 @@ pub mod world;
 
 pub use config::WorldConfig;
 pub use results::Results;
-pub use world::{BuildError, Keylog, Outputs, World, qkd_network, tunnel_psk};
+pub use world::{
+    BuildError, EventCost, EventCosts, Keylog, Outputs, World, qkd_network, tunnel_psk,
+};

@@ -812,6 +812,29 @@ fn a_key_cache_fetches_keys_in_batches_ahead_of_need() {
 
 /// Which rows a run keeps changes nothing else: the same totals (over every row), the
 /// same fingerprint; `none` keeps no row, and the totals agree with the rows of `all`.
+/// Timing the events by kind counts every event once and changes nothing of the run.
+#[test]
+fn event_costs_count_every_event_and_change_nothing() {
+    let run = |costs| {
+        World::new(config(PAIR), 5, sim_core::Tracer::new())
+            .unwrap()
+            .run(Outputs {
+                costs,
+                ..Outputs::none()
+            })
+    };
+    let mut costs = netsim::EventCosts::default();
+    let (timed, plain) = (run(Some(&mut costs)), run(None));
+    assert_eq!(timed.fingerprint, plain.fingerprint);
+    let rows = costs.rows();
+    assert_eq!(rows.iter().map(|r| r.events).sum::<u64>(), plain.events);
+    let kinds: std::collections::BTreeSet<_> = rows.iter().map(|r| r.kind).collect();
+    assert_eq!(kinds.len(), rows.len(), "one row per kind: {rows:?}");
+    for kind in ["deliver IKE", "tunnel start"] {
+        assert!(kinds.contains(kind), "no {kind:?} in {kinds:?}");
+    }
+}
+
 #[test]
 fn rows_kept_or_not_the_run_and_its_totals_are_the_same() {
     let with = |rows| {

@@ -13,6 +13,7 @@
 
 mod adversary;
 mod build;
+mod costs;
 mod faults;
 mod keys;
 mod net;
@@ -22,6 +23,7 @@ mod traffic;
 mod tunnels;
 
 pub use build::{BuildError, qkd_network, tunnel_psk};
+pub use costs::{EventCost, EventCosts};
 pub use output::Keylog;
 
 use std::io::Write;
@@ -205,6 +207,8 @@ pub struct Outputs<'a> {
     /// Which rows to keep, and where they go as they happen (`None`: into the results).
     pub rows: RowSelection,
     pub row_sink: Option<&'a mut dyn RowSink>,
+    /// Wall time by kind of event, when asked for (a diagnostic: never in the results).
+    pub costs: Option<&'a mut EventCosts>,
 }
 
 impl Outputs<'_> {
@@ -216,6 +220,7 @@ impl Outputs<'_> {
             progress: false,
             rows: RowSelection::All,
             row_sink: None,
+            costs: None,
         }
     }
 }
@@ -284,6 +289,7 @@ impl World {
             progress,
             rows,
             mut row_sink,
+            costs,
         } = outputs;
         let (of_tunnels, of_links) =
             sample_of.unwrap_or((self.tunnels.len(), self.qkd.links.len()));
@@ -299,7 +305,9 @@ impl World {
         let end = SimTime::ZERO + self.cfg.duration;
         let mut progress =
             progress.then(|| Progress::new(end, std::time::Duration::from_millis(500)));
+        let mut stopwatch = costs::Stopwatch::new(costs);
         while let Some(ev) = self.sim.next_event_until(end) {
+            let kind = stopwatch.kind(&ev.event);
             self.prefetch_next();
             self.handle(ev.event);
             self.watch_changed_pairs();
@@ -316,6 +324,7 @@ impl World {
             if let Some(p) = progress.as_mut() {
                 p.tick(self.sim.now(), self.sim.events_processed());
             }
+            stopwatch.lap(kind);
         }
         if let Some(p) = progress.as_mut() {
             p.finish(self.sim.now(), self.sim.events_processed());

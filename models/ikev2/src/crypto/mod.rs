@@ -211,10 +211,11 @@ pub enum KeSecret {
     MlKem512(Box<ml_kem::DecapsulationKey512>),
     MlKem768(Box<ml_kem::DecapsulationKey768>),
     MlKem1024(Box<ml_kem::DecapsulationKey1024>),
-    /// Model crypto keeps its own public value.
+    /// Model crypto keeps the head of its own public value: all that completing the
+    /// exchange reads (every method's public value is at least that long).
     Model {
         method: KeMethod,
-        public: Vec<u8>,
+        public: [u8; 32],
     },
 }
 

@@ -122,10 +122,13 @@ impl CryptoProvider for ModelCrypto {
 
     fn ke_initiate(&self, method: KeMethod, rng: &mut dyn CryptoRng) -> (KeSecret, Vec<u8>) {
         let public = random(rng, method.initiator_len());
+        let head = public[..32]
+            .try_into()
+            .expect("a public value of 32 bytes or more");
         (
             KeSecret::Model {
                 method,
-                public: public.clone(),
+                public: head,
             },
             public,
         )

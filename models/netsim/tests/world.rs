@@ -810,8 +810,6 @@ fn a_key_cache_fetches_keys_in_batches_ahead_of_need() {
     assert!(stale.tunnels[0].established >= 6);
 }
 
-/// Which rows a run keeps changes nothing else: the same totals (over every row), the
-/// same fingerprint; `none` keeps no row, and the totals agree with the rows of `all`.
 /// Timing the events by kind counts every event once and changes nothing of the run.
 #[test]
 fn event_costs_count_every_event_and_change_nothing() {
@@ -835,6 +833,8 @@ fn event_costs_count_every_event_and_change_nothing() {
     }
 }
 
+/// Which rows a run keeps changes nothing else: the same totals (over every row), the
+/// same fingerprint; `none` keeps no row, and the totals agree with the rows of `all`.
 #[test]
 fn rows_kept_or_not_the_run_and_its_totals_are_the_same() {
     let with = |rows| {
